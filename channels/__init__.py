@@ -1,0 +1,1 @@
+"""One adapter per channel: verify, parse, send, and (for pulled channels) run."""

@@ -1,0 +1,109 @@
+"""The channel adapter contract every channel implements the part of that fits it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from hub.types import InboundMessage, OutboundMessage, SendReceipt, StatusUpdate
+
+Parsed = list[InboundMessage | StatusUpdate]
+Emit = Callable[[InboundMessage | StatusUpdate], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """A provider's HTTP request, read once (body bounded) and handed to verify and parse."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    inbox_id: int
+    inbox_settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a channel can do, declared as data."""
+
+    attachments: bool = False
+    templates: bool = False
+    read_receipts: bool = False
+    reply_window_hours: int | None = None
+    max_text: int = 20_000
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting an inbox of this channel needs."""
+
+    name: str
+    description: str
+    secret: bool = False
+    required: bool = True
+
+
+class VerificationFailed(Exception):
+    """A webhook whose signature is missing or wrong: answered 401/403, nothing stored."""
+
+    def __init__(self, reason: str, status: int = 401) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class BadPayload(ValueError):
+    """A signed webhook whose body cannot be understood: answered 400 with this reason."""
+
+
+class PermanentSendError(Exception):
+    """The provider refused the message for good: it is shown as failed with the reason."""
+
+
+class TransientSendError(Exception):
+    """A failure worth retrying later (timeouts, rate limits, 5xx)."""
+
+
+class ChannelAdapter(Protocol):
+    """What a channel declares and does; see DESIGN.md, "Channel adapter"."""
+
+    kind: ClassVar[str]
+    display_name: ClassVar[str]
+    settings: ClassVar[tuple[SettingSpec, ...]]
+    capabilities: ClassVar[Capabilities]
+
+    def verify(self, request: WebhookRequest) -> None:
+        """Raise VerificationFailed unless the webhook is authentic."""
+
+    def parse(self, request: WebhookRequest) -> Parsed:
+        """Turn a verified webhook into messages and status updates (no I/O)."""
+
+    async def send(
+        self, message: OutboundMessage, inbox_settings: Mapping[str, Any]
+    ) -> SendReceipt:
+        """Deliver an outgoing message; raise Permanent/TransientSendError on failure."""
+
+
+@dataclass
+class ChannelInfo:
+    """A channel as the admin screens list it."""
+
+    kind: str
+    display_name: str
+    settings: tuple[SettingSpec, ...]
+    capabilities: Capabilities
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def validate_settings(adapter: ChannelAdapter, values: Mapping[str, Any]) -> list[str]:
+    """Problems with an inbox's settings for this channel, one line each (empty when fine)."""
+    known = {spec.name for spec in adapter.settings}
+    problems = [
+        f"{spec.name}: required ({spec.description})"
+        for spec in adapter.settings
+        if spec.required and not values.get(spec.name)
+    ]
+    problems += [f"{name}: not a setting of the {adapter.kind} channel" for name in values
+                 if name not in known]
+    return problems

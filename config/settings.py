@@ -1,0 +1,136 @@
+"""Switchboard's settings: read once from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(Exception):
+    """Raised with one line per wrong value when the settings do not validate."""
+
+
+class Settings(BaseSettings):
+    """Every knob of Switchboard; `SWITCHBOARD_<NAME>` in the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(Path("var"), description="Where the embedded database and bus live.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means a SQLite file under the data directory."
+    )
+    redis_url: str = Field("", description="Redis URL; empty means the embedded bus.")
+    redis_prefix: str = Field("sb:", description="Prefix of every Redis key Switchboard uses.")
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="Signs visitor tokens; generated under the data dir if empty."
+    )
+    public_url: str = Field(
+        "", description="The URL agents and providers reach Switchboard at; default "
+        "http://localhost:<port>."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Extra browser origins allowed for agent websockets."
+    )
+    host: str = Field("127.0.0.1", description="Interface the web server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the web server listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    worker_name: str = Field("", description="Consumer name of this worker; default host+pid.")
+    worker_concurrency: int = Field(8, ge=1, le=256, description="Bus entries handled at once.")
+    max_deliveries: int = Field(
+        5, ge=1, description="Deliveries of one bus entry before it goes to the dead letters."
+    )
+    claim_idle_ms: int = Field(
+        15_000, ge=100, description="Idle time after which a dead consumer's entries are taken."
+    )
+    stream_maxlen: int = Field(
+        100_000, ge=100, description="Soft bound of each stream (pending entries always stay)."
+    )
+    reopen_window_seconds: int = Field(
+        7 * 24 * 3600, ge=0, description="A resolved conversation reopens on a reply within this."
+    )
+    session_days: int = Field(14, ge=1, description="Agent sessions last this many days.")
+    webhook_max_bytes: int = Field(1_000_000, ge=1024, description="Largest webhook body.")
+    webhook_tolerance_seconds: int = Field(
+        300, ge=1, description="Largest clock skew accepted on a signed webhook."
+    )
+    presence_seconds: int = Field(
+        60, ge=5, description="An agent counts as online this long after their last heartbeat."
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql", "sqlite")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_redis(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def embedded(self) -> bool:
+        """True when the bus is the embedded one (no Redis configured)."""
+        return not self.redis_url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL of the database."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'switchboard.db'}"
+        if url.startswith("sqlite:"):
+            return url.replace("sqlite:", "sqlite+aiosqlite:", 1)
+        for prefix in ("postgresql+asyncpg:", "postgresql+psycopg:", "postgresql:"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg:" + url[len(prefix) :]
+        return url
+
+    @property
+    def base_url(self) -> str:
+        """The public URL, or the local one when none is configured."""
+        return self.public_url or f"http://localhost:{self.port}"
+
+    @property
+    def origins(self) -> frozenset[str]:
+        """Browser origins allowed to open agent websockets."""
+        parts = urlsplit(self.base_url)
+        found = {f"{parts.scheme}://{parts.netloc}", *self.allowed_origins}
+        if not self.public_url:  # a local default: the loopback spellings are the same host
+            found |= {f"http://127.0.0.1:{self.port}", f"http://[::1]:{self.port}"}
+        return frozenset(found)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; raise SettingsError with one line per wrong value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "_".join(str(part) for part in error["loc"]) or "settings"
+            value = error.get("input")
+            shown = "" if "secret" in name else f" (got {value!r})"
+            lines.append(f"SWITCHBOARD_{name.upper()}: {error['msg']}{shown}")
+        raise SettingsError("\n".join(lines)) from None

@@ -1,0 +1,124 @@
+"""Assembly: build the parts of a process from the settings, and the ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+
+from channels.base import ChannelAdapter
+from channels.registry import build_channels
+from config import Settings
+from hub.bus import Bus
+from hub.realtime import Fanout
+from hub.worker import Worker, default_worker_name
+from inbox.context import InboxContext
+from inbox.db import Database
+from web.app import build_web
+from web.context import WebContext
+
+log = logging.getLogger("switchboard")
+
+
+def build_bus(settings: Settings) -> Bus:
+    """The Redis bus when SWITCHBOARD_REDIS_URL is set, else the embedded one."""
+    if settings.embedded:
+        from hub.embedded_bus import EmbeddedBus
+
+        return EmbeddedBus(settings.data_dir / "bus.db")
+    from hub.redis_bus import RedisBus
+
+    return RedisBus(settings.redis_url, settings.redis_prefix)
+
+
+@dataclass
+class Runtime:
+    """Everything a process holds: built once at start, closed once at exit."""
+
+    settings: Settings
+    db: Database
+    bus: Bus
+    http: httpx.AsyncClient
+    channels: dict[str, ChannelAdapter]
+    inbox: InboxContext
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        """Build (without connecting) the parts named by the settings."""
+        db = Database(settings.sqlalchemy_url)
+        bus = build_bus(settings)
+        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+        return cls(
+            settings=settings,
+            db=db,
+            bus=bus,
+            http=http,
+            channels=build_channels(settings, http),
+            inbox=InboxContext(settings=settings, db=db, bus=bus),
+        )
+
+    async def start(self) -> None:
+        """Connect to the bus."""
+        await self.bus.start()
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await self.http.aclose()
+        await self.bus.close()
+        await self.db.close()
+
+    def worker(self) -> Worker:
+        """A worker over this runtime's bus and database."""
+        return Worker(
+            self.inbox, self.channels,
+            name=self.settings.worker_name or default_worker_name(),
+        )
+
+
+def create_app(settings: Settings, *, with_worker: bool = False) -> Starlette:
+    """The ASGI app of a web process; with_worker also runs the worker in it (embedded)."""
+    runtime = Runtime.build(settings)
+    fanout = Fanout(runtime.bus)
+    ctx = WebContext(settings=settings, inbox=runtime.inbox, channels=runtime.channels,
+                     fanout=fanout)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await runtime.start()
+        await fanout.start()
+        await fanout.wait_ready()
+        await presence.start()
+        stop = asyncio.Event()
+        worker_task = (
+            asyncio.create_task(runtime.worker().run(stop), name="worker") if with_worker else None
+        )
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                try:
+                    await asyncio.wait_for(worker_task, timeout=10)
+                except (TimeoutError, asyncio.CancelledError):
+                    worker_task.cancel()
+            await presence.stop()
+            await fanout.stop()
+            await runtime.close()
+
+    app, presence = build_web(ctx, lifespan)
+    return app
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
+    """A worker process: consume the streams until `stop` is set."""
+    runtime = Runtime.build(settings)
+    await runtime.start()
+    try:
+        await runtime.worker().run(stop)
+    finally:
+        await runtime.close()

@@ -1,0 +1,98 @@
+"""The bus contract: durable streams with consumer groups, and realtime broadcast.
+
+Two implementations keep the same contract: `hub.redis_bus.RedisBus` (Redis Streams and
+pub/sub, for any number of processes) and `hub.embedded_bus.EmbeddedBus` (a SQLite file,
+for the one-process embedded shape). An entry returned by `add` is durable: it survives
+`kill -9` of the process that added it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+INBOUND = "inbound"
+OUTBOUND = "outbound"
+EVENTS = "events"
+
+
+def dead_letter_stream(stream: str) -> str:
+    """Name of the stream where entries of `stream` go after too many failed deliveries."""
+    return f"{stream}:dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as delivered to a consumer."""
+
+    id: str
+    payload: bytes
+    deliveries: int
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """Split a stream id 'ms-seq' into comparable integers."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Bus(Protocol):
+    """Durable streams with consumer groups, plus ordered realtime broadcast of events."""
+
+    async def start(self) -> None:
+        """Open connections; idempotent."""
+
+    async def close(self) -> None:
+        """Release connections and stop subscriptions."""
+
+    async def ping(self) -> bool:
+        """True when the bus answers."""
+
+    async def add(self, stream: str, payload: bytes) -> str:
+        """Append durably; return the entry id (ids grow within a stream)."""
+
+    async def ensure_group(self, stream: str, group: str) -> None:
+        """Create the consumer group (reading from the stream's start) if it is missing."""
+
+    async def read_group(
+        self, stream: str, group: str, consumer: str, count: int, block_ms: int
+    ) -> list[Entry]:
+        """Entries never delivered to the group, now owned by `consumer` (waits up to block_ms)."""
+
+    async def read_pending(
+        self, stream: str, group: str, consumer: str, count: int
+    ) -> list[Entry]:
+        """Entries delivered to `consumer` and not acknowledged (after a restart), oldest first."""
+
+    async def ack(self, stream: str, group: str, ids: Sequence[str]) -> None:
+        """Acknowledge handled entries."""
+
+    async def claim_stale(
+        self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        """Take over entries left unacknowledged by any consumer for at least min_idle_ms."""
+
+    async def dead_letter(self, stream: str, group: str, entry: Entry, reason: str) -> None:
+        """Move an entry to the stream's dead letters and acknowledge it, atomically."""
+
+    async def trim(self, stream: str, maxlen: int) -> int:
+        """Trim towards maxlen without dropping entries any group has pending or not yet read."""
+
+    async def length(self, stream: str) -> int:
+        """Number of entries retained in the stream."""
+
+    async def pending_count(self, stream: str, group: str) -> int:
+        """Entries delivered to the group and not acknowledged."""
+
+    async def broadcast(self, payload: bytes, maxlen: int) -> str:
+        """Append an event to EVENTS and publish it live, atomically and in id order."""
+
+    def subscribe(self) -> AsyncIterator[tuple[str, bytes]]:
+        """Live events, as (event id, payload), in the order broadcast."""
+
+    async def replay(self, after_id: str, limit: int) -> list[tuple[str, bytes]] | None:
+        """Events after `after_id` (oldest first, at most limit); None when some were trimmed."""
+
+    async def last_event_id(self) -> str:
+        """Id of the newest event broadcast, or '0-0'."""

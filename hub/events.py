@@ -1,0 +1,170 @@
+"""Typed, versioned events: published by inbox actions after commit, read by every consumer.
+
+The same shapes are what the JSON API returns, so the agent UI applies a websocket event
+and an HTTP response with one piece of code.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+EVENT_VERSION = 1
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class IdentityView(View):
+    """A contact identity as agents see it."""
+
+    kind: str
+    value: str
+    display_name: str | None = None
+
+
+class ContactView(View):
+    """A contact as agents see it."""
+
+    id: int
+    name: str | None
+    email: str | None
+    phone: str | None
+    identities: list[IdentityView] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
+
+
+class ConversationView(View):
+    """A conversation as the list and the thread header show it."""
+
+    id: int
+    inbox_id: int
+    channel: str
+    contact_id: int
+    contact_name: str | None
+    status: str
+    assignee_id: int | None
+    team_id: int | None
+    subject: str | None
+    last_message_preview: str | None
+    unread_count: int
+    snoozed_until: datetime | None
+    last_activity_at: datetime
+    created_at: datetime
+
+
+class MessageView(View):
+    """A message, note or activity line of a conversation."""
+
+    id: int
+    conversation_id: int
+    inbox_id: int
+    direction: str
+    kind: str
+    text: str
+    html: str | None
+    external_id: str | None
+    contact_id: int | None
+    agent_id: int | None
+    status: str | None
+    status_reason: str | None
+    attachments: list[dict[str, Any]]
+    accepted_at: datetime
+    created_at: datetime
+
+
+class _Event(View):
+    v: int = EVENT_VERSION
+    inbox_id: int
+    at: datetime
+
+
+class MessageCreated(_Event):
+    """A message, note or activity line was added to a conversation."""
+
+    type: Literal["message.created"] = "message.created"
+    message: MessageView
+    conversation: ConversationView
+
+
+class MessageStatusChanged(_Event):
+    """An outgoing message moved to sent, delivered, read or failed."""
+
+    type: Literal["message.status_changed"] = "message.status_changed"
+    message: MessageView
+
+
+class ConversationCreated(_Event):
+    """A new conversation was opened."""
+
+    type: Literal["conversation.created"] = "conversation.created"
+    conversation: ConversationView
+
+
+class ConversationAssigned(_Event):
+    """A conversation got a new assignee or team (or lost them)."""
+
+    type: Literal["conversation.assigned"] = "conversation.assigned"
+    conversation: ConversationView
+    previous_assignee_id: int | None
+    by_agent_id: int | None
+
+
+class ConversationStatusChanged(_Event):
+    """A conversation was resolved, reopened, snoozed or set pending."""
+
+    type: Literal["conversation.status_changed"] = "conversation.status_changed"
+    conversation: ConversationView
+    previous_status: str
+    by_agent_id: int | None
+
+
+class ConversationRead(_Event):
+    """An agent read a conversation: its unread count went back to zero."""
+
+    type: Literal["conversation.read"] = "conversation.read"
+    conversation: ConversationView
+    by_agent_id: int
+
+
+class ContactCreated(_Event):
+    """A contact was created from a new identity."""
+
+    type: Literal["contact.created"] = "contact.created"
+    contact: ContactView
+
+
+Event = Annotated[
+    MessageCreated
+    | MessageStatusChanged
+    | ConversationCreated
+    | ConversationAssigned
+    | ConversationStatusChanged
+    | ConversationRead
+    | ContactCreated,
+    Field(discriminator="type"),
+]
+EVENT_TYPES = (
+    MessageCreated,
+    MessageStatusChanged,
+    ConversationCreated,
+    ConversationAssigned,
+    ConversationStatusChanged,
+    ConversationRead,
+    ContactCreated,
+)
+event_adapter: TypeAdapter[Any] = TypeAdapter(Event)
+
+
+def encode_event(event: View) -> bytes:
+    """Serialise an event for the bus."""
+    return event.model_dump_json().encode()
+
+
+def decode_event(payload: bytes | str) -> Any:
+    """Parse an event from the bus into its typed class."""
+    return event_adapter.validate_json(payload)

@@ -1,0 +1,129 @@
+"""The messages that cross the bus between channels/ and inbox/, with a schema version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+IdentityKind = Literal["phone", "email", "telegram", "messenger", "instagram", "visitor", "api"]
+DeliveryStatus = Literal["queued", "sent", "delivered", "read", "failed"]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Identity(Frozen):
+    """Who a customer is on one channel: a kind and a normalised value."""
+
+    kind: IdentityKind
+    value: str = Field(min_length=1, max_length=320)
+    display_name: str | None = Field(default=None, max_length=200)
+
+
+class AttachmentRef(Frozen):
+    """An attachment already stored, referenced by id."""
+
+    id: str
+    filename: str
+    content_type: str
+    size: int
+
+
+class InboundMessage(Frozen):
+    """A customer's message accepted from a channel, before threading."""
+
+    type: Literal["inbound_message"] = "inbound_message"
+    v: int = SCHEMA_VERSION
+    channel: str
+    inbox_id: int
+    external_id: str = Field(min_length=1, max_length=255)
+    sender: Identity
+    thread_hint: str | None = Field(default=None, max_length=998)
+    in_reply_to: str | None = Field(default=None, max_length=998)
+    text: str = ""
+    html: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
+    provider_ts: datetime | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+    raw_ref: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class StatusUpdate(Frozen):
+    """A provider's word on an outgoing message: sent, delivered, read or failed."""
+
+    type: Literal["status_update"] = "status_update"
+    v: int = SCHEMA_VERSION
+    channel: str
+    inbox_id: int
+    external_id: str = Field(min_length=1, max_length=255)
+    status: DeliveryStatus
+    reason: str | None = Field(default=None, max_length=1000)
+    provider_ts: datetime | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboundMessage(Frozen):
+    """A send request: an agent's reply on its way to a channel."""
+
+    type: Literal["outbound_message"] = "outbound_message"
+    v: int = SCHEMA_VERSION
+    message_id: int
+    conversation_id: int
+    inbox_id: int
+    channel: str
+    recipient: Identity
+    text: str
+    html: str | None = None
+    attachments: tuple[AttachmentRef, ...] = ()
+    in_reply_to: str | None = None
+    idempotency_key: str
+    template: str | None = None
+    template_variables: dict[str, str] = Field(default_factory=dict)
+
+
+class SendReceipt(Frozen):
+    """What a channel's send returned: the provider's id and the state it reported."""
+
+    external_id: str
+    status: DeliveryStatus = "sent"
+
+
+BusMessage = Annotated[
+    InboundMessage | StatusUpdate | OutboundMessage, Field(discriminator="type")
+]
+_bus_message: TypeAdapter[InboundMessage | StatusUpdate | OutboundMessage] = TypeAdapter(
+    BusMessage
+)
+
+
+class UnsupportedSchema(ValueError):
+    """A bus payload written by a newer Switchboard than this one."""
+
+
+def encode(message: InboundMessage | StatusUpdate | OutboundMessage) -> bytes:
+    """Serialise a bus message."""
+    return message.model_dump_json().encode()
+
+
+def decode(payload: bytes | str) -> InboundMessage | StatusUpdate | OutboundMessage:
+    """Parse a bus message, refusing schema versions this code does not know."""
+    message = _bus_message.validate_json(payload)
+    if message.v > SCHEMA_VERSION:
+        raise UnsupportedSchema(f"schema version {message.v} is newer than {SCHEMA_VERSION}")
+    return message
+
+
+def as_dict(message: BaseModel) -> dict[str, Any]:
+    """JSON-ready dict of a model."""
+    return message.model_dump(mode="json")

@@ -1,0 +1,153 @@
+"""The worker (assembly): consumes the inbound and outbound streams.
+
+Inbound entries are threaded and stored by inbox/; outbound entries are delivered by the
+channel adapter and their result recorded by inbox/. Both are at-least-once on the bus and
+exactly-once in effect: ingest deduplicates on (inbox, external id); a send is skipped when
+the message already left, and carries an idempotency key for the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from channels.base import ChannelAdapter, PermanentSendError, TransientSendError
+from hub.bus import INBOUND, OUTBOUND, Entry
+from hub.consumer import run_consumer
+from hub.metrics import ACCEPT_TO_STORE_SECONDS, BUS_ENTRIES, INGEST_SECONDS, SENDS
+from hub.types import InboundMessage, OutboundMessage, StatusUpdate, UnsupportedSchema, decode
+from hub.types import utcnow as _utcnow
+from inbox.context import InboxContext
+from inbox.inboxes import inbox_settings
+from inbox.models import Message
+from inbox.threading import UnknownInbox, apply_status, ingest, set_send_result
+
+log = logging.getLogger("switchboard.worker")
+
+INBOUND_GROUP = "inbox"
+OUTBOUND_GROUP = "senders"
+SEND_ATTEMPTS = 5
+
+
+def default_worker_name() -> str:
+    """A consumer name that is stable across restarts of the same process slot."""
+    return os.environ.get("SWITCHBOARD_WORKER_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Worker:
+    """Handlers of the bus streams for one process."""
+
+    def __init__(
+        self, ctx: InboxContext, channels: Mapping[str, ChannelAdapter], *, name: str
+    ) -> None:
+        self.ctx = ctx
+        self.channels = channels
+        self.name = name
+        self.send_wait = wait_exponential(multiplier=0.5, max=8)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume both streams until `stop` is set."""
+        s = self.ctx.settings
+        common: dict[str, Any] = {
+            "max_deliveries": s.max_deliveries,
+            "claim_idle_ms": s.claim_idle_ms,
+            "trim_maxlen": s.stream_maxlen,
+            "stop": stop,
+        }
+        await asyncio.gather(
+            run_consumer(self.ctx.bus, INBOUND, INBOUND_GROUP, self.name, self.handle_inbound,
+                         concurrency=s.worker_concurrency, **common),
+            run_consumer(self.ctx.bus, OUTBOUND, OUTBOUND_GROUP, self.name, self.handle_outbound,
+                         concurrency=s.worker_concurrency, **common),
+        )
+
+    async def handle_inbound(self, entry: Entry) -> None:
+        """Thread and store one inbound message, or apply one status update."""
+        try:
+            item = decode(entry.payload)
+        except (UnsupportedSchema, ValueError) as exc:
+            await self._dead(INBOUND, INBOUND_GROUP, entry, f"undecodable: {exc}")
+            return
+        started = time.perf_counter()
+        try:
+            if isinstance(item, InboundMessage):
+                result = await ingest(self.ctx, item, redelivered=entry.deliveries > 1)
+                INGEST_SECONDS.observe(time.perf_counter() - started)
+                if not result.duplicate:
+                    delay = (_utcnow() - item.received_at).total_seconds()
+                    ACCEPT_TO_STORE_SECONDS.observe(max(0.0, delay))
+                BUS_ENTRIES.labels(INBOUND, "duplicate" if result.duplicate else "stored").inc()
+            elif isinstance(item, StatusUpdate):
+                await apply_status(self.ctx, item)
+                BUS_ENTRIES.labels(INBOUND, "status").inc()
+            else:
+                await self._dead(INBOUND, INBOUND_GROUP, entry, f"unexpected {item.type}")
+        except UnknownInbox as exc:
+            await self._dead(INBOUND, INBOUND_GROUP, entry, str(exc))
+
+    async def handle_outbound(self, entry: Entry) -> None:
+        """Deliver one outgoing message through its channel and record the result."""
+        try:
+            item = decode(entry.payload)
+        except (UnsupportedSchema, ValueError) as exc:
+            await self._dead(OUTBOUND, OUTBOUND_GROUP, entry, f"undecodable: {exc}")
+            return
+        if not isinstance(item, OutboundMessage):
+            await self._dead(OUTBOUND, OUTBOUND_GROUP, entry, f"unexpected {item.type}")
+            return
+        async with self.ctx.db.read() as session:
+            stored = await session.get(Message, item.message_id)
+            found = await inbox_settings(session, item.inbox_id)
+        if stored is None or stored.status != "queued":
+            BUS_ENTRIES.labels(OUTBOUND, "already_sent").inc()
+            return  # a redelivery after the send was recorded: never send twice
+        adapter = self.channels.get(item.channel)
+        if adapter is None or found is None:
+            await set_send_result(self.ctx, message_id=item.message_id, status="failed",
+                                  reason=f"channel {item.channel!r} is not available")
+            return
+        try:
+            receipt = None
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(TransientSendError),
+                stop=stop_after_attempt(SEND_ATTEMPTS),
+                wait=self.send_wait,
+                reraise=False,
+            ):
+                with attempt:
+                    receipt = await adapter.send(item, found[1])
+            assert receipt is not None
+        except PermanentSendError as exc:
+            SENDS.labels(item.channel, "failed").inc()
+            await set_send_result(self.ctx, message_id=item.message_id, status="failed",
+                                  reason=str(exc))
+            return
+        except RetryError as exc:
+            SENDS.labels(item.channel, "gave_up").inc()
+            last = exc.last_attempt.exception()
+            await set_send_result(
+                self.ctx, message_id=item.message_id, status="failed",
+                reason=f"gave up after {SEND_ATTEMPTS} attempts: {last}",
+            )
+            return
+        SENDS.labels(item.channel, "sent").inc()
+        await set_send_result(self.ctx, message_id=item.message_id, status=receipt.status,
+                              external_id=receipt.external_id)
+
+    async def _dead(self, stream: str, group: str, entry: Entry, reason: str) -> None:
+        log.error("dead-lettering %s entry %s: %s", stream, entry.id, reason)
+        BUS_ENTRIES.labels(stream, "dead").inc()
+        await self.ctx.bus.dead_letter(stream, group, entry, reason)

@@ -1,0 +1,1 @@
+"""The domain: models, threading, contacts, conversations, assignment, actions, queries."""

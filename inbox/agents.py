@@ -1,0 +1,167 @@
+"""Agents, passwords and sessions.
+
+Passwords are hashed with argon2-cffi (Argon2id, the Password Hashing Competition winner,
+maintained and with safe defaults). A session token lives in the browser's cookie; only
+its SHA-256 is stored, so a database leak does not hand out sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.types import utcnow
+from inbox.models import ROLES, Agent, AgentSession, Inbox, InboxMember, TeamMember
+
+_hasher = PasswordHasher()
+# Verifying against this keeps the time of a login with an unknown email like a real one.
+_DUMMY_HASH = _hasher.hash("switchboard-dummy-password")
+MIN_PASSWORD = 8
+
+
+class AgentError(ValueError):
+    """A request about agents that cannot be carried out, with a message for the user."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The agent behind a request, with what they may see."""
+
+    agent_id: int
+    role: str
+    inbox_ids: frozenset[int]
+    csrf_token: str
+
+    @property
+    def is_admin(self) -> bool:
+        """Admins see and change everything."""
+        return self.role == "admin"
+
+
+def hash_password(password: str) -> str:
+    """An Argon2id hash of a password."""
+    if len(password) < MIN_PASSWORD:
+        raise AgentError(f"a password needs at least {MIN_PASSWORD} characters")
+    return _hasher.hash(password)
+
+
+def token_hash(token: str) -> str:
+    """What we store of a session token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def create_agent(
+    session: AsyncSession, *, email: str, name: str, password: str, role: str = "agent"
+) -> Agent:
+    """Add an agent; the email must be new."""
+    email = email.strip().lower()
+    if "@" not in email:
+        raise AgentError("an agent needs a valid email address")
+    if role not in ROLES:
+        raise AgentError(f"role must be one of {', '.join(ROLES)}")
+    if (await session.exec(select(Agent).where(Agent.email == email))).first():
+        raise AgentError(f"an agent with email {email} already exists")
+    agent = Agent(email=email, name=name.strip() or email, password_hash=hash_password(password),
+                  role=role)
+    session.add(agent)
+    await session.flush()
+    return agent
+
+
+async def authenticate(session: AsyncSession, *, email: str, password: str) -> Agent | None:
+    """The active agent with these credentials, or None."""
+    agent = (
+        await session.exec(select(Agent).where(Agent.email == email.strip().lower()))
+    ).first()
+    try:
+        _hasher.verify(agent.password_hash if agent else _DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if agent is None or not agent.is_active:
+        return None
+    return agent
+
+
+async def start_session(session: AsyncSession, *, agent_id: int, days: int) -> tuple[str, str]:
+    """Open a session; return (token for the cookie, CSRF token)."""
+    token = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(24)
+    session.add(
+        AgentSession(
+            token_hash=token_hash(token),
+            agent_id=agent_id,
+            csrf_token=csrf,
+            expires_at=utcnow() + timedelta(days=days),
+        )
+    )
+    await session.flush()
+    return token, csrf
+
+
+async def end_session(session: AsyncSession, token: str) -> None:
+    """Log out: the token stops working at once."""
+    await session.exec(
+        delete(AgentSession).where(col(AgentSession.token_hash) == token_hash(token))
+    )  # type: ignore[call-overload]
+
+
+async def principal_for(session: AsyncSession, token: str) -> Principal | None:
+    """The agent of a live session token, with their inboxes, or None."""
+    row = (
+        await session.exec(
+            select(AgentSession, Agent)
+            .join(Agent, col(Agent.id) == col(AgentSession.agent_id))
+            .where(AgentSession.token_hash == token_hash(token))
+        )
+    ).first()
+    if row is None:
+        return None
+    stored, agent = row
+    if stored.expires_at < utcnow() or not agent.is_active:
+        return None
+    assert agent.id is not None
+    return Principal(
+        agent_id=agent.id,
+        role=agent.role,
+        inbox_ids=await visible_inbox_ids(session, agent),
+        csrf_token=stored.csrf_token,
+    )
+
+
+async def visible_inbox_ids(session: AsyncSession, agent: Agent) -> frozenset[int]:
+    """The inboxes whose conversations the agent may see."""
+    if agent.role == "admin":
+        ids = await session.exec(select(Inbox.id))
+        return frozenset(i for i in ids if i is not None)
+    ids = await session.exec(select(InboxMember.inbox_id).where(InboxMember.agent_id == agent.id))
+    return frozenset(ids)
+
+
+async def touch_presence(session: AsyncSession, agent_ids: list[int]) -> None:
+    """Mark agents as seen now (they have a live connection)."""
+    if agent_ids:
+        await session.exec(
+            update(Agent).where(col(Agent.id).in_(agent_ids)).values(last_seen_at=utcnow())
+        )  # type: ignore[call-overload]
+
+
+async def add_to_inbox(session: AsyncSession, *, agent_id: int, inbox_id: int) -> None:
+    """Make an agent a member of an inbox (idempotent)."""
+    if await session.get(InboxMember, (inbox_id, agent_id)) is None:
+        session.add(InboxMember(inbox_id=inbox_id, agent_id=agent_id))
+        await session.flush()
+
+
+async def add_to_team(session: AsyncSession, *, agent_id: int, team_id: int) -> None:
+    """Make an agent a member of a team (idempotent)."""
+    if await session.get(TeamMember, (team_id, agent_id)) is None:
+        session.add(TeamMember(team_id=team_id, agent_id=agent_id))
+        await session.flush()

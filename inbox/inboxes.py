@@ -1,0 +1,67 @@
+"""Inboxes: configured channel accounts, and who belongs to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from inbox.agents import Principal
+from inbox.models import Agent, Inbox, InboxMember
+
+
+class InboxError(ValueError):
+    """A request about inboxes that cannot be carried out, with a message for the user."""
+
+
+async def create_inbox(
+    session: AsyncSession,
+    *,
+    name: str,
+    channel: str,
+    settings: dict[str, Any],
+    auto_assign: bool = True,
+) -> Inbox:
+    """Add an inbox; the caller has validated the channel's settings."""
+    if not name.strip():
+        raise InboxError("an inbox needs a name")
+    inbox = Inbox(name=name.strip(), channel=channel, settings=settings, auto_assign=auto_assign)
+    session.add(inbox)
+    await session.flush()
+    return inbox
+
+
+async def set_members(session: AsyncSession, *, inbox_id: int, agent_ids: list[int]) -> None:
+    """Make exactly these agents the inbox's members."""
+    found = set(
+        await session.exec(select(Agent.id).where(col(Agent.id).in_(agent_ids)))
+    )
+    missing = sorted(set(agent_ids) - found)
+    if missing:
+        raise InboxError(f"no agent with id {missing[0]}")
+    current = {
+        m.agent_id: m
+        for m in await session.exec(select(InboxMember).where(InboxMember.inbox_id == inbox_id))
+    }
+    for agent_id, member in current.items():
+        if agent_id not in agent_ids:
+            await session.delete(member)
+    for agent_id in agent_ids:
+        if agent_id not in current:
+            session.add(InboxMember(inbox_id=inbox_id, agent_id=agent_id))
+    await session.flush()
+
+
+async def visible_inboxes(session: AsyncSession, principal: Principal) -> list[Inbox]:
+    """The inboxes the principal may see, by id."""
+    rows = await session.exec(
+        select(Inbox).where(col(Inbox.id).in_(sorted(principal.inbox_ids))).order_by(col(Inbox.id))
+    )
+    return list(rows)
+
+
+async def inbox_settings(session: AsyncSession, inbox_id: int) -> tuple[str, dict[str, Any]] | None:
+    """The channel and settings of an inbox, or None when it does not exist."""
+    inbox = await session.get(Inbox, inbox_id)
+    return None if inbox is None else (inbox.channel, dict(inbox.settings))

@@ -1,0 +1,227 @@
+"""The SQL tables of the inbox domain. Alembic owns the schema (inbox/migrations)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import JSON, Column, Field, SQLModel
+
+from hub.types import utcnow
+
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite keeps naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; Switchboard stores aware UTC datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+TZ = UTCDateTime()
+
+CONVERSATION_STATUSES = ("open", "pending", "snoozed", "resolved")
+ROLES = ("admin", "lead", "agent")
+AVAILABILITY = ("online", "away")
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(sa_type=TZ, **kwargs)  # type: ignore[call-overload]
+
+
+class Inbox(SQLModel, table=True):
+    """A configured channel account: a number, a mailbox, a page, a widget, an API source."""
+
+    __tablename__ = "inboxes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    channel: str = Field(max_length=40, index=True)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    auto_assign: bool = True
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Agent(SQLModel, table=True):
+    """Someone who answers conversations: an agent, a team lead or an admin."""
+
+    __tablename__ = "agents"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320, sa_column_kwargs={"unique": True})
+    name: str = Field(max_length=200)
+    password_hash: str = Field(max_length=255)
+    role: str = Field(default="agent", max_length=20)
+    is_active: bool = True
+    availability: str = Field(default="online", max_length=20)
+    last_seen_at: datetime | None = _ts(default=None, nullable=True)
+    password_changed_at: datetime = _ts(default_factory=utcnow)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Team(SQLModel, table=True):
+    """A group of agents that conversations can be assigned to."""
+
+    __tablename__ = "teams"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+
+
+class InboxMember(SQLModel, table=True):
+    """An agent allowed to see and answer an inbox's conversations."""
+
+    __tablename__ = "inbox_members"
+
+    inbox_id: int = Field(foreign_key="inboxes.id", primary_key=True, ondelete="CASCADE")
+    agent_id: int = Field(foreign_key="agents.id", primary_key=True, ondelete="CASCADE", index=True)
+    # Round robin picks the member assigned longest ago.
+    last_assigned_at: datetime | None = _ts(default=None, nullable=True)
+
+
+class TeamMember(SQLModel, table=True):
+    """An agent's membership of a team."""
+
+    __tablename__ = "team_members"
+
+    team_id: int = Field(foreign_key="teams.id", primary_key=True, ondelete="CASCADE")
+    agent_id: int = Field(foreign_key="agents.id", primary_key=True, ondelete="CASCADE", index=True)
+
+
+class AgentSession(SQLModel, table=True):
+    """A logged-in browser or API client; the cookie carries the token, we keep its hash."""
+
+    __tablename__ = "agent_sessions"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    agent_id: int = Field(foreign_key="agents.id", index=True, ondelete="CASCADE")
+    csrf_token: str = Field(max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow)
+    expires_at: datetime = _ts()
+
+
+class Contact(SQLModel, table=True):
+    """A customer, whatever channels they write from."""
+
+    __tablename__ = "contacts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=32)
+    attributes: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ContactIdentity(SQLModel, table=True):
+    """One way to reach a contact: an E.164 phone, an email, a chat user id, a visitor id."""
+
+    __tablename__ = "contact_identities"
+    __table_args__ = (sa.UniqueConstraint("kind", "value", name="uq_identity_kind_value"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contacts.id", index=True, ondelete="CASCADE")
+    kind: str = Field(max_length=20)
+    value: str = Field(max_length=320)
+    display_name: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Conversation(SQLModel, table=True):
+    """A thread between a contact and the team, in one inbox."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        sa.Index("ix_conversations_inbox_activity", "inbox_id", "last_activity_at", "id"),
+        sa.Index("ix_conversations_status_activity", "status", "last_activity_at", "id"),
+        sa.Index("ix_conversations_assignee_activity", "assignee_id", "last_activity_at", "id"),
+        sa.Index("ix_conversations_contact", "contact_id", "inbox_id", "status"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    inbox_id: int = Field(foreign_key="inboxes.id", ondelete="CASCADE")
+    contact_id: int = Field(foreign_key="contacts.id", ondelete="CASCADE")
+    status: str = Field(default="open", max_length=20)
+    assignee_id: int | None = Field(
+        default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
+    )
+    team_id: int | None = Field(
+        default=None, foreign_key="teams.id", nullable=True, ondelete="SET NULL"
+    )
+    # The identity the customer writes from here: where replies go.
+    identity_id: int | None = Field(
+        default=None, foreign_key="contact_identities.id", nullable=True, ondelete="SET NULL"
+    )
+    subject: str | None = Field(default=None, max_length=998)
+    last_message_preview: str | None = Field(default=None, max_length=300)
+    unread_count: int = 0
+    snoozed_until: datetime | None = _ts(default=None, nullable=True)
+    last_activity_at: datetime = _ts(default_factory=utcnow)
+    resolved_at: datetime | None = _ts(default=None, nullable=True)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ThreadKey(SQLModel, table=True):
+    """A channel's thread hint (email Message-ID, chat id, widget session) for a conversation."""
+
+    __tablename__ = "thread_keys"
+    __table_args__ = (sa.UniqueConstraint("inbox_id", "key", name="uq_thread_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    inbox_id: int = Field(foreign_key="inboxes.id", ondelete="CASCADE")
+    key: str = Field(max_length=998)
+    conversation_id: int = Field(foreign_key="conversations.id", index=True, ondelete="CASCADE")
+
+
+class Message(SQLModel, table=True):
+    """A message, an internal note or an activity line of a conversation."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("inbox_id", "external_id", name="uq_message_external"),
+        sa.UniqueConstraint("idempotency_key", name="uq_message_idempotency"),
+        sa.Index("ix_messages_conversation_order", "conversation_id", "accepted_at", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id", ondelete="CASCADE")
+    inbox_id: int = Field(foreign_key="inboxes.id", ondelete="CASCADE")
+    direction: str = Field(max_length=8)  # "in" | "out"
+    kind: str = Field(default="message", max_length=10)  # message | note | activity
+    text: str = Field(default="", sa_type=sa.Text)
+    html: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    external_id: str | None = Field(default=None, max_length=255, nullable=True)
+    idempotency_key: str | None = Field(default=None, max_length=255, nullable=True)
+    in_reply_to: str | None = Field(default=None, max_length=998, nullable=True)
+    contact_id: int | None = Field(
+        default=None, foreign_key="contacts.id", nullable=True, ondelete="SET NULL"
+    )
+    agent_id: int | None = Field(
+        default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
+    )
+    status: str | None = Field(default=None, max_length=12, nullable=True)
+    status_reason: str | None = Field(default=None, max_length=1000, nullable=True)
+    attachments: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    provider_ts: datetime | None = _ts(default=None, nullable=True)
+    # When Switchboard accepted the message: the order of a conversation's thread.
+    accepted_at: datetime = _ts(default_factory=utcnow)
+    created_at: datetime = _ts(default_factory=utcnow)

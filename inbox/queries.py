@@ -1,0 +1,189 @@
+"""Reads for agents: every query is limited to the inboxes the principal may see."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, tuple_
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.events import ContactView, ConversationView, MessageView
+from inbox.agents import Principal
+from inbox.models import CONVERSATION_STATUSES, Contact, Conversation, Inbox, Message
+from inbox.views import contact_view, conversation_view, message_view
+
+MAX_PAGE = 100
+
+
+class InvalidQuery(ValueError):
+    """A filter or cursor that cannot be understood, with a message for the caller."""
+
+
+@dataclass(frozen=True)
+class ConversationFilter:
+    """What the conversation list shows."""
+
+    inbox_id: int | None = None
+    statuses: tuple[str, ...] = ()
+    assignee: str | None = None  # "me", "none", or an agent id
+    contact_id: int | None = None
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.statuses if s not in CONVERSATION_STATUSES]
+        if bad:
+            raise InvalidQuery(f"unknown status {bad[0]!r}; use {', '.join(CONVERSATION_STATUSES)}")
+        if self.assignee not in (None, "me", "none") and not str(self.assignee).isdigit():
+            raise InvalidQuery("assignee must be 'me', 'none' or an agent id")
+
+
+def encode_cursor(at: datetime, row_id: int) -> str:
+    """An opaque keyset cursor for (timestamp, id)."""
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The (timestamp, id) of a cursor; InvalidQuery when it was not made by encode_cursor."""
+    try:
+        at, _, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        parsed = datetime.fromisoformat(at)
+        if parsed.tzinfo is None:
+            raise ValueError
+        return parsed, int(row_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidQuery("invalid cursor") from None
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+async def list_conversations(
+    session: AsyncSession,
+    principal: Principal,
+    filters: ConversationFilter,
+    *,
+    cursor: str | None = None,
+    limit: int = 25,
+) -> tuple[list[ConversationView], str | None]:
+    """A page of conversations, newest activity first, and the cursor of the next page."""
+    limit = _limit(limit)
+    inbox_ids = principal.inbox_ids
+    if filters.inbox_id is not None:
+        inbox_ids = inbox_ids & {filters.inbox_id}
+    if not inbox_ids:
+        return [], None
+    query = (
+        select(Conversation, Inbox.channel, Contact.name)
+        .join(Inbox, col(Inbox.id) == col(Conversation.inbox_id))
+        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
+        .where(col(Conversation.inbox_id).in_(sorted(inbox_ids)))
+    )
+    if filters.statuses:
+        query = query.where(col(Conversation.status).in_(filters.statuses))
+    if filters.assignee == "me":
+        query = query.where(Conversation.assignee_id == principal.agent_id)
+    elif filters.assignee == "none":
+        query = query.where(col(Conversation.assignee_id).is_(None))
+    elif filters.assignee is not None:
+        query = query.where(Conversation.assignee_id == int(filters.assignee))
+    if filters.contact_id is not None:
+        query = query.where(Conversation.contact_id == filters.contact_id)
+    if cursor:
+        at, row_id = decode_cursor(cursor)
+        query = query.where(
+            tuple_(col(Conversation.last_activity_at), col(Conversation.id)) < tuple_(at, row_id)
+        )
+    query = query.order_by(
+        col(Conversation.last_activity_at).desc(), col(Conversation.id).desc()
+    ).limit(limit + 1)
+    rows = list(await session.exec(query))
+    views = [conversation_view(c, channel=ch, contact_name=n) for c, ch, n in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = views[-1]
+        next_cursor = encode_cursor(last.last_activity_at, last.id)
+    return views, next_cursor
+
+
+async def visible_conversation(
+    session: AsyncSession, principal: Principal, conversation_id: int
+) -> Conversation | None:
+    """The conversation if it exists and the principal may see it."""
+    conversation = await session.get(Conversation, conversation_id)
+    if conversation is None or conversation.inbox_id not in principal.inbox_ids:
+        return None
+    return conversation
+
+
+async def get_conversation(
+    session: AsyncSession, principal: Principal, conversation_id: int
+) -> ConversationView | None:
+    """One conversation's view, or None when missing or not visible."""
+    conversation = await visible_conversation(session, principal, conversation_id)
+    if conversation is None:
+        return None
+    inbox = await session.get_one(Inbox, conversation.inbox_id)
+    contact = await session.get_one(Contact, conversation.contact_id)
+    return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+
+
+async def list_messages(
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: int,
+    *,
+    before: str | None = None,
+    limit: int = 50,
+) -> tuple[list[MessageView], str | None] | None:
+    """The newest messages (before a cursor), oldest first, and the cursor of older ones."""
+    limit = _limit(limit)
+    if await visible_conversation(session, principal, conversation_id) is None:
+        return None
+    query = select(Message).where(Message.conversation_id == conversation_id)
+    if before:
+        at, row_id = decode_cursor(before)
+        query = query.where(
+            or_(
+                col(Message.accepted_at) < at,
+                and_(col(Message.accepted_at) == at, col(Message.id) < row_id),
+            )
+        )
+    rows = list(
+        await session.exec(
+            query.order_by(col(Message.accepted_at).desc(), col(Message.id).desc()).limit(limit + 1)
+        )
+    )
+    older = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        older = encode_cursor(rows[-1].accepted_at, rows[-1].id or 0)
+    return [message_view(m) for m in reversed(rows)], older
+
+
+async def get_contact(
+    session: AsyncSession, principal: Principal, contact_id: int
+) -> ContactView | None:
+    """A contact, if they have a conversation in an inbox the principal may see."""
+    contact = await session.get(Contact, contact_id)
+    if contact is None:
+        return None
+    if not principal.is_admin:
+        shared = (
+            await session.exec(
+                select(Conversation.id)
+                .where(
+                    Conversation.contact_id == contact_id,
+                    col(Conversation.inbox_id).in_(sorted(principal.inbox_ids)),
+                )
+                .limit(1)
+            )
+        ).first()
+        if shared is None:
+            return None
+    return await contact_view(session, contact)

@@ -1,0 +1,84 @@
+"""Rows to the public views that the API returns and events carry."""
+
+from __future__ import annotations
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.events import ContactView, ConversationView, IdentityView, MessageView
+from inbox.models import Contact, ContactIdentity, Conversation, Inbox, Message
+
+
+def message_view(message: Message) -> MessageView:
+    """The public view of a message row."""
+    assert message.id is not None
+    return MessageView(
+        id=message.id,
+        conversation_id=message.conversation_id,
+        inbox_id=message.inbox_id,
+        direction=message.direction,
+        kind=message.kind,
+        text=message.text,
+        html=message.html,
+        external_id=message.external_id,
+        contact_id=message.contact_id,
+        agent_id=message.agent_id,
+        status=message.status,
+        status_reason=message.status_reason,
+        attachments=message.attachments,
+        accepted_at=message.accepted_at,
+        created_at=message.created_at,
+    )
+
+
+def conversation_view(
+    conversation: Conversation, *, channel: str, contact_name: str | None
+) -> ConversationView:
+    """The public view of a conversation row, given its inbox's channel and contact's name."""
+    assert conversation.id is not None
+    return ConversationView(
+        id=conversation.id,
+        inbox_id=conversation.inbox_id,
+        channel=channel,
+        contact_id=conversation.contact_id,
+        contact_name=contact_name,
+        status=conversation.status,
+        assignee_id=conversation.assignee_id,
+        team_id=conversation.team_id,
+        subject=conversation.subject,
+        last_message_preview=conversation.last_message_preview,
+        unread_count=conversation.unread_count,
+        snoozed_until=conversation.snoozed_until,
+        last_activity_at=conversation.last_activity_at,
+        created_at=conversation.created_at,
+    )
+
+
+async def load_conversation_view(session: AsyncSession, conversation: Conversation) -> ConversationView:
+    """The view of a conversation, reading its inbox's channel and its contact's name."""
+    inbox = await session.get(Inbox, conversation.inbox_id)
+    contact = await session.get(Contact, conversation.contact_id)
+    assert inbox is not None and contact is not None
+    return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+
+
+async def contact_view(session: AsyncSession, contact: Contact) -> ContactView:
+    """The view of a contact with its identities."""
+    assert contact.id is not None
+    identities = await session.exec(
+        select(ContactIdentity)
+        .where(ContactIdentity.contact_id == contact.id)
+        .order_by(ContactIdentity.id)  # type: ignore[arg-type]
+    )
+    return ContactView(
+        id=contact.id,
+        name=contact.name,
+        email=contact.email,
+        phone=contact.phone,
+        attributes=contact.attributes,
+        created_at=contact.created_at,
+        identities=[
+            IdentityView(kind=i.kind, value=i.value, display_name=i.display_name)
+            for i in identities
+        ],
+    )

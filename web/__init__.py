@@ -1,0 +1,1 @@
+"""Starlette routes: webhooks, the JSON API, websockets, health and metrics."""

@@ -1,0 +1,354 @@
+"""The JSON API under /api/v1: what the agent UI, scripts and integrations call."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from channels.base import validate_settings
+from hub.events import ContactView, ConversationView, MessageView
+from inbox import actions, queries
+from inbox.agents import Principal, authenticate, end_session, start_session
+from inbox.inboxes import InboxError, create_inbox, set_members, visible_inboxes
+from inbox.models import Agent, Inbox
+from web.context import WebContext
+from web.http import (
+    SESSION_COOKIE,
+    HTTPProblem,
+    authenticated,
+    int_param,
+    json_response,
+    parse_json,
+)
+from web.openapi import Doc
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(_In):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+
+
+class AgentView(BaseModel):
+    id: int
+    email: str
+    name: str
+    role: str
+    availability: str
+
+
+class LoginResponse(BaseModel):
+    agent: AgentView
+    csrf_token: str
+
+
+class InboxView(BaseModel):
+    id: int
+    name: str
+    channel: str
+    auto_assign: bool
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationView]
+    next_cursor: str | None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageView]
+    older_cursor: str | None
+
+
+class ReplyRequest(_In):
+    text: str = Field(max_length=actions.MAX_TEXT)
+    kind: Literal["message", "note"] = "message"
+    idempotency_key: str | None = Field(default=None, min_length=8, max_length=200)
+
+
+class AssignRequest(_In):
+    assignee_id: int | None
+
+
+class StatusRequest(_In):
+    status: Literal["open", "pending", "snoozed", "resolved"]
+    snoozed_until: datetime | None = None
+
+
+class CreateInboxRequest(_In):
+    name: str = Field(min_length=1, max_length=200)
+    channel: str = Field(min_length=1, max_length=40)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    auto_assign: bool = True
+
+
+class MembersRequest(_In):
+    agent_ids: list[int] = Field(max_length=10_000)
+
+
+class AvailabilityRequest(_In):
+    availability: Literal["online", "away"]
+
+
+def _agent_view(agent: Agent) -> AgentView:
+    assert agent.id is not None
+    return AgentView(
+        id=agent.id, email=agent.email, name=agent.name, role=agent.role,
+        availability=agent.availability,
+    )
+
+
+def _inbox_view(inbox: Inbox) -> InboxView:
+    assert inbox.id is not None
+    return InboxView(id=inbox.id, name=inbox.name, channel=inbox.channel,
+                     auto_assign=inbox.auto_assign)
+
+
+def _not_found(what: str) -> HTTPProblem:
+    return HTTPProblem(404, "not_found", f"{what} not found")
+
+
+def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
+    """The API's routes and their OpenAPI descriptions."""
+    db = ctx.inbox.db
+    secure_cookie = ctx.settings.base_url.startswith("https://")
+
+    async def login(request: Request) -> Response:
+        """Log in with email and password; sets the session cookie."""
+        body = await parse_json(request, LoginRequest)
+        async with db.write() as session:
+            agent = await authenticate(session, email=body.email, password=body.password)
+            if agent is None:
+                raise HTTPProblem(401, "invalid_credentials", "wrong email or password")
+            assert agent.id is not None
+            token, csrf = await start_session(
+                session, agent_id=agent.id, days=ctx.settings.session_days
+            )
+            view = _agent_view(agent)
+        response = json_response(LoginResponse(agent=view, csrf_token=csrf))
+        response.set_cookie(
+            SESSION_COOKIE, token, max_age=ctx.settings.session_days * 86400, httponly=True,
+            secure=secure_cookie, samesite="lax", path="/",
+        )
+        return response
+
+    async def logout(request: Request, principal: Principal) -> Response:
+        """End this session; its cookie stops working at once."""
+        token = request.cookies.get(SESSION_COOKIE) or request.headers.get(
+            "authorization", ""
+        )[7:].strip()
+        async with db.write() as session:
+            await end_session(session, token)
+        response = Response(status_code=204)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    async def me(request: Request, principal: Principal) -> Response:
+        """The logged-in agent."""
+        async with db.read() as session:
+            agent = await session.get_one(Agent, principal.agent_id)
+            return json_response(_agent_view(agent))
+
+    async def set_availability(request: Request, principal: Principal) -> Response:
+        """Set yourself online (auto-assignment may pick you) or away."""
+        body = await parse_json(request, AvailabilityRequest)
+        async with db.write() as session:
+            agent = await session.get_one(Agent, principal.agent_id)
+            agent.availability = body.availability
+            session.add(agent)
+            view = _agent_view(agent)
+        return json_response(view)
+
+    async def inboxes(request: Request, principal: Principal) -> Response:
+        """The inboxes you belong to (all of them for admins)."""
+        async with db.read() as session:
+            return json_response([_inbox_view(i) for i in await visible_inboxes(session, principal)])
+
+    async def add_inbox(request: Request, principal: Principal) -> Response:
+        """Connect a new inbox (admins only)."""
+        if not principal.is_admin:
+            raise HTTPProblem(403, "forbidden", "only admins connect inboxes")
+        body = await parse_json(request, CreateInboxRequest)
+        adapter = ctx.channels.get(body.channel)
+        if adapter is None:
+            known = ", ".join(sorted(ctx.channels))
+            raise HTTPProblem(422, "invalid_field", f"channel: unknown; use one of {known}")
+        problems = validate_settings(adapter, body.settings)
+        if problems:
+            raise HTTPProblem(422, "invalid_field", "settings." + "; settings.".join(problems))
+        async with db.write() as session:
+            try:
+                inbox = await create_inbox(
+                    session, name=body.name, channel=body.channel, settings=body.settings,
+                    auto_assign=body.auto_assign,
+                )
+            except InboxError as exc:
+                raise HTTPProblem(422, "invalid_field", str(exc)) from None
+            view = _inbox_view(inbox)
+        return json_response(view, status=201)
+
+    async def put_members(request: Request, principal: Principal) -> Response:
+        """Set exactly which agents belong to an inbox (admins only)."""
+        if not principal.is_admin:
+            raise HTTPProblem(403, "forbidden", "only admins change inbox members")
+        inbox_id = int(request.path_params["inbox_id"])
+        body = await parse_json(request, MembersRequest)
+        async with db.write() as session:
+            if await session.get(Inbox, inbox_id) is None:
+                raise _not_found("inbox")
+            try:
+                await set_members(session, inbox_id=inbox_id, agent_ids=body.agent_ids)
+            except InboxError as exc:
+                raise HTTPProblem(422, "invalid_field", str(exc)) from None
+        return Response(status_code=204)
+
+    async def list_conversations(request: Request, principal: Principal) -> Response:
+        """Conversations you may see, newest activity first, a page at a time."""
+        q = request.query_params
+        statuses = tuple(s for s in q.get("status", "").split(",") if s)
+        try:
+            filters = queries.ConversationFilter(
+                inbox_id=int_param(q.get("inbox_id"), "inbox_id"),
+                statuses=statuses,
+                assignee=q.get("assignee") or None,
+                contact_id=int_param(q.get("contact_id"), "contact_id"),
+            )
+            async with db.read() as session:
+                items, cursor = await queries.list_conversations(
+                    session, principal, filters, cursor=q.get("cursor") or None,
+                    limit=int_param(q.get("limit"), "limit") or 25,
+                )
+        except queries.InvalidQuery as exc:
+            raise HTTPProblem(400, "invalid_parameter", str(exc)) from None
+        return json_response(ConversationPage(items=items, next_cursor=cursor))
+
+    async def get_conversation(request: Request, principal: Principal) -> Response:
+        """One conversation."""
+        async with db.read() as session:
+            view = await queries.get_conversation(
+                session, principal, int(request.path_params["conversation_id"])
+            )
+        if view is None:
+            raise _not_found("conversation")
+        return json_response(view)
+
+    async def list_messages(request: Request, principal: Principal) -> Response:
+        """A conversation's newest messages, oldest first; `before` pages back in time."""
+        q = request.query_params
+        try:
+            async with db.read() as session:
+                page = await queries.list_messages(
+                    session, principal, int(request.path_params["conversation_id"]),
+                    before=q.get("before") or None,
+                    limit=int_param(q.get("limit"), "limit") or 50,
+                )
+        except queries.InvalidQuery as exc:
+            raise HTTPProblem(400, "invalid_parameter", str(exc)) from None
+        if page is None:
+            raise _not_found("conversation")
+        return json_response(MessagePage(items=page[0], older_cursor=page[1]))
+
+    async def post_message(request: Request, principal: Principal) -> Response:
+        """Reply on the customer's channel, or leave an internal note."""
+        body = await parse_json(request, ReplyRequest)
+        view = await _act(actions.reply(
+            ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
+            text=body.text, kind=body.kind, idempotency_key=body.idempotency_key,
+        ))
+        return json_response(view, status=201)
+
+    async def post_assignment(request: Request, principal: Principal) -> Response:
+        """Assign the conversation to an agent of its inbox, or unassign it (null)."""
+        body = await parse_json(request, AssignRequest)
+        view = await _act(actions.assign(
+            ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
+            assignee_id=body.assignee_id,
+        ))
+        return json_response(view)
+
+    async def post_status(request: Request, principal: Principal) -> Response:
+        """Resolve, reopen, snooze until a time, or set pending."""
+        body = await parse_json(request, StatusRequest)
+        view = await _act(actions.set_status(
+            ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
+            status=body.status, snoozed_until=body.snoozed_until,
+        ))
+        return json_response(view)
+
+    async def post_read(request: Request, principal: Principal) -> Response:
+        """Mark the conversation as read."""
+        view = await _act(actions.mark_read(
+            ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"])
+        ))
+        return json_response(view)
+
+    async def get_contact(request: Request, principal: Principal) -> Response:
+        """A contact with all their identities."""
+        async with db.read() as session:
+            view = await queries.get_contact(
+                session, principal, int(request.path_params["contact_id"])
+            )
+        if view is None:
+            raise _not_found("contact")
+        return json_response(view)
+
+    conv = "/api/v1/conversations/{conversation_id:int}"
+    table: list[tuple[Doc, Any]] = [
+        (Doc("POST", "/api/v1/auth/login", "Log in", LoginRequest, LoginResponse, auth=False,
+             extra_responses={401: "Wrong email or password"}), login),
+        (Doc("POST", "/api/v1/auth/logout", "Log out", status=204), authenticated(ctx, logout)),
+        (Doc("GET", "/api/v1/me", "The logged-in agent", response=AgentView),
+         authenticated(ctx, me)),
+        (Doc("PUT", "/api/v1/me/availability", "Set availability", AvailabilityRequest,
+             AgentView), authenticated(ctx, set_availability)),
+        (Doc("GET", "/api/v1/inboxes", "Your inboxes", response=InboxView, many=True),
+         authenticated(ctx, inboxes)),
+        (Doc("POST", "/api/v1/inboxes", "Connect an inbox (admin)", CreateInboxRequest,
+             InboxView, status=201), authenticated(ctx, add_inbox)),
+        (Doc("PUT", "/api/v1/inboxes/{inbox_id:int}/members", "Set an inbox's members (admin)",
+             MembersRequest, status=204), authenticated(ctx, put_members)),
+        (Doc("GET", "/api/v1/conversations", "List conversations", response=ConversationPage,
+             query=(("inbox_id", "only this inbox"),
+                    ("status", "comma-separated: open, pending, snoozed, resolved"),
+                    ("assignee", "'me', 'none' or an agent id"),
+                    ("contact_id", "only this contact's"),
+                    ("cursor", "next_cursor of the previous page"),
+                    ("limit", "1-100, default 25"))),
+         authenticated(ctx, list_conversations)),
+        (Doc("GET", conv, "Get a conversation", response=ConversationView),
+         authenticated(ctx, get_conversation)),
+        (Doc("GET", conv + "/messages", "List a conversation's messages", response=MessagePage,
+             query=(("before", "older_cursor of the previous page"), ("limit", "1-100"))),
+         authenticated(ctx, list_messages)),
+        (Doc("POST", conv + "/messages", "Reply or add a note", ReplyRequest, MessageView,
+             status=201), authenticated(ctx, post_message)),
+        (Doc("POST", conv + "/assignment", "Assign or unassign", AssignRequest,
+             ConversationView), authenticated(ctx, post_assignment)),
+        (Doc("POST", conv + "/status", "Change status", StatusRequest, ConversationView),
+         authenticated(ctx, post_status)),
+        (Doc("POST", conv + "/read", "Mark as read", response=ConversationView),
+         authenticated(ctx, post_read)),
+        (Doc("GET", "/api/v1/contacts/{contact_id:int}", "Get a contact", response=ContactView),
+         authenticated(ctx, get_contact)),
+    ]
+    routes = [Route(doc.path, endpoint, methods=[doc.method]) for doc, endpoint in table]
+    return routes, [doc for doc, _ in table]
+
+
+async def _act(action: Any) -> Any:
+    try:
+        return await action
+    except actions.NotFound as exc:
+        raise HTTPProblem(404, "not_found", str(exc)) from None
+    except actions.Refused as exc:
+        raise HTTPProblem(422, "refused", str(exc)) from None
+
+
+__all__ = ["JSONResponse", "api_routes"]

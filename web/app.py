@@ -1,0 +1,68 @@
+"""The Starlette application: routes from every part of web/, built from a WebContext."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from web.api import api_routes
+from web.context import WebContext
+from web.health import health_routes
+from web.http import HTTPProblem, problem_response
+from web.openapi import build_openapi
+from web.realtime import Presence, websocket_routes
+from web.webhooks import webhook_routes
+
+log = logging.getLogger("switchboard.web")
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starlette, Presence]:
+    """The ASGI app of one web process, and its presence tracker (started by the lifespan)."""
+    presence = Presence(ctx)
+    routes, docs = api_routes(ctx)
+    spec = build_openapi(docs, title="Switchboard API", version="1")
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    all_routes: list[BaseRoute] = [
+        *routes,
+        Route("/api/openapi.json", openapi, methods=["GET"]),
+        *webhook_routes(ctx),
+        *websocket_routes(ctx, presence),
+        *health_routes(ctx),
+    ]
+
+    async def on_problem(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPProblem)
+        return problem_response(exc)
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
+        return problem_response(HTTPProblem(exc.status_code, code, str(exc.detail)))
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(HTTPProblem(500, "internal", "something went wrong on our side"))
+
+    handlers: dict[type[Exception] | int, Callable[[Request, Exception], Awaitable[Response]]] = {
+        HTTPProblem: on_problem,
+        HTTPException: on_http,
+        Exception: on_error,
+    }
+    app = Starlette(routes=all_routes, exception_handlers=handlers,  # type: ignore[arg-type]
+                    lifespan=lifespan)
+    return app, presence
+
+
+__all__ = ["AsyncIterator", "build_web"]

@@ -1,0 +1,43 @@
+"""Health, readiness and metrics endpoints for load balancers and Prometheus."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from web.context import WebContext
+
+
+def health_routes(ctx: WebContext) -> list[Route]:
+    """/healthz (process up), /readyz (database and bus reachable), /metrics."""
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        async def bounded(check: asyncio.Future[bool] | object) -> bool:
+            try:
+                return bool(await asyncio.wait_for(check, timeout=2))  # type: ignore[arg-type]
+            except Exception:
+                return False
+
+        database = await bounded(ctx.inbox.db.ping())
+        bus = await bounded(ctx.inbox.bus.ping())
+        ready = database and bus
+        return JSONResponse(
+            {"status": "ready" if ready else "unavailable", "database": database, "bus": bus},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,122 @@
+"""Small HTTP helpers shared by the routes: JSON answers, errors, bodies, the principal."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import JSONResponse, Response
+
+from hub.security import constant_time_equal
+from inbox.agents import Principal, principal_for
+from web.context import WebContext
+
+SESSION_COOKIE = "switchboard_session"
+CSRF_HEADER = "x-csrf-token"
+MAX_JSON_BODY = 256 * 1024
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request, Principal], Awaitable[Response]]
+
+
+class HTTPProblem(Exception):
+    """An error answer: status, machine-readable code, human message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def problem_response(problem: HTTPProblem) -> JSONResponse:
+    """The JSON body of an error."""
+    return JSONResponse(
+        {"error": {"code": problem.code, "message": problem.message}}, status_code=problem.status
+    )
+
+
+def json_response(data: Any, status: int = 200) -> JSONResponse:
+    """A JSON answer from models, lists of models or plain data."""
+    return JSONResponse(_jsonable(data), status_code=status)
+
+
+def _jsonable(data: Any) -> Any:
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, list | tuple):
+        return [_jsonable(item) for item in data]
+    if isinstance(data, dict):
+        return {key: _jsonable(value) for key, value in data.items()}
+    return data
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPProblem(413, "too_large", f"the body may have at most {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPProblem(413, "too_large", f"the body may have at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_json(request: Request, model: type[M]) -> M:
+    """The JSON body validated into `model`; 400/422 with the first problem otherwise."""
+    body = await read_body(request, MAX_JSON_BODY)
+    if not body:
+        raise HTTPProblem(400, "invalid_body", "a JSON body is required")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise HTTPProblem(400, "invalid_json", "the body is not valid JSON") from None
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise HTTPProblem(422, "invalid_field", f"{where}: {first['msg']}") from None
+
+
+async def current_principal(ctx: WebContext, conn: HTTPConnection) -> Principal | None:
+    """The agent of the session cookie, or None."""
+    token = conn.cookies.get(SESSION_COOKIE)
+    if not token:
+        auth = conn.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    if not token:
+        return None
+    async with ctx.inbox.db.read() as session:
+        return await principal_for(session, token)
+
+
+def authenticated(ctx: WebContext, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a route: 401 without a session; unsafe methods need the session's CSRF token."""
+
+    async def endpoint(request: Request) -> Response:
+        principal = await current_principal(ctx, request)
+        if principal is None:
+            raise HTTPProblem(401, "unauthenticated", "log in first")
+        uses_cookie = SESSION_COOKIE in request.cookies
+        if uses_cookie and request.method not in ("GET", "HEAD", "OPTIONS"):
+            if not constant_time_equal(request.headers.get(CSRF_HEADER, ""), principal.csrf_token):
+                raise HTTPProblem(403, "csrf", "missing or wrong X-CSRF-Token header")
+        return await handler(request, principal)
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint
+
+
+def int_param(value: str | None, name: str) -> int | None:
+    """An optional integer query parameter; 400 when it is not one."""
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise HTTPProblem(400, "invalid_parameter", f"{name} must be a positive integer")
+    return int(value)

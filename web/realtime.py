@@ -1,0 +1,211 @@
+"""The agent websocket: live events of the agent's inboxes, resumable after a reconnect.
+
+Frames from the server (JSON text):
+  {"type": "ready", "last_event_id": ID}     after the replay, live from here on
+  {"type": "event", "id": ID, "event": {...}} one event (see hub/events.py)
+  {"type": "resync", "reason": "..."}        events were missed: reload state over HTTP
+  {"type": "pong"}                           answer to {"type": "ping"}
+Connect with `?last_event_id=ID` to get every event after ID replayed first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from hub.bus import parse_id
+from hub.metrics import EVENTS_DELIVERED, RESYNCS, WEBSOCKETS
+from hub.realtime import Listener, event_inbox_id
+from inbox.agents import Principal, touch_presence
+from web.context import WebContext
+from web.http import current_principal
+
+log = logging.getLogger("switchboard.websocket")
+REPLAY_PAGE = 500
+RECHECK_SECONDS = 30.0
+
+
+class Presence:
+    """Agents with an open websocket in this process, marked as seen periodically."""
+
+    def __init__(self, ctx: WebContext) -> None:
+        self._ctx = ctx
+        self._counts: dict[int, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def add(self, agent_id: int) -> None:
+        """An agent connected: count them online right away."""
+        self._counts[agent_id] = self._counts.get(agent_id, 0) + 1
+        if self._counts[agent_id] == 1:
+            async with self._ctx.inbox.db.write() as session:
+                await touch_presence(session, [agent_id])
+
+    def remove(self, agent_id: int) -> None:
+        """An agent's connection closed."""
+        left = self._counts.get(agent_id, 1) - 1
+        if left <= 0:
+            self._counts.pop(agent_id, None)
+        else:
+            self._counts[agent_id] = left
+
+    async def start(self) -> None:
+        """Start the heartbeat task."""
+        self._task = asyncio.create_task(self._beat(), name="presence")
+
+    async def stop(self) -> None:
+        """Stop the heartbeat task."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _beat(self) -> None:
+        interval = max(1.0, self._ctx.settings.presence_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            if self._counts:
+                try:
+                    async with self._ctx.inbox.db.write() as session:
+                        await touch_presence(session, sorted(self._counts))
+                except Exception:
+                    log.exception("presence heartbeat failed")
+
+
+def _frame(event_id: str, payload: bytes) -> str:
+    return '{"type":"event","id":"%s","event":%s}' % (event_id, payload.decode())  # noqa: UP031
+
+
+def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute]:
+    """The agent websocket route."""
+
+    async def agent_socket(websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
+        if origin is not None and origin not in ctx.settings.origins:
+            log.warning("websocket refused: foreign origin %r", origin[:200])
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
+        principal = await current_principal(ctx, websocket)
+        if principal is None:
+            await websocket.close(code=1008, reason="log in first")
+            return
+        await websocket.accept()
+        WEBSOCKETS.inc()
+        await presence.add(principal.agent_id)
+        try:
+            await _serve(ctx, websocket, principal)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            WEBSOCKETS.dec()
+            presence.remove(principal.agent_id)
+
+    return [WebSocketRoute("/api/v1/ws", agent_socket)]
+
+
+async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) -> None:
+    allowed = {"inboxes": principal.inbox_ids}
+    send_lock = asyncio.Lock()  # the receiver answers pings while this task sends events
+    listener = ctx.fanout.listen(lambda inbox_id: inbox_id in allowed["inboxes"])
+    try:
+        last = await _catch_up(ctx, websocket, listener, principal,
+                               websocket.query_params.get("last_event_id"))
+        receiver = asyncio.create_task(_receive(websocket, send_lock))
+        recheck = asyncio.get_running_loop().time() + RECHECK_SECONDS
+        while not receiver.done():
+            getter = asyncio.ensure_future(listener.queue.get())
+            overflow = asyncio.ensure_future(listener.overflowed.wait())
+            timeout = max(0.0, recheck - asyncio.get_running_loop().time())
+            done, _ = await asyncio.wait(
+                {getter, overflow, receiver}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for pending in (getter, overflow):
+                if pending not in done:
+                    pending.cancel()
+            if getter in done:
+                event_id, payload = getter.result()
+                if last is None or parse_id(event_id) > parse_id(last):
+                    async with send_lock:
+                        await websocket.send_text(_frame(event_id, payload))
+                    EVENTS_DELIVERED.inc()
+                    last = event_id
+            if overflow in done:
+                listener.overflowed.clear()
+                _drain(listener)
+                RESYNCS.inc()
+                async with send_lock:
+                    await websocket.send_text(
+                        '{"type":"resync","reason":"too many events missed"}'
+                    )
+            if asyncio.get_running_loop().time() >= recheck:
+                recheck = asyncio.get_running_loop().time() + RECHECK_SECONDS
+                fresh = await current_principal(ctx, websocket)
+                if fresh is None:
+                    await websocket.close(code=4401, reason="session ended")
+                    return
+                allowed["inboxes"] = fresh.inbox_ids
+        if receiver.exception() is not None and not isinstance(
+            receiver.exception(), WebSocketDisconnect
+        ):
+            raise receiver.exception()  # type: ignore[misc]
+    finally:
+        ctx.fanout.unlisten(listener)
+
+
+async def _catch_up(
+    ctx: WebContext,
+    websocket: WebSocket,
+    listener: Listener,
+    principal: Principal,
+    after: str | None,
+) -> str | None:
+    """Replay what the client missed (or say resync); return the last id it has."""
+    bus = ctx.inbox.bus
+    if after:
+        try:
+            parse_id(after)
+        except ValueError:
+            await websocket.send_text('{"type":"resync","reason":"invalid last_event_id"}')
+            after = None
+    if not after:
+        last = await bus.last_event_id()
+        await websocket.send_text(json.dumps({"type": "ready", "last_event_id": last}))
+        return last
+    while True:
+        page = await bus.replay(after, REPLAY_PAGE)
+        if page is None:
+            RESYNCS.inc()
+            await websocket.send_text('{"type":"resync","reason":"events were trimmed"}')
+            last = await bus.last_event_id()
+            break
+        for event_id, payload in page:
+            if event_inbox_id(payload) in principal.inbox_ids:
+                await websocket.send_text(_frame(event_id, payload))
+                EVENTS_DELIVERED.inc()
+            after = event_id
+        last = after
+        if len(page) < REPLAY_PAGE:
+            break
+    await websocket.send_text(json.dumps({"type": "ready", "last_event_id": last}))
+    return last
+
+
+async def _receive(websocket: WebSocket, send_lock: asyncio.Lock) -> None:
+    while True:
+        text = await websocket.receive_text()
+        try:
+            kind = json.loads(text).get("type")
+        except (ValueError, AttributeError):
+            continue
+        if kind == "ping":
+            async with send_lock:
+                await websocket.send_text('{"type":"pong"}')
+
+
+def _drain(listener: Listener) -> None:
+    while not listener.queue.empty():
+        listener.queue.get_nowait()
