@@ -91,7 +91,7 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runtime.start()
         await fanout.start()
-        await fanout.wait_ready()
+        await asyncio.wait_for(fanout.wait_ready(), timeout=30)
         await presence.start()
         stop = asyncio.Event()
         worker_task = (

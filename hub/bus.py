@@ -31,6 +31,10 @@ class Entry:
     deliveries: int
 
 
+# First item of every subscription: the subscription is live, later broadcasts will arrive.
+LIVE: tuple[str, bytes] = ("", b"")
+
+
 def parse_id(entry_id: str) -> tuple[int, int]:
     """Split a stream id 'ms-seq' into comparable integers."""
     ms, _, seq = entry_id.partition("-")
@@ -89,7 +93,7 @@ class Bus(Protocol):
         """Append an event to EVENTS and publish it live, atomically and in id order."""
 
     def subscribe(self) -> AsyncIterator[tuple[str, bytes]]:
-        """Live events, as (event id, payload), in the order broadcast."""
+        """LIVE once subscribed, then live events as (event id, payload) in broadcast order."""
 
     async def replay(self, after_id: str, limit: int) -> list[tuple[str, bytes]] | None:
         """Events after `after_id` (oldest first, at most limit); None when some were trimmed."""

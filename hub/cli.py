@@ -119,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: object, help_: str, *, listens: bool = False) -> argparse.ArgumentParser:
+    def add(
+        name: str, func: object, help_: str, *, listens: bool = False
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
         if listens:

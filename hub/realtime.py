@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-from hub.bus import Bus
+from hub.bus import LIVE, Bus
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -51,9 +51,9 @@ class Fanout:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="realtime-fanout")
 
-    async def wait_ready(self, timeout: float = 10) -> None:
+    async def wait_ready(self) -> None:
         """Wait until the bus subscription is live."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        await self._ready.wait()
 
     async def stop(self) -> None:
         """Stop the subscription task."""
@@ -81,36 +81,26 @@ class Fanout:
     async def _run(self) -> None:
         while True:
             try:
-                async for event in self._subscription():
-                    inbox_id = event_inbox_id(event[1])
-                    for listener in list(self._listeners):
-                        if listener.accepts(inbox_id):
-                            listener.offer(event)
+                async with contextlib.aclosing(self._bus.subscribe()) as events:  # type: ignore[type-var]
+                    async for event in events:
+                        if event == LIVE:
+                            self._ready.set()
+                            continue
+                        inbox_id = event_inbox_id(event[1])
+                        for listener in list(self._listeners):
+                            if listener.accepts(inbox_id):
+                                listener.offer(event)
+                raise ConnectionError("subscription ended")
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("realtime subscription dropped; resubscribing")
+                if self._ready.is_set():
+                    log.warning("realtime subscription dropped; resubscribing", exc_info=True)
                 # Listeners may have missed events while we were away: make them resync.
+                self._ready.clear()
                 for listener in list(self._listeners):
                     listener.overflowed.set()
-                self._ready.clear()
                 await asyncio.sleep(0.5)
-
-    async def _subscription(self) -> AsyncIterator[LiveEvent]:
-        iterator = self._bus.subscribe()
-        try:
-            first = asyncio.ensure_future(anext(iterator))
-            # The subscription is established once the iterator has started; mark ready
-            # after the bus confirms (the first await yields control to it).
-            await asyncio.sleep(0)
-            self._ready.set()
-            yield await first
-            async for event in iterator:
-                yield event
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
 
 def event_inbox_id(payload: bytes) -> int | None:

@@ -13,8 +13,9 @@ from inbox.inboxes import create_inbox
 from inbox.models import Agent, Inbox
 from inbox.threading import ingest
 
-DEMO_PASSWORD = "switchboard-demo"
-DEMO_API_SECRET = "demo-api-secret"
+# Demo credentials are printed on purpose: the demo is for trying Switchboard locally.
+DEMO_PASSWORD = "switchboard-demo"  # noqa: S105
+DEMO_API_SECRET = "demo-api-secret"  # noqa: S105
 DEMO_AGENTS = (
     ("admin@demo.switchboard.test", "Ada Admin", "admin"),
     ("lead@demo.switchboard.test", "Lee Lead", "lead"),

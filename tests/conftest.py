@@ -1,0 +1,113 @@
+"""Fixtures: the two deployment shapes, real servers, and a running Switchboard per test.
+
+Every test that takes `stack` runs twice: on the embedded defaults (SQLite + the SQLite
+bus) and on the production shape (a fresh PostgreSQL database + a private Redis server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from config import Settings, load_settings
+from hub.app import create_app
+from inbox.migrate import upgrade
+from tests.helpers import Stack
+from tests.services import PostgresDatabase, RedisServer, free_port
+
+SHAPES = ["embedded", "production"]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private Redis for the session; tests keep apart by key prefix."""
+    server = RedisServer.start(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A migrated PostgreSQL database that each test copies."""
+    db = PostgresDatabase.create()
+    upgrade(db.sqlalchemy_url)
+    yield db.name
+    db.drop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file that each test copies."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=SHAPES)
+def shape(request: pytest.FixtureRequest) -> str:
+    """The deployment shape under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, shape: str, tmp_path: Path, sqlite_template: Path
+) -> Iterator[Settings]:
+    """Settings of a fresh, migrated, isolated Switchboard in the given shape."""
+    port = free_port()
+    base = {
+        "data_dir": tmp_path / "var",
+        "port": port,
+        "host": "127.0.0.1",
+        "log_level": "warning",
+        "claim_idle_ms": 1000,
+        "presence_seconds": 60,
+    }
+    if shape == "embedded":
+        (tmp_path / "var").mkdir()
+        shutil.copy(sqlite_template, tmp_path / "var" / "switchboard.db")
+        yield load_settings(**base)
+        return
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    template: str = request.getfixturevalue("pg_template")
+    db = PostgresDatabase.create_from_template(template)
+    try:
+        yield load_settings(
+            **base,
+            database_url=db.url,
+            redis_url=redis.url,
+            redis_prefix=f"t{secrets.token_hex(4)}:",
+        )
+    finally:
+        db.drop()
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    """A running Switchboard (web + worker in this process) with seeded agents and inboxes."""
+    app = create_app(settings, with_worker=True)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped during start-up")
+        await asyncio.sleep(0.01)
+    stack = Stack(settings=settings, base=f"http://127.0.0.1:{settings.port}")
+    try:
+        await stack.seed()
+        yield stack
+    finally:
+        await stack.close()
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)

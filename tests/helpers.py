@@ -1,0 +1,275 @@
+"""Test helpers: a seeded Switchboard, agent clients, signed webhooks, a reply receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from websockets.asyncio.client import ClientConnection, connect
+
+from channels.api import sign, signed_headers
+from config import Settings
+from inbox.agents import add_to_inbox, create_agent
+from inbox.db import Database
+from inbox.inboxes import create_inbox
+from tests.services import free_port
+
+PASSWORD = "correct horse battery"
+SUPPORT_SECRET = "support-secret-0123456789"
+SALES_SECRET = "sales-secret-0123456789"
+
+
+class Receiver:
+    """A local HTTP server standing in for a system that receives api-channel replies."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/replies"
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.answers: list[tuple[int, Any]] = []  # queued (status, json) answers
+        self.arrived = asyncio.Event()
+
+        async def replies(request: Request) -> Response:
+            body = await request.body()
+            self.received.append(json.loads(body))
+            self.headers.append(dict(request.headers))
+            self.arrived.set()
+            if self.answers:
+                status, data = self.answers.pop(0)
+                return JSONResponse(data, status_code=status)
+            return JSONResponse({"id": f"ext-{len(self.received)}"})
+
+        app = Starlette(routes=[Route("/replies", replies, methods=["POST"])])
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Serve until stop()."""
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    async def wait(self, count: int, timeout: float = 15) -> None:
+        """Wait until `count` replies arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"expected {count} replies, got {len(self.received)}")
+            await asyncio.sleep(0.02)
+
+
+@dataclass
+class Agent:
+    """A logged-in agent: an HTTP client with cookie and CSRF header."""
+
+    id: int
+    email: str
+    http: httpx.AsyncClient
+    stack: Stack
+
+    async def ws(self, last_event_id: str | None = None, origin: str | None = None) -> Socket:
+        """Open the agent websocket and wait for its ready frame."""
+        return await self.stack.ws(self.http, last_event_id=last_event_id, origin=origin)
+
+
+@dataclass
+class Socket:
+    """An agent websocket with helpers to wait for frames."""
+
+    conn: ClientConnection
+    ready: dict[str, Any]
+    frames: list[dict[str, Any]] = field(default_factory=list)
+
+    async def next(self, timeout: float = 10) -> dict[str, Any]:
+        """The next frame."""
+        frame = json.loads(await asyncio.wait_for(self.conn.recv(), timeout))
+        self.frames.append(frame)
+        return frame  # type: ignore[no-any-return]
+
+    async def wait_event(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
+        """The next event frame whose event matches `predicate` (others are kept in frames)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching event; got {[_brief(f) for f in self.frames]}")
+            try:
+                frame = await self.next(left)
+            except TimeoutError:
+                continue
+            if frame["type"] == "event" and predicate(frame["event"]):
+                return frame
+
+    async def quiet(self, seconds: float) -> list[dict[str, Any]]:
+        """Frames that arrive within `seconds` (to assert that nothing arrives)."""
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                got.append(await self.next(left))
+            except TimeoutError:
+                break
+        return got
+
+    async def close(self) -> None:
+        """Close the websocket."""
+        await self.conn.close()
+
+
+def _brief(frame: dict[str, Any]) -> str:
+    return frame.get("event", {}).get("type", frame["type"]) if "event" in frame else frame["type"]
+
+
+def of_type(kind: str, **match: Any) -> Callable[[dict[str, Any]], bool]:
+    """Predicate: an event of this type whose message/conversation fields match."""
+
+    def predicate(event: dict[str, Any]) -> bool:
+        if event["type"] != kind:
+            return False
+        subject = event.get("message") or event.get("conversation") or {}
+        return all(subject.get(k) == v for k, v in match.items())
+
+    return predicate
+
+
+@dataclass
+class Stack:
+    """A running Switchboard with two api inboxes (support, sales) and three agents."""
+
+    settings: Settings
+    base: str
+    receiver: Receiver = field(default_factory=Receiver)
+    ids: dict[str, int] = field(default_factory=dict)
+    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    async def seed(self) -> None:
+        """Admin, alice (support), bob (sales); support replies go to the receiver."""
+        await self.receiver.start()
+        db = Database(self.settings.sqlalchemy_url)
+        try:
+            async with db.write() as s:
+                support = await create_inbox(s, name="Support", channel="api", settings={
+                    "secret": SUPPORT_SECRET, "outbound_url": self.receiver.url})
+                sales = await create_inbox(s, name="Sales", channel="api",
+                                           settings={"secret": SALES_SECRET})
+                admin = await create_agent(s, email="admin@example.com", name="Admin",
+                                           password=PASSWORD, role="admin")
+                alice = await create_agent(s, email="alice@example.com", name="Alice",
+                                           password=PASSWORD)
+                bob = await create_agent(s, email="bob@example.com", name="Bob",
+                                         password=PASSWORD)
+                assert support.id and sales.id and alice.id and bob.id and admin.id
+                await add_to_inbox(s, agent_id=alice.id, inbox_id=support.id)
+                await add_to_inbox(s, agent_id=bob.id, inbox_id=sales.id)
+                self.ids = {"support": support.id, "sales": sales.id, "admin": admin.id,
+                            "alice": alice.id, "bob": bob.id}
+        finally:
+            await db.close()
+
+    async def close(self) -> None:
+        """Close clients and the receiver."""
+        for client in self._clients:
+            await client.aclose()
+        await self.receiver.stop()
+
+    def client(self) -> httpx.AsyncClient:
+        """An anonymous HTTP client for this stack."""
+        client = httpx.AsyncClient(base_url=self.base, timeout=15)
+        self._clients.append(client)
+        return client
+
+    async def login(self, name: str) -> Agent:
+        """Log in a seeded agent by name (admin, alice, bob)."""
+        client = self.client()
+        email = f"{name}@example.com"
+        response = await client.post("/api/v1/auth/login",
+                                     json={"email": email, "password": PASSWORD})
+        assert response.status_code == 200, response.text
+        client.headers["X-CSRF-Token"] = response.json()["csrf_token"]
+        return Agent(id=self.ids[name], email=email, http=client, stack=self)
+
+    async def ws(
+        self,
+        http: httpx.AsyncClient | None,
+        *,
+        last_event_id: str | None = None,
+        origin: str | None = None,
+    ) -> Socket:
+        """Open an agent websocket with the client's session cookie."""
+        url = self.base.replace("http", "ws", 1) + "/api/v1/ws"
+        if last_event_id:
+            url += f"?last_event_id={last_event_id}"
+        headers = {}
+        if http is not None:
+            headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
+        conn = await connect(url, additional_headers=headers,
+                             origin=origin or f"http://localhost:{self.settings.port}")  # type: ignore[arg-type]
+        socket = Socket(conn, ready={})
+        while True:
+            frame = await socket.next()
+            if frame["type"] == "ready":
+                socket.ready = frame
+                return socket
+
+    async def inbound(
+        self,
+        inbox: str,
+        messages: list[dict[str, Any]] | None = None,
+        *,
+        statuses: list[dict[str, Any]] | None = None,
+        secret: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """POST a signed api-channel webhook to an inbox by name."""
+        payload: dict[str, Any] = {}
+        if messages is not None:
+            payload["messages"] = messages
+        if statuses is not None:
+            payload["statuses"] = statuses
+        body = json.dumps(payload).encode()
+        key = secret or (SUPPORT_SECRET if inbox == "support" else SALES_SECRET)
+        client = self.client() if not self._clients else self._clients[0]
+        return await client.post(f"/webhooks/api/{self.ids[inbox]}", content=body,
+                                 headers=headers if headers is not None
+                                 else signed_headers(key, body))
+
+
+def message(ext_id: str, text: str, sender: str = "cust-1", **extra: Any) -> dict[str, Any]:
+    """An inbound api-channel message."""
+    return {"id": ext_id, "sender": {"id": sender, "name": sender.title()}, "text": text, **extra}
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15, interval: float = 0.05) -> Any:
+    """Await `check()` until it returns something truthy (or fail after timeout)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+__all__ = ["Agent", "Receiver", "Socket", "Stack", "eventually", "message", "of_type", "sign"]
