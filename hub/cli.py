@@ -90,14 +90,14 @@ def cmd_createuser(args: argparse.Namespace) -> None:
     settings = _settings(args)
     password = os.environ.get("SWITCHBOARD_NEW_PASSWORD") or getpass.getpass("Password: ")
     try:
-        agent_id = asyncio.run(
+        agent_id, email = asyncio.run(
             create_user(settings, email=args.email, name=args.name or args.email,
                         password=password, role=args.role, inbox_ids=args.inbox)
         )
     except AgentError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"created {args.role} {args.email} (id {agent_id})")
+    print(f"created {args.role} {email} (id {agent_id})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

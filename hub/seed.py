@@ -6,7 +6,7 @@ from sqlmodel import select
 
 from config import Settings
 from hub.types import Identity, InboundMessage
-from inbox.agents import add_to_inbox, create_agent
+from inbox.agents import AgentError, add_to_inbox, create_agent
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
@@ -25,8 +25,8 @@ DEMO_AGENTS = (
 
 async def create_user(
     settings: Settings, *, email: str, name: str, password: str, role: str, inbox_ids: list[int]
-) -> int:
-    """Create an agent and add them to inboxes; return their id."""
+) -> tuple[int, str]:
+    """Create an agent and add them to inboxes; return their id and stored email."""
     db = Database(settings.sqlalchemy_url)
     try:
         async with db.write() as session:
@@ -34,8 +34,10 @@ async def create_user(
                                        role=role)
             assert agent.id is not None
             for inbox_id in inbox_ids:
+                if await session.get(Inbox, inbox_id) is None:
+                    raise AgentError(f"no inbox with id {inbox_id}")
                 await add_to_inbox(session, agent_id=agent.id, inbox_id=inbox_id)
-            return agent.id
+            return agent.id, agent.email
     finally:
         await db.close()
 

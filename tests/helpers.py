@@ -98,9 +98,12 @@ class Socket:
     conn: ClientConnection
     ready: dict[str, Any]
     frames: list[dict[str, Any]] = field(default_factory=list)
+    unread: list[dict[str, Any]] = field(default_factory=list)
 
     async def next(self, timeout: float = 10) -> dict[str, Any]:
-        """The next frame."""
+        """The next frame (frames received before `ready` come first)."""
+        if self.unread:
+            return self.unread.pop(0)
         frame = json.loads(await asyncio.wait_for(self.conn.recv(), timeout))
         self.frames.append(frame)
         return frame  # type: ignore[no-any-return]
@@ -141,11 +144,11 @@ def _brief(frame: dict[str, Any]) -> str:
     return frame.get("event", {}).get("type", frame["type"]) if "event" in frame else frame["type"]
 
 
-def of_type(kind: str, **match: Any) -> Callable[[dict[str, Any]], bool]:
+def of_type(event_type: str, /, **match: Any) -> Callable[[dict[str, Any]], bool]:
     """Predicate: an event of this type whose message/conversation fields match."""
 
     def predicate(event: dict[str, Any]) -> bool:
-        if event["type"] != kind:
+        if event["type"] != event_type:
             return False
         subject = event.get("message") or event.get("conversation") or {}
         return all(subject.get(k) == v for k, v in match.items())
@@ -223,13 +226,15 @@ class Stack:
         headers = {}
         if http is not None:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in http.cookies.items())
-        conn = await connect(url, additional_headers=headers,
+        # max_queue=None: tests leave frames unread, and a full queue would stall the close.
+        conn = await connect(url, additional_headers=headers, max_queue=None,
                              origin=origin or f"http://localhost:{self.settings.port}")  # type: ignore[arg-type]
         socket = Socket(conn, ready={})
         while True:
             frame = await socket.next()
             if frame["type"] == "ready":
                 socket.ready = frame
+                socket.unread = [f for f in socket.frames if f["type"] == "event"]
                 return socket
 
     async def inbound(

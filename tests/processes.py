@@ -298,7 +298,7 @@ class ProcessStack:
 
     def run(self, *command: str, timeout: float = 60.0, **env: str) -> str:
         """Run a one-shot `switchboard` command; return its output or raise with it."""
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [switchboard_binary(), *command],
             env=self.env(**env),
             cwd=self.root,
@@ -394,10 +394,15 @@ class ProcessStack:
                 groups = await self._redis_client.xinfo_groups(key)
             except aioredis.ResponseError:
                 return 0, 0
+            info = await self._redis_client.xinfo_stream(key)
             for group in groups:
                 if _text(group["name"]) == INBOUND_GROUP:
-                    return int(group.get("lag") or 0), int(group["pending"])
-            return await self._redis_client.xlen(key), 0
+                    caught_up = _text(group["last-delivered-id"]) == _text(
+                        info["last-generated-id"]
+                    )
+                    unread = 0 if caught_up else max(1, int(group.get("lag") or 0))
+                    return unread, int(group["pending"])
+            return int(info["length"]), 0
 
         def read() -> tuple[int, int]:
             conn = sqlite3.connect(self.data_dir / "bus.db", timeout=30)
@@ -416,6 +421,38 @@ class ProcessStack:
                 return 0, 0
             finally:
                 conn.close()
+
+        return await asyncio.to_thread(read)
+
+    async def durable_external_ids(self, inbox_id: int) -> set[str]:
+        """Embedded shape, read from the files (e.g. while `serve` is dead): external ids of
+        the inbox's messages that are stored or waiting on the bus's inbound stream."""
+        if self.shape != "embedded":
+            raise ValueError("only the embedded shape keeps its bus in a file")
+
+        def read() -> set[str]:
+            found: set[str] = set()
+            conn = sqlite3.connect(self.data_dir / "switchboard.db", timeout=30)
+            try:
+                found.update(
+                    row[0] for row in conn.execute(
+                        "SELECT external_id FROM messages WHERE inbox_id = ? AND direction = 'in'",
+                        (inbox_id,),
+                    )
+                )
+            finally:
+                conn.close()
+            conn = sqlite3.connect(self.data_dir / "bus.db", timeout=30)
+            try:
+                for (payload,) in conn.execute(
+                    "SELECT payload FROM entries WHERE stream = 'inbound'"
+                ):
+                    item = json.loads(payload)
+                    if item.get("inbox_id") == inbox_id and item.get("external_id"):
+                        found.add(item["external_id"])
+            finally:
+                conn.close()
+            return found
 
         return await asyncio.to_thread(read)
 
@@ -472,6 +509,14 @@ class Setup:
     admin_id: int
     inbox_id: int
     secret: str
+
+    async def __aenter__(self) -> Setup:
+        """Use as `async with await bootstrap(...) as setup`: the admin client is closed after."""
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close the admin client."""
+        await self.admin.aclose()
 
     @property
     def session_cookie(self) -> str:
@@ -800,6 +845,8 @@ async def check_threads(
     return problems
 
 
+Stack = ProcessStack  # the short name
+
 __all__ = [
     "ADMIN_EMAIL",
     "ADMIN_PASSWORD",
@@ -810,6 +857,7 @@ __all__ = [
     "ProcessFailed",
     "ProcessStack",
     "Setup",
+    "Stack",
     "all_conversations",
     "all_messages",
     "bootstrap",

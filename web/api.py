@@ -223,7 +223,7 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             async with db.read() as session:
                 items, cursor = await queries.list_conversations(
                     session, principal, filters, cursor=q.get("cursor") or None,
-                    limit=int_param(q.get("limit"), "limit") or 25,
+                    limit=_default(int_param(q.get("limit"), "limit"), 25),
                 )
         except queries.InvalidQuery as exc:
             raise HTTPProblem(400, "invalid_parameter", str(exc)) from None
@@ -247,7 +247,7 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
                 page = await queries.list_messages(
                     session, principal, int(request.path_params["conversation_id"]),
                     before=q.get("before") or None,
-                    limit=int_param(q.get("limit"), "limit") or 50,
+                    limit=_default(int_param(q.get("limit"), "limit"), 50),
                 )
         except queries.InvalidQuery as exc:
             raise HTTPProblem(400, "invalid_parameter", str(exc)) from None
@@ -340,6 +340,10 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
     ]
     routes = [Route(doc.path, endpoint, methods=[doc.method]) for doc, endpoint in table]
     return routes, [doc for doc, _ in table]
+
+
+def _default(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 async def _act(action: Any) -> Any:
