@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,9 +31,6 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field("", description="Redis URL; empty means the embedded bus.")
     redis_prefix: str = Field("sb:", description="Prefix of every Redis key Switchboard uses.")
-    secret_key: SecretStr = Field(
-        SecretStr(""), description="Signs visitor tokens; generated under the data dir if empty."
-    )
     public_url: str = Field(
         "", description="The URL agents and providers reach Switchboard at; default "
         "http://localhost:<port>."
@@ -43,7 +40,9 @@ class Settings(BaseSettings):
     )
     host: str = Field("127.0.0.1", description="Interface the web server binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port the web server listens on.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error."
+    )
     worker_name: str = Field("", description="Consumer name of this worker; default host+pid.")
     worker_concurrency: int = Field(8, ge=1, le=256, description="Bus entries handled at once.")
     max_deliveries: int = Field(
@@ -131,6 +130,7 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             name = "_".join(str(part) for part in error["loc"]) or "settings"
             value = error.get("input")
-            shown = "" if "secret" in name else f" (got {value!r})"
+            # URLs may carry passwords: never echo them.
+            shown = "" if name.endswith("url") else f" (got {value!r})"
             lines.append(f"SWITCHBOARD_{name.upper()}: {error['msg']}{shown}")
         raise SettingsError("\n".join(lines)) from None

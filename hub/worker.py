@@ -43,8 +43,8 @@ SEND_ATTEMPTS = 5
 
 
 def default_worker_name() -> str:
-    """A consumer name that is stable across restarts of the same process slot."""
-    return os.environ.get("SWITCHBOARD_WORKER_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    """This process's consumer name when SWITCHBOARD_WORKER_NAME does not give one."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Worker:

@@ -170,7 +170,7 @@ async def _send_request(
         inbox_id=inbox.id or 0,
         channel=inbox.channel,
         recipient=Identity(
-            kind=identity.kind,  # type: ignore[arg-type]
+            kind=identity.kind,
             value=identity.value,
             display_name=identity.display_name,
         ),

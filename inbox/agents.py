@@ -110,7 +110,7 @@ async def end_session(session: AsyncSession, token: str) -> None:
     """Log out: the token stops working at once."""
     await session.exec(
         delete(AgentSession).where(col(AgentSession.token_hash) == token_hash(token))
-    )  # type: ignore[call-overload]
+    )
 
 
 async def principal_for(session: AsyncSession, token: str) -> Principal | None:
@@ -150,7 +150,7 @@ async def touch_presence(session: AsyncSession, agent_ids: list[int]) -> None:
     if agent_ids:
         await session.exec(
             update(Agent).where(col(Agent.id).in_(agent_ids)).values(last_seen_at=utcnow())
-        )  # type: ignore[call-overload]
+        )
 
 
 async def add_to_inbox(session: AsyncSession, *, agent_id: int, inbox_id: int) -> None:

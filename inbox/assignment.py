@@ -35,5 +35,5 @@ async def pick_round_robin(
         update(InboxMember)
         .where(col(InboxMember.inbox_id) == inbox_id, col(InboxMember.agent_id) == agent_id)
         .values(last_assigned_at=now)
-    )  # type: ignore[call-overload]
+    )
     return agent_id

@@ -11,7 +11,6 @@ from sqlmodel import JSON, Column, Field, SQLModel
 from hub.types import utcnow
 
 
-
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Aware UTC datetimes on every database (SQLite keeps naive UTC text)."""
 
@@ -40,7 +39,7 @@ AVAILABILITY = ("online", "away")
 
 
 def _ts(**kwargs: Any) -> Any:
-    return Field(sa_type=TZ, **kwargs)  # type: ignore[call-overload]
+    return Field(sa_type=TZ, **kwargs)
 
 
 class Inbox(SQLModel, table=True):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Insert, update
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -60,7 +60,8 @@ class Ingested:
     events: list[View] = field(default_factory=list)
 
 
-def _insert(session: AsyncSession, table: type) -> Insert:
+def _insert(session: AsyncSession, table: type) -> postgresql.Insert | sqlite.Insert:
+    """INSERT with the dialect's ON CONFLICT support (PostgreSQL and SQLite spell it alike)."""
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
@@ -73,7 +74,7 @@ async def _resolve_contact(
         ContactIdentity.kind == identity.kind, ContactIdentity.value == identity.value
     )
     existing = (await session.exec(query)).first()
-    if existing is not None:
+    if existing is not None and existing[1] is not None:
         return existing[0], existing[1], False
     savepoint = await session.begin_nested()
     contact = Contact(
@@ -95,7 +96,7 @@ async def _resolve_contact(
         )
         .on_conflict_do_nothing(index_elements=["kind", "value"])
         .returning(col(ContactIdentity.id))
-    )  # type: ignore[call-overload]
+    )
     identity_id = inserted.scalar_one_or_none()
     if identity_id is not None:
         await savepoint.commit()
@@ -103,6 +104,7 @@ async def _resolve_contact(
     # Someone else created this identity meanwhile (their insert blocked ours until commit).
     await savepoint.rollback()
     winner, winner_identity = (await session.exec(query)).one()
+    assert winner_identity is not None
     return winner, winner_identity, False
 
 
@@ -200,7 +202,7 @@ async def _replay_events(ctx: InboxContext, message_id: int) -> list[View]:
 async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMessage) -> Ingested:
     now = utcnow()
     inbox = await session.get(Inbox, message.inbox_id)
-    if inbox is None:
+    if inbox is None or inbox.id is None:
         raise UnknownInbox(f"inbox {message.inbox_id} does not exist")
     events: list[View] = []
     contact, identity_id, contact_created = await _resolve_contact(session, message.sender, now)
@@ -258,7 +260,7 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
         )
         .on_conflict_do_nothing(index_elements=["inbox_id", "external_id"])
         .returning(col(Message.id))
-    )  # type: ignore[call-overload]
+    )
     message_id = inserted.scalar_one_or_none()
     if message_id is None:
         existing = (
@@ -278,7 +280,7 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
             .on_conflict_do_update(
                 index_elements=["inbox_id", "key"], set_={"conversation_id": conversation.id}
             )
-        )  # type: ignore[call-overload]
+        )
 
     previous_status = conversation.status
     if conversation.status != "open":
@@ -390,7 +392,7 @@ async def set_send_result(
             return
         await session.exec(
             update(Message).where(col(Message.id) == message_id).values(**values)
-        )  # type: ignore[call-overload]
+        )
         await session.refresh(row)
         event = MessageStatusChanged(inbox_id=row.inbox_id, at=utcnow(), message=message_view(row))
     await ctx.publish([event])

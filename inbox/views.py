@@ -54,7 +54,9 @@ def conversation_view(
     )
 
 
-async def load_conversation_view(session: AsyncSession, conversation: Conversation) -> ConversationView:
+async def load_conversation_view(
+    session: AsyncSession, conversation: Conversation
+) -> ConversationView:
     """The view of a conversation, reading its inbox's channel and its contact's name."""
     inbox = await session.get(Inbox, conversation.inbox_id)
     contact = await session.get(Contact, conversation.contact_id)

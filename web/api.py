@@ -169,7 +169,8 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
     async def inboxes(request: Request, principal: Principal) -> Response:
         """The inboxes you belong to (all of them for admins)."""
         async with db.read() as session:
-            return json_response([_inbox_view(i) for i in await visible_inboxes(session, principal)])
+            found = await visible_inboxes(session, principal)
+        return json_response([_inbox_view(i) for i in found])
 
     async def add_inbox(request: Request, principal: Principal) -> Response:
         """Connect a new inbox (admins only)."""

@@ -60,7 +60,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         HTTPException: on_http,
         Exception: on_error,
     }
-    app = Starlette(routes=all_routes, exception_handlers=handlers,  # type: ignore[arg-type]
+    app = Starlette(routes=all_routes, exception_handlers=handlers,
                     lifespan=lifespan)
     return app, presence
 
