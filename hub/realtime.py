@@ -78,13 +78,22 @@ class Fanout:
         """Listeners registered right now."""
         return len(self._listeners)
 
+    def _flag_all(self) -> None:
+        for listener in list(self._listeners):
+            listener.overflowed.set()
+
     async def _run(self) -> None:
+        dropped = False
         while True:
             try:
                 async with contextlib.aclosing(self._bus.subscribe()) as events:  # type: ignore[type-var]
                     async for event in events:
                         if event == LIVE:
                             self._ready.set()
+                            if dropped:
+                                # Whoever listened while we were away may have missed events.
+                                self._flag_all()
+                            dropped = True
                             continue
                         inbox_id = event_inbox_id(event[1])
                         for listener in list(self._listeners):
@@ -98,8 +107,7 @@ class Fanout:
                     log.warning("realtime subscription dropped; resubscribing", exc_info=True)
                 # Listeners may have missed events while we were away: make them resync.
                 self._ready.clear()
-                for listener in list(self._listeners):
-                    listener.overflowed.set()
+                self._flag_all()
                 await asyncio.sleep(0.5)
 
 

@@ -8,8 +8,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from hub.bus import EVENTS, LIVE, Entry, dead_letter_stream, parse_id
 
@@ -159,7 +163,15 @@ class RedisBus:
     async def start(self) -> None:
         """Create the connection pool; idempotent."""
         if self._redis is None:
-            self._redis = aioredis.Redis.from_url(self._url)
+            # After a Redis restart every pooled connection is dead: check idle ones before
+            # use and retry a dropped command briefly instead of failing the caller.
+            self._redis = aioredis.Redis.from_url(
+                self._url,
+                health_check_interval=5,
+                socket_keepalive=True,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
             self._closed = False
             # register_script only hashes the text; EVALSHA falls back to EVAL on a miss.
             self._scripts = {

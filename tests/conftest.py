@@ -6,19 +6,16 @@ bus) and on the production shape (a fresh PostgreSQL database + a private Redis 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from config import Settings, load_settings
-from hub.app import create_app
 from inbox.migrate import upgrade
-from tests.helpers import Stack
+from tests.helpers import Stack, running_stack
 from tests.services import PostgresDatabase, RedisServer, free_port
 
 SHAPES = ["embedded", "production"]
@@ -91,23 +88,5 @@ def settings(
 @pytest.fixture
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     """A running Switchboard (web + worker in this process) with seeded agents and inboxes."""
-    app = create_app(settings, with_worker=True)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
-        ws="websockets-sansio",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("server stopped during start-up")
-        await asyncio.sleep(0.01)
-    stack = Stack(settings=settings, base=f"http://127.0.0.1:{settings.port}")
-    try:
-        await stack.seed()
-        yield stack
-    finally:
-        await stack.close()
-        server.should_exit = True
-        await asyncio.wait_for(task, timeout=15)
+    async with running_stack(settings) as running:
+        yield running

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,6 +276,33 @@ async def eventually(check: Callable[[], Any], timeout: float = 15, interval: fl
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+@contextlib.asynccontextmanager
+async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """Serve Switchboard (web + worker) in this process on settings.port, seeded."""
+    from hub.app import create_app
+
+    app = create_app(settings, with_worker=True)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
+        ws="websockets-sansio",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped during start-up")
+        await asyncio.sleep(0.01)
+    stack = Stack(settings=settings, base=f"http://127.0.0.1:{settings.port}")
+    try:
+        await stack.seed()
+        yield stack
+    finally:
+        await stack.close()
+        server.should_exit = True
+        await asyncio.wait_for(task, timeout=15)
 
 
 __all__ = ["Agent", "Receiver", "Socket", "Stack", "eventually", "message", "of_type", "sign"]

@@ -100,6 +100,10 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
             await _serve(ctx, websocket, principal)
         except WebSocketDisconnect:
             pass
+        except Exception:
+            log.exception("agent websocket failed; closing it so the client reconnects")
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1011, reason="server error, reconnect")
         finally:
             WEBSOCKETS.dec()
             presence.remove(principal.agent_id)
@@ -112,6 +116,14 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
     send_lock = asyncio.Lock()  # the receiver answers pings while this task sends events
     listener = ctx.fanout.listen(lambda inbox_id: inbox_id in allowed["inboxes"])
     try:
+        # Replay only once live events flow again (after a bus outage), so nothing falls
+        # between the replay and the live stream.
+        try:
+            await asyncio.wait_for(ctx.fanout.wait_ready(), timeout=10)
+        except TimeoutError:
+            await websocket.close(code=1013, reason="realtime bus unavailable, retry later")
+            return
+        listener.overflowed.clear()
         last = await _catch_up(ctx, websocket, listener, principal,
                                websocket.query_params.get("last_event_id"))
         receiver = asyncio.create_task(_receive(websocket, send_lock))

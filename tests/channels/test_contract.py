@@ -1,0 +1,180 @@
+"""Every registered channel goes through the same verify / parse / send cases.
+
+A channel contributes its signed-request builder, its captured payload fixtures and the
+local provider its send talks to; the cases below are the same for all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from channels.api import ApiChannel, signed_headers
+from channels.base import (
+    BadPayload,
+    ChannelAdapter,
+    PermanentSendError,
+    TransientSendError,
+    VerificationFailed,
+    WebhookRequest,
+)
+from channels.registry import build_channels
+from config import load_settings
+from hub.types import Identity, InboundMessage, OutboundMessage, StatusUpdate
+from tests.helpers import Receiver
+
+FIXTURES = Path(__file__).with_name("fixtures")
+
+
+@dataclass
+class ChannelCase:
+    """What the shared cases need to know of one channel."""
+
+    kind: str
+    settings: dict[str, Any]
+    sign: Callable[[bytes, dict[str, Any]], dict[str, str]]
+    recipient: Identity
+
+
+CASES = {
+    "api": ChannelCase(
+        kind="api",
+        settings={"secret": "contract-secret"},
+        sign=lambda body, settings: signed_headers(settings["secret"], body),
+        recipient=Identity(kind="api", value="7:cust-1", display_name="Cust"),
+    ),
+}
+
+
+def _adapters() -> dict[str, ChannelAdapter]:
+    return build_channels(load_settings(), httpx.AsyncClient())
+
+
+def test_every_registered_channel_has_a_contract_case() -> None:
+    assert set(_adapters()) == set(CASES)
+
+
+def _request(case: ChannelCase, body: bytes, headers: dict[str, str],
+             settings: dict[str, Any] | None = None) -> WebhookRequest:
+    return WebhookRequest(method="POST", url=f"https://sb.example/webhooks/{case.kind}/7",
+                          headers={k.lower(): v for k, v in headers.items()}, body=body,
+                          inbox_id=7, inbox_settings=settings or case.settings)
+
+
+def _fixtures(kind: str, prefix: str = "") -> list[Path]:
+    return sorted(p for p in (FIXTURES / kind).glob(f"{prefix}*.json"))
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_verify_accepts_signed_and_refuses_unsigned_or_tampered(kind: str) -> None:
+    adapter, case = _adapters()[kind], CASES[kind]
+    body = _fixtures(kind)[0].read_bytes()
+    headers = case.sign(body, case.settings)
+    adapter.verify(_request(case, body, headers))
+    with pytest.raises(VerificationFailed) as unsigned:
+        adapter.verify(_request(case, body, {}))
+    assert unsigned.value.status in (401, 403)
+    with pytest.raises(VerificationFailed) as tampered:
+        adapter.verify(_request(case, body + b" ", headers))
+    assert tampered.value.status in (401, 403)
+    other = {k: ("x" * len(v) if isinstance(v, str) else v) for k, v in case.settings.items()}
+    with pytest.raises(VerificationFailed):
+        adapter.verify(_request(case, body, headers, settings=other))
+
+
+@pytest.mark.parametrize("path", [p for k in CASES for p in _fixtures(k)
+                                  if not p.name.startswith("invalid")], ids=lambda p: p.stem)
+def test_captured_payloads_parse_into_bus_messages(path: Path) -> None:
+    kind = path.parent.name
+    adapter, case = _adapters()[kind], CASES[kind]
+    parsed = adapter.parse(_request(case, path.read_bytes(), {}))
+    assert parsed
+    for item in parsed:
+        assert isinstance(item, InboundMessage | StatusUpdate)
+        assert item.channel == kind and item.inbox_id == 7
+        assert item.received_at.tzinfo is not None
+
+
+@pytest.mark.parametrize("path", [p for k in CASES for p in _fixtures(k, "invalid")],
+                         ids=lambda p: p.stem)
+def test_invalid_payloads_get_a_clear_reason(path: Path) -> None:
+    kind = path.parent.name
+    with pytest.raises(BadPayload) as caught:
+        _adapters()[kind].parse(_request(CASES[kind], path.read_bytes(), {}))
+    assert str(caught.value)
+
+
+def test_api_payload_fields_are_normalised() -> None:
+    case = CASES["api"]
+    first = ApiChannel(http=httpx.AsyncClient()).parse(
+        _request(case, (FIXTURES / "api/message_with_email_sender.json").read_bytes(), {}))
+    [message] = first
+    assert isinstance(message, InboundMessage)
+    assert message.sender == Identity(kind="email", value="grace.hopper@example.com",
+                                      display_name="Grace Hopper")
+    assert message.thread_hint == "ticket-8812"
+    assert message.metadata == {"subject": "Invoice address"}
+    batch = ApiChannel(http=httpx.AsyncClient()).parse(
+        _request(case, (FIXTURES / "api/batch_with_status.json").read_bytes(), {}))
+    kinds = [(type(i).__name__, getattr(i, "external_id", None)) for i in batch]
+    assert kinds == [("InboundMessage", "m-100"), ("InboundMessage", "m-101"),
+                     ("StatusUpdate", "out-7"), ("StatusUpdate", "out-6")]
+    assert batch[0].sender.value == "7:visitor-42"  # type: ignore[union-attr]
+    assert batch[1].sender.value == "+14155550132"  # type: ignore[union-attr]
+    assert batch[3].reason == "mailbox full"  # type: ignore[union-attr]
+
+
+def _outbound(case: ChannelCase) -> OutboundMessage:
+    return OutboundMessage(message_id=1, conversation_id=2, inbox_id=7, channel=case.kind,
+                           recipient=case.recipient, text="Thanks, fixed!",
+                           idempotency_key="idem-123", in_reply_to="m-100")
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+async def test_send_success_permanent_and_transient(kind: str) -> None:
+    case = CASES[kind]
+    receiver = Receiver()
+    await receiver.start()
+    async with httpx.AsyncClient() as http:
+        adapter = build_channels(load_settings(), http)[kind]
+        settings = {**case.settings, "outbound_url": receiver.url}
+        try:
+            receipt = await adapter.send(_outbound(case), settings)
+            assert receipt.external_id and receipt.status in ("sent", "delivered")
+            assert receiver.received[0]["text"] == "Thanks, fixed!"
+            receiver.answers.append((400, {"error": "recipient unknown"}))
+            with pytest.raises(PermanentSendError, match="recipient unknown"):
+                await adapter.send(_outbound(case), settings)
+            receiver.answers.append((503, {}))
+            with pytest.raises(TransientSendError):
+                await adapter.send(_outbound(case), settings)
+        finally:
+            await receiver.stop()
+        unreachable = {**settings, "outbound_url": "http://127.0.0.1:9/nothing"}
+        with pytest.raises(TransientSendError):
+            await adapter.send(_outbound(case), unreachable)
+
+
+async def test_api_send_is_signed_like_inbound() -> None:
+    from channels.api import sign
+
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        async with httpx.AsyncClient() as http:
+            await ApiChannel(http=http).send(
+                _outbound(CASES["api"]),
+                {"secret": "contract-secret", "outbound_url": receiver.url})
+    finally:
+        await receiver.stop()
+    headers = receiver.headers[0]
+    body = json.dumps(receiver.received[0]).encode()
+    expected = sign("contract-secret", int(headers["x-switchboard-timestamp"]), body)
+    assert headers["x-switchboard-signature"] == expected
+    assert headers["idempotency-key"] == "idem-123"
