@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from hub.types import InboundMessage, OutboundMessage, SendReceipt, StatusUpdate
 
@@ -17,7 +17,7 @@ class WebhookRequest:
     """A provider's HTTP request, read once (body bounded) and handed to verify and parse."""
 
     method: str
-    url: str
+    url: str  # as the provider called it: the configured public URL, not the proxy's
     headers: Mapping[str, str]
     body: bytes
     inbox_id: int
@@ -83,6 +83,31 @@ class ChannelAdapter(Protocol):
         self, message: OutboundMessage, inbox_settings: Mapping[str, Any]
     ) -> SendReceipt:
         """Deliver an outgoing message; raise Permanent/TransientSendError on failure."""
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """The HTTP answer a provider expects once its webhook is safely on the bus."""
+
+    status: int
+    body: bytes
+    content_type: str
+
+
+@runtime_checkable
+class Acknowledges(Protocol):
+    """Optional: channels whose provider wants a specific answer (TwiML, a challenge...)."""
+
+    def acknowledge(self, request: WebhookRequest, parsed: Parsed) -> Acknowledgement:
+        """The answer to a verified, parsed, durably accepted webhook."""
+
+
+@runtime_checkable
+class Polls(Protocol):
+    """Optional: pulled channels (IMAP IDLE, long polling) run one task per inbox."""
+
+    async def run(self, inbox_id: int, inbox_settings: Mapping[str, Any], emit: Emit) -> None:
+        """Receive until cancelled, reconnecting by itself; emit what arrives."""
 
 
 @dataclass

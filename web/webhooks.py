@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from channels.base import BadPayload, VerificationFailed, WebhookRequest
+from channels.base import Acknowledges, BadPayload, VerificationFailed, WebhookRequest
 from hub.bus import INBOUND
 from hub.metrics import WEBHOOKS
 from hub.types import encode
@@ -46,9 +46,13 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
             WEBHOOKS.labels(channel=channel[:20], outcome="unknown_inbox").inc()
             raise HTTPProblem(404, "not_found", "no such inbox for this channel")
         body = await read_body(request, ctx.settings.webhook_max_bytes)
+        # Behind a TLS-terminating proxy the request URL is not what the provider signed.
+        public = ctx.settings.base_url + request.url.path
+        if request.url.query:
+            public += "?" + request.url.query
         hook = WebhookRequest(
             method=request.method,
-            url=str(request.url),
+            url=public,
             headers=request.headers,
             body=body,
             inbox_id=inbox_id,
@@ -71,6 +75,9 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
             await ctx.inbox.bus.add(INBOUND, encode(item))
         WEBHOOKS.labels(channel=channel, outcome="accepted").inc()
         # Only now, with everything durable on the bus, do we acknowledge.
+        if isinstance(adapter, Acknowledges):
+            ack = adapter.acknowledge(hook, parsed)
+            return Response(ack.body, status_code=ack.status, media_type=ack.content_type)
         return JSONResponse({"accepted": len(parsed)}, status_code=202)
 
     return [Route("/webhooks/{channel:str}/{inbox_id:int}", receive, methods=["POST"])]
