@@ -6,7 +6,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from hub.types import InboundMessage, OutboundMessage, SendReceipt, StatusUpdate
+from hub.types import (
+    InboundMessage,
+    OutboundMessage,
+    SendReceipt,
+    StatusUpdate,
+    StoreAttachment,
+)
 
 Parsed = list[InboundMessage | StatusUpdate]
 Emit = Callable[[InboundMessage | StatusUpdate], Awaitable[None]]
@@ -106,8 +112,27 @@ class Acknowledges(Protocol):
 class Polls(Protocol):
     """Optional: pulled channels (IMAP IDLE, long polling) run one task per inbox."""
 
-    async def run(self, inbox_id: int, inbox_settings: Mapping[str, Any], emit: Emit) -> None:
-        """Receive until cancelled, reconnecting by itself; emit what arrives."""
+    async def run(
+        self,
+        inbox_id: int,
+        inbox_settings: Mapping[str, Any],
+        emit: Emit,
+        store: StoreAttachment,
+    ) -> None:
+        """Receive until cancelled, reconnecting by itself; store files, emit what arrives."""
+
+
+@runtime_checkable
+class FetchesMedia(Protocol):
+    """Optional: channels whose webhooks only point at media the worker must download."""
+
+    async def fetch_media(
+        self,
+        message: InboundMessage,
+        inbox_settings: Mapping[str, Any],
+        store: StoreAttachment,
+    ) -> InboundMessage:
+        """Download and store what the message points at; return it with attachment refs."""
 
 
 @dataclass

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     webhook_tolerance_seconds: int = Field(
         300, ge=1, description="Largest clock skew accepted on a signed webhook."
     )
+    attachment_max_bytes: int = Field(
+        25 * 1024 * 1024, ge=1024, description="Largest file accepted as an attachment."
+    )
     presence_seconds: int = Field(
         60, ge=5, description="An agent counts as online this long after their last heartbeat."
     )

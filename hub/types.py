@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -37,6 +38,14 @@ class AttachmentRef(Frozen):
     filename: str
     content_type: str
     size: int
+
+
+class AttachmentRefused(ValueError):
+    """A file refused by the store (too large, empty): the reason is shown to the agent."""
+
+
+# Stores a file for an inbox and returns its reference: (filename, content type, bytes).
+StoreAttachment = Callable[[str, str, bytes], Awaitable[AttachmentRef]]
 
 
 class InboundMessage(Frozen):

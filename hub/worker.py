@@ -24,12 +24,13 @@ from tenacity import (
     wait_exponential,
 )
 
-from channels.base import ChannelAdapter, PermanentSendError, TransientSendError
+from channels.base import ChannelAdapter, FetchesMedia, PermanentSendError, TransientSendError
 from hub.bus import INBOUND, OUTBOUND, Entry
 from hub.consumer import run_consumer
 from hub.metrics import ACCEPT_TO_STORE_SECONDS, BUS_ENTRIES, INGEST_SECONDS, SENDS
 from hub.types import InboundMessage, OutboundMessage, StatusUpdate, UnsupportedSchema, decode
 from hub.types import utcnow as _utcnow
+from inbox.attachments import attachment_store
 from inbox.context import InboxContext
 from inbox.inboxes import inbox_settings
 from inbox.models import Message
@@ -84,6 +85,7 @@ class Worker:
         started = time.perf_counter()
         try:
             if isinstance(item, InboundMessage):
+                item = await self._fetch_media(item)
                 result = await ingest(self.ctx, item, redelivered=entry.deliveries > 1)
                 INGEST_SECONDS.observe(time.perf_counter() - started)
                 if not result.duplicate:
@@ -97,6 +99,18 @@ class Worker:
                 await self._dead(INBOUND, INBOUND_GROUP, entry, f"unexpected {item.type}")
         except UnknownInbox as exc:
             await self._dead(INBOUND, INBOUND_GROUP, entry, str(exc))
+
+    async def _fetch_media(self, item: InboundMessage) -> InboundMessage:
+        adapter = self.channels.get(item.channel)
+        if not isinstance(adapter, FetchesMedia):
+            return item
+        async with self.ctx.db.read() as session:
+            found = await inbox_settings(session, item.inbox_id)
+        if found is None:
+            return item
+        store = attachment_store(self.ctx.db, inbox_id=item.inbox_id,
+                                 max_bytes=self.ctx.settings.attachment_max_bytes)
+        return await adapter.fetch_media(item, found[1], store)
 
     async def handle_outbound(self, entry: Entry) -> None:
         """Deliver one outgoing message through its channel and record the result."""

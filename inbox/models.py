@@ -224,3 +224,18 @@ class Message(SQLModel, table=True):
     # When Switchboard accepted the message: the order of a conversation's thread.
     accepted_at: datetime = _ts(default_factory=utcnow)
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Attachment(SQLModel, table=True):
+    """A file a customer sent (or an agent attached), stored before its message is."""
+
+    __tablename__ = "attachments"
+
+    id: str = Field(primary_key=True, max_length=32)
+    inbox_id: int = Field(foreign_key="inboxes.id", index=True, ondelete="CASCADE")
+    filename: str = Field(max_length=255)
+    content_type: str = Field(max_length=255)
+    size: int
+    sha256: str = Field(max_length=64)
+    data: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = _ts(default_factory=utcnow)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from channels.base import validate_settings
 from hub.events import ContactView, ConversationView, MessageView
 from inbox import actions, queries
 from inbox.agents import Principal, authenticate, end_session, start_session
+from inbox.attachments import load_attachment
 from inbox.inboxes import InboxError, create_inbox, set_members, visible_inboxes
 from inbox.models import Agent, Inbox
 from web.context import WebContext
@@ -26,6 +28,8 @@ from web.http import (
     parse_json,
 )
 from web.openapi import Doc
+
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
 class _In(BaseModel):
@@ -300,6 +304,26 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             raise _not_found("contact")
         return json_response(view)
 
+    async def get_attachment(request: Request, principal: Principal) -> Response:
+        """Download an attachment of an inbox you may see."""
+        async with db.read() as session:
+            row = await load_attachment(session, principal, request.path_params["attachment_id"])
+        if row is None:
+            raise _not_found("attachment")
+        # Only plain images are shown inline; everything else downloads, never renders here.
+        inline = row.content_type in INLINE_TYPES
+        disposition = "inline" if inline else "attachment"
+        return Response(
+            row.data,
+            media_type=row.content_type if inline else "application/octet-stream",
+            headers={
+                "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(row.filename)}",
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "Cache-Control": "private, max-age=3600",
+            },
+        )
+
     conv = "/api/v1/conversations/{conversation_id:int}"
     table: list[tuple[Doc, Any]] = [
         (Doc("POST", "/api/v1/auth/login", "Log in", LoginRequest, LoginResponse, auth=False,
@@ -338,6 +362,8 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
          authenticated(ctx, post_read)),
         (Doc("GET", "/api/v1/contacts/{contact_id:int}", "Get a contact", response=ContactView),
          authenticated(ctx, get_contact)),
+        (Doc("GET", "/api/v1/attachments/{attachment_id:str}", "Download an attachment"),
+         authenticated(ctx, get_attachment)),
     ]
     routes = [Route(doc.path, endpoint, methods=[doc.method]) for doc, endpoint in table]
     return routes, [doc for doc, _ in table]

@@ -36,8 +36,8 @@ def build_openapi(docs: list[Doc], *, title: str, version: str) -> dict[str, Any
     for doc in docs:
         operation: dict[str, Any] = {"summary": doc.summary, "responses": {}}
         params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
-            for name in _path_params(doc.path)
+            {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+            for name, kind in _path_params(doc.path)
         ]
         params += [
             {"name": name, "in": "query", "required": False, "description": text,
@@ -100,8 +100,13 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def _path_params(path: str) -> list[str]:
-    return [part[1:-1].split(":")[0] for part in path.split("/") if part.startswith("{")]
+def _path_params(path: str) -> list[tuple[str, str]]:
+    found = []
+    for part in path.split("/"):
+        if part.startswith("{"):
+            name, _, converter = part[1:-1].partition(":")
+            found.append((name, "integer" if converter == "int" else "string"))
+    return found
 
 
 def _openapi_path(path: str) -> str:
