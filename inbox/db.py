@@ -87,6 +87,8 @@ class Database:
 
 
 def _ensure_parent(url: str) -> None:
+    if not url.startswith("sqlite"):
+        return
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -353,8 +353,31 @@ class ProcessStack:
         )
 
     async def wait_ready(self, *procs: Proc, timeout: float = 30.0) -> None:
-        """Wait until every given process (default: all) is ready."""
-        await asyncio.gather(*(p.wait_ready(timeout) for p in (procs or self.procs)))
+        """Wait until every given process (default: all) is ready.
+
+        A process on its first start that could not bind its port (another process took the
+        free port between the probe and the bind) is started again on another port.
+        """
+
+        async def ready(proc: Proc) -> None:
+            for attempt in range(3):
+                try:
+                    await proc.wait_ready(timeout)
+                    return
+                except ProcessFailed:
+                    if (
+                        proc.port is None
+                        or proc.alive
+                        or proc.starts != attempt + 1
+                        or "address already in use" not in proc.log_tail(10)
+                        or attempt == 2
+                    ):
+                        raise
+                proc.port = free_port()
+                proc.env["SWITCHBOARD_PORT"] = str(proc.port)
+                proc.start()
+
+        await asyncio.gather(*(ready(p) for p in (procs or self.procs)))
 
     def logs(self, lines: int = 40) -> str:
         """Log tails of every process (for failure messages)."""
@@ -570,6 +593,8 @@ class EventCollector:
         self.resyncs: list[dict[str, Any]] = []
         self.closed: BaseException | None = None
         self.changed = asyncio.Event()
+        # Called with the external id when a message's first message.created arrives.
+        self.on_created: Callable[[str], None] | None = None
         self._task = asyncio.create_task(self._read(), name="event-collector")
 
     @classmethod
@@ -609,10 +634,12 @@ class EventCollector:
                     if event.get("type") == "message.created":
                         external_id = event["message"].get("external_id")
                         if external_id is not None:
-                            self.created.setdefault(external_id, now)
-                            self.created_counts[external_id] = (
-                                self.created_counts.get(external_id, 0) + 1
-                            )
+                            count = self.created_counts.get(external_id, 0) + 1
+                            self.created_counts[external_id] = count
+                            if count == 1:
+                                self.created[external_id] = now
+                                if self.on_created is not None:
+                                    self.on_created(external_id)
                 elif kind == "resync":
                     self.resyncs.append(frame)
                 self.changed.set()

@@ -71,6 +71,13 @@ async def stacks(tmp_path: Path) -> AsyncIterator[Stacks]:
         await made.close()
 
 
+async def _cancel(*tasks: asyncio.Task[object]) -> None:
+    """Cancel tasks still running (a failed test must not leave them behind)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def _summary(posted: list[Posted]) -> str:
     failed = [p for p in posted if not p.accepted]
     retried = sum(1 for p in posted if p.attempts > 1)
@@ -135,6 +142,8 @@ async def test_worker_killed_mid_stream_loses_and_duplicates_nothing(stacks: Sta
             # next worker has to claim them.
             while True:
                 stored, _ = await stack.inbound_counts(setup.inbox_id)
+                if stored >= TOTAL:
+                    return stored, 0  # too late: fails below
                 if stored >= KILL_AFTER:
                     _, pending = await stack.inbound_backlog()
                     if pending:
@@ -150,14 +159,13 @@ async def test_worker_killed_mid_stream_loses_and_duplicates_nothing(stacks: Sta
         ))
         try:
             stored_at_kill, pending_at_kill = await asyncio.wait_for(killer, timeout=60)
+            assert KILL_AFTER <= stored_at_kill < TOTAL, "the worker finished before the kill"
+            print(f"killed worker-1 with {stored_at_kill} stored, {pending_at_kill} pending")
+            second = stack.worker("worker-2")  # another consumer name: it must claim
+            await second.wait_ready()
+            posted = await asyncio.wait_for(posting, timeout=90)
         finally:
-            if not killer.done():
-                killer.cancel()
-        assert KILL_AFTER <= stored_at_kill < TOTAL, "the worker finished before it was killed"
-        print(f"killed worker-1 with {stored_at_kill} stored, {pending_at_kill} pending")
-        second = stack.worker("worker-2")  # another consumer name: it must claim
-        await second.wait_ready()
-        posted = await asyncio.wait_for(posting, timeout=90)
+            await _cancel(killer, posting)
         await _expect_exactly_once(stack, setup.inbox_id, setup.admin, posted, timeout=60)
         second.check_alive()
 
@@ -184,22 +192,24 @@ async def test_serve_killed_mid_flight_keeps_every_accepted_message(stacks: Stac
             senders=SENDERS, per_sender=PER_SENDER, concurrency=IN_FLIGHT,
             retry_for=60, on_accepted=on_accepted,
         ))
-        await asyncio.wait_for(crashed.wait(), timeout=60)
-        down_since = time.monotonic()
-        # While it is dead (providers keep retrying meanwhile): everything it acknowledged is
-        # on disk, stored or still on the bus.
-        durable = await stack.durable_external_ids(setup.inbox_id)
-        lost = accepted_before_kill - durable
-        assert not lost, f"{len(lost)} acknowledged messages lost in the crash: {sorted(lost)[:10]}"
-        print(f"killed serve after {len(accepted_before_kill)} accepted; "
-              f"{len(durable)} on disk (stored or on the bus)")
-        await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - down_since)))
-        serve.start()
-        await serve.wait_ready()
-        posted = await asyncio.wait_for(posting, timeout=120)
+        try:
+            await asyncio.wait_for(crashed.wait(), timeout=60)
+            down_since = time.monotonic()
+            # While it is dead (providers keep retrying meanwhile): everything it acknowledged
+            # is on disk, stored or still on the bus.
+            durable = await stack.durable_external_ids(setup.inbox_id)
+            lost = accepted_before_kill - durable
+            assert not lost, f"{len(lost)} acknowledged messages lost: {sorted(lost)[:10]}"
+            print(f"killed serve after {len(accepted_before_kill)} accepted; "
+                  f"{len(durable)} on disk (stored or on the bus)")
+            await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - down_since)))
+            serve.start()
+            await serve.wait_ready()
+            posted = await asyncio.wait_for(posting, timeout=120)
+        finally:
+            await _cancel(posting)
         retried = [p for p in posted if p.errors]
         assert retried, "no POST failed: the kill did not happen mid-flight"
-        assert time.monotonic() - down_since > 0.5
         await _expect_exactly_once(stack, setup.inbox_id, setup.admin, posted, timeout=60)
         stored_ids = {p.external_id for p in posted}
         assert accepted_before_kill <= stored_ids
