@@ -108,6 +108,19 @@ class Acknowledges(Protocol):
         """The answer to a verified, parsed, durably accepted webhook."""
 
 
+class PollerState(Protocol):
+    """Durable state of one inbox's poller (cursors such as IMAP UIDs), and its quarantine."""
+
+    async def load(self, key: str) -> dict[str, Any] | None:
+        """The value saved under `key`, or None."""
+
+    async def save(self, key: str, value: dict[str, Any]) -> None:
+        """Replace the value under `key` (committed when this returns)."""
+
+    async def quarantine(self, reason: str, raw: bytes) -> None:
+        """Keep an item that could not be parsed aside, with the error, for an admin."""
+
+
 @runtime_checkable
 class Polls(Protocol):
     """Optional: pulled channels (IMAP IDLE, long polling) run one task per inbox."""
@@ -118,8 +131,13 @@ class Polls(Protocol):
         inbox_settings: Mapping[str, Any],
         emit: Emit,
         store: StoreAttachment,
+        state: PollerState,
     ) -> None:
-        """Receive until cancelled, reconnecting by itself; store files, emit what arrives."""
+        """Receive until cancelled, reconnecting by itself; store files, emit what arrives.
+
+        `emit` returns once the item is durably on the bus: only then may a cursor in
+        `state` move past it.
+        """
 
 
 @runtime_checkable
@@ -146,6 +164,28 @@ class ChannelInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@runtime_checkable
+class HasDefaults(Protocol):
+    """Optional: channels that generate some settings (tokens, secrets) for a new inbox."""
+
+    def default_settings(self) -> dict[str, Any]:
+        """Settings a new inbox starts with; what the admin gives overrides them."""
+
+
+@runtime_checkable
+class ChecksSettings(Protocol):
+    """Optional: channels with rules on their settings' values, not only their presence."""
+
+    def check_settings(self, settings: Mapping[str, Any]) -> list[str]:
+        """Problems with the values, one line each."""
+
+
+def settings_for_new_inbox(adapter: ChannelAdapter, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The channel's generated defaults overridden by what the admin gave."""
+    base = adapter.default_settings() if isinstance(adapter, HasDefaults) else {}
+    return {**base, **given}
+
+
 def validate_settings(adapter: ChannelAdapter, values: Mapping[str, Any]) -> list[str]:
     """Problems with an inbox's settings for this channel, one line each (empty when fine)."""
     known = {spec.name for spec in adapter.settings}
@@ -156,4 +196,6 @@ def validate_settings(adapter: ChannelAdapter, values: Mapping[str, Any]) -> lis
     ]
     problems += [f"{name}: not a setting of the {adapter.kind} channel" for name in values
                  if name not in known]
+    if isinstance(adapter, ChecksSettings):
+        problems += adapter.check_settings(values)
     return problems

@@ -6,6 +6,9 @@ import httpx
 
 from channels.api import ApiChannel
 from channels.base import ChannelAdapter
+from channels.email import EmailChannel
+from channels.twilio import SmsChannel, WhatsAppChannel
+from channels.webchat import WebchatChannel
 from config import Settings
 
 
@@ -13,5 +16,11 @@ def build_channels(settings: Settings, http: httpx.AsyncClient) -> dict[str, Cha
     """Every channel adapter, by kind, built once at start-up."""
     adapters: list[ChannelAdapter] = [
         ApiChannel(http=http, tolerance_seconds=settings.webhook_tolerance_seconds),
+        EmailChannel(),
+        WebchatChannel(),
+        WhatsAppChannel(http=http, public_url=settings.base_url,
+                        max_media_bytes=settings.attachment_max_bytes),
+        SmsChannel(http=http, public_url=settings.base_url,
+                   max_media_bytes=settings.attachment_max_bytes),
     ]
     return {adapter.kind: adapter for adapter in adapters}

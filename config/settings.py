@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     attachment_max_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, description="Largest file accepted as an attachment."
     )
+    snooze_check_seconds: float = Field(
+        15.0, gt=0, description="How often workers wake conversations whose snooze ended."
+    )
+    demo_page: bool = Field(False, description="Serve the demo website at /demo (demo only).")
+    poller_rescan_seconds: float = Field(
+        5.0, gt=0, description="How often workers look for new or changed polled inboxes."
+    )
     presence_seconds: int = Field(
         60, ge=5, description="An agent counts as online this long after their last heartbeat."
     )

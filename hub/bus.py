@@ -92,6 +92,9 @@ class Bus(Protocol):
     async def broadcast(self, payload: bytes, maxlen: int) -> str:
         """Append an event to EVENTS and publish it live, atomically and in id order."""
 
+    async def broadcast_many(self, payloads: Sequence[bytes], maxlen: int) -> list[str]:
+        """broadcast() for several events at once (one round trip), in order."""
+
     def subscribe(self) -> AsyncIterator[tuple[str, bytes]]:
         """LIVE once subscribed, then live events as (event id, payload) in broadcast order."""
 
@@ -100,3 +103,12 @@ class Bus(Protocol):
 
     async def last_event_id(self) -> str:
         """Id of the newest event broadcast, or '0-0'."""
+
+    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Hold `name` for ttl_ms unless another owner holds it; True when `owner` holds it."""
+
+    async def renew_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Extend `owner`'s hold on `name`; False when it was lost (expired, taken over)."""
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Let go of `name` if `owner` still holds it."""

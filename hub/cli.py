@@ -104,7 +104,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     """Seed demo data, print the logins, and serve everything in one process."""
     from hub.seed import seed_demo
 
-    settings = _settings(args)
+    settings = _settings(args).model_copy(update={"demo_page": True})
     _migrate(settings)
     print(asyncio.run(seed_demo(settings)))
     _serve(settings, with_worker=True)

@@ -52,6 +52,11 @@ CREATE TABLE IF NOT EXISTS pending (
     PRIMARY KEY (stream, grp, seq)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_by_consumer ON pending (stream, grp, consumer, seq);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires_ms REAL NOT NULL
+);
 """
 
 
@@ -368,15 +373,22 @@ class EmbeddedBus:
 
     async def broadcast(self, payload: bytes, maxlen: int) -> str:
         """Append to EVENTS, trim, and push to subscribers before any other broadcast can."""
+        return (await self.broadcast_many([payload], maxlen))[0]
+
+    async def broadcast_many(self, payloads: Sequence[bytes], maxlen: int) -> list[str]:
+        """Several events in one transaction, in order."""
+        if not payloads:
+            return []
         with self._tx() as db:
-            seq = self._append(db, EVENTS, payload)
+            seqs = [self._append(db, EVENTS, payload) for payload in payloads]
             self._trim(db, EVENTS, maxlen)
         self._notify(EVENTS)
         # No await between the commit and the pushes: subscribers see id order.
-        entry_id = _id(seq)
-        for subscriber in self._subscribers:
-            subscriber.push((entry_id, payload))
-        return entry_id
+        ids = [_id(seq) for seq in seqs]
+        for entry_id, payload in zip(ids, payloads, strict=True):
+            for subscriber in self._subscribers:
+                subscriber.push((entry_id, payload))
+        return ids
 
     def subscribe(self) -> AsyncIterator[tuple[str, bytes]]:
         """Live events of this process; live once first awaited, ends when the bus closes."""
@@ -422,3 +434,31 @@ class EmbeddedBus:
         with self._tx(write=False) as db:
             row = db.execute("SELECT last_seq FROM streams WHERE name = ?", (EVENTS,)).fetchone()
         return _id(row[0]) if row and row[0] else "0-0"
+
+    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Take the lease when free, expired or already ours (wall clock: shared by processes)."""
+        now = time.time() * 1000
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO leases (name, owner, expires_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, "
+                "expires_ms = excluded.expires_ms WHERE leases.owner = excluded.owner "
+                "OR leases.expires_ms <= ? RETURNING owner",
+                (name, owner, now + ttl_ms, now),
+            ).fetchone()
+        return row is not None
+
+    async def renew_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Extend the lease if `owner` still holds it."""
+        now = time.time() * 1000
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE leases SET expires_ms = ? WHERE name = ? AND owner = ? AND expires_ms > ?",
+                (now + ttl_ms, name, owner, now),
+            ).rowcount
+        return changed > 0
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Drop the lease if `owner` holds it."""
+        with self._tx() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))

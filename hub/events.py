@@ -55,6 +55,9 @@ class ConversationView(View):
     snoozed_until: datetime | None
     last_activity_at: datetime
     created_at: datetime
+    # Channels with a reply window (WhatsApp: 24 h after the customer last wrote): when it
+    # closes or closed. Filled in by the conversation API; None elsewhere and on other channels.
+    reply_window_closes_at: datetime | None = None
 
 
 class MessageView(View):
@@ -131,6 +134,17 @@ class ConversationRead(_Event):
     by_agent_id: int
 
 
+class ConversationTyping(_Event):
+    """Someone is typing (or stopped): an agent (reply or note) or the contact."""
+
+    type: Literal["conversation.typing"] = "conversation.typing"
+    conversation_id: int
+    contact_id: int
+    by_agent_id: int | None  # None when the contact is typing
+    mode: Literal["reply", "note"] = "reply"
+    typing: bool
+
+
 class ContactCreated(_Event):
     """A contact was created from a new identity."""
 
@@ -145,6 +159,7 @@ Event = Annotated[
     | ConversationAssigned
     | ConversationStatusChanged
     | ConversationRead
+    | ConversationTyping
     | ContactCreated,
     Field(discriminator="type"),
 ]
@@ -155,6 +170,7 @@ EVENT_TYPES = (
     ConversationAssigned,
     ConversationStatusChanged,
     ConversationRead,
+    ConversationTyping,
     ContactCreated,
 )
 event_adapter: TypeAdapter[Any] = TypeAdapter(Event)

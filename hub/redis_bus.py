@@ -137,6 +137,29 @@ def _read_reply(reply: Any) -> list[tuple[str, bytes | None]]:
     return [item for _, raw in reply or [] for item in _entries(raw)]
 
 
+# Leases: one key per name holding its owner. Acquire and renew only act for the holder
+# (or on a free key), so an owner whose lease expired can never extend someone else's.
+_LEASE_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_LEASE_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+_LEASE_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class RedisBus:
     """`hub.bus.Bus` on Redis Streams (work) and pub/sub (live events); keys carry a prefix."""
 
@@ -178,6 +201,9 @@ class RedisBus:
                 "trim": self._redis.register_script(_TRIM),
                 "broadcast": self._redis.register_script(_BROADCAST),
                 "dead_letter": self._redis.register_script(_DEAD_LETTER),
+                "lease_acquire": self._redis.register_script(_LEASE_ACQUIRE),
+                "lease_renew": self._redis.register_script(_LEASE_RENEW),
+                "lease_release": self._redis.register_script(_LEASE_RELEASE),
             }
 
     async def close(self) -> None:
@@ -316,6 +342,17 @@ class RedisBus:
         )
         return _text(entry_id)
 
+    async def broadcast_many(self, payloads: Sequence[bytes], maxlen: int) -> list[str]:
+        """Several broadcasts in one round trip; each script is atomic and they run in order."""
+        if not payloads:
+            return []
+        script = self._script("broadcast")
+        pipe = self._client().pipeline(transaction=False)
+        for payload in payloads:
+            await script(keys=[self._key(EVENTS)],
+                          args=[payload, maxlen, TRIM_CAP, self._channel], client=pipe)
+        return [_text(entry_id) for entry_id in await pipe.execute()]
+
     def subscribe(self) -> AsyncIterator[tuple[str, bytes]]:
         """Live events on a pub/sub connection of its own; live once first awaited."""
         return self._listen()
@@ -365,6 +402,20 @@ class RedisBus:
         if info is None:
             return "0-0"
         return _text(info["last-generated-id"])
+
+    async def acquire_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """SET NX PX, or extend when `owner` already holds it."""
+        key = self._key(f"lease:{name}")
+        return bool(await self._script("lease_acquire")(keys=[key], args=[owner, ttl_ms]))
+
+    async def renew_lease(self, name: str, owner: str, ttl_ms: int) -> bool:
+        """Compare-and-extend."""
+        key = self._key(f"lease:{name}")
+        return bool(await self._script("lease_renew")(keys=[key], args=[owner, ttl_ms]))
+
+    async def release_lease(self, name: str, owner: str) -> None:
+        """Compare-and-delete."""
+        await self._script("lease_release")(keys=[self._key(f"lease:{name}")], args=[owner])
 
     async def _info(self, key: str) -> dict[str, Any] | None:
         try:

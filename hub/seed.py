@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import select
 
+from channels.webchat import WebchatChannel
 from config import Settings
 from hub.types import Identity, InboundMessage
 from inbox.agents import AgentError, add_to_inbox, create_agent
@@ -58,12 +59,18 @@ async def seed_demo(settings: Settings) -> str:
                     session, name="Demo API", channel="api",
                     settings={"secret": DEMO_API_SECRET},
                 )
-                assert inbox.id is not None
+                website = await create_inbox(
+                    session, name="Acme Garden Supplies", channel="webchat",
+                    settings={**WebchatChannel().default_settings(),
+                              "greeting": "Hi! Questions about your garden order?"},
+                )
+                assert inbox.id is not None and website.id is not None
                 for email, name, role in DEMO_AGENTS:
                     agent = await create_agent(session, email=email, name=name,
                                                password=DEMO_PASSWORD, role=role)
                     assert agent.id is not None
-                    await add_to_inbox(session, agent_id=agent.id, inbox_id=inbox.id)
+                    for member_of in (inbox.id, website.id):
+                        await add_to_inbox(session, agent_id=agent.id, inbox_id=member_of)
             inbox_row = (await session.exec(select(Inbox).where(Inbox.name == "Demo API"))).one()
         inbox_id = inbox_row.id
         assert inbox_id is not None
@@ -86,6 +93,7 @@ async def seed_demo(settings: Settings) -> str:
                        for email, _, role in DEMO_AGENTS)
     return (
         f"Switchboard demo at {settings.base_url}\n"
+        f"Website with the chat widget: {settings.base_url}/demo\n"
         f"Agent logins:\n{logins}\n"
         f"API inbox {inbox_id}: POST {settings.base_url}/webhooks/api/{inbox_id} "
         f"signed with secret {DEMO_API_SECRET!r} (see README)."

@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-SCHEMA_VERSION = 1
+# 2: InboundMessage gained references, automated and bounce_of; OutboundMessage gained
+# subject, references and automated. All have defaults, so version-1 payloads still decode.
+SCHEMA_VERSION = 2
 
 IdentityKind = Literal["phone", "email", "telegram", "messenger", "instagram", "visitor", "api"]
 DeliveryStatus = Literal["queued", "sent", "delivered", "read", "failed"]
@@ -66,6 +68,12 @@ class InboundMessage(Frozen):
     received_at: datetime = Field(default_factory=utcnow)
     raw_ref: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    # Earlier messages this one answers (nearest last): thread keys beyond in_reply_to.
+    references: tuple[str, ...] = Field(default=(), max_length=100)
+    # Sent by a machine (auto-reply, bounce, our own mail): it never opens a conversation.
+    automated: bool = False
+    # The external id of our outgoing message this reports undeliverable (reason in text).
+    bounce_of: str | None = Field(default=None, max_length=255)
 
 
 class StatusUpdate(Frozen):
@@ -99,6 +107,9 @@ class OutboundMessage(Frozen):
     idempotency_key: str
     template: str | None = None
     template_variables: dict[str, str] = Field(default_factory=dict)
+    subject: str | None = None
+    references: tuple[str, ...] = ()
+    automated: bool = False
 
 
 class SendReceipt(Frozen):

@@ -9,6 +9,7 @@ the message already left, and carries an idempotency key for the provider.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -28,8 +29,10 @@ from channels.base import ChannelAdapter, FetchesMedia, PermanentSendError, Tran
 from hub.bus import INBOUND, OUTBOUND, Entry
 from hub.consumer import run_consumer
 from hub.metrics import ACCEPT_TO_STORE_SECONDS, BUS_ENTRIES, INGEST_SECONDS, SENDS
+from hub.pollers import Pollers
 from hub.types import InboundMessage, OutboundMessage, StatusUpdate, UnsupportedSchema, decode
 from hub.types import utcnow as _utcnow
+from inbox.actions import wake_snoozed
 from inbox.attachments import attachment_store
 from inbox.context import InboxContext
 from inbox.inboxes import inbox_settings
@@ -73,7 +76,21 @@ class Worker:
                          concurrency=s.worker_concurrency, **common),
             run_consumer(self.ctx.bus, OUTBOUND, OUTBOUND_GROUP, self.name, self.handle_outbound,
                          concurrency=s.worker_concurrency, **common),
+            Pollers(self.ctx, self.channels, owner=self.name,
+                    rescan_s=s.poller_rescan_seconds).run(stop),
+            self.wake_snoozed(stop),
         )
+
+    async def wake_snoozed(self, stop: asyncio.Event) -> None:
+        """Reopen snoozed conversations when their time comes, until `stop` is set."""
+        every = self.ctx.settings.snooze_check_seconds
+        while not stop.is_set():
+            try:
+                await wake_snoozed(self.ctx)
+            except Exception:
+                log.exception("waking snoozed conversations failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
 
     async def handle_inbound(self, entry: Entry) -> None:
         """Thread and store one inbound message, or apply one status update."""

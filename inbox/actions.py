@@ -18,6 +18,7 @@ from hub.events import (
     ConversationAssigned,
     ConversationRead,
     ConversationStatusChanged,
+    ConversationTyping,
     MessageCreated,
     MessageView,
     View,
@@ -34,7 +35,7 @@ from inbox.models import (
     InboxMember,
     Message,
 )
-from inbox.queries import visible_conversation
+from inbox.queries import reply_window_closes_at, visible_conversation
 from inbox.threading import PREVIEW_CHARS
 from inbox.views import load_conversation_view, message_view
 
@@ -47,6 +48,17 @@ class NotFound(LookupError):
 
 class Refused(ValueError):
     """An action the rules do not allow, with a message for the agent."""
+
+
+class WindowClosed(Refused):
+    """Free text outside the channel's reply window: only an approved template may go out."""
+
+    def __init__(self, hours: int, closed_at: datetime) -> None:
+        super().__init__(
+            f"the {hours}-hour reply window of this channel is closed; send an approved template"
+        )
+        self.hours = hours
+        self.closed_at = closed_at
 
 
 async def _conversation(
@@ -91,9 +103,23 @@ async def reply(
     text: str,
     kind: Literal["message", "note"] = "message",
     idempotency_key: str | None = None,
+    template: str | None = None,
+    template_variables: dict[str, str] | None = None,
+    reply_window_hours: int | None = None,
 ) -> MessageView:
-    """Send a reply on the customer's channel (queued) or leave an internal note."""
+    """Send a reply on the customer's channel (queued) or leave an internal note.
+
+    On a channel with a reply window (`reply_window_hours`, from its capabilities) free
+    text goes out only while the window is open; a template (with its variables) always may.
+    """
     text = text.strip()
+    variables = dict(template_variables or {})
+    if template is not None:
+        if kind != "message":
+            raise Refused("only a message to the customer can be a template")
+        text = text or _template_text(template, variables)
+    elif variables:
+        raise Refused("template_variables go only with a template")
     if not text:
         raise Refused("a message needs some text")
     if len(text) > MAX_TEXT:
@@ -110,6 +136,13 @@ async def reply(
                 raise Refused("this idempotency key was used for another conversation")
             return message_view(existing)  # a retried request: nothing new happens
         now = utcnow()
+        if kind == "message" and template is None and reply_window_hours is not None:
+            closes_at = await reply_window_closes_at(
+                session, conversation_id=conversation_id, opened_at=conversation.created_at,
+                hours=reply_window_hours,
+            )
+            if closes_at <= now:
+                raise WindowClosed(reply_window_hours, closes_at)
         message = Message(
             conversation_id=conversation_id,
             inbox_id=conversation.inbox_id,
@@ -119,6 +152,7 @@ async def reply(
             agent_id=principal.agent_id,
             idempotency_key=key,
             status="queued" if kind == "message" else None,
+            meta={"template": template, "template_variables": variables} if template else {},
             accepted_at=now,
             created_at=now,
         )
@@ -154,14 +188,19 @@ async def _send_request(
     )
     if identity is None:
         raise Refused("this conversation has no customer address to reply to")
-    last_inbound = (
+    recent_inbound = (
         await session.exec(
-            select(Message.external_id)
+            select(Message.external_id, Message.meta)
             .where(Message.conversation_id == conversation.id, Message.direction == "in")
             .order_by(col(Message.accepted_at).desc(), col(Message.id).desc())
-            .limit(1)
+            .limit(10)
         )
-    ).first()
+    ).all()
+    # Answer the customer's latest own message, never an auto-reply or a bounce.
+    last_inbound, last_meta = next(
+        ((ext, meta) for ext, meta in recent_inbound if not (meta or {}).get("automated")),
+        (None, {}),
+    )
     await session.flush()
     assert message.id is not None and conversation.id is not None
     return OutboundMessage(
@@ -177,7 +216,17 @@ async def _send_request(
         text=message.text,
         in_reply_to=last_inbound,
         idempotency_key=key,
+        template=message.meta.get("template"),
+        template_variables=message.meta.get("template_variables") or {},
+        subject=conversation.subject,
+        references=tuple(str(r) for r in (last_meta or {}).get("references", [])),
     )
+
+
+def _template_text(template: str, variables: dict[str, str]) -> str:
+    """What the thread shows for a template message: its id and the values filled in."""
+    filled = ", ".join(f"{{{{{name}}}}}={value}" for name, value in sorted(variables.items()))
+    return f"[template {template}]" + (f" {filled}" if filled else "")
 
 
 async def assign(
@@ -293,3 +342,59 @@ async def mark_read(ctx: InboxContext, principal: Principal, *, conversation_id:
         )
     await ctx.publish([event])
     return view
+
+
+async def signal_typing(
+    ctx: InboxContext,
+    principal: Principal,
+    *,
+    conversation_id: int,
+    mode: Literal["reply", "note"],
+    typing: bool,
+) -> None:
+    """Tell everyone on the conversation (and the customer, for replies) an agent is typing."""
+    async with ctx.db.read() as session:
+        conversation = await visible_conversation(session, principal, conversation_id)
+    if conversation is None:
+        raise NotFound(f"conversation {conversation_id} not found")
+    await ctx.publish([
+        ConversationTyping(
+            inbox_id=conversation.inbox_id, at=utcnow(), conversation_id=conversation_id,
+            contact_id=conversation.contact_id, by_agent_id=principal.agent_id, mode=mode,
+            typing=typing,
+        )
+    ])
+
+
+async def wake_snoozed(ctx: InboxContext, *, limit: int = 200) -> int:
+    """Reopen conversations whose snooze has ended; return how many woke up."""
+    now = utcnow()
+    events: list[View] = []
+    async with ctx.db.write() as session:
+        query = (
+            select(Conversation)
+            .where(Conversation.status == "snoozed", col(Conversation.snoozed_until) <= now)
+            .order_by(col(Conversation.snoozed_until))
+            .limit(limit)
+        )
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            # Several workers may run this at once: each takes different conversations.
+            query = query.with_for_update(skip_locked=True)
+        for conversation in await session.exec(query):
+            conversation.status = "open"
+            conversation.snoozed_until = None
+            conversation.last_activity_at = now
+            session.add(conversation)
+            line = await _activity(session, conversation, "The snooze ended", None)
+            view = await load_conversation_view(session, conversation)
+            events += [
+                ConversationStatusChanged(
+                    inbox_id=conversation.inbox_id, at=now, conversation=view,
+                    previous_status="snoozed", by_agent_id=None,
+                ),
+                MessageCreated(inbox_id=conversation.inbox_id, at=now,
+                               message=message_view(line), conversation=view),
+            ]
+    if events:
+        await ctx.publish(events)
+    return len(events) // 2

@@ -113,6 +113,27 @@ async def end_session(session: AsyncSession, token: str) -> None:
     )
 
 
+async def change_password(
+    session: AsyncSession, *, agent_id: int, current: str, new: str, keep_token_hash: str | None
+) -> None:
+    """Set a new password after checking the current one; every other session ends."""
+    agent = await session.get(Agent, agent_id)
+    if agent is None or not agent.is_active:
+        raise AgentError("no such agent")
+    try:
+        _hasher.verify(agent.password_hash, current)
+    except (VerificationError, InvalidHashError):
+        raise AgentError("the current password is wrong") from None
+    agent.password_hash = hash_password(new)
+    agent.password_changed_at = utcnow()
+    session.add(agent)
+    others = delete(AgentSession).where(col(AgentSession.agent_id) == agent_id)
+    if keep_token_hash is not None:
+        others = others.where(col(AgentSession.token_hash) != keep_token_hash)
+    await session.exec(others)
+    await session.flush()
+
+
 async def principal_for(session: AsyncSession, token: str) -> Principal | None:
     """The agent of a live session token, with their inboxes, or None."""
     row = (

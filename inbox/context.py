@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config import Settings
 from hub.bus import Bus
 from hub.events import View, encode_event
 from inbox.db import Database
+from inbox.models import Inbox
+
+
+@dataclass(frozen=True)
+class InboxInfo:
+    """What threading needs of an inbox, cheap to keep between messages."""
+
+    id: int
+    channel: str
+    auto_assign: bool
+
+
+class InboxCache:
+    """Inbox rows kept for a few seconds: every inbound message would otherwise read one."""
+
+    def __init__(self, seconds: float = 5.0) -> None:
+        self._seconds = seconds
+        self._rows: dict[int, tuple[float, InboxInfo | None]] = {}
+
+    async def get(self, session: AsyncSession, inbox_id: int) -> InboxInfo | None:
+        """The inbox, from the cache or the database."""
+        now = time.monotonic()
+        hit = self._rows.get(inbox_id)
+        if hit is not None and now - hit[0] < self._seconds:
+            return hit[1]
+        row = await session.get(Inbox, inbox_id)
+        info = (
+            InboxInfo(row.id, row.channel, row.auto_assign)
+            if row is not None and row.id is not None else None
+        )
+        self._rows[inbox_id] = (now, info)
+        return info
 
 
 @dataclass(frozen=True)
@@ -17,10 +52,10 @@ class InboxContext:
     settings: Settings
     db: Database
     bus: Bus
+    inboxes: InboxCache = field(default_factory=InboxCache)
 
     async def publish(self, events: list[View]) -> list[str]:
         """Broadcast events, in order; call only after their transaction has committed."""
-        return [
-            await self.bus.broadcast(encode_event(event), self.settings.stream_maxlen)
-            for event in events
-        ]
+        return await self.bus.broadcast_many(
+            [encode_event(event) for event in events], self.settings.stream_maxlen
+        )

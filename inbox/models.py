@@ -239,3 +239,26 @@ class Attachment(SQLModel, table=True):
     sha256: str = Field(max_length=64)
     data: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ChannelState(SQLModel, table=True):
+    """A pulled channel's cursor for one inbox (e.g. IMAP UIDVALIDITY and last UID)."""
+
+    __tablename__ = "channel_state"
+
+    inbox_id: int = Field(foreign_key="inboxes.id", primary_key=True, ondelete="CASCADE")
+    key: str = Field(primary_key=True, max_length=200)
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class QuarantinedMessage(SQLModel, table=True):
+    """Something a channel received but could not parse, kept with its error for an admin."""
+
+    __tablename__ = "quarantined_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    inbox_id: int = Field(foreign_key="inboxes.id", index=True, ondelete="CASCADE")
+    reason: str = Field(max_length=1000)
+    raw: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = _ts(default_factory=utcnow)

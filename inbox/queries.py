@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, tuple_
 from sqlmodel import col, select
@@ -131,6 +131,25 @@ async def get_conversation(
     inbox = await session.get_one(Inbox, conversation.inbox_id)
     contact = await session.get_one(Contact, conversation.contact_id)
     return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+
+
+async def reply_window_closes_at(
+    session: AsyncSession, *, conversation_id: int, opened_at: datetime, hours: int
+) -> datetime:
+    """When a reply window of `hours` after the customer last wrote closes (or closed).
+
+    A conversation the customer never wrote in has no open window: it closed when it
+    was opened (`opened_at`).
+    """
+    last = (
+        await session.exec(
+            select(Message.accepted_at)
+            .where(Message.conversation_id == conversation_id, Message.direction == "in")
+            .order_by(col(Message.accepted_at).desc())
+            .limit(1)
+        )
+    ).first()
+    return opened_at if last is None else last + timedelta(hours=hours)
 
 
 async def list_messages(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -38,6 +38,9 @@ from inbox.models import (
 from inbox.views import contact_view, conversation_view, message_view
 
 PREVIEW_CHARS = 280
+# A thread hint naming a conversation directly; channels send it only once they verified
+# it (e.g. a signed reply address).
+DIRECT_HINT = "conversation:"
 # A later status never goes back to an earlier one: a late "sent" never hides "read".
 STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
 
@@ -58,6 +61,7 @@ class Ingested:
     conversation_id: int | None
     duplicate: bool = False
     events: list[View] = field(default_factory=list)
+    suppressed: bool = False  # automated, with no conversation to join: not stored
 
 
 def _insert(session: AsyncSession, table: type) -> postgresql.Insert | sqlite.Insert:
@@ -73,6 +77,10 @@ async def _resolve_contact(
     query = select(Contact, ContactIdentity.id).join(ContactIdentity).where(
         ContactIdentity.kind == identity.kind, ContactIdentity.value == identity.value
     )
+    if _is_postgresql(session):
+        # Serialise the messages of one contact so two of them never open two conversations
+        # (locked in the same round trip that finds the contact).
+        query = query.with_for_update(of=Contact)
     existing = (await session.exec(query)).first()
     if existing is not None and existing[1] is not None:
         return existing[0], existing[1], False
@@ -108,43 +116,76 @@ async def _resolve_contact(
     return winner, winner_identity, False
 
 
-async def _lock_contact(session: AsyncSession, contact_id: int) -> None:
-    # Serialise the messages of one contact so two of them never open two conversations.
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.exec(
-            select(Contact.id).where(Contact.id == contact_id).with_for_update()
-        )
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def _lock_thread_keys(session: AsyncSession, message: InboundMessage) -> None:
+    # Serialise messages that share a thread key (a reply and the parent it names, handled
+    # at once by two workers), so the second sees the first's conversation and keys instead
+    # of opening its own. Sorted, and taken before any other lock: no deadlock.
+    if session.bind is None or session.bind.dialect.name != "postgresql":
+        return  # SQLite runs one write transaction at a time already
+    keys = {message.external_id, *message.references}
+    if message.in_reply_to:
+        keys.add(message.in_reply_to)
+    names = sorted(f"thread:{message.inbox_id}:{key}" for key in keys)
+    # One round trip; the locks are taken in the array's (sorted) order.
+    connection = await session.connection()
+    await connection.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+             "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"),
+        {"keys": names},
+    )
 
 
 async def _thread_conversation(
     session: AsyncSession, message: InboundMessage
 ) -> Conversation | None:
-    """The conversation an explicit thread hint points to, if any."""
-    if message.in_reply_to:
-        parent = (
-            await session.exec(
-                select(Conversation)
-                .join(Message, col(Message.conversation_id) == col(Conversation.id))
-                .where(
-                    Message.inbox_id == message.inbox_id,
-                    Message.external_id == message.in_reply_to,
-                )
-            )
-        ).first()
-        if parent is not None:
-            return parent
-    for key in (message.in_reply_to, message.thread_hint):
-        if key:
-            found = (
-                await session.exec(
-                    select(Conversation)
-                    .join(ThreadKey, col(ThreadKey.conversation_id) == col(Conversation.id))
-                    .where(ThreadKey.inbox_id == message.inbox_id, ThreadKey.key == key)
-                )
-            ).first()
-            if found is not None:
-                return found
-    return None
+    """The conversation an explicit thread hint points to, if any.
+
+    In order: the messages it answers (in_reply_to, then references, nearest first), known
+    as stored messages or as thread keys; a channel-verified `conversation:<id>` hint or
+    another thread key; and last, a thread key naming this message itself, left by a reply
+    that arrived before it (mailbox order is not thread order).
+    """
+    keys = list(dict.fromkeys(
+        k for k in (message.in_reply_to, *reversed(message.references), message.bounce_of) if k
+    ))
+    if keys:
+        found: dict[str, Conversation] = {}
+        by_message = await session.exec(
+            select(Message.external_id, Conversation)
+            .join(Conversation, col(Message.conversation_id) == col(Conversation.id))
+            .where(Message.inbox_id == message.inbox_id, col(Message.external_id).in_(keys))
+        )
+        for external_id, conversation in by_message:
+            found.setdefault(str(external_id), conversation)
+        by_key = await session.exec(
+            select(ThreadKey.key, Conversation)
+            .join(Conversation, col(ThreadKey.conversation_id) == col(Conversation.id))
+            .where(ThreadKey.inbox_id == message.inbox_id, col(ThreadKey.key).in_(keys))
+        )
+        for key, conversation in by_key:
+            found.setdefault(key, conversation)
+        for key in keys:
+            if key in found:
+                return found[key]
+    hint = message.thread_hint
+    if hint and hint.startswith(DIRECT_HINT) and hint[len(DIRECT_HINT):].isdigit():
+        direct = await session.get(Conversation, int(hint[len(DIRECT_HINT):]))
+        if direct is not None and direct.inbox_id == message.inbox_id:
+            return direct
+    names = [name for name in (hint, message.external_id) if name is not None]
+    named = {
+        key: conversation
+        for key, conversation in await session.exec(
+            select(ThreadKey.key, Conversation)
+            .join(Conversation, col(ThreadKey.conversation_id) == col(Conversation.id))
+            .where(ThreadKey.inbox_id == message.inbox_id, col(ThreadKey.key).in_(names))
+        )
+    }
+    return next((named[name] for name in names if name in named), None)
 
 
 async def _contact_conversation(
@@ -201,21 +242,29 @@ async def _replay_events(ctx: InboxContext, message_id: int) -> list[View]:
 
 async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMessage) -> Ingested:
     now = utcnow()
-    inbox = await session.get(Inbox, message.inbox_id)
-    if inbox is None or inbox.id is None:
+    inbox = await ctx.inboxes.get(session, message.inbox_id)
+    if inbox is None:
         raise UnknownInbox(f"inbox {message.inbox_id} does not exist")
     events: list[View] = []
+    await _lock_thread_keys(session, message)
+    if message.bounce_of:
+        events += await _mark_bounced(session, message)
+    if message.automated:
+        # Auto-replies, bounces and our own mail never open (or reopen) a conversation:
+        # they are kept only where the thread already exists.
+        joined = await _thread_conversation(session, message)
+        if joined is None:
+            return Ingested(None, None, events=events, suppressed=True)
     contact, identity_id, contact_created = await _resolve_contact(session, message.sender, now)
     assert contact.id is not None
-    await _lock_contact(session, contact.id)
-    if contact_created:
+    if contact_created and not message.automated:
         events.append(
             ContactCreated(inbox_id=inbox.id, at=now, contact=await contact_view(session, contact))
         )
 
     window = timedelta(seconds=ctx.settings.reopen_window_seconds)
     conversation = await _thread_conversation(session, message)
-    if conversation is None:
+    if conversation is None and not message.automated:
         conversation = await _contact_conversation(
             session, inbox_id=inbox.id, contact_id=contact.id
         )
@@ -223,6 +272,7 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
         conversation is not None
         and conversation.status == "resolved"
         and (conversation.resolved_at or now) < now - window
+        and not message.automated
     ):
         conversation = None  # too old to reopen: a new conversation starts
     created = conversation is None
@@ -253,16 +303,18 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
             in_reply_to=message.in_reply_to,
             contact_id=contact.id,
             attachments=[a.model_dump(mode="json") for a in message.attachments],
-            meta=dict(message.metadata),
+            meta=_meta(message),
             provider_ts=message.provider_ts,
             accepted_at=message.received_at,
             created_at=now,
         )
         .on_conflict_do_nothing(index_elements=["inbox_id", "external_id"])
-        .returning(col(Message.id))
+        .returning(*Message.__table__.columns)  # type: ignore[attr-defined]
     )
-    message_id = inserted.scalar_one_or_none()
-    if message_id is None:
+    row = inserted.first()
+    stored = Message.model_validate(dict(row._mapping)) if row is not None else None
+    message_id = stored.id if stored is not None else None
+    if stored is None or message_id is None:
         existing = (
             await session.exec(
                 select(Message.id, Message.conversation_id).where(
@@ -273,7 +325,7 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
         # Raising rolls back whatever this attempt created (contact, conversation).
         raise _Duplicate(*(existing or (None, None)))
 
-    if message.thread_hint:
+    if message.thread_hint and not message.thread_hint.startswith(DIRECT_HINT):
         await session.exec(
             _insert(session, ThreadKey)
             .values(inbox_id=inbox.id, key=message.thread_hint, conversation_id=conversation.id)
@@ -281,6 +333,21 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
                 index_elements=["inbox_id", "key"], set_={"conversation_id": conversation.id}
             )
         )
+    parents = list(dict.fromkeys(k for k in (*message.references, message.in_reply_to) if k))
+    if parents:
+        # The messages this one answers may arrive later: they will find this conversation.
+        # A key another conversation holds already stays with it.
+        await session.exec(
+            _insert(session, ThreadKey)
+            .values([{"inbox_id": inbox.id, "key": key[:998], "conversation_id": conversation.id}
+                     for key in parents])
+            .on_conflict_do_nothing(index_elements=["inbox_id", "key"])
+        )
+    if message.automated:
+        view = conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+        events.append(MessageCreated(inbox_id=inbox.id, at=now, message=message_view(stored),
+                                     conversation=view))
+        return Ingested(message_id, conversation.id, events=events)
 
     previous_status = conversation.status
     if conversation.status != "open":
@@ -306,7 +373,6 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
             assigned = True
     session.add(conversation)
     await session.flush()
-    stored = await session.get_one(Message, message_id)
     view = conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
     if created:
         events.append(ConversationCreated(inbox_id=inbox.id, at=now, conversation=view))
@@ -336,6 +402,34 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
     return Ingested(message_id, conversation.id, events=events)
 
 
+def _meta(message: InboundMessage) -> dict[str, object]:
+    meta: dict[str, object] = dict(message.metadata)
+    if message.references:
+        meta["references"] = list(message.references)
+    return meta
+
+
+async def _mark_bounced(session: AsyncSession, message: InboundMessage) -> list[View]:
+    """A report that our outgoing message could not be delivered marks it failed."""
+    row = (
+        await session.exec(
+            select(Message).where(
+                Message.inbox_id == message.inbox_id,
+                Message.external_id == message.bounce_of,
+                Message.direction == "out",
+            )
+        )
+    ).first()
+    if row is None or not _moves_forward(row.status, "failed"):
+        return []
+    row.status = "failed"
+    reason = message.metadata.get("bounce_reason") or message.text or "undeliverable"
+    row.status_reason = reason[:1000]
+    session.add(row)
+    await session.flush()
+    return [MessageStatusChanged(inbox_id=row.inbox_id, at=utcnow(), message=message_view(row))]
+
+
 async def apply_status(ctx: InboxContext, update_: StatusUpdate) -> bool:
     """Move an outgoing message's delivery status forward; False when it is stale.
 
@@ -343,15 +437,16 @@ async def apply_status(ctx: InboxContext, update_: StatusUpdate) -> bool:
     delivers the update again later instead of losing it.
     """
     async with ctx.db.write() as session:
-        row = (
-            await session.exec(
-                select(Message).where(
-                    Message.inbox_id == update_.inbox_id,
-                    Message.external_id == update_.external_id,
-                    Message.direction == "out",
-                )
-            )
-        ).first()
+        query = select(Message).where(
+            Message.inbox_id == update_.inbox_id,
+            Message.external_id == update_.external_id,
+            Message.direction == "out",
+        )
+        if _is_postgresql(session):
+            # Two callbacks of one message handled at once: the second waits and then
+            # sees the first's status, so a late "delivered" never overwrites "read".
+            query = query.with_for_update()
+        row = (await session.exec(query)).first()
         if row is None:
             raise UnknownMessage(f"no outgoing message {update_.external_id!r} yet")
         if not _moves_forward(row.status, update_.status):
@@ -379,7 +474,8 @@ async def set_send_result(
 ) -> None:
     """Record what a channel's send did to an outgoing message."""
     async with ctx.db.write() as session:
-        row = await session.get(Message, message_id)
+        # Locked for the same reason as apply_status: a callback may race the send result.
+        row = await session.get(Message, message_id, with_for_update=_is_postgresql(session))
         if row is None:
             return
         values: dict[str, object] = {}

@@ -65,6 +65,7 @@ def settings(
         "log_level": "warning",
         "claim_idle_ms": 1000,
         "presence_seconds": 60,
+        "snooze_check_seconds": 0.5,
     }
     if shape == "embedded":
         (tmp_path / "var").mkdir()

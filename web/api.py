@@ -11,13 +11,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from channels.base import validate_settings
+from channels.base import settings_for_new_inbox, validate_settings
 from hub.events import ContactView, ConversationView, MessageView
 from inbox import actions, queries
-from inbox.agents import Principal, authenticate, end_session, start_session
+from inbox.agents import (
+    AgentError,
+    Principal,
+    authenticate,
+    change_password,
+    end_session,
+    start_session,
+    token_hash,
+)
 from inbox.attachments import load_attachment
+from inbox.channel_state import list_quarantined
+from inbox.directory import colleagues
 from inbox.inboxes import InboxError, create_inbox, set_members, visible_inboxes
-from inbox.models import Agent, Inbox
+from inbox.models import Agent, Inbox, QuarantinedMessage
 from web.context import WebContext
 from web.http import (
     SESSION_COOKIE,
@@ -72,9 +82,14 @@ class MessagePage(BaseModel):
 
 
 class ReplyRequest(_In):
-    text: str = Field(max_length=actions.MAX_TEXT)
+    text: str = Field(default="", max_length=actions.MAX_TEXT)
     kind: Literal["message", "note"] = "message"
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=200)
+    # Channels with templates (WhatsApp): an approved template's id (a Twilio Content SID)
+    # and its variables: what may still go out once the reply window has closed.
+    template: str | None = Field(default=None, min_length=1, max_length=100,
+                                 pattern=r"^[A-Za-z0-9_.:-]+$")
+    template_variables: dict[str, str] = Field(default_factory=dict, max_length=100)
 
 
 class AssignRequest(_In):
@@ -84,6 +99,11 @@ class AssignRequest(_In):
 class StatusRequest(_In):
     status: Literal["open", "pending", "snoozed", "resolved"]
     snoozed_until: datetime | None = None
+
+
+class TypingRequest(_In):
+    mode: Literal["reply", "note"] = "reply"
+    typing: bool = True
 
 
 class CreateInboxRequest(_In):
@@ -99,6 +119,24 @@ class MembersRequest(_In):
 
 class AvailabilityRequest(_In):
     availability: Literal["online", "away"]
+
+
+class PasswordRequest(_In):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+class QuarantinedView(BaseModel):
+    id: int
+    inbox_id: int
+    reason: str
+    size: int
+    created_at: datetime
+
+
+class ColleagueView(BaseModel):
+    id: int
+    name: str
 
 
 def _agent_view(agent: Agent) -> AgentView:
@@ -170,6 +208,28 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             view = _agent_view(agent)
         return json_response(view)
 
+    async def set_password(request: Request, principal: Principal) -> Response:
+        """Change your password; every other session of yours ends at once."""
+        body = await parse_json(request, PasswordRequest)
+        token = request.cookies.get(SESSION_COOKIE) or request.headers.get(
+            "authorization", ""
+        )[7:].strip()
+        try:
+            async with db.write() as session:
+                await change_password(
+                    session, agent_id=principal.agent_id, current=body.current_password,
+                    new=body.new_password, keep_token_hash=token_hash(token),
+                )
+        except AgentError as exc:
+            raise HTTPProblem(422, "refused", str(exc)) from None
+        return Response(status_code=204)
+
+    async def agents(request: Request, principal: Principal) -> Response:
+        """Agents who share an inbox with you: the names of assignees and authors."""
+        async with db.read() as session:
+            found = await colleagues(session, principal)
+        return json_response([ColleagueView(id=c.id, name=c.name) for c in found])
+
     async def inboxes(request: Request, principal: Principal) -> Response:
         """The inboxes you belong to (all of them for admins)."""
         async with db.read() as session:
@@ -185,13 +245,14 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
         if adapter is None:
             known = ", ".join(sorted(ctx.channels))
             raise HTTPProblem(422, "invalid_field", f"channel: unknown; use one of {known}")
-        problems = validate_settings(adapter, body.settings)
+        settings = settings_for_new_inbox(adapter, body.settings)
+        problems = validate_settings(adapter, settings)
         if problems:
             raise HTTPProblem(422, "invalid_field", "settings." + "; settings.".join(problems))
         async with db.write() as session:
             try:
                 inbox = await create_inbox(
-                    session, name=body.name, channel=body.channel, settings=body.settings,
+                    session, name=body.name, channel=body.channel, settings=settings,
                     auto_assign=body.auto_assign,
                 )
             except InboxError as exc:
@@ -234,12 +295,22 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             raise HTTPProblem(400, "invalid_parameter", str(exc)) from None
         return json_response(ConversationPage(items=items, next_cursor=cursor))
 
+    def window_hours(channel: str) -> int | None:
+        adapter = ctx.channels.get(channel)
+        return adapter.capabilities.reply_window_hours if adapter is not None else None
+
     async def get_conversation(request: Request, principal: Principal) -> Response:
-        """One conversation."""
+        """One conversation; on channels with a reply window, when it closes."""
         async with db.read() as session:
             view = await queries.get_conversation(
                 session, principal, int(request.path_params["conversation_id"])
             )
+            hours = window_hours(view.channel) if view is not None else None
+            if view is not None and hours is not None:
+                closes_at = await queries.reply_window_closes_at(
+                    session, conversation_id=view.id, opened_at=view.created_at, hours=hours
+                )
+                view = view.model_copy(update={"reply_window_closes_at": closes_at})
         if view is None:
             raise _not_found("conversation")
         return json_response(view)
@@ -263,10 +334,21 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
     async def post_message(request: Request, principal: Principal) -> Response:
         """Reply on the customer's channel, or leave an internal note."""
         body = await parse_json(request, ReplyRequest)
-        view = await _act(actions.reply(
-            ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
+        conversation_id = int(request.path_params["conversation_id"])
+        async with db.read() as session:
+            found = await queries.get_conversation(session, principal, conversation_id)
+        if found is None:
+            raise _not_found("conversation")
+        adapter = ctx.channels.get(found.channel)
+        name = adapter.display_name if adapter is not None else found.channel
+        if body.template is not None and (adapter is None or not adapter.capabilities.templates):
+            raise HTTPProblem(422, "refused", f"{name} conversations take no templates")
+        view = await _act(_window_refusal(name, actions.reply(
+            ctx.inbox, principal, conversation_id=conversation_id,
             text=body.text, kind=body.kind, idempotency_key=body.idempotency_key,
-        ))
+            template=body.template, template_variables=body.template_variables,
+            reply_window_hours=window_hours(found.channel),
+        )))
         return json_response(view, status=201)
 
     async def post_assignment(request: Request, principal: Principal) -> Response:
@@ -304,6 +386,15 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             raise _not_found("contact")
         return json_response(view)
 
+    async def post_typing(request: Request, principal: Principal) -> Response:
+        """Say you are typing a reply or a note (or stopped); shown live to others."""
+        body = await parse_json(request, TypingRequest)
+        await _act(actions.signal_typing(
+            ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
+            mode=body.mode, typing=body.typing,
+        ))
+        return Response(status_code=204)
+
     async def get_attachment(request: Request, principal: Principal) -> Response:
         """Download an attachment of an inbox you may see."""
         async with db.read() as session:
@@ -324,6 +415,30 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             },
         )
 
+    async def quarantine(request: Request, principal: Principal) -> Response:
+        """Messages a channel received but could not parse, with the error (admins only)."""
+        if not principal.is_admin:
+            raise HTTPProblem(403, "forbidden", "only admins see quarantined messages")
+        async with db.read() as session:
+            rows = await list_quarantined(session)
+            views = [QuarantinedView(id=r.id or 0, inbox_id=r.inbox_id, reason=r.reason,
+                                     size=len(r.raw), created_at=r.created_at) for r in rows]
+        return json_response(views)
+
+    async def quarantined_raw(request: Request, principal: Principal) -> Response:
+        """The raw bytes of a quarantined message, as a download (admins only)."""
+        if not principal.is_admin:
+            raise HTTPProblem(403, "forbidden", "only admins see quarantined messages")
+        async with db.read() as session:
+            row = await session.get(QuarantinedMessage, int(request.path_params["item_id"]))
+        if row is None:
+            raise _not_found("quarantined message")
+        return Response(row.raw, media_type="application/octet-stream", headers={
+            "Content-Disposition": f"attachment; filename=quarantined-{row.id}.eml",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        })
+
     conv = "/api/v1/conversations/{conversation_id:int}"
     table: list[tuple[Doc, Any]] = [
         (Doc("POST", "/api/v1/auth/login", "Log in", LoginRequest, LoginResponse, auth=False,
@@ -333,6 +448,10 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
          authenticated(ctx, me)),
         (Doc("PUT", "/api/v1/me/availability", "Set availability", AvailabilityRequest,
              AgentView), authenticated(ctx, set_availability)),
+        (Doc("POST", "/api/v1/me/password", "Change your password (ends your other sessions)",
+             PasswordRequest, status=204), authenticated(ctx, set_password)),
+        (Doc("GET", "/api/v1/agents", "Agents who share an inbox with you",
+             response=ColleagueView, many=True), authenticated(ctx, agents)),
         (Doc("GET", "/api/v1/inboxes", "Your inboxes", response=InboxView, many=True),
          authenticated(ctx, inboxes)),
         (Doc("POST", "/api/v1/inboxes", "Connect an inbox (admin)", CreateInboxRequest,
@@ -360,10 +479,16 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
          authenticated(ctx, post_status)),
         (Doc("POST", conv + "/read", "Mark as read", response=ConversationView),
          authenticated(ctx, post_read)),
+        (Doc("POST", conv + "/typing", "Signal typing", TypingRequest, status=204),
+         authenticated(ctx, post_typing)),
         (Doc("GET", "/api/v1/contacts/{contact_id:int}", "Get a contact", response=ContactView),
          authenticated(ctx, get_contact)),
         (Doc("GET", "/api/v1/attachments/{attachment_id:str}", "Download an attachment"),
          authenticated(ctx, get_attachment)),
+        (Doc("GET", "/api/v1/quarantine", "Messages kept aside unparsed (admin)",
+             response=QuarantinedView, many=True), authenticated(ctx, quarantine)),
+        (Doc("GET", "/api/v1/quarantine/{item_id:int}/raw", "Download one (admin)"),
+         authenticated(ctx, quarantined_raw)),
     ]
     routes = [Route(doc.path, endpoint, methods=[doc.method]) for doc, endpoint in table]
     return routes, [doc for doc, _ in table]
@@ -371,6 +496,17 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
 
 def _default(value: int | None, default: int) -> int:
     return default if value is None else value
+
+
+async def _window_refusal(channel_name: str, action: Any) -> Any:
+    """The action, its closed-window refusal told in the channel's own name."""
+    try:
+        return await action
+    except actions.WindowClosed as exc:
+        raise HTTPProblem(
+            422, "reply_window_closed",
+            f"the {channel_name} {exc.hours}-hour window is closed; send an approved template",
+        ) from None
 
 
 async def _act(action: Any) -> Any:

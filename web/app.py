@@ -18,7 +18,9 @@ from web.health import health_routes
 from web.http import HTTPProblem, problem_response
 from web.openapi import build_openapi
 from web.realtime import Presence, websocket_routes
+from web.ui import static_files, ui_routes
 from web.webhooks import webhook_routes
+from web.widget import widget_routes
 
 log = logging.getLogger("switchboard.web")
 
@@ -39,7 +41,10 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         Route("/api/openapi.json", openapi, methods=["GET"]),
         *webhook_routes(ctx),
         *websocket_routes(ctx, presence),
+        *widget_routes(ctx),
         *health_routes(ctx),
+        *ui_routes(ctx),
+        static_files(),
     ]
 
     async def on_problem(request: Request, exc: Exception) -> Response:

@@ -10,7 +10,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import httpx
 import pytest
@@ -25,11 +26,112 @@ from channels.base import (
     WebhookRequest,
 )
 from channels.registry import build_channels
+from channels.webchat import WebchatChannel
 from config import load_settings
 from hub.types import Identity, InboundMessage, OutboundMessage, StatusUpdate
+from tests.fakes.twilio_server import FakeTwilio, signed
 from tests.helpers import Receiver
+from tests.mail_services import SmtpRecorder
 
 FIXTURES = Path(__file__).with_name("fixtures")
+
+
+class LocalProvider(Protocol):
+    """The local server a channel's send talks to, able to accept or refuse."""
+
+    async def start(self) -> dict[str, Any]: ...  # the inbox settings that reach it
+    async def stop(self) -> None: ...
+    def texts(self) -> list[str]: ...
+    def refuse(self, *, permanent: bool, reason: str) -> None: ...
+    def unreachable(self) -> dict[str, Any]: ...
+
+
+class HttpProvider:
+    """A local HTTP receiver (webhook-style providers)."""
+
+    def __init__(self) -> None:
+        self.receiver = Receiver()
+
+    async def start(self) -> dict[str, Any]:
+        await self.receiver.start()
+        return {"outbound_url": self.receiver.url}
+
+    async def stop(self) -> None:
+        await self.receiver.stop()
+
+    def texts(self) -> list[str]:
+        return [str(r["text"]) for r in self.receiver.received]
+
+    def refuse(self, *, permanent: bool, reason: str) -> None:
+        self.receiver.answers.append((400, {"error": reason}) if permanent else (503, {}))
+
+    def unreachable(self) -> dict[str, Any]:
+        return {"outbound_url": "http://127.0.0.1:9/nothing"}
+
+
+class SmtpProvider:
+    """A local SMTP server (aiosmtpd)."""
+
+    def __init__(self) -> None:
+        self.server = SmtpRecorder()
+
+    async def start(self) -> dict[str, Any]:
+        self.server.start()
+        return {**self.server.settings(), "from_address": "support@acme.test"}
+
+    async def stop(self) -> None:
+        self.server.stop()
+
+    def texts(self) -> list[str]:
+        return [r.message.get_body(("plain",)).get_content().strip()  # type: ignore[union-attr]
+                for r in self.server.received]
+
+    def refuse(self, *, permanent: bool, reason: str) -> None:
+        self.server.answers.append(f"554 {reason}" if permanent else "451 try again later")
+
+    def unreachable(self) -> dict[str, Any]:
+        return {"smtp_host": "127.0.0.1", "smtp_port": 9}
+
+
+class TwilioProvider:
+    """The local Twilio REST API (tests/fakes/twilio_server.py)."""
+
+    def __init__(self) -> None:
+        self.fake = FakeTwilio()
+
+    async def start(self) -> dict[str, Any]:
+        await self.fake.start()
+        return self.fake.settings()
+
+    async def stop(self) -> None:
+        await self.fake.stop()
+
+    def texts(self) -> list[str]:
+        return [form["Body"][-1] for form in self.fake.created if "Body" in form]
+
+    def refuse(self, *, permanent: bool, reason: str) -> None:
+        if permanent:
+            self.fake.fail_next(400, 21211, reason)
+        else:
+            self.fake.fail_next(503)
+
+    def unreachable(self) -> dict[str, Any]:
+        return {"api_base_url": "http://127.0.0.1:9"}
+
+
+def _twilio_case(kind: str) -> ChannelCase:
+    def sign(body: bytes, settings: dict[str, Any]) -> dict[str, str]:
+        fields = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        return signed(f"https://sb.example/webhooks/{kind}/7", fields, settings["auth_token"])
+
+    return ChannelCase(
+        kind=kind,
+        settings={**FakeTwilio().settings(), "from_number": "+14155238886"},
+        sign=sign,
+        recipient=Identity(kind="phone", value="+447700900123", display_name="Ada"),
+        provider=TwilioProvider,
+        fixture_glob="*.form",
+    )
 
 
 @dataclass
@@ -40,6 +142,10 @@ class ChannelCase:
     settings: dict[str, Any]
     sign: Callable[[bytes, dict[str, Any]], dict[str, str]]
     recipient: Identity
+    # None: nothing to hand to a provider (the widget's visitors read replies live).
+    provider: Callable[[], LocalProvider] | None = HttpProvider
+    webhook: bool = True  # pulled channels (email) and the widget have no webhook to verify
+    fixture_glob: str = "*.json"
 
 
 CASES = {
@@ -48,6 +154,25 @@ CASES = {
         settings={"secret": "contract-secret"},
         sign=lambda body, settings: signed_headers(settings["secret"], body),
         recipient=Identity(kind="api", value="7:cust-1", display_name="Cust"),
+    ),
+    "email": ChannelCase(
+        kind="email",
+        settings={"from_address": "support@acme.test"},
+        sign=lambda body, settings: {},
+        recipient=Identity(kind="email", value="ada@example.com", display_name="Ada"),
+        provider=SmtpProvider,
+        webhook=False,
+        fixture_glob="*.eml",
+    ),
+    "sms": _twilio_case("sms"),
+    "whatsapp": _twilio_case("whatsapp"),
+    "webchat": ChannelCase(
+        kind="webchat",
+        settings=WebchatChannel().default_settings(),
+        sign=lambda body, settings: {},
+        recipient=Identity(kind="visitor", value="7:anon:abc", display_name="Vera"),
+        provider=None,
+        webhook=False,
     ),
 }
 
@@ -68,10 +193,10 @@ def _request(case: ChannelCase, body: bytes, headers: dict[str, str],
 
 
 def _fixtures(kind: str, prefix: str = "") -> list[Path]:
-    return sorted(p for p in (FIXTURES / kind).glob(f"{prefix}*.json"))
+    return sorted(p for p in (FIXTURES / kind).glob(prefix + CASES[kind].fixture_glob))
 
 
-@pytest.mark.parametrize("kind", sorted(CASES))
+@pytest.mark.parametrize("kind", sorted(k for k, case in CASES.items() if case.webhook))
 def test_verify_accepts_signed_and_refuses_unsigned_or_tampered(kind: str) -> None:
     adapter, case = _adapters()[kind], CASES[kind]
     body = _fixtures(kind)[0].read_bytes()
@@ -136,29 +261,28 @@ def _outbound(case: ChannelCase) -> OutboundMessage:
                            idempotency_key="idem-123", in_reply_to="m-100")
 
 
-@pytest.mark.parametrize("kind", sorted(CASES))
+@pytest.mark.parametrize("kind", sorted(k for k, case in CASES.items() if case.provider))
 async def test_send_success_permanent_and_transient(kind: str) -> None:
     case = CASES[kind]
-    receiver = Receiver()
-    await receiver.start()
+    assert case.provider is not None
+    provider = case.provider()
     async with httpx.AsyncClient() as http:
         adapter = build_channels(load_settings(), http)[kind]
-        settings = {**case.settings, "outbound_url": receiver.url}
+        settings = {**case.settings, **await provider.start()}
         try:
             receipt = await adapter.send(_outbound(case), settings)
             assert receipt.external_id and receipt.status in ("sent", "delivered")
-            assert receiver.received[0]["text"] == "Thanks, fixed!"
-            receiver.answers.append((400, {"error": "recipient unknown"}))
+            assert provider.texts()[0] == "Thanks, fixed!"
+            provider.refuse(permanent=True, reason="recipient unknown")
             with pytest.raises(PermanentSendError, match="recipient unknown"):
                 await adapter.send(_outbound(case), settings)
-            receiver.answers.append((503, {}))
+            provider.refuse(permanent=False, reason="busy")
             with pytest.raises(TransientSendError):
                 await adapter.send(_outbound(case), settings)
         finally:
-            await receiver.stop()
-        unreachable = {**settings, "outbound_url": "http://127.0.0.1:9/nothing"}
+            await provider.stop()
         with pytest.raises(TransientSendError):
-            await adapter.send(_outbound(case), unreachable)
+            await adapter.send(_outbound(case), {**settings, **provider.unreachable()})
 
 
 async def test_api_send_is_signed_like_inbound() -> None:
@@ -178,3 +302,13 @@ async def test_api_send_is_signed_like_inbound() -> None:
     expected = sign("contract-secret", int(headers["x-switchboard-timestamp"]), body)
     assert headers["x-switchboard-signature"] == expected
     assert headers["idempotency-key"] == "idem-123"
+
+
+async def test_widget_send_needs_no_provider_and_its_webhook_does_not_exist() -> None:
+    case = CASES["webchat"]
+    adapter = _adapters()["webchat"]
+    receipt = await adapter.send(_outbound(case), case.settings)
+    assert receipt.status == "sent" and receipt.external_id == "widget-reply:idem-123"
+    with pytest.raises(VerificationFailed) as refused:
+        adapter.verify(_request(case, b"{}", {}))
+    assert refused.value.status == 404

@@ -601,3 +601,45 @@ def test_redis_keys_carry_the_prefix() -> None:
     bus = RedisBus("redis://127.0.0.1:1/0", "sb:")
     assert bus._key("inbound") == "sb:inbound"
     assert bus._channel == "sb:events:live"
+
+
+async def test_broadcast_many_keeps_order_and_ids(bus: Bus) -> None:
+    live = asyncio.Event()
+    seen: list[tuple[str, bytes]] = []
+    task = asyncio.create_task(_collect(bus, seen, live))
+    await asyncio.wait_for(live.wait(), 10)
+    first = await bus.broadcast(b"one", 1000)
+    many = await bus.broadcast_many([b"two", b"three", b"four"], 1000)
+    assert await bus.broadcast_many([], 1000) == []
+    end = await bus.broadcast(b"end", 1000)
+    await asyncio.wait_for(task, 10)
+    ids = [first, *many, end]
+    assert [parse_id(i) for i in ids] == sorted(parse_id(i) for i in ids)
+    assert seen == list(zip(ids, [b"one", b"two", b"three", b"four", b"end"], strict=True))
+    assert await bus.replay(first, 10) == seen[1:]
+
+
+async def test_a_lease_has_one_holder_until_released_or_expired(make_bus: MakeBus) -> None:
+    first, second = await make_bus(), await make_bus()  # two processes sharing one store
+    assert await first.acquire_lease("poller:1", "worker-a", 10_000)
+    assert await first.acquire_lease("poller:1", "worker-a", 10_000)  # re-acquire extends
+    assert not await second.acquire_lease("poller:1", "worker-b", 10_000)
+    assert not await second.renew_lease("poller:1", "worker-b", 10_000)
+    assert await first.renew_lease("poller:1", "worker-a", 10_000)
+    await second.release_lease("poller:1", "worker-b")  # not the holder: no effect
+    assert not await second.acquire_lease("poller:1", "worker-b", 10_000)
+    await first.release_lease("poller:1", "worker-a")
+    assert await second.acquire_lease("poller:1", "worker-b", 10_000)
+    assert await first.acquire_lease("poller:2", "worker-a", 10_000)  # names are independent
+
+
+async def test_an_expired_lease_passes_to_another_owner(make_bus: MakeBus) -> None:
+    first, second = await make_bus(), await make_bus()
+    assert await first.acquire_lease("poller:9", "worker-a", 100)
+
+    async def taken_over() -> bool:
+        return await second.acquire_lease("poller:9", "worker-b", 10_000)
+
+    await eventually(taken_over, timeout=5)
+    assert not await first.renew_lease("poller:9", "worker-a", 10_000)  # lost for good
+    assert not await first.acquire_lease("poller:9", "worker-a", 10_000)

@@ -1,0 +1,216 @@
+"""The `email` channel: IMAP in (IDLE, UID cursors), SMTP out, threading by Message-ID chains."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import ssl
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from channels.base import (
+    BadPayload,
+    Capabilities,
+    Emit,
+    Parsed,
+    PermanentSendError,
+    PollerState,
+    SettingSpec,
+    VerificationFailed,
+    WebhookRequest,
+)
+from channels.email.imap import ImapPoller
+from channels.email.parse import ParsedEmail, UnparseableEmail, parse_email
+from channels.email.smtp import (
+    build_message,
+    conversation_of_token,
+    outgoing_message_id,
+    send_mail,
+)
+from hub.identity import email_identity
+from hub.types import (
+    AttachmentRef,
+    AttachmentRefused,
+    InboundMessage,
+    OutboundMessage,
+    SendReceipt,
+    StoreAttachment,
+    utcnow,
+)
+
+log = logging.getLogger("switchboard.email")
+
+MAX_REFERENCES = 100
+
+
+def to_inbound(
+    mail: ParsedEmail,
+    *,
+    inbox_id: int,
+    settings: Mapping[str, Any],
+    attachments: tuple[AttachmentRef, ...] = (),
+    notes: tuple[str, ...] = (),
+) -> InboundMessage:
+    """The bus message of a parsed email received by an inbox."""
+    own = str(settings.get("from_address") or "").lower()
+    # Several In-Reply-To values, References in any order, or a cycle naming itself:
+    # keep every other id once, the nearest parent last.
+    chain = [i for i in dict.fromkeys([*mail.references, *mail.in_reply_to[1:],
+                                       *mail.in_reply_to[:1]]) if i != mail.message_id]
+    parent = mail.in_reply_to[0] if mail.in_reply_to and mail.in_reply_to[0] in chain else None
+    thread_hint = None
+    secret, domain = settings.get("reply_secret"), str(settings.get("reply_domain") or "")
+    for address in mail.recipients:
+        local, _, host = address.partition("@")
+        if secret and domain and host == domain.lower() and local.startswith("reply+"):
+            found = conversation_of_token(str(secret), inbox_id, local[len("reply+"):])
+            if found is not None:
+                thread_hint = f"conversation:{found}"
+                break
+    metadata = {"subject": mail.subject} if mail.subject else {}
+    automated = mail.automated or ("own" if own and mail.sender == own else None)
+    if automated:
+        metadata["automated"] = automated
+    if mail.bounce_reason:
+        metadata["bounce_reason"] = mail.bounce_reason[:1000]
+    text = mail.text
+    if mail.bounce_of and mail.bounce_reason:
+        text = f"Delivery failed: {mail.bounce_reason}\n\n{text}".strip()
+    if notes:
+        text = "\n".join([text, *notes]).strip()
+    return InboundMessage(
+        channel="email",
+        inbox_id=inbox_id,
+        external_id=mail.message_id[:255],
+        sender=email_identity(mail.sender, (mail.sender_name or "")[:200] or None),
+        thread_hint=thread_hint,
+        in_reply_to=parent,
+        references=tuple(chain[-MAX_REFERENCES:]),
+        text=text,
+        attachments=attachments,
+        provider_ts=mail.date,
+        received_at=utcnow(),
+        metadata=metadata,
+        automated=automated is not None,
+        bounce_of=mail.bounce_of[:255] if mail.bounce_of else None,
+    )
+
+
+async def store_files(
+    raw: bytes, mail: ParsedEmail, store: StoreAttachment, *, keep_original: bool
+) -> tuple[tuple[AttachmentRef, ...], tuple[str, ...]]:
+    """Store the mail's files (and the original message) before the message is emitted."""
+    refs: list[AttachmentRef] = []
+    notes: list[str] = []
+    files = [(a.filename, a.content_type, a.data) for a in mail.attachments]
+    if keep_original:
+        # The whole original (quoted history, headers, HTML) stays one click away.
+        files.append(("original.eml", "message/rfc822", raw))
+    for filename, content_type, data in files:
+        try:
+            refs.append(await store(filename, content_type, data))
+        except AttachmentRefused as exc:
+            notes.append(f"[attachment {filename} not kept: {exc}]")
+    return tuple(refs), tuple(notes)
+
+
+class EmailChannel:
+    """Email inboxes: a mailbox read over IMAP, replies sent over SMTP."""
+
+    kind: ClassVar[str] = "email"
+    display_name: ClassVar[str] = "Email"
+    settings: ClassVar[tuple[SettingSpec, ...]] = (
+        SettingSpec("imap_host", "IMAP server host name"),
+        SettingSpec("imap_port", "IMAP port (993 with ssl, 143 without)", required=False),
+        SettingSpec("imap_tls", "ssl (implicit TLS, the default) or none (loopback only)",
+                    required=False),
+        SettingSpec("imap_username", "IMAP login"),
+        SettingSpec("imap_password", "IMAP password", secret=True),
+        SettingSpec("imap_folder", "folder to follow (default INBOX)", required=False),
+        SettingSpec("imap_idle", "use IDLE when the server has it: yes (default) or no",
+                    required=False),
+        SettingSpec("imap_idle_seconds", "re-issue IDLE after this long (default 1500)",
+                    required=False),
+        SettingSpec("imap_poll_seconds", "poll interval without IDLE (default 60)",
+                    required=False),
+        SettingSpec("smtp_host", "SMTP server host name"),
+        SettingSpec("smtp_port", "SMTP port (587 with starttls, 465 with ssl)", required=False),
+        SettingSpec("smtp_tls", "starttls (default), ssl (implicit TLS) or none",
+                    required=False),
+        SettingSpec("smtp_username", "SMTP login (empty: no authentication)", required=False),
+        SettingSpec("smtp_password", "SMTP password", secret=True, required=False),
+        SettingSpec("from_address", "the address replies come from"),
+        SettingSpec("from_name", "the name replies come from", required=False),
+        SettingSpec("reply_domain", "domain of reply+TOKEN@ addresses routed to this mailbox",
+                    required=False),
+        SettingSpec("reply_secret", "key that signs reply+TOKEN addresses", secret=True,
+                    required=False),
+        SettingSpec("keep_original", "store each original message as original.eml: yes or no",
+                    required=False),
+    )
+    capabilities: ClassVar[Capabilities] = Capabilities(attachments=True, max_text=200_000)
+
+    def __init__(self, *, tls_context: ssl.SSLContext | None = None) -> None:
+        self._tls_context = tls_context
+
+    def default_settings(self) -> dict[str, Any]:
+        """A fresh secret for signing the inbox's reply+TOKEN addresses."""
+        return {"reply_secret": secrets.token_urlsafe(32)}
+
+    def verify(self, request: WebhookRequest) -> None:
+        """Email arrives over IMAP, never by webhook: every webhook is refused."""
+        raise VerificationFailed("the email channel receives no webhooks", status=403)
+
+    def parse(self, request: WebhookRequest) -> Parsed:
+        """One raw RFC 5322 message (the body) as a bus message, without its files."""
+        try:
+            mail = parse_email(request.body)
+        except UnparseableEmail as exc:
+            raise BadPayload(str(exc)) from None
+        return [to_inbound(mail, inbox_id=request.inbox_id, settings=request.inbox_settings)]
+
+    async def send(
+        self, message: OutboundMessage, inbox_settings: Mapping[str, Any]
+    ) -> SendReceipt:
+        """Send a reply by SMTP; the receipt's id is our Message-ID, so answers thread."""
+        if message.recipient.kind != "email":
+            raise PermanentSendError("an email inbox can only answer an email address")
+        if not inbox_settings.get("from_address") or not inbox_settings.get("smtp_host"):
+            raise PermanentSendError("this email inbox has no from_address or smtp_host")
+        mail = build_message(message, inbox_settings)
+        await send_mail(mail, inbox_settings, tls_context=self._tls_context)
+        from_address = str(inbox_settings["from_address"])
+        return SendReceipt(
+            external_id=outgoing_message_id(message.idempotency_key, from_address),
+            status="sent",
+        )
+
+    async def run(
+        self,
+        inbox_id: int,
+        inbox_settings: Mapping[str, Any],
+        emit: Emit,
+        store: StoreAttachment,
+        state: PollerState,
+    ) -> None:
+        """Follow the inbox's IMAP folder until cancelled."""
+        keep_original = str(inbox_settings.get("keep_original", "yes")).lower() not in (
+            "no", "false", "0")
+
+        async def deliver(raw: bytes) -> InboundMessage | None:
+            try:
+                mail = parse_email(raw)
+                refs, notes = await store_files(raw, mail, store, keep_original=keep_original)
+                return to_inbound(mail, inbox_id=inbox_id, settings=inbox_settings,
+                                  attachments=refs, notes=notes)
+            except (UnparseableEmail, ValueError) as exc:
+                log.warning("quarantining a message of inbox %s: %s", inbox_id, exc)
+                await state.quarantine(str(exc), raw)
+                return None
+
+        poller = ImapPoller(inbox_settings, emit=emit, deliver=deliver, state=state,
+                            tls_context=self._tls_context)
+        await poller.run()
+
+
+__all__ = ["EmailChannel", "parse_email", "to_inbound"]

@@ -1,0 +1,133 @@
+"""Outgoing email over SMTP (aiosmtplib): threading headers, alternatives, failure classes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import html
+import re
+import ssl
+from collections.abc import Mapping
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from typing import Any
+
+import aiosmtplib
+
+from channels.base import PermanentSendError, TransientSendError
+from hub.types import OutboundMessage, utcnow
+
+_SAFE_KEY = re.compile(r"^[A-Za-z0-9._+-]{1,100}$")
+_RE_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
+MAX_REFERENCES = 20
+TIMEOUT_S = 30.0
+
+
+def domain_of(address: str) -> str:
+    """The domain of an address ('localhost' when it has none)."""
+    return address.rpartition("@")[2].strip().lower() or "localhost"
+
+
+def outgoing_message_id(idempotency_key: str, from_address: str) -> str:
+    """Our Message-ID for a send request: deterministic, so a retried send keeps it."""
+    local = idempotency_key if _SAFE_KEY.match(idempotency_key) else hashlib.sha256(
+        idempotency_key.encode()).hexdigest()[:40]
+    return f"{local}@{domain_of(from_address)}"
+
+
+def reply_token(secret: str, inbox_id: int, conversation_id: int) -> str:
+    """The token of a reply address: the conversation id, signed so it cannot be guessed."""
+    digest = hmac.new(secret.encode(), f"{inbox_id}:{conversation_id}".encode(), hashlib.sha256)
+    return f"{conversation_id}.{digest.hexdigest()[:20]}"
+
+
+def conversation_of_token(secret: str, inbox_id: int, token: str) -> int | None:
+    """The conversation id a reply token names, if its signature is right."""
+    number, _, _ = token.partition(".")
+    if not number.isdigit():
+        return None
+    expected = reply_token(secret, inbox_id, int(number))
+    return int(number) if hmac.compare_digest(expected, token.lower()) else None
+
+
+def reply_subject(subject: str | None) -> str:
+    """The customer's subject with one 'Re: ' in front."""
+    base = _RE_PREFIX.sub("", subject or "").strip()
+    return f"Re: {base}" if base else "Re: your message"
+
+
+def _html_of(text: str) -> str:
+    body = "<br>\n".join(html.escape(line) for line in text.splitlines())
+    return f'<!doctype html><html><body><div dir="auto">{body}</div></body></html>'
+
+
+def build_message(message: OutboundMessage, settings: Mapping[str, Any]) -> EmailMessage:
+    """The MIME message of a send request, with our Message-ID and threading headers."""
+    from_address = str(settings.get("from_address") or "")
+    mail = EmailMessage(policy=policy.SMTP)
+    mail["From"] = formataddr((str(settings.get("from_name") or ""), from_address))
+    mail["To"] = formataddr((message.recipient.display_name or "", message.recipient.value))
+    mail["Subject"] = reply_subject(message.subject)
+    mail["Date"] = format_datetime(utcnow())
+    mail["Message-ID"] = f"<{outgoing_message_id(message.idempotency_key, from_address)}>"
+    if message.in_reply_to:
+        chain = [r for r in message.references if r != message.in_reply_to]
+        chain = [*chain, message.in_reply_to][-MAX_REFERENCES:]
+        mail["In-Reply-To"] = f"<{message.in_reply_to}>"
+        mail["References"] = " ".join(f"<{ref}>" for ref in chain)
+    domain, secret = settings.get("reply_domain"), settings.get("reply_secret")
+    if domain and secret:
+        token = reply_token(str(secret), message.inbox_id, message.conversation_id)
+        mail["Reply-To"] = formataddr((str(settings.get("from_name") or ""),
+                                       f"reply+{token}@{domain}"))
+    if message.automated:
+        mail["Auto-Submitted"] = "auto-generated"  # RFC 3834: never answered automatically
+    mail["X-Auto-Response-Suppress"] = "OOF, AutoReply" if message.automated else "OOF"
+    mail.set_content(message.text)
+    mail.add_alternative(message.html or _html_of(message.text), subtype="html")
+    return mail
+
+
+def _tls(settings: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(implicit TLS, STARTTLS) from the inbox's smtp_tls: ssl, starttls or none."""
+    mode = str(settings.get("smtp_tls") or "starttls").lower()
+    return mode == "ssl", mode == "starttls"
+
+
+async def send_mail(
+    mail: EmailMessage, settings: Mapping[str, Any], *, tls_context: ssl.SSLContext | None = None
+) -> None:
+    """Hand a message to the configured SMTP server; classify failures for the worker."""
+    implicit, starttls = _tls(settings)
+    port = int(settings.get("smtp_port") or (465 if implicit else 587))
+    client = aiosmtplib.SMTP(
+        hostname=str(settings.get("smtp_host") or ""), port=port, use_tls=implicit,
+        start_tls=starttls, timeout=TIMEOUT_S, tls_context=tls_context,
+    )
+    try:
+        await client.connect()
+        username = settings.get("smtp_username")
+        if username:
+            await client.login(str(username), str(settings.get("smtp_password") or ""))
+        await client.send_message(mail)
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        codes = [r.code for r in exc.recipients]
+        detail = "; ".join(f"{r.code} {r.message}" for r in exc.recipients)
+        if all(400 <= code < 500 for code in codes):
+            raise TransientSendError(f"the mail server deferred the recipient: {detail}") from exc
+        raise PermanentSendError(f"the mail server refused the recipient: {detail}") from exc
+    except aiosmtplib.SMTPResponseException as exc:
+        answer = f"{exc.code} {exc.message}".strip()
+        if 400 <= exc.code < 500:
+            raise TransientSendError(f"the mail server answered {answer}") from exc
+        raise PermanentSendError(f"the mail server refused the message: {answer}") from exc
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+        raise TransientSendError(f"could not reach the mail server: {exc}") from exc
+    finally:
+        # After DATA was accepted nothing may fail the send: a lost QUIT is no error.
+        try:
+            if client.is_connected:
+                await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            client.close()

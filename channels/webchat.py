@@ -1,0 +1,253 @@
+"""The website chat widget channel: visitor tokens, identity verification, business hours.
+
+Visitors talk to web/widget.py (HTTP and a websocket); this module holds what is specific
+to the channel: signing and reading visitor tokens with the inbox secret, verifying a host
+site's `identifier_hash`, the widget's settings, and turning a visitor's message into an
+InboundMessage. Agent replies need no provider: the visitor's websocket shows them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from channels.base import (
+    BadPayload,
+    Capabilities,
+    Parsed,
+    SettingSpec,
+    VerificationFailed,
+    WebhookRequest,
+)
+from hub.security import constant_time_equal
+from hub.types import Identity, InboundMessage, OutboundMessage, SendReceipt, utcnow
+
+TOKEN_DAYS = 180
+MAX_TEXT = 5000
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+class TokenRefused(Exception):
+    """A visitor token that is forged, expired or for another inbox."""
+
+
+@dataclass(frozen=True)
+class Visitor:
+    """Who is behind a widget: an anonymous visitor or a user the host site vouched for."""
+
+    inbox_id: int
+    visitor_id: str
+    identifier: str | None = None
+    name: str | None = None
+
+    @property
+    def identity(self) -> Identity:
+        """The identity their messages carry: verified users keep theirs on every device."""
+        if self.identifier:
+            return Identity(kind="visitor", value=f"{self.inbox_id}:user:{self.identifier}",
+                            display_name=self.name)
+        return Identity(kind="visitor", value=f"{self.inbox_id}:anon:{self.visitor_id}",
+                        display_name=self.name)
+
+    @property
+    def thread(self) -> str:
+        """The thread hint of their conversation: one stream per visitor or verified user."""
+        return "widget:" + self.identity.value
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(secret: str, payload: str) -> str:
+    return _b64(hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest())
+
+
+def issue_token(secret: str, visitor: Visitor, now: float | None = None) -> str:
+    """A signed token the widget keeps in localStorage."""
+    body: dict[str, object] = {
+        "i": visitor.inbox_id, "v": visitor.visitor_id, "t": int(now or time.time())
+    }
+    if visitor.identifier:
+        body["u"] = visitor.identifier
+    if visitor.name:
+        body["n"] = visitor.name
+    payload = _b64(json.dumps(body, separators=(",", ":")).encode())
+    return f"{payload}.{_mac(secret, payload)}"
+
+
+def read_token(secret: str, token: str, *, inbox_id: int, now: float | None = None) -> Visitor:
+    """The visitor of a token; TokenRefused when forged, expired or for another inbox."""
+    payload, _, mac = token.partition(".")
+    if not payload or not mac or not constant_time_equal(mac, _mac(secret, payload)):
+        raise TokenRefused("visitor token is not valid")
+    try:
+        body = json.loads(_unb64(payload))
+    except ValueError:
+        raise TokenRefused("visitor token is not valid") from None
+    if body.get("i") != inbox_id:
+        raise TokenRefused("visitor token belongs to another inbox")
+    if (now or time.time()) - int(body.get("t", 0)) > TOKEN_DAYS * 86400:
+        raise TokenRefused("visitor token has expired")
+    return Visitor(inbox_id=inbox_id, visitor_id=str(body["v"]), identifier=body.get("u"),
+                   name=body.get("n"))
+
+
+def new_visitor(inbox_id: int, name: str | None = None, identifier: str | None = None) -> Visitor:
+    """A visitor with a fresh random id."""
+    return Visitor(inbox_id=inbox_id, visitor_id=secrets.token_urlsafe(12), identifier=identifier,
+                   name=name)
+
+
+def identifier_hash(secret: str, identifier: str) -> str:
+    """What the host site's server computes to vouch for a logged-in user (hex HMAC-SHA256)."""
+    return hmac.new(secret.encode(), identifier.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_identifier(secret: str, identifier: str, given_hash: str) -> bool:
+    """True when the host site really vouched for this identifier."""
+    return constant_time_equal(given_hash.lower(), identifier_hash(secret, identifier))
+
+
+def is_open(settings: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """Whether the widget's business hours include now (always open without hours)."""
+    hours = settings.get("business_hours")
+    if not hours:
+        return True
+    local = (now or utcnow()).astimezone(ZoneInfo(hours.get("timezone", "UTC")))
+    window = hours.get("days", {}).get(DAYS[local.weekday()])
+    if not window:
+        return False
+    match = _HOURS.match(window)
+    if match is None:
+        return False
+    start = int(match[1]) * 60 + int(match[2])
+    end = int(match[3]) * 60 + int(match[4])
+    minute = local.hour * 60 + local.minute
+    return start <= minute < end
+
+
+def origin_allowed(settings: Mapping[str, Any], origin: str | None) -> bool:
+    """Whether a website origin may use this widget (any, until the admin lists some)."""
+    allowed = settings.get("allowed_origins") or []
+    if not allowed:
+        return True
+    return origin is not None and origin.rstrip("/") in {o.rstrip("/") for o in allowed}
+
+
+def client_message_id(value: object) -> str:
+    """A widget-generated message id (the idempotency key of a visitor's message)."""
+    if not isinstance(value, str) or not _CLIENT_ID.match(value):
+        raise BadPayload("id must be 8-64 letters, digits, '-' or '_'")
+    return value
+
+
+def visitor_message(visitor: Visitor, *, client_id: str, text: object) -> InboundMessage:
+    """The InboundMessage of a visitor's message, refusing empty or oversized text."""
+    if not isinstance(text, str) or not text.strip():
+        raise BadPayload("text must be a non-empty string")
+    if len(text) > MAX_TEXT:
+        raise BadPayload(f"a message may have at most {MAX_TEXT} characters")
+    return InboundMessage(
+        channel=WebchatChannel.kind,
+        inbox_id=visitor.inbox_id,
+        external_id=f"widget:{visitor.visitor_id}:{client_id}",
+        sender=visitor.identity,
+        thread_hint=visitor.thread,
+        text=text.strip(),
+    )
+
+
+class WebchatChannel:
+    """The chat widget on the customer's website."""
+
+    kind: ClassVar[str] = "webchat"
+    display_name: ClassVar[str] = "Website chat"
+    settings: ClassVar[tuple[SettingSpec, ...]] = (
+        SettingSpec("public_token", "identifies the inbox in the embed tag (generated)"),
+        SettingSpec("secret", "signs visitor tokens and verifies identifier_hash (generated)",
+                    secret=True),
+        SettingSpec("greeting", "first line visitors see", required=False),
+        SettingSpec("accent_color", "#RRGGBB colour of the widget", required=False),
+        SettingSpec("allowed_origins", "website origins allowed to embed it (empty: any)",
+                    required=False),
+        SettingSpec("business_hours", '{"timezone": "Europe/Paris", "days": {"mon": '
+                    '"09:00-17:00", ...}}', required=False),
+        SettingSpec("away_message", "shown outside business hours or with nobody online",
+                    required=False),
+        SettingSpec("enforce_identity", "refuse identifiers without a valid identifier_hash",
+                    required=False),
+    )
+    capabilities: ClassVar[Capabilities] = Capabilities(max_text=MAX_TEXT)
+
+    def default_settings(self) -> dict[str, Any]:
+        """Generated settings of a new widget inbox."""
+        return {"public_token": secrets.token_urlsafe(12), "secret": secrets.token_urlsafe(32),
+                "greeting": "Hi! How can we help?", "accent_color": "#3157d5"}
+
+    def check_settings(self, settings: Mapping[str, Any]) -> list[str]:
+        """Problems with the widget's own settings, one line each."""
+        problems = []
+        color = settings.get("accent_color")
+        if color is not None and not (isinstance(color, str) and _COLOR.match(color)):
+            problems.append("accent_color: must look like #3157d5")
+        origins = settings.get("allowed_origins")
+        if origins is not None and not (
+            isinstance(origins, list)
+            and all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in origins)
+        ):
+            problems.append("allowed_origins: must be a list of http(s) origins")
+        hours = settings.get("business_hours")
+        if hours is not None:
+            problems += _check_hours(hours)
+        return problems
+
+    def verify(self, request: WebhookRequest) -> None:
+        """The widget has no provider webhook."""
+        raise VerificationFailed("the website chat has no webhook", status=404)
+
+    def parse(self, request: WebhookRequest) -> Parsed:
+        """The widget has no provider webhook."""
+        raise BadPayload("the website chat has no webhook")
+
+    async def send(
+        self, message: OutboundMessage, inbox_settings: Mapping[str, Any]
+    ) -> SendReceipt:
+        """Nothing to hand to a provider: the visitor's websocket shows the reply."""
+        return SendReceipt(external_id=f"widget-reply:{message.idempotency_key}", status="sent")
+
+
+def _check_hours(hours: object) -> list[str]:
+    if not isinstance(hours, dict):
+        return ["business_hours: must be an object with timezone and days"]
+    problems = []
+    try:
+        ZoneInfo(str(hours.get("timezone", "UTC")))
+    except (ZoneInfoNotFoundError, ValueError):
+        problems.append(f"business_hours.timezone: unknown time zone {hours.get('timezone')!r}")
+    days = hours.get("days", {})
+    if not isinstance(days, dict):
+        return [*problems, "business_hours.days: must be an object"]
+    for day, window in days.items():
+        if day not in DAYS:
+            problems.append(f"business_hours.days: unknown day {day!r} (use {', '.join(DAYS)})")
+        elif not (isinstance(window, str) and _HOURS.match(window)):
+            problems.append(f"business_hours.days.{day}: use HH:MM-HH:MM")
+    return problems

@@ -1,0 +1,70 @@
+"""What a website visitor may see and change: their own thread, and the email they leave."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.identity import normalize_email
+from inbox.models import Contact, ContactIdentity, Conversation, Message, ThreadKey
+
+
+async def contact_of(session: AsyncSession, *, kind: str, value: str) -> Contact | None:
+    """The contact owning an identity, if it exists yet."""
+    return (
+        await session.exec(
+            select(Contact)
+            .join(ContactIdentity, col(ContactIdentity.contact_id) == col(Contact.id))
+            .where(ContactIdentity.kind == kind, ContactIdentity.value == value)
+        )
+    ).first()
+
+
+async def thread_conversation(
+    session: AsyncSession, *, inbox_id: int, thread: str
+) -> Conversation | None:
+    """The conversation a visitor's thread points to now."""
+    return (
+        await session.exec(
+            select(Conversation)
+            .join(ThreadKey, col(ThreadKey.conversation_id) == col(Conversation.id))
+            .where(ThreadKey.inbox_id == inbox_id, ThreadKey.key == thread)
+        )
+    ).first()
+
+
+async def visitor_thread(
+    session: AsyncSession, *, conversation_id: int, limit: int = 100
+) -> list[Message]:
+    """The visitor-visible messages of a conversation, oldest first (never notes)."""
+    rows = await session.exec(
+        select(Message)
+        .where(Message.conversation_id == conversation_id, Message.kind == "message")
+        .order_by(col(Message.accepted_at).desc(), col(Message.id).desc())
+        .limit(limit)
+    )
+    return list(reversed(list(rows)))
+
+
+async def leave_email(session: AsyncSession, *, contact_id: int, email: str) -> bool:
+    """Attach an email a visitor typed; True when it now identifies the contact.
+
+    The address is not verified, so it never merges into another contact that already owns
+    it: it is kept on the contact for agents to see, and linking waits for a verified signal.
+    """
+    address = normalize_email(email)
+    contact = await session.get_one(Contact, contact_id)
+    contact.email = address
+    session.add(contact)
+    owner = (
+        await session.exec(
+            select(ContactIdentity).where(
+                ContactIdentity.kind == "email", ContactIdentity.value == address
+            )
+        )
+    ).first()
+    if owner is None:
+        session.add(ContactIdentity(contact_id=contact_id, kind="email", value=address))
+        await session.flush()
+        return True
+    return owner.contact_id == contact_id

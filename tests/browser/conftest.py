@@ -1,0 +1,43 @@
+"""Headless Chromium (Debian's package) driven by Playwright, for the browser tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, async_playwright
+
+from config import Settings
+
+CHROMIUM = "/usr/bin/chromium"
+# As root Chromium needs --no-sandbox; the rest keep it off the (closed) network.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """A fresh headless Chromium; each test opens its own contexts (separate people)."""
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The browser tests also serve the demo website at /demo."""
+    return settings.model_copy(update={"demo_page": True})

@@ -1,0 +1,104 @@
+"""The chat widget in a real browser: a visitor on the demo website talks to the team."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from playwright.async_api import Browser, Page, expect
+
+from channels.webchat import WebchatChannel
+from inbox.db import Database
+from inbox.inboxes import create_inbox, set_members
+from tests.browser.conftest import DOCS
+from tests.helpers import Stack, eventually
+
+
+async def _demo_widget(stack: Stack) -> int:
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.write() as session:
+            inbox = await create_inbox(session, name="Acme Garden Supplies", channel="webchat",
+                                       settings=WebchatChannel().default_settings())
+            assert inbox.id is not None
+            await set_members(session, inbox_id=inbox.id, agent_ids=[stack.ids["alice"]])
+            return inbox.id
+    finally:
+        await db.close()
+
+
+async def _open_widget(page: Page, base: str) -> None:
+    await page.goto(base + "/demo")
+    await page.locator("button.launch").click()
+    await expect(page.locator("textarea")).to_be_visible()
+
+
+async def test_visitor_chats_from_the_demo_website(stack: Stack, browser: Browser) -> None:
+    inbox_id = await _demo_widget(stack)
+    alice = await stack.login("alice")
+    agent_ws = await alice.ws()  # Alice is online: the widget says so
+    visitor = await browser.new_context(viewport={"width": 1100, "height": 720})
+    page = await visitor.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: dialogs.append(d.message))
+    await _open_widget(page, stack.base)
+    await expect(page.locator(".head span")).to_have_text("We usually reply in a few minutes")
+
+    # The host page's loud CSS does not reach the widget.
+    font = await page.locator("textarea").evaluate("e => getComputedStyle(e).fontFamily")
+    assert "Comic Sans" not in font
+
+    await page.locator("textarea").fill("hello")
+    await page.locator("textarea").press("Enter")
+    await expect(page.locator(".msg.visitor")).to_have_text(["hello"])
+    await expect(page.locator(".msg.visitor.pending")).to_have_count(0)
+
+    async def conversation() -> dict[str, Any] | None:
+        items = (await alice.http.get(f"/api/v1/conversations?inbox_id={inbox_id}")
+                 ).json()["items"]
+        return items[0] if items else None
+
+    found = await eventually(conversation)
+    await alice.http.post(f"/api/v1/conversations/{found['id']}/typing", json={"mode": "reply"})
+    await expect(page.locator(".typing")).to_have_text("Typing…")
+    await alice.http.post(f"/api/v1/conversations/{found['id']}/messages",
+                          json={"text": "Hello! How can I help?"})
+    await expect(page.locator(".msg.agent")).to_have_text(["Hello! How can I help?"])
+
+    hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+    await page.locator("textarea").fill(hostile)
+    await page.locator("textarea").press("Enter")
+    await expect(page.locator(".msg.visitor").last).to_have_text(hostile)
+    assert await page.locator(".msg img, .msg script").count() == 0
+    DOCS.joinpath("screenshots").mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(DOCS / "screenshots" / "widget.png"))
+
+    # A reload (and a new tab) keeps the thread.
+    await page.reload()
+    await page.locator("button.launch").click()
+    await expect(page.locator(".msg")).to_have_text(["hello", "Hello! How can I help?", hostile])
+    tab = await visitor.new_page()
+    await _open_widget(tab, stack.base)
+    await expect(tab.locator(".msg")).to_have_count(3)
+    assert dialogs == []
+    await visitor.close()
+    await agent_ws.close()
+
+
+async def test_offline_widget_asks_for_an_email(stack: Stack, browser: Browser) -> None:
+    await _demo_widget(stack)  # nobody has a websocket open: nobody is online
+    visitor = await browser.new_context()
+    page = await visitor.new_page()
+    await _open_widget(page, stack.base)
+    await expect(page.locator(".head span")).to_have_text("We're away right now")
+    await page.locator("textarea").fill("Is the shop open on Sunday?")
+    await page.locator("textarea").press("Enter")
+    await expect(page.locator(".away")).to_be_visible()
+    await expect(page.locator(".msg.visitor.pending")).to_have_count(0)
+    await page.locator(".away input").fill("sunday@example.com")
+    await page.locator(".away button").click()
+    await expect(page.locator(".away")).to_contain_text("We'll reply to sunday@example.com")
+    admin = await stack.login("admin")
+    items = (await admin.http.get("/api/v1/conversations")).json()["items"]
+    contact = (await admin.http.get(f"/api/v1/contacts/{items[0]['contact_id']}")).json()
+    assert contact["email"] == "sunday@example.com"
+    await visitor.close()

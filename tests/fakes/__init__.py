@@ -1,0 +1,1 @@
+"""Local stand-ins for third-party APIs, at their HTTP boundary."""

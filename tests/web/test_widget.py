@@ -1,0 +1,333 @@
+"""The chat widget's API and websocket, on both shapes: visitor <-> agent, and bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
+
+from channels.webchat import (
+    TokenRefused,
+    Visitor,
+    identifier_hash,
+    is_open,
+    issue_token,
+    read_token,
+)
+from tests.helpers import Stack, eventually, of_type
+
+SITE = "https://shop.example"
+
+
+async def _widget(stack: Stack, **settings: Any) -> dict[str, Any]:
+    admin = await stack.login("admin")
+    created = await admin.http.post("/api/v1/inboxes", json={
+        "name": "Shop", "channel": "webchat", "settings": settings})
+    assert created.status_code == 201, created.text
+    inbox_id = created.json()["id"]
+    await admin.http.put(f"/api/v1/inboxes/{inbox_id}/members",
+                         json={"agent_ids": [stack.ids["alice"]]})
+    db_settings = await _settings_of(stack, inbox_id)
+    return {"id": inbox_id, **db_settings}
+
+
+async def _settings_of(stack: Stack, inbox_id: int) -> dict[str, Any]:
+    from inbox.db import Database
+    from inbox.models import Inbox
+
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.read() as session:
+            return dict((await session.get_one(Inbox, inbox_id)).settings)
+    finally:
+        await db.close()
+
+
+class VisitorClient:
+    """A website visitor: the widget's HTTP calls and its websocket."""
+
+    def __init__(self, stack: Stack, widget: dict[str, Any], origin: str = SITE) -> None:
+        self.stack = stack
+        self.widget = widget
+        self.origin = origin
+        self.http = stack.client()
+        self.http.headers["Origin"] = origin
+        self.token: str | None = None
+        self.ws: ClientConnection | None = None
+        self.frames: list[dict[str, Any]] = []
+
+    @property
+    def api(self) -> str:
+        return f"/widget/api/{self.widget['public_token']}"
+
+    async def session(self, **body: Any) -> httpx.Response:
+        if self.token and "token" not in body:
+            body["token"] = self.token
+        response = await self.http.post(self.api + "/session", json=body)
+        if response.status_code == 200:
+            self.token = response.json()["token"]
+            self.http.headers["Authorization"] = f"Bearer {self.token}"
+        return response
+
+    async def connect(self) -> dict[str, Any]:
+        url = self.stack.base.replace("http", "ws", 1) + f"/widget/ws/{self.widget['public_token']}"
+        self.ws = await connect(url, origin=self.origin, max_queue=None)  # type: ignore[arg-type]
+        await self.ws.send(json.dumps({"type": "hello", "token": self.token}))
+        return await self.next()
+
+    async def next(self, timeout: float = 10) -> dict[str, Any]:
+        assert self.ws is not None
+        frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        self.frames.append(frame)
+        return frame  # type: ignore[no-any-return]
+
+    async def wait(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                frame = await self.next(deadline - time.monotonic())
+            except TimeoutError:
+                break
+            if frame["type"] == kind:
+                return frame
+        raise AssertionError(f"no {kind} frame; got {self.frames}")
+
+    async def say(self, client_id: str, text: str) -> dict[str, Any]:
+        assert self.ws is not None
+        await self.ws.send(json.dumps({"type": "message", "id": client_id, "text": text}))
+        return await self.wait("ack")
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+
+
+async def test_visitor_and_agent_talk_live_and_notes_never_reach_the_visitor(stack: Stack) -> None:
+    widget = await _widget(stack)
+    alice = await stack.login("alice")
+    agent_ws = await alice.ws()
+    visitor = VisitorClient(stack, widget)
+    started = await visitor.session(name="Vera")
+    assert started.status_code == 200
+    assert started.json()["config"]["online"] is True
+    assert started.headers["access-control-allow-origin"] == SITE
+    ready = await visitor.connect()
+    assert ready["type"] == "ready" and ready["messages"] == []
+
+    ack = await visitor.say("hello-0001", "<script>alert('x')</script> hello")
+    assert ack == {"type": "ack", "id": "hello-0001"}
+    created = await agent_ws.wait_event(of_type("message.created", direction="in"))
+    assert created["event"]["conversation"]["channel"] == "webchat"
+    assert created["event"]["conversation"]["contact_name"] == "Vera"
+    assert created["event"]["message"]["text"] == "<script>alert('x')</script> hello"
+    cid = created["event"]["conversation"]["id"]
+    own = await visitor.wait("message")
+    assert own["message"]["client_id"] == "hello-0001" and own["message"]["from"] == "visitor"
+
+    other = VisitorClient(stack, widget)
+    await other.session()
+    await other.connect()
+
+    await alice.http.post(f"/api/v1/conversations/{cid}/messages",
+                          json={"text": "internal: VIP", "kind": "note"})
+    await alice.http.post(f"/api/v1/conversations/{cid}/typing", json={"mode": "note"})
+    await alice.http.post(f"/api/v1/conversations/{cid}/typing", json={"mode": "reply"})
+    assert (await visitor.wait("typing"))["typing"] is True
+    reply = await alice.http.post(f"/api/v1/conversations/{cid}/messages",
+                                  json={"text": "Hi Vera, how can I help?"})
+    assert reply.status_code == 201
+    got = await visitor.wait("message")
+    assert got["message"] == {"id": reply.json()["id"], "from": "agent",
+                              "text": "Hi Vera, how can I help?", "at": got["message"]["at"]}
+    assert all("VIP" not in json.dumps(f) for f in visitor.frames)
+    assert all(f["type"] not in ("message", "typing") for f in other.frames)
+
+    # The thread survives: a new page load with the same token gets it back.
+    again = VisitorClient(stack, widget)
+    again.token = visitor.token
+    resumed = await again.session()
+    texts = [m["text"] for m in resumed.json()["messages"]]
+    assert texts == ["<script>alert('x')</script> hello", "Hi Vera, how can I help?"]
+    history = (await visitor.http.get(visitor.api + "/messages")).json()["messages"]
+    assert [m["from"] for m in history] == ["visitor", "agent"]
+
+    # The visitor typing shows to agents.
+    assert visitor.ws is not None
+    await visitor.ws.send(json.dumps({"type": "typing", "typing": True}))
+    typing = await agent_ws.wait_event(
+        lambda e: e["type"] == "conversation.typing" and e["by_agent_id"] is None)
+    assert typing["event"]["conversation_id"] == cid and typing["event"]["typing"] is True
+    for client in (visitor, other):
+        await client.close()
+    await agent_ws.close()
+
+
+async def test_message_sent_twice_over_both_paths_is_stored_once(stack: Stack) -> None:
+    widget = await _widget(stack)
+    admin = await stack.login("admin")
+    visitor = VisitorClient(stack, widget)
+    await visitor.session()
+    first = await visitor.http.post(visitor.api + "/messages",
+                                    json={"id": "queued-0001", "text": "sent while offline"})
+    assert first.status_code == 202
+    await visitor.connect()
+    await visitor.say("queued-0001", "sent while offline")
+    await visitor.http.post(visitor.api + "/messages",
+                            json={"id": "queued-0001", "text": "sent while offline"})
+
+    async def stored() -> list[Any]:
+        items = (await admin.http.get(
+            f"/api/v1/conversations?inbox_id={widget['id']}")).json()["items"]
+        if not items:
+            return []
+        page = (await admin.http.get(f"/api/v1/conversations/{items[0]['id']}/messages")).json()
+        return page["items"]
+
+    await eventually(stored)
+    await asyncio.sleep(0.5)
+    assert [m["text"] for m in await stored()] == ["sent while offline"]
+    await visitor.close()
+
+
+async def test_bad_visitor_input_is_refused_clearly(stack: Stack) -> None:
+    widget = await _widget(stack)
+    visitor = VisitorClient(stack, widget)
+    await visitor.session()
+    api = visitor.api + "/messages"
+    too_long = await visitor.http.post(api, json={"id": "long-0001", "text": "x" * 5001})
+    assert too_long.status_code == 422 and "5000" in too_long.json()["error"]["message"]
+    empty = await visitor.http.post(api, json={"id": "empty-001", "text": "  "})
+    assert empty.status_code == 422
+    bad_id = await visitor.http.post(api, json={"id": "../x", "text": "hi"})
+    assert bad_id.status_code == 422
+    not_json = await visitor.http.post(api, content=b"{", headers={"Content-Type": "text/plain"})
+    assert not_json.status_code == 400
+    huge = await visitor.http.post(api, content=b"x" * 20_000)
+    assert huge.status_code == 413
+
+    forged = stack.client()
+    forged.headers.update({"Origin": SITE, "Authorization": f"Bearer {visitor.token}x"})
+    assert (await forged.get(api)).status_code == 401
+    old = issue_token(widget["secret"], Visitor(inbox_id=widget["id"], visitor_id="v1"),
+                      now=time.time() - 200 * 86400)
+    forged.headers["Authorization"] = f"Bearer {old}"
+    expired = await forged.get(api)
+    assert expired.status_code == 401 and "expired" in expired.json()["error"]["message"]
+    assert (await stack.client().get(api)).status_code == 401
+
+    codes = []
+    for n in range(15):
+        answer = await visitor.http.post(api, json={"id": f"flood-{n:04d}", "text": f"{n}"})
+        codes.append(answer.status_code)
+    assert codes[:10] == [202] * 10 and 429 in codes
+    assert (await stack.client().post("/widget/api/nope/session", json={})).status_code == 404
+
+
+async def test_enforced_identity_verification(stack: Stack) -> None:
+    widget = await _widget(stack, enforce_identity=True)
+    good = identifier_hash(widget["secret"], "user-42")
+    laptop = VisitorClient(stack, widget)
+    refused = await laptop.session(identifier="user-42", identifier_hash="0" * 64)
+    assert refused.status_code == 403
+    assert "identifier_hash" in refused.json()["error"]["message"]
+    assert (await laptop.session(identifier="user-42", identifier_hash=good)).status_code == 200
+    await laptop.connect()
+    await laptop.say("verified-01", "order question")
+    await laptop.wait("message")
+
+    phone = VisitorClient(stack, widget)
+    resumed = await phone.session(identifier="user-42", identifier_hash=good)
+    assert [m["text"] for m in resumed.json()["messages"]] == ["order question"]
+
+    stranger = VisitorClient(stack, widget)
+    anonymous = await stranger.session()
+    assert anonymous.json()["messages"] == []
+    # Switching the identified user switches the stream, even with the same stored token.
+    other_hash = identifier_hash(widget["secret"], "user-77")
+    switched = await laptop.session(identifier="user-77", identifier_hash=other_hash)
+    assert switched.json()["messages"] == []
+    await laptop.close()
+
+
+async def test_foreign_website_origin_is_refused(stack: Stack) -> None:
+    widget = await _widget(stack, allowed_origins=[SITE])
+    evil = VisitorClient(stack, widget, origin="https://evil.example")
+    refused = await evil.session()
+    assert refused.status_code == 403
+    assert "access-control-allow-origin" not in refused.headers
+    friend = VisitorClient(stack, widget)
+    assert (await friend.session()).status_code == 200
+    evil.token = friend.token
+    try:
+        await evil.connect()
+        raise AssertionError("a foreign origin opened the widget websocket")
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 403
+
+
+async def test_offline_visitor_leaves_an_email_that_joins_the_contact(stack: Stack) -> None:
+    widget = await _widget(stack, away_message="Back at 9.")
+    visitor = VisitorClient(stack, widget)
+    started = await visitor.session()
+    config = started.json()["config"]
+    assert config["online"] is False and config["away_message"] == "Back at 9."
+    early = await visitor.http.post(visitor.api + "/email", json={"email": "v@example.com"})
+    assert early.status_code == 409
+    await visitor.connect()
+    await visitor.say("offline-01", "anyone there?")
+    await visitor.wait("message")
+    bad = await visitor.http.post(visitor.api + "/email", json={"email": "not-an-email"})
+    assert bad.status_code == 422
+    saved = await visitor.http.post(visitor.api + "/email", json={"email": "Vera@Example.com"})
+    assert saved.status_code == 200 and saved.json() == {"email": "vera@example.com"}
+    admin = await stack.login("admin")
+    conversation = (await admin.http.get(
+        f"/api/v1/conversations?inbox_id={widget['id']}")).json()["items"][0]
+    contact = (await admin.http.get(f"/api/v1/contacts/{conversation['contact_id']}")).json()
+    assert contact["email"] == "vera@example.com"
+    assert {"kind": "email", "value": "vera@example.com", "display_name": None} in contact[
+        "identities"]
+    await visitor.close()
+
+
+def test_tokens_and_business_hours() -> None:
+    visitor = Visitor(inbox_id=3, visitor_id="abc", identifier="u1", name="Ann")
+    token = issue_token("s3cret", visitor)
+    assert read_token("s3cret", token, inbox_id=3) == visitor
+    for bad in (token + "x", token.replace(".", ".A", 1), "x.y", ""):
+        try:
+            read_token("s3cret", bad, inbox_id=3)
+            raise AssertionError(f"accepted {bad!r}")
+        except TokenRefused:
+            pass
+    try:
+        read_token("s3cret", token, inbox_id=4)
+        raise AssertionError("token of another inbox accepted")
+    except TokenRefused as exc:
+        assert "another inbox" in str(exc)
+    hours = {"business_hours": {"timezone": "Europe/Paris", "days": {"mon": "09:00-17:00"}}}
+    monday_10_paris = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)  # 10:00 in Paris
+    monday_18_paris = datetime(2026, 11, 23, 17, 30, tzinfo=UTC)
+    tuesday = datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+    assert is_open(hours, monday_10_paris) is True
+    assert is_open(hours, monday_18_paris) is False
+    assert is_open(hours, tuesday) is False
+    assert is_open({}, tuesday) is True
+
+
+async def test_widget_settings_are_validated(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    bad = await admin.http.post("/api/v1/inboxes", json={
+        "name": "Shop", "channel": "webchat",
+        "settings": {"accent_color": "red", "allowed_origins": "shop.example",
+                     "business_hours": {"timezone": "Mars/Olympus", "days": {"mo": "9-5"}}}})
+    assert bad.status_code == 422
+    message = bad.json()["error"]["message"]
+    for part in ("accent_color", "allowed_origins", "Mars/Olympus", "'mo'"):
+        assert part in message

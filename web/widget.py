@@ -1,0 +1,464 @@
+"""The chat widget's side of the web: its script, its small HTTP API and its websocket.
+
+Visitors authenticate with a signed visitor token (channels/webchat.py), sent as a bearer
+header or in the websocket's first frame — never a cookie, so no CSRF. Each inbox lists the
+website origins allowed to embed it; others are refused on HTTP (CORS) and websocket alike.
+A visitor only ever sees their own thread's messages, never notes or activity lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import col, select
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from channels.base import BadPayload
+from channels.webchat import (
+    TokenRefused,
+    Visitor,
+    client_message_id,
+    is_open,
+    issue_token,
+    new_visitor,
+    origin_allowed,
+    read_token,
+    verify_identifier,
+    visitor_message,
+)
+from hub.bus import INBOUND
+from hub.events import ConversationTyping
+from hub.identity import InvalidIdentity
+from hub.types import encode, utcnow
+from inbox.assignment import online_member_count
+from inbox.models import Inbox, Message
+from inbox.visitors import contact_of, leave_email, thread_conversation, visitor_thread
+from web.context import WebContext
+from web.http import HTTPProblem, read_body
+
+log = logging.getLogger("switchboard.widget")
+STATIC = Path(__file__).with_name("static")
+MAX_BODY = 16 * 1024
+BURST = 10  # messages a visitor may send at once...
+REFILL_SECONDS = 2.0  # ...then one more every this many seconds
+_CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class WidgetInbox:
+    """A webchat inbox as the widget routes need it."""
+
+    id: int
+    name: str
+    settings: dict[str, Any]
+
+
+class RateLimiter:
+    """A token bucket per visitor (bounded memory: the least recent visitors are forgotten)."""
+
+    def __init__(self, burst: int, refill_seconds: float, size: int = 50_000) -> None:
+        self._burst = burst
+        self._refill = refill_seconds
+        self._size = size
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def allow(self, key: str) -> bool:
+        """Take one token from the visitor's bucket; False when it is empty."""
+        now = time.monotonic()
+        tokens, last = self._buckets.pop(key, (float(self._burst), now))
+        tokens = min(self._burst, tokens + (now - last) / self._refill)
+        allowed = tokens >= 1
+        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        while len(self._buckets) > self._size:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+def _visitor_view(message: Message | dict[str, Any]) -> dict[str, Any]:
+    """What a visitor sees of a message: no agent ids, no internal fields."""
+    if isinstance(message, Message):
+        message = {"id": message.id, "direction": message.direction, "text": message.text,
+                   "external_id": message.external_id,
+                   "accepted_at": message.accepted_at.isoformat()}
+    view = {
+        "id": message["id"],
+        "from": "visitor" if message["direction"] == "in" else "agent",
+        "text": message["text"],
+        "at": message["accepted_at"],
+    }
+    external = str(message.get("external_id") or "")
+    if message["direction"] == "in" and external.startswith("widget:"):
+        view["client_id"] = external.rsplit(":", 1)[1]  # lets the widget settle its bubble
+    return view
+
+
+def widget_routes(ctx: WebContext) -> list[BaseRoute]:
+    """/widget.js, /widget/api/{public_token}/…, /widget/ws/{public_token}."""
+    limiter = RateLimiter(BURST, REFILL_SECONDS)
+    cache: dict[str, Any] = {"at": 0.0, "by_token": {}}
+    db = ctx.inbox.db
+
+    async def find_inbox(public_token: str) -> WidgetInbox:
+        now = time.monotonic()
+        if now - cache["at"] > _CACHE_SECONDS:
+            async with db.read() as session:
+                rows = await session.exec(select(Inbox).where(Inbox.channel == "webchat"))
+                cache["by_token"] = {
+                    str(i.settings.get("public_token")): WidgetInbox(i.id or 0, i.name,
+                                                                     dict(i.settings))
+                    for i in rows
+                }
+            cache["at"] = now
+        found = cache["by_token"].get(public_token)
+        if found is None:
+            raise HTTPProblem(404, "not_found", "no chat widget with this token")
+        return found  # type: ignore[no-any-return]
+
+    def cors(request: Request, inbox: WidgetInbox, response: Response) -> Response:
+        origin = request.headers.get("origin")
+        if origin:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Max-Age"] = "600"
+        return response
+
+    async def checked(request: Request) -> WidgetInbox:
+        inbox = await find_inbox(request.path_params["public_token"])
+        if not origin_allowed(inbox.settings, request.headers.get("origin")):
+            raise HTTPProblem(403, "origin", "this website may not use this chat widget")
+        return inbox
+
+    def visitor_of(request: Request, inbox: WidgetInbox) -> Visitor:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not token:
+            raise HTTPProblem(401, "no_token", "start a session first")
+        try:
+            return read_token(inbox.settings["secret"], token, inbox_id=inbox.id)
+        except TokenRefused as exc:
+            raise HTTPProblem(401, "invalid_token", str(exc)) from None
+
+    async def body_of(request: Request) -> dict[str, Any]:
+        raw = await read_body(request, MAX_BODY)
+        try:
+            data = json.loads(raw or b"{}")
+        except ValueError:
+            raise HTTPProblem(400, "invalid_json", "the body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise HTTPProblem(400, "invalid_json", "the body must be a JSON object")
+        return data
+
+    async def config_of(inbox: WidgetInbox) -> dict[str, Any]:
+        async with db.read() as session:
+            online = await online_member_count(
+                session, inbox_id=inbox.id, now=utcnow(),
+                presence_seconds=ctx.settings.presence_seconds,
+            )
+        available = online > 0 and is_open(inbox.settings)
+        s = inbox.settings
+        return {
+            "name": inbox.name,
+            "greeting": s.get("greeting") or "Hi! How can we help?",
+            "accent_color": s.get("accent_color") or "#3157d5",
+            "online": available,
+            "away_message": s.get("away_message")
+            or "We're away right now. Leave your email and we'll get back to you.",
+        }
+
+    async def history(visitor: Visitor) -> list[dict[str, Any]]:
+        async with db.read() as session:
+            conversation = await thread_conversation(
+                session, inbox_id=visitor.inbox_id, thread=visitor.thread
+            )
+            if conversation is None or conversation.id is None:
+                return []
+            return [_visitor_view(m) for m in await visitor_thread(
+                session, conversation_id=conversation.id)]
+
+    async def preflight(request: Request) -> Response:
+        inbox = await checked(request)
+        return cors(request, inbox, Response(status_code=204))
+
+    async def session(request: Request) -> Response:
+        """Start or resume a visitor session (optionally as a user the site vouches for)."""
+        inbox = await checked(request)
+        data = await body_of(request)
+        secret = inbox.settings["secret"]
+        identifier = data.get("identifier")
+        name = data.get("name") if isinstance(data.get("name"), str) else None
+        if identifier is not None:
+            given = data.get("identifier_hash")
+            verified = (isinstance(identifier, str) and 0 < len(identifier) <= 200
+                        and isinstance(given, str) and verify_identifier(secret, identifier, given))
+            if not verified:
+                if inbox.settings.get("enforce_identity"):
+                    raise HTTPProblem(403, "identity", "identifier_hash does not match")
+                identifier = None  # unverified claims never reach a verified user's thread
+        visitor: Visitor | None = None
+        token = data.get("token")
+        if isinstance(token, str) and token:
+            try:
+                visitor = read_token(secret, token, inbox_id=inbox.id)
+            except TokenRefused:
+                visitor = None  # a stale or foreign token: start afresh, no error to show
+        if visitor is None or visitor.identifier != identifier:
+            visitor = new_visitor(inbox.id, name=name[:200] if name else None,
+                                  identifier=identifier)
+        body = {
+            "token": issue_token(secret, visitor),
+            "config": await config_of(inbox),
+            "messages": await history(visitor),
+        }
+        return cors(request, inbox, JSONResponse(body))
+
+    async def messages(request: Request) -> Response:
+        """The visitor's thread (GET) or a new message from the visitor (POST)."""
+        inbox = await checked(request)
+        visitor = visitor_of(request, inbox)
+        if request.method == "GET":
+            return cors(request, inbox, JSONResponse({"messages": await history(visitor)}))
+        data = await body_of(request)
+        client_id = await accept(visitor, data)
+        return cors(request, inbox, JSONResponse({"id": client_id}, status_code=202))
+
+    async def accept(visitor: Visitor, data: dict[str, Any]) -> str:
+        try:
+            client_id = client_message_id(data.get("id"))
+            message = visitor_message(visitor, client_id=client_id, text=data.get("text"))
+        except BadPayload as exc:
+            raise HTTPProblem(422, "invalid_message", str(exc)) from None
+        if not limiter.allow(visitor.identity.value):
+            raise HTTPProblem(429, "slow_down", "too many messages; wait a few seconds")
+        await ctx.inbox.bus.add(INBOUND, encode(message))
+        return client_id
+
+    async def email(request: Request) -> Response:
+        """Leave an email address so the team can answer when nobody is online."""
+        inbox = await checked(request)
+        visitor = visitor_of(request, inbox)
+        data = await body_of(request)
+        address = data.get("email")
+        if not isinstance(address, str) or len(address) > 320:
+            raise HTTPProblem(422, "invalid_email", "email must be an email address")
+        if not limiter.allow(visitor.identity.value):
+            raise HTTPProblem(429, "slow_down", "too many requests; wait a few seconds")
+        identity = visitor.identity
+        async with db.write() as session:
+            contact = await contact_of(session, kind=identity.kind, value=identity.value)
+            if contact is None or contact.id is None:
+                raise HTTPProblem(409, "no_conversation", "send a message first")
+            try:
+                await leave_email(session, contact_id=contact.id, email=address)
+            except InvalidIdentity as exc:
+                raise HTTPProblem(422, "invalid_email", str(exc)) from None
+        return cors(request, inbox, JSONResponse({"email": address.strip().lower()}))
+
+    async def script(request: Request) -> Response:
+        return FileResponse(STATIC / "widget.js", media_type="text/javascript",
+                            headers={"Cache-Control": "public, max-age=300"})
+
+    async def socket(websocket: WebSocket) -> None:
+        try:
+            inbox = await find_inbox(websocket.path_params["public_token"])
+        except HTTPProblem:
+            await websocket.close(code=1008, reason="no such widget")
+            return
+        if not origin_allowed(inbox.settings, websocket.headers.get("origin")):
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
+        await websocket.accept()
+        try:
+            hello = json.loads(await asyncio.wait_for(websocket.receive_text(), 10))
+            visitor = read_token(inbox.settings["secret"], str(hello.get("token", "")),
+                                 inbox_id=inbox.id)
+        except (TimeoutError, ValueError, AttributeError, TokenRefused) as exc:
+            reason = str(exc) if isinstance(exc, TokenRefused) else "send a valid hello first"
+            await websocket.send_text(json.dumps({"type": "error", "message": reason}))
+            await websocket.close(code=4401, reason=reason[:100])
+            return
+        except WebSocketDisconnect:
+            return
+        try:
+            await VisitorSocket(ctx, websocket, inbox, visitor, accept, config_of,
+                                history).serve()
+        except WebSocketDisconnect:
+            pass
+
+    async def demo(request: Request) -> Response:
+        """A demo website with the widget, served only by `switchboard demo`."""
+        inbox = await demo_inbox() if ctx.settings.demo_page else None
+        if inbox is None:
+            raise HTTPProblem(404, "not_found", "no demo page here")
+        page = DEMO_PAGE.replace("{{TOKEN}}", inbox.settings["public_token"])
+        return Response(page, media_type="text/html")
+
+    async def demo_inbox() -> WidgetInbox | None:
+        async with db.read() as session:
+            row = (await session.exec(
+                select(Inbox).where(Inbox.channel == "webchat").order_by(col(Inbox.id)))).first()
+        return None if row is None else WidgetInbox(row.id or 0, row.name, dict(row.settings))
+
+    base = "/widget/api/{public_token:str}"
+    return [
+        Route("/demo", demo, methods=["GET"]),
+        Route("/widget.js", script, methods=["GET"]),
+        Route(base + "/session", session, methods=["POST"]),
+        Route(base + "/session", preflight, methods=["OPTIONS"]),
+        Route(base + "/messages", messages, methods=["GET", "POST"]),
+        Route(base + "/messages", preflight, methods=["OPTIONS"]),
+        Route(base + "/email", email, methods=["POST"]),
+        Route(base + "/email", preflight, methods=["OPTIONS"]),
+        WebSocketRoute("/widget/ws/{public_token:str}", socket),
+    ]
+
+
+class VisitorSocket:
+    """One visitor's live connection: their messages in, their thread's replies out."""
+
+    def __init__(self, ctx: WebContext, websocket: WebSocket, inbox: WidgetInbox,
+                 visitor: Visitor, accept: Any, config_of: Any, history: Any) -> None:
+        self.ctx = ctx
+        self.ws = websocket
+        self.inbox = inbox
+        self.visitor = visitor
+        self.accept = accept
+        self.config_of = config_of
+        self.history = history
+        self.conversation_id: int | None = None
+        self.contact_id: int | None = None
+        self.own_prefix = f"widget:{visitor.visitor_id}:"
+        self.typing_state: tuple[bool, float] = (False, 0.0)
+        self.lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self.lock:
+            await self.ws.send_text(json.dumps(frame))
+
+    async def serve(self) -> None:
+        """Replay the thread, then relay both ways until the visitor leaves."""
+        listener = self.ctx.fanout.listen(lambda inbox_id: inbox_id == self.inbox.id)
+        try:
+            await self.ctx.fanout.wait_ready()
+            listener.overflowed.clear()
+            await self._resolve_thread()
+            await self.send({"type": "ready", "config": await self.config_of(self.inbox),
+                             "messages": await self.history(self.visitor)})
+            receiver = asyncio.create_task(self._receive())
+            try:
+                while not receiver.done():
+                    getter = asyncio.ensure_future(listener.queue.get())
+                    overflow = asyncio.ensure_future(listener.overflowed.wait())
+                    done, _ = await asyncio.wait({getter, overflow, receiver},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    for pending in (getter, overflow):
+                        if pending not in done:
+                            pending.cancel()
+                    if getter in done:
+                        await self._relay(json.loads(getter.result()[1]))
+                    if overflow in done:
+                        listener.overflowed.clear()
+                        await self.send({"type": "reload",
+                                         "messages": await self.history(self.visitor)})
+                if receiver.exception() is not None:
+                    raise receiver.exception()  # type: ignore[misc]
+            finally:
+                receiver.cancel()
+        finally:
+            self.ctx.fanout.unlisten(listener)
+
+    async def _resolve_thread(self) -> None:
+        async with self.ctx.inbox.db.read() as session:
+            conversation = await thread_conversation(
+                session, inbox_id=self.inbox.id, thread=self.visitor.thread)
+        if conversation is not None:
+            self.conversation_id, self.contact_id = conversation.id, conversation.contact_id
+
+    async def _relay(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message.created":
+            message = event["message"]
+            if message["direction"] == "in" and str(message["external_id"]).startswith(
+                self.own_prefix
+            ):
+                # Our own message: its conversation is the thread from now on (a new one
+                # starts when the old was resolved long ago).
+                self.conversation_id = message["conversation_id"]
+                self.contact_id = event["conversation"]["contact_id"]
+            if message["conversation_id"] != self.conversation_id:
+                return
+            if message["kind"] != "message":
+                return  # notes and activity lines are for agents only
+            await self.send({"type": "message", "message": _visitor_view(message)})
+        elif kind == "conversation.typing":
+            if (event["conversation_id"] == self.conversation_id
+                    and event["by_agent_id"] is not None and event["mode"] == "reply"):
+                await self.send({"type": "typing", "typing": event["typing"]})
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                frame = json.loads(await self.ws.receive_text())
+            except ValueError:
+                await self.send({"type": "error", "message": "frames must be JSON"})
+                continue
+            if not isinstance(frame, dict):
+                continue
+            kind = frame.get("type")
+            if kind == "message":
+                try:
+                    client_id = await self.accept(self.visitor, frame)
+                except HTTPProblem as problem:
+                    await self.send({"type": "error", "id": frame.get("id"),
+                                     "code": problem.code, "message": problem.message})
+                    continue
+                await self.send({"type": "ack", "id": client_id})
+            elif kind == "typing":
+                await self._typing(bool(frame.get("typing")))
+            elif kind == "ping":
+                await self.send({"type": "pong"})
+
+    async def _typing(self, typing: bool) -> None:
+        # Only changes, and at most one "still typing" every few seconds: typing is chatty.
+        now = time.monotonic()
+        previous, at = self.typing_state
+        if self.conversation_id is None or self.contact_id is None or (
+            typing == previous and now - at < 3
+        ):
+            return
+        self.typing_state = (typing, now)
+        await self.ctx.inbox.publish([ConversationTyping(
+            inbox_id=self.inbox.id, at=utcnow(), conversation_id=self.conversation_id,
+            contact_id=self.contact_id, by_agent_id=None, typing=typing,
+        )])
+
+
+DEMO_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Acme Garden Supplies (Switchboard demo)</title>
+<style>
+body{margin:0;font-family:Georgia,serif;background:#f3efe6;color:#2b2a26}
+header{padding:28px 40px;background:#2f5d3a;color:#fff}header h1{margin:0;font-size:28px}
+main{padding:32px 40px;max-width:760px}p{font-size:17px;line-height:1.6}
+/* A hostile page style: the widget must not be affected by it. */
+button,div,textarea{font-family:"Comic Sans MS",cursive!important;color:red}
+</style></head>
+<body><header><h1>Acme Garden Supplies</h1></header>
+<main><p>This is a demo website. The chat bubble in the corner is Switchboard's widget:
+write something, then answer it from the agent inbox in another browser window.</p>
+<p>The widget lives in a Shadow DOM, so this page's loud styles leave it alone.</p></main>
+<script src="/widget.js" data-inbox="{{TOKEN}}" async></script>
+</body></html>
+"""
