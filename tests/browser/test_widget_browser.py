@@ -102,3 +102,65 @@ async def test_offline_widget_asks_for_an_email(stack: Stack, browser: Browser) 
     contact = (await admin.http.get(f"/api/v1/contacts/{items[0]['contact_id']}")).json()
     assert contact["email"] == "sunday@example.com"
     await visitor.close()
+
+
+async def test_visitor_and_agents_end_to_end_in_two_browsers(
+    stack: Stack, browser: Browser
+) -> None:
+    """The newcomer's tour: the demo website's widget on one side, the agent inbox on the
+    other, a second agent watching; no reloads on the agents' side."""
+    from tests.browser.test_agent_ui import open_inbox
+
+    await _demo_widget(stack)
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.write() as session:
+            inbox_id = (await _webchat_id(session))
+            await set_members(session, inbox_id=inbox_id,
+                              agent_ids=[stack.ids["alice"], stack.ids["bob"]])
+    finally:
+        await db.close()
+    alice = await open_inbox(browser, stack, "alice")
+    bob = await open_inbox(browser, stack, "bob")
+
+    visitor = await browser.new_context()
+    page = await visitor.new_page()
+    await _open_widget(page, stack.base)
+    await page.locator("textarea").fill("hello")
+    await page.locator("textarea").press("Enter")
+
+    row = alice.row("hello")
+    await expect(row).to_be_visible()
+    await expect(bob.row("hello")).to_be_visible()
+    await row.click()
+    await expect(alice.page.locator("#message-list .msg.in .text")).to_have_text("hello")
+    reply = alice.page.locator("#reply")
+    await reply.click()
+    await reply.press_sequentially("Hi! What can I do for you?")
+    await expect(page.locator(".typing")).to_have_text("Typing…")
+    await reply.press("Enter")
+    await expect(page.locator(".msg.agent")).to_have_text(["Hi! What can I do for you?"])
+
+    await page.reload()
+    await page.locator("button.launch").click()
+    await expect(page.locator(".msg")).to_have_text(["hello", "Hi! What can I do for you?"])
+
+    # Bob's list shows the reply as the latest message, live; resolving takes it off his
+    # list of open conversations, live too.
+    await expect(bob.row("Hi! What can I do for you?")).to_be_visible()
+    await reply.press("Escape")
+    await alice.page.keyboard.press("e")
+    await expect(alice.page.locator("#thread-status")).to_have_text("Resolved")
+    await expect(bob.row("Hi! What can I do for you?")).to_have_count(0)
+    await visitor.close()
+    alice.assert_clean()
+    bob.assert_clean()
+
+
+async def _webchat_id(session: Any) -> int:
+    from sqlmodel import select
+
+    from inbox.models import Inbox
+
+    row = (await session.exec(select(Inbox).where(Inbox.channel == "webchat"))).one()
+    return int(row.id)
