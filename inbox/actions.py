@@ -7,6 +7,7 @@ the commit publishes its events (and, for a reply, the send request).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
@@ -19,6 +20,7 @@ from hub.events import (
     ConversationRead,
     ConversationStatusChanged,
     ConversationTyping,
+    ConversationView,
     MessageCreated,
     MessageView,
     View,
@@ -86,6 +88,24 @@ async def _activity(
     session.add(line)
     await session.flush()
     return line
+
+
+async def _change_with_activity(
+    session: AsyncSession,
+    conversation: Conversation,
+    text: str,
+    agent_id: int | None,
+    change: Callable[[ConversationView, datetime], View],
+) -> tuple[ConversationView, list[View]]:
+    """An activity line for a change, and the change's event followed by the line's."""
+    line = await _activity(session, conversation, text, agent_id)
+    view = await load_conversation_view(session, conversation)
+    now = utcnow()
+    return view, [
+        change(view, now),
+        MessageCreated(inbox_id=conversation.inbox_id, at=now, message=message_view(line),
+                       conversation=view),
+    ]
 
 
 async def _agent_name(session: AsyncSession, agent_id: int | None) -> str:
@@ -255,22 +275,13 @@ async def assign(
             if assignee_id is not None
             else f"{by} unassigned this conversation"
         )
-        line = await _activity(session, conversation, text, principal.agent_id)
-        view = await load_conversation_view(session, conversation)
-        now = utcnow()
-        events: list[View] = [
-            ConversationAssigned(
-                inbox_id=conversation.inbox_id,
-                at=now,
-                conversation=view,
-                previous_assignee_id=previous,
-                by_agent_id=principal.agent_id,
+        view, events = await _change_with_activity(
+            session, conversation, text, principal.agent_id,
+            lambda view, at: ConversationAssigned(
+                inbox_id=view.inbox_id, at=at, conversation=view,
+                previous_assignee_id=previous, by_agent_id=principal.agent_id,
             ),
-            MessageCreated(
-                inbox_id=conversation.inbox_id, at=now, message=message_view(line),
-                conversation=view,
-            ),
-        ]
+        )
     await ctx.publish(events)
     return view
 
@@ -308,21 +319,13 @@ async def set_status(
             if status == "snoozed" and snoozed_until
             else f"{by} {words[status]} this conversation"
         )
-        line = await _activity(session, conversation, text, principal.agent_id)
-        view = await load_conversation_view(session, conversation)
-        events: list[View] = [
-            ConversationStatusChanged(
-                inbox_id=conversation.inbox_id,
-                at=now,
-                conversation=view,
-                previous_status=previous,
-                by_agent_id=principal.agent_id,
+        view, events = await _change_with_activity(
+            session, conversation, text, principal.agent_id,
+            lambda view, at: ConversationStatusChanged(
+                inbox_id=view.inbox_id, at=at, conversation=view,
+                previous_status=previous, by_agent_id=principal.agent_id,
             ),
-            MessageCreated(
-                inbox_id=conversation.inbox_id, at=now, message=message_view(line),
-                conversation=view,
-            ),
-        ]
+        )
     await ctx.publish(events)
     return view
 
@@ -385,16 +388,14 @@ async def wake_snoozed(ctx: InboxContext, *, limit: int = 200) -> int:
             conversation.snoozed_until = None
             conversation.last_activity_at = now
             session.add(conversation)
-            line = await _activity(session, conversation, "The snooze ended", None)
-            view = await load_conversation_view(session, conversation)
-            events += [
-                ConversationStatusChanged(
-                    inbox_id=conversation.inbox_id, at=now, conversation=view,
+            _, woke = await _change_with_activity(
+                session, conversation, "The snooze ended", None,
+                lambda view, at: ConversationStatusChanged(
+                    inbox_id=view.inbox_id, at=at, conversation=view,
                     previous_status="snoozed", by_agent_id=None,
                 ),
-                MessageCreated(inbox_id=conversation.inbox_id, at=now,
-                               message=message_view(line), conversation=view),
-            ]
+            )
+            events += woke
     if events:
         await ctx.publish(events)
     return len(events) // 2
