@@ -65,3 +65,10 @@ async def inbox_settings(session: AsyncSession, inbox_id: int) -> tuple[str, dic
     """The channel and settings of an inbox, or None when it does not exist."""
     inbox = await session.get(Inbox, inbox_id)
     return None if inbox is None else (inbox.channel, dict(inbox.settings))
+
+
+async def inboxes_of_channel(session: AsyncSession, channel: str) -> list[Inbox]:
+    """Every inbox of one channel, oldest first."""
+    return list(await session.exec(
+        select(Inbox).where(Inbox.channel == channel).order_by(col(Inbox.id))
+    ))

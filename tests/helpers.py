@@ -278,6 +278,20 @@ async def eventually(check: Callable[[], Any], timeout: float = 15, interval: fl
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
+async def count_rows(stack: Stack, model: type, *where: object) -> int:
+    """How many rows of a table match, read straight from the stack's database."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.read() as session:
+            return int((await session.exec(
+                select(func.count()).select_from(model).where(*where))).one())
+    finally:
+        await db.close()
+
+
 @contextlib.asynccontextmanager
 async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
     """Serve Switchboard (web + worker) in this process on settings.port, seeded."""

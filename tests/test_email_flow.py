@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func
 from sqlmodel import select
 
 from config import Settings
 from inbox.db import Database
 from inbox.models import Conversation, Message
-from tests.helpers import Agent, Stack, eventually, of_type, running_stack
+from tests.helpers import Agent, Stack, count_rows, eventually, of_type, running_stack
 from tests.mail_services import DovecotServer, SmtpRecorder, imap_append
 
 FIXTURES = Path(__file__).parent / "channels" / "fixtures" / "email"
@@ -55,14 +54,6 @@ async def _email_inbox(stack: Stack, admin: Agent, dovecot: DovecotServer,
     return inbox_id
 
 
-async def _count(stack: Stack, model: type, *where: object) -> int:
-    db = Database(stack.settings.sqlalchemy_url)
-    try:
-        async with db.read() as session:
-            return int((await session.exec(
-                select(func.count()).select_from(model).where(*where))).one())
-    finally:
-        await db.close()
 
 
 def _customer_mail(message_id: str, text: str, *, sender: str = "Ada <ada@example.com>",
@@ -142,11 +133,11 @@ async def test_auto_responders_and_bounces_never_make_us_send(
         await imap_append(dovecot, "support", raw.replace(old, f"{kind}-{n}".encode()))
 
     async def all_in() -> bool:
-        return await _count(stack, Message, Message.direction == "in") == 1 + rounds
+        return await count_rows(stack, Message, Message.direction == "in") == 1 + rounds
 
     await eventually(all_in, timeout=30)
     assert len(smtp.received) == 1
-    assert await _count(stack, Conversation) == 1
+    assert await count_rows(stack, Conversation) == 1
     db = Database(stack.settings.sqlalchemy_url)
     try:
         async with db.read() as session:

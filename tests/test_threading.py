@@ -5,28 +5,17 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from sqlalchemy import func
-from sqlmodel import select, update
+from sqlmodel import update
 
 from hub.types import utcnow
 from inbox.db import Database
 from inbox.models import Contact, ContactIdentity, Conversation, Message
-from tests.helpers import Stack, eventually, message
-
-
-async def _count(stack: Stack, model: type, *where: object) -> int:
-    db = Database(stack.settings.sqlalchemy_url)
-    try:
-        async with db.read() as session:
-            return int((await session.exec(
-                select(func.count()).select_from(model).where(*where))).one())
-    finally:
-        await db.close()
+from tests.helpers import Stack, count_rows, eventually, message
 
 
 async def _settled(stack: Stack, expected: int) -> None:
     async def stored() -> bool:
-        return await _count(stack, Message, Message.direction == "in") >= expected
+        return await count_rows(stack, Message, Message.direction == "in") >= expected
 
     await eventually(stored)
     await asyncio.sleep(0.3)  # let any duplicate that would wrongly be stored arrive
@@ -39,9 +28,9 @@ async def test_same_external_id_delivered_at_the_same_time_gives_one_message(
     answers = await asyncio.gather(*(stack.inbound("support", payload) for _ in range(20)))
     assert all(a.status_code == 202 for a in answers)
     await _settled(stack, 1)
-    assert await _count(stack, Message, Message.external_id == "dup-1") == 1
-    assert await _count(stack, Conversation) == 1
-    assert await _count(stack, Contact) == 1
+    assert await count_rows(stack, Message, Message.external_id == "dup-1") == 1
+    assert await count_rows(stack, Conversation) == 1
+    assert await count_rows(stack, Contact) == 1
 
 
 async def test_new_contact_writing_many_messages_at_once_gets_one_conversation(
@@ -52,16 +41,16 @@ async def test_new_contact_writing_many_messages_at_once_gets_one_conversation(
         for n in range(15)
     ))
     await _settled(stack, 15)
-    assert await _count(stack, Conversation) == 1
-    assert await _count(stack, Contact) == 1
-    assert await _count(stack, ContactIdentity) == 1
+    assert await count_rows(stack, Conversation) == 1
+    assert await count_rows(stack, Contact) == 1
+    assert await count_rows(stack, ContactIdentity) == 1
 
 
 async def test_same_external_id_in_two_inboxes_is_two_messages(stack: Stack) -> None:
     await stack.inbound("support", [message("same-id", "to support", "ada")])
     await stack.inbound("sales", [message("same-id", "to sales", "ada")])
     await _settled(stack, 2)
-    assert await _count(stack, Message, Message.external_id == "same-id") == 2
+    assert await count_rows(stack, Message, Message.external_id == "same-id") == 2
 
 
 async def test_thread_hint_and_contact_decide_the_conversation(stack: Stack) -> None:
@@ -95,8 +84,8 @@ async def test_email_and_phone_senders_resolve_to_one_contact_across_inboxes(
     await stack.inbound("sales", [{"id": "p-2", "text": "hello",
                                    "sender": {"phone": "+442079460958"}}])
     await _settled(stack, 2)
-    assert await _count(stack, Contact) == 1
-    identity = await _count(stack, ContactIdentity, ContactIdentity.value == "+442079460958")
+    assert await count_rows(stack, Contact) == 1
+    identity = await count_rows(stack, ContactIdentity, ContactIdentity.value == "+442079460958")
     assert identity == 1
     conversations = (await admin.http.get("/api/v1/conversations")).json()["items"]
     assert len(conversations) == 2 and len({c["contact_id"] for c in conversations}) == 1

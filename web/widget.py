@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import col, select
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -41,7 +40,8 @@ from hub.events import ConversationTyping
 from hub.identity import InvalidIdentity
 from hub.types import encode, utcnow
 from inbox.assignment import online_member_count
-from inbox.models import Inbox, Message
+from inbox.inboxes import inboxes_of_channel
+from inbox.models import Message
 from inbox.visitors import contact_of, leave_email, thread_conversation, visitor_thread
 from web.context import WebContext
 from web.http import HTTPProblem, read_body
@@ -112,7 +112,7 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
         now = time.monotonic()
         if now - cache["at"] > _CACHE_SECONDS:
             async with db.read() as session:
-                rows = await session.exec(select(Inbox).where(Inbox.channel == "webchat"))
+                rows = await inboxes_of_channel(session, "webchat")
                 cache["by_token"] = {
                     str(i.settings.get("public_token")): WidgetInbox(i.id or 0, i.name,
                                                                      dict(i.settings))
@@ -306,8 +306,8 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
 
     async def demo_inbox() -> WidgetInbox | None:
         async with db.read() as session:
-            row = (await session.exec(
-                select(Inbox).where(Inbox.channel == "webchat").order_by(col(Inbox.id)))).first()
+            rows = await inboxes_of_channel(session, "webchat")
+        row = rows[0] if rows else None
         return None if row is None else WidgetInbox(row.id or 0, row.name, dict(row.settings))
 
     base = "/widget/api/{public_token:str}"
