@@ -29,7 +29,7 @@ from channels.base import (
     WebhookRequest,
 )
 from hub.identity import InvalidIdentity, email_identity, phone_identity
-from hub.security import constant_time_equal
+from hub.security import constant_time_equal, file_link
 from hub.types import (
     DeliveryStatus,
     Identity,
@@ -86,6 +86,9 @@ class _Message(_Strict):
     in_reply_to: str | None = Field(default=None, max_length=255)
     timestamp: datetime | None = None
     subject: str | None = Field(default=None, max_length=998)
+    # The customer's language (a tag like "de" or "pt-BR"): routing rules may match it.
+    language: str | None = Field(default=None, min_length=1, max_length=35,
+                                 pattern=r"^[A-Za-z]{1,8}([_-][A-Za-z0-9]{1,8})*$")
 
 
 class _Status(_Strict):
@@ -105,6 +108,11 @@ class _Payload(_Strict):
         return self
 
 
+def _metadata(item: _Message) -> dict[str, str]:
+    found = {"subject": item.subject, "language": item.language}
+    return {key: value for key, value in found.items() if value}
+
+
 class ApiChannel:
     """Generic HTTP channel: any system that can sign a JSON POST can talk to Switchboard."""
 
@@ -114,11 +122,22 @@ class ApiChannel:
         SettingSpec("secret", "shared HMAC-SHA256 secret of signed requests", secret=True),
         SettingSpec("outbound_url", "URL replies are POSTed to", required=False),
     )
-    capabilities: ClassVar[Capabilities] = Capabilities()
+    capabilities: ClassVar[Capabilities] = Capabilities(attachments=True)
 
-    def __init__(self, *, http: httpx.AsyncClient, tolerance_seconds: int = 300) -> None:
+    def __init__(
+        self,
+        *,
+        http: httpx.AsyncClient,
+        tolerance_seconds: int = 300,
+        public_url: str = "http://localhost:8000",
+    ) -> None:
         self._http = http
         self._tolerance = tolerance_seconds
+        self._public_url = public_url.rstrip("/")
+
+    def file_link_key(self, inbox_settings: Mapping[str, Any]) -> str | None:
+        """The inbox's shared secret also signs the links to an agent's attached files."""
+        return str(inbox_settings.get("secret") or "") or None
 
     def verify(self, request: WebhookRequest) -> None:
         """Check the HMAC signature and the timestamp's freshness."""
@@ -157,7 +176,7 @@ class ApiChannel:
                     text=item.text,
                     provider_ts=item.timestamp,
                     received_at=received,
-                    metadata={"subject": item.subject} if item.subject else {},
+                    metadata=_metadata(item),
                 )
             )
         for status in payload.statuses:
@@ -180,6 +199,7 @@ class ApiChannel:
         url = str(inbox_settings.get("outbound_url") or "")
         if not url:
             raise PermanentSendError("this API inbox has no outbound_url configured")
+        secret = str(inbox_settings.get("secret", ""))
         body = json.dumps(
             {
                 "id": message.idempotency_key,
@@ -193,9 +213,15 @@ class ApiChannel:
                 "text": message.text,
                 "html": message.html,
                 "in_reply_to": message.in_reply_to,
+                # Each file with an expiring link to download it (no session needed).
+                "attachments": [
+                    {**ref.model_dump(mode="json"),
+                     "url": file_link(self._public_url, secret, ref.id)}
+                    for ref in message.attachments
+                ],
             }
         ).encode()
-        headers = signed_headers(str(inbox_settings.get("secret", "")), body)
+        headers = signed_headers(secret, body)
         headers["Idempotency-Key"] = message.idempotency_key
         try:
             response = await self._http.post(url, content=body, headers=headers, timeout=10)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from hub.types import (
     InboundMessage,
+    LoadAttachment,
     OutboundMessage,
     SendReceipt,
     StatusUpdate,
@@ -39,6 +40,7 @@ class Capabilities:
     read_receipts: bool = False
     reply_window_hours: int | None = None
     max_text: int = 20_000
+    max_attachments: int = 10  # files one reply may carry (with `attachments`)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,31 @@ class FetchesMedia(Protocol):
         store: StoreAttachment,
     ) -> InboundMessage:
         """Download and store what the message points at; return it with attachment refs."""
+
+
+@runtime_checkable
+class SendsFiles(Protocol):
+    """Optional: channels that carry an agent's attached files inside the message (email)."""
+
+    async def send_files(
+        self,
+        message: OutboundMessage,
+        inbox_settings: Mapping[str, Any],
+        load: LoadAttachment,
+    ) -> SendReceipt:
+        """Like send, reading the bytes of `message.attachments` through `load`."""
+
+
+@runtime_checkable
+class LinksFiles(Protocol):
+    """Optional: channels whose provider fetches an agent's files by link (MediaUrl, a POST).
+
+    The links are expiring and signed with a secret of the inbox (hub.security.file_link);
+    the web verifies them with the same key before serving the file.
+    """
+
+    def file_link_key(self, inbox_settings: Mapping[str, Any]) -> str | None:
+        """The inbox secret that signs its file links (None: this inbox gives no links)."""
 
 
 @dataclass

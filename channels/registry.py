@@ -15,7 +15,8 @@ from config import Settings
 def build_channels(settings: Settings, http: httpx.AsyncClient) -> dict[str, ChannelAdapter]:
     """Every channel adapter, by kind, built once at start-up."""
     adapters: list[ChannelAdapter] = [
-        ApiChannel(http=http, tolerance_seconds=settings.webhook_tolerance_seconds),
+        ApiChannel(http=http, tolerance_seconds=settings.webhook_tolerance_seconds,
+                   public_url=settings.base_url),
         EmailChannel(),
         WebchatChannel(),
         WhatsAppChannel(http=http, public_url=settings.base_url,

@@ -38,6 +38,8 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+# A BCP 47 language tag as browsers give it: "de", "pt-BR", "zh-Hant-TW".
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
 
 
 class TokenRefused(Exception):
@@ -159,12 +161,19 @@ def client_message_id(value: object) -> str:
     return value
 
 
-def visitor_message(visitor: Visitor, *, client_id: str, text: object) -> InboundMessage:
-    """The InboundMessage of a visitor's message, refusing empty or oversized text."""
+def visitor_message(
+    visitor: Visitor, *, client_id: str, text: object, language: object = None
+) -> InboundMessage:
+    """The InboundMessage of a visitor's message, refusing empty or oversized text.
+
+    `language` is the browser's language (navigator.language): routing rules may match it;
+    anything that is not a language tag is ignored rather than refused.
+    """
     if not isinstance(text, str) or not text.strip():
         raise BadPayload("text must be a non-empty string")
     if len(text) > MAX_TEXT:
         raise BadPayload(f"a message may have at most {MAX_TEXT} characters")
+    tag = language if isinstance(language, str) and LANGUAGE_TAG.fullmatch(language) else None
     return InboundMessage(
         channel=WebchatChannel.kind,
         inbox_id=visitor.inbox_id,
@@ -172,6 +181,7 @@ def visitor_message(visitor: Visitor, *, client_id: str, text: object) -> Inboun
         sender=visitor.identity,
         thread_hint=visitor.thread,
         text=text.strip(),
+        metadata={"language": tag} if tag else {},
     )
 
 
@@ -195,7 +205,7 @@ class WebchatChannel:
         SettingSpec("enforce_identity", "refuse identifiers without a valid identifier_hash",
                     required=False),
     )
-    capabilities: ClassVar[Capabilities] = Capabilities(max_text=MAX_TEXT)
+    capabilities: ClassVar[Capabilities] = Capabilities(attachments=True, max_text=MAX_TEXT)
 
     def default_settings(self) -> dict[str, Any]:
         """Generated settings of a new widget inbox."""
@@ -230,7 +240,7 @@ class WebchatChannel:
     async def send(
         self, message: OutboundMessage, inbox_settings: Mapping[str, Any]
     ) -> SendReceipt:
-        """Nothing to hand to a provider: the visitor's websocket shows the reply."""
+        """Nothing to hand to a provider: the visitor's websocket shows the reply and files."""
         return SendReceipt(external_id=f"widget-reply:{message.idempotency_key}", status="sent")
 
 

@@ -56,6 +56,9 @@ class Bus(Protocol):
     async def add(self, stream: str, payload: bytes) -> str:
         """Append durably; return the entry id (ids grow within a stream)."""
 
+    async def add_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
+        """Append several durably, in order, in one round trip; their entry ids."""
+
     async def ensure_group(self, stream: str, group: str) -> None:
         """Create the consumer group (reading from the stream's start) if it is missing."""
 

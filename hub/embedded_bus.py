@@ -186,6 +186,15 @@ class EmbeddedBus:
         self._notify(stream)
         return _id(seq)
 
+    async def add_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
+        """Append several in one committed transaction, in order."""
+        if not payloads:
+            return []
+        with self._tx() as db:
+            seqs = [self._append(db, stream, payload) for payload in payloads]
+        self._notify(stream)
+        return [_id(seq) for seq in seqs]
+
     async def ensure_group(self, stream: str, group: str) -> None:
         """Create the group at the stream's start if missing."""
         with self._tx() as db:

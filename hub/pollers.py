@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlmodel import col, select
 
 from channels.base import ChannelAdapter, Polls
+from hub.batching import Coalescer
 from hub.bus import INBOUND
 from hub.types import InboundMessage, StatusUpdate, encode
 from inbox.attachments import attachment_store
@@ -117,8 +118,14 @@ class Pollers:
                                  max_bytes=self.ctx.settings.attachment_max_bytes)
         state = InboxChannelState(self.ctx.db, inbox_id=inbox_id)
 
+        async def add(items: Sequence[InboundMessage | StatusUpdate]) -> list[str]:
+            return await self.ctx.bus.add_many(INBOUND, [encode(item) for item in items])
+
+        # What a poller emits at once (a fetched batch) goes on the bus in one round trip.
+        adding: Coalescer[InboundMessage | StatusUpdate, str] = Coalescer(add, max_batch=500)
+
         async def emit(item: InboundMessage | StatusUpdate) -> None:
-            await self.ctx.bus.add(INBOUND, encode(item))
+            await adding.submit(item)
 
         poller = asyncio.create_task(adapter.run(inbox_id, settings, emit, store, state))
         try:

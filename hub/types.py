@@ -48,6 +48,8 @@ class AttachmentRefused(ValueError):
 
 # Stores a file for an inbox and returns its reference: (filename, content type, bytes).
 StoreAttachment = Callable[[str, str, bytes], Awaitable[AttachmentRef]]
+# The bytes of a stored file, by its id (a channel that carries files itself calls it).
+LoadAttachment = Callable[[str], Awaitable[bytes]]
 
 
 class InboundMessage(Frozen):

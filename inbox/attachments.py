@@ -5,15 +5,21 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Sequence
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.types import AttachmentRef, AttachmentRefused, StoreAttachment
+from hub.batching import Coalescer
+from hub.types import AttachmentRef, AttachmentRefused, LoadAttachment, StoreAttachment
 from inbox.agents import Principal
 from inbox.db import Database
 from inbox.models import Attachment
 
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ()\[\]+@,]")
+_ATTACHMENT_ID = re.compile(r"[0-9a-f]{32}")
+# Path separators and control characters: an uploaded name with them is refused, not fixed.
+_REFUSED_IN_UPLOAD = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
 def clean_filename(name: str) -> str:
@@ -21,6 +27,18 @@ def clean_filename(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1].strip().strip(".")
     base = _UNSAFE_FILENAME.sub("_", base)[:200]
     return base or "attachment"
+
+
+def upload_filename(name: str | None) -> str:
+    """The stored name of a file an agent uploads; AttachmentRefused when missing or unsafe."""
+    given = (name or "").strip()
+    if not given:
+        raise AttachmentRefused("filename: required (?filename=report.pdf)")
+    if len(given) > 255 or _REFUSED_IN_UPLOAD.search(given) or given.strip(".") == "":
+        raise AttachmentRefused(
+            "filename: must be a plain file name (no path, no control characters, "
+            "at most 255 characters)")
+    return clean_filename(given)
 
 
 def clean_content_type(value: str) -> str:
@@ -49,21 +67,60 @@ def attachment_store(db: Database, *, inbox_id: int, max_bytes: int) -> StoreAtt
             sha256=hashlib.sha256(data).hexdigest(),
             data=data,
         )
-        async with db.write() as session:
-            session.add(row)
-        return AttachmentRef(id=row.id, filename=row.filename, content_type=row.content_type,
-                             size=row.size)
+        return await writer.submit(row)
 
+    async def write(rows: Sequence[Attachment]) -> list[AttachmentRef]:
+        async with db.write() as session:
+            session.add_all(rows)
+        return [AttachmentRef(id=r.id, filename=r.filename, content_type=r.content_type,
+                              size=r.size) for r in rows]
+
+    # Files stored at once (a fetched batch of mail) share one transaction.
+    writer: Coalescer[Attachment, AttachmentRef] = Coalescer(write, max_batch=100)
     return store
+
+
+def attachment_loader(db: Database) -> LoadAttachment:
+    """What channels that carry files themselves call to read a stored file's bytes."""
+
+    async def load(attachment_id: str) -> bytes:
+        async with db.read() as session:
+            data = (await session.exec(
+                select(Attachment.data).where(Attachment.id == attachment_id))).first()
+        if data is None:
+            raise LookupError(f"attachment {attachment_id} is not stored")
+        return bytes(data)
+
+    return load
+
+
+async def inbox_attachments(
+    session: AsyncSession, *, inbox_id: int, ids: list[str]
+) -> tuple[list[AttachmentRef], list[str]]:
+    """References of the files of one inbox among `ids` (in order), and the ids that are not."""
+    wanted = list(dict.fromkeys(ids))
+    valid = [i for i in wanted if _ATTACHMENT_ID.fullmatch(i)]
+    rows = (await session.exec(
+        select(Attachment.id, Attachment.filename, Attachment.content_type, Attachment.size)
+        .where(col(Attachment.id).in_(valid), Attachment.inbox_id == inbox_id)
+    )).all() if valid else []
+    found = {row[0]: AttachmentRef(id=row[0], filename=row[1], content_type=row[2], size=row[3])
+             for row in rows}
+    return [found[i] for i in wanted if i in found], [i for i in wanted if i not in found]
 
 
 async def load_attachment(
     session: AsyncSession, principal: Principal, attachment_id: str
 ) -> Attachment | None:
     """The attachment if it exists in an inbox the principal may see."""
-    if not re.fullmatch(r"[0-9a-f]{32}", attachment_id):
-        return None
-    row = await session.get(Attachment, attachment_id)
+    row = await attachment_by_id(session, attachment_id)
     if row is None or row.inbox_id not in principal.inbox_ids:
         return None
     return row
+
+
+async def attachment_by_id(session: AsyncSession, attachment_id: str) -> Attachment | None:
+    """The stored file with this id, whoever asks: callers check who may have it."""
+    if not _ATTACHMENT_ID.fullmatch(attachment_id):
+        return None
+    return await session.get(Attachment, attachment_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+WRITE_WAIT_S = 30.0
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -45,6 +48,10 @@ class Database:
         self._write = async_sessionmaker(
             self.write_engine, class_=AsyncSession, expire_on_commit=False
         )
+        # SQLite has one writer: this process's writers queue here, first come first
+        # served, instead of in SQLite's busy handler, which polls with growing sleeps
+        # (up to 100 ms) and lets an unlucky writer wait seconds behind later ones.
+        self._writers = asyncio.Lock() if self.is_sqlite else None
 
     @staticmethod
     def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
@@ -67,8 +74,17 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
         """A transaction: committed when the block ends, rolled back if it raises."""
-        async with self._write() as session, session.begin():
-            yield session
+        if self._writers is None:
+            async with self._write() as session, session.begin():
+                yield session
+            return
+        # Bounded like SQLite's own busy timeout: a writer never waits forever.
+        await asyncio.wait_for(self._writers.acquire(), WRITE_WAIT_S)
+        try:
+            async with self._write() as session, session.begin():
+                yield session
+        finally:
+            self._writers.release()
 
     async def ping(self) -> bool:
         """True when the database answers."""

@@ -6,7 +6,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.identity import normalize_email
-from inbox.models import Contact, ContactIdentity, Conversation, Message, ThreadKey
+from inbox.attachments import attachment_by_id
+from inbox.models import Attachment, Contact, ContactIdentity, Conversation, Message, ThreadKey
 
 
 async def contact_of(session: AsyncSession, *, kind: str, value: str) -> Contact | None:
@@ -44,6 +45,23 @@ async def visitor_thread(
         .limit(limit)
     )
     return list(reversed(list(rows)))
+
+
+async def visitor_attachment(
+    session: AsyncSession, *, inbox_id: int, thread: str, attachment_id: str
+) -> Attachment | None:
+    """A file of a message the visitor sees in their own thread, else None."""
+    conversation = await thread_conversation(session, inbox_id=inbox_id, thread=thread)
+    if conversation is None:
+        return None
+    files = await session.exec(
+        select(Message.attachments)
+        .where(Message.conversation_id == conversation.id, Message.kind == "message")
+    )
+    if not any(f.get("id") == attachment_id for found in files for f in found or ()):
+        return None
+    row = await attachment_by_id(session, attachment_id)
+    return row if row is not None and row.inbox_id == inbox_id else None
 
 
 async def leave_email(session: AsyncSession, *, contact_id: int, email: str) -> bool:

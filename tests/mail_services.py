@@ -7,6 +7,8 @@ Plain helpers (no pytest import), in the style of tests/services.py:
   maildirs under tmp_path, every process running as the current user.
 - ``SmtpRecorder`` is a real SMTP server (aiosmtpd) on loopback that keeps what it accepts
   and answers with programmed 4xx/5xx replies when told to.
+- ``make_tls(tmp_path)`` makes a private CA and a certificate for 127.0.0.1 / localhost
+  (openssl); given to either server, it speaks TLS (STARTTLS and implicit) with it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -29,12 +32,58 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from tests.services import LOOPBACK, free_port
 
 PASSWORD = "imap-test-password"
 _live_dovecot: set[DovecotServer] = set()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A private CA and a server certificate signed by it (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        """What a server presents."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client trusting only this CA."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+def make_tls(directory: Path, name: str = "test") -> TlsFiles:
+    """A fresh CA and a certificate for 127.0.0.1 and localhost, valid for two days."""
+    d = Path(tempfile.mkdtemp(prefix=f"sb-tls-{name}-", dir=directory))
+    d.chmod(0o755)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *ec, "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"),
+            "-days", "2", "-subj", f"/CN=Switchboard {name} test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    openssl("req", "-new", *ec, "-keyout", str(d / "server.key"), "-out", str(d / "server.csr"),
+            "-subj", "/CN=localhost")
+    (d / "ext.cnf").write_text(
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n")
+    openssl("x509", "-req", "-in", str(d / "server.csr"), "-CA", str(d / "ca.pem"),
+            "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
+            "-out", str(d / "server.pem"), "-extfile", str(d / "ext.cnf"))
+    for pem in d.iterdir():
+        pem.chmod(0o644)  # dovecot's login processes run as another user
+    return TlsFiles(ca=d / "ca.pem", cert=d / "server.pem", key=d / "server.key")
 
 
 @atexit.register
@@ -55,8 +104,13 @@ def find_dovecot() -> str:
 class DovecotServer:
     """A private dovecot on a loopback port; users share one password, mail lives in tmp."""
 
-    def __init__(self, tmpdir: Path, port: int, users: tuple[str, ...]) -> None:
-        """Describe a server; start() writes its configuration and runs it."""
+    def __init__(self, tmpdir: Path, port: int, users: tuple[str, ...],
+                 tls: TlsFiles | None = None) -> None:
+        """Describe a server; start() writes its configuration and runs it.
+
+        With `tls`, it offers STARTTLS on `port` and implicit TLS on `imaps_port` (a login
+        before TLS is refused, except from this machine, which Dovecot deems secure).
+        """
         # Dovecot's unprivileged processes must reach the sockets and maildirs, and pytest's
         # tmp_path sits in a root-only directory: use a world-traversable directory of our own.
         self.tmpdir = Path(tempfile.mkdtemp(prefix="sb-dovecot-", dir=tmpdir.parent
@@ -64,15 +118,18 @@ class DovecotServer:
         self.tmpdir.chmod(0o755)
         self.port = port
         self.users = users
+        self.tls = tls
+        self.imaps_port = free_port() if tls is not None else 0
         self.binary = find_dovecot()
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, tmpdir: Path, users: tuple[str, ...] = ("support", "sales")) -> DovecotServer:
+    def start(cls, tmpdir: Path, users: tuple[str, ...] = ("support", "sales"),
+              tls: TlsFiles | None = None) -> DovecotServer:
         """Configure and launch dovecot on a free port; wait until it greets."""
         last: Exception | None = None
         for _attempt in range(3):  # the probed port can be taken before dovecot binds it
-            server = cls(tmpdir, free_port(), users)
+            server = cls(tmpdir, free_port(), users, tls)
             try:
                 server._launch()
             except RuntimeError as exc:
@@ -110,14 +167,16 @@ class DovecotServer:
         (self.tmpdir / "passwd").write_text(
             "".join(f"{user}:{{PLAIN}}{PASSWORD}::::::\n" for user in self.users)
         )
+        tls = "ssl = no\ndisable_plaintext_auth = no" if self.tls is None else (
+            f"ssl = required\nssl_cert = <{self.tls.cert}\nssl_key = <{self.tls.key}\n"
+            "disable_plaintext_auth = yes")
         self.config_path.write_text(f"""
 protocols = imap
 listen = {LOOPBACK}
 base_dir = {self.tmpdir}/run
 state_dir = {self.tmpdir}/state
 log_path = {self.tmpdir}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
+{tls}
 auth_mechanisms = plain login
 default_internal_user = {me}
 default_internal_group = {group}
@@ -140,7 +199,8 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {LOOPBACK}
+    port = {self.imaps_port}
   }}
   user = {login}
 }}
@@ -229,6 +289,11 @@ protocol imap {{
         self.stop()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
+    def logins(self) -> list[str]:
+        """Dovecot's log lines of successful logins ("TLS" in those made over TLS)."""
+        text = (self.tmpdir / "dovecot.log").read_text(errors="replace")
+        return [line for line in text.splitlines() if "imap-login: Info: Login:" in line]
+
     def _log_tail(self, lines: int = 8) -> str:
         try:
             text = (self.tmpdir / "dovecot.log").read_text(errors="replace")
@@ -241,7 +306,11 @@ async def imap_append(server: DovecotServer, user: str, raw: bytes, folder: str 
     """Deliver one message into a user's folder over IMAP APPEND, as an MTA would file it."""
     import aioimaplib
 
-    client = aioimaplib.IMAP4(host=LOOPBACK, port=server.port, timeout=10)
+    if server.tls is not None:  # it takes no login before TLS
+        client = aioimaplib.IMAP4_SSL(host=LOOPBACK, port=server.imaps_port, timeout=10,
+                                      ssl_context=server.tls.client_context())
+    else:
+        client = aioimaplib.IMAP4(host=LOOPBACK, port=server.port, timeout=10)
     await client.wait_hello_from_server()
     await client.login(user, PASSWORD)
     answer = await client.append(raw, mailbox=folder)
@@ -272,7 +341,21 @@ class SmtpRecorder:
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     answers: list[str] = field(default_factory=list)  # queued replies to DATA, e.g. "451 ..."
+    # With tls: STARTTLS required (or implicit TLS); with users: a login (kept in logins).
+    tls: TlsFiles | None = None
+    implicit_tls: bool = False
+    users: dict[str, str] = field(default_factory=dict)
+    logins: list[str] = field(default_factory=list)
     _controller: Controller | None = None
+
+    def _authenticate(self, server: SMTP, session: Session, envelope: Envelope,
+                      mechanism: str, data: Any) -> AuthResult:
+        """Check a login against `users`; remember who logged in."""
+        ok = (isinstance(data, LoginPassword)
+              and self.users.get(data.login.decode()) == data.password.decode())
+        if ok:
+            self.logins.append(data.login.decode())
+        return AuthResult(success=ok, handled=False)
 
     async def handle_DATA(
         self, server: SMTP, session: Session, envelope: Envelope
@@ -287,7 +370,20 @@ class SmtpRecorder:
 
     def start(self) -> None:
         """Serve in aiosmtpd's own thread."""
-        self._controller = Controller(self, hostname=LOOPBACK, port=self.port)
+        options: dict[str, Any] = {}
+        if self.tls is not None:
+            context = self.tls.server_context()
+            if self.implicit_tls:
+                options["ssl_context"] = context
+            else:
+                options |= {"tls_context": context, "require_starttls": True}
+        if self.users:
+            # aiosmtpd only knows STARTTLS as TLS: over implicit TLS it cannot require the
+            # login (it would warn), so there `logins` tells whether one happened.
+            options |= {"authenticator": self._authenticate,
+                        "auth_required": not self.implicit_tls,
+                        "auth_require_tls": not self.implicit_tls}
+        self._controller = Controller(self, hostname=LOOPBACK, port=self.port, **options)
         self._controller.start()
 
     def stop(self) -> None:

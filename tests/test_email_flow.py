@@ -169,3 +169,44 @@ async def test_quarantined_mail_is_listed_and_downloadable_by_admins_only(stack:
     assert raw.headers["content-type"] == "application/octet-stream"
     assert raw.headers["content-disposition"].startswith("attachment")
     assert (await alice.http.get(f"/api/v1/quarantine/{item['id']}/raw")).status_code == 403
+
+
+async def test_reply_with_attachments_reaches_the_smtp_server_intact(
+    mail_stack: tuple[Stack, DovecotServer, SmtpRecorder],
+) -> None:
+    stack, dovecot, smtp = mail_stack
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await _email_inbox(stack, admin, dovecot, smtp)
+    socket = await alice.ws()
+    await imap_append(dovecot, "support", _customer_mail("inv@example.com", "Send the invoice"))
+    created = await socket.wait_event(of_type("message.created", text="Send the invoice"), 20)
+    conversation_id = created["event"]["conversation"]["id"]
+    files = {"Facture été 2026.pdf": ("application/pdf", b"%PDF-1.7\n" + bytes(range(256)) * 8),
+             "notes.txt": ("text/plain", b"line one\r\nline two\n\x00 not text at all")}
+    ids = []
+    for name, (content_type, data) in files.items():
+        uploaded = await alice.http.post(
+            f"/api/v1/conversations/{conversation_id}/attachments", params={"filename": name},
+            content=data, headers={"Content-Type": content_type})
+        assert uploaded.status_code == 201, uploaded.text
+        ids.append(uploaded.json()["id"])
+    reply = await alice.http.post(f"/api/v1/conversations/{conversation_id}/messages",
+                                  json={"text": "Here you are.", "attachment_ids": ids})
+    assert reply.status_code == 201, reply.text
+
+    [sent] = await smtp.wait(1)
+    out = sent.message
+    assert out.get_content_type() == "multipart/mixed"
+    assert out["In-Reply-To"] == "<inv@example.com>"
+    body = out.get_body(("plain",))
+    assert body is not None and body.get_content().strip() == "Here you are."
+    html = out.get_body(("html",))
+    assert html is not None and "Here you are." in html.get_content()
+    got = {part.get_filename(): (part.get_content_type(), part.get_payload(decode=True))
+           for part in out.iter_attachments()}
+    assert got == files
+    # The non-ASCII name travels RFC 2231-encoded, never as raw 8-bit header bytes.
+    assert b"filename*" in sent.data and "été".encode() not in sent.data
+    await socket.wait_event(lambda e: e["type"] == "message.status_changed"
+                            and e["message"]["status"] == "sent")
+    await socket.close()

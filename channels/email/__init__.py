@@ -27,11 +27,13 @@ from channels.email.smtp import (
     outgoing_message_id,
     send_mail,
 )
+from channels.email.tls import check_tls_settings
 from hub.identity import email_identity
 from hub.types import (
     AttachmentRef,
     AttachmentRefused,
     InboundMessage,
+    LoadAttachment,
     OutboundMessage,
     SendReceipt,
     StoreAttachment,
@@ -121,9 +123,10 @@ class EmailChannel:
     display_name: ClassVar[str] = "Email"
     settings: ClassVar[tuple[SettingSpec, ...]] = (
         SettingSpec("imap_host", "IMAP server host name"),
-        SettingSpec("imap_port", "IMAP port (993 with ssl, 143 without)", required=False),
-        SettingSpec("imap_tls", "ssl (implicit TLS, the default) or none (loopback only)",
+        SettingSpec("imap_port", "IMAP port (993 with ssl, 143 with starttls or none)",
                     required=False),
+        SettingSpec("imap_tls", "ssl (implicit TLS, the default), starttls, or none (a server "
+                    "on this machine only)", required=False),
         SettingSpec("imap_username", "IMAP login"),
         SettingSpec("imap_password", "IMAP password", secret=True),
         SettingSpec("imap_folder", "folder to follow (default INBOX)", required=False),
@@ -135,8 +138,10 @@ class EmailChannel:
                     required=False),
         SettingSpec("smtp_host", "SMTP server host name"),
         SettingSpec("smtp_port", "SMTP port (587 with starttls, 465 with ssl)", required=False),
-        SettingSpec("smtp_tls", "starttls (default), ssl (implicit TLS) or none",
-                    required=False),
+        SettingSpec("smtp_tls", "starttls (default, required once set), ssl (implicit TLS) "
+                    "or none (no login unless the server is on this machine)", required=False),
+        SettingSpec("tls_ca_file", "PEM file of CA certificates trusted for IMAP and SMTP "
+                    "besides the system's (a private CA)", required=False),
         SettingSpec("smtp_username", "SMTP login (empty: no authentication)", required=False),
         SettingSpec("smtp_password", "SMTP password", secret=True, required=False),
         SettingSpec("from_address", "the address replies come from"),
@@ -157,6 +162,10 @@ class EmailChannel:
         """A fresh secret for signing the inbox's reply+TOKEN addresses."""
         return {"reply_secret": secrets.token_urlsafe(32)}
 
+    def check_settings(self, settings: Mapping[str, Any]) -> list[str]:
+        """TLS modes, ports and the CA file; no password in clear beyond this machine."""
+        return check_tls_settings(settings)
+
     def verify(self, request: WebhookRequest) -> None:
         """Email arrives over IMAP, never by webhook: every webhook is refused."""
         raise VerificationFailed("the email channel receives no webhooks", status=403)
@@ -173,11 +182,27 @@ class EmailChannel:
         self, message: OutboundMessage, inbox_settings: Mapping[str, Any]
     ) -> SendReceipt:
         """Send a reply by SMTP; the receipt's id is our Message-ID, so answers thread."""
+        return await self.send_files(message, inbox_settings, _no_files)
+
+    async def send_files(
+        self,
+        message: OutboundMessage,
+        inbox_settings: Mapping[str, Any],
+        load: LoadAttachment,
+    ) -> SendReceipt:
+        """Send a reply by SMTP with its attached files read through `load`."""
         if message.recipient.kind != "email":
             raise PermanentSendError("an email inbox can only answer an email address")
         if not inbox_settings.get("from_address") or not inbox_settings.get("smtp_host"):
             raise PermanentSendError("this email inbox has no from_address or smtp_host")
-        mail = build_message(message, inbox_settings)
+        files: list[tuple[AttachmentRef, bytes]] = []
+        for ref in message.attachments:
+            try:
+                files.append((ref, await load(ref.id)))
+            except LookupError:
+                raise PermanentSendError(
+                    f"the attachment {ref.filename} is no longer stored") from None
+        mail = build_message(message, inbox_settings, files)
         await send_mail(mail, inbox_settings, tls_context=self._tls_context)
         from_address = str(inbox_settings["from_address"])
         return SendReceipt(
@@ -211,6 +236,10 @@ class EmailChannel:
         poller = ImapPoller(inbox_settings, emit=emit, deliver=deliver, state=state,
                             tls_context=self._tls_context)
         await poller.run()
+
+
+async def _no_files(attachment_id: str) -> bytes:
+    raise LookupError(attachment_id)  # send() is given no file store: only send_files is
 
 
 __all__ = ["EmailChannel", "parse_email", "to_inbound"]

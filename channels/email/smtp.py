@@ -7,7 +7,7 @@ import hmac
 import html
 import re
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -16,7 +16,8 @@ from typing import Any
 import aiosmtplib
 
 from channels.base import PermanentSendError, TransientSendError
-from hub.types import OutboundMessage, utcnow
+from channels.email.tls import TlsRefused, client_context, tls_mode, untrusted
+from hub.types import AttachmentRef, OutboundMessage, utcnow
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._+-]{1,100}$")
 _RE_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
@@ -62,8 +63,16 @@ def _html_of(text: str) -> str:
     return f'<!doctype html><html><body><div dir="auto">{body}</div></body></html>'
 
 
-def build_message(message: OutboundMessage, settings: Mapping[str, Any]) -> EmailMessage:
-    """The MIME message of a send request, with our Message-ID and threading headers."""
+def build_message(
+    message: OutboundMessage,
+    settings: Mapping[str, Any],
+    files: Sequence[tuple[AttachmentRef, bytes]] = (),
+) -> EmailMessage:
+    """The MIME message of a send request, with our Message-ID and threading headers.
+
+    Text and HTML alternatives; with `files`, multipart/mixed with each file after them,
+    named by its filename (RFC 2231 encoded when it is not ASCII).
+    """
     from_address = str(settings.get("from_address") or "")
     mail = EmailMessage(policy=policy.SMTP)
     mail["From"] = formataddr((str(settings.get("from_name") or ""), from_address))
@@ -86,30 +95,63 @@ def build_message(message: OutboundMessage, settings: Mapping[str, Any]) -> Emai
     mail["X-Auto-Response-Suppress"] = "OOF, AutoReply" if message.automated else "OOF"
     mail.set_content(message.text)
     mail.add_alternative(message.html or _html_of(message.text), subtype="html")
+    for ref, data in files:
+        maintype, _, subtype = ref.content_type.partition("/")
+        if not subtype or maintype in ("multipart", "message"):
+            # A stored .eml or a multipart type would need parsing to be nested; as bytes
+            # the customer still gets the file intact.
+            maintype, subtype = "application", "octet-stream"
+        mail.add_attachment(data, maintype=maintype, subtype=subtype, filename=ref.filename)
     return mail
 
 
-def _tls(settings: Mapping[str, Any]) -> tuple[bool, bool]:
-    """(implicit TLS, STARTTLS) from the inbox's smtp_tls: ssl, starttls or none."""
-    mode = str(settings.get("smtp_tls") or "starttls").lower()
-    return mode == "ssl", mode == "starttls"
+async def _login(client: aiosmtplib.SMTP, username: str, password: str) -> None:
+    try:
+        await client.login(username, password)
+    except aiosmtplib.SMTPAuthenticationError as exc:
+        said = f"{exc.code} {exc.message}".strip()
+        if 400 <= exc.code < 500:
+            raise TransientSendError(f"the mail server could not check the login: {said}") from exc
+        raise PermanentSendError(f"the mail server refused the login: {said}") from exc
+    except aiosmtplib.SMTPResponseException:
+        raise
+    except aiosmtplib.SMTPException as exc:  # e.g. no AUTH offered (never sent in clear)
+        raise PermanentSendError(f"the mail server offers no login we can use: {exc}") from exc
 
 
 async def send_mail(
     mail: EmailMessage, settings: Mapping[str, Any], *, tls_context: ssl.SSLContext | None = None
 ) -> None:
-    """Hand a message to the configured SMTP server; classify failures for the worker."""
-    implicit, starttls = _tls(settings)
-    port = int(settings.get("smtp_port") or (465 if implicit else 587))
+    """Hand a message to the configured SMTP server; classify failures for the worker.
+
+    smtp_tls `starttls` requires the upgrade (a server without it is refused, never used in
+    clear), `ssl` is implicit TLS; the certificate is verified either way, and the login
+    (smtp_username) only ever happens after that.
+    """
+    try:
+        mode = tls_mode(settings, "smtp_tls", "starttls")
+        context = (tls_context or client_context(settings)) if mode != "none" else None
+    except TlsRefused as exc:
+        raise PermanentSendError(str(exc)) from None
+    port = int(settings.get("smtp_port") or (465 if mode == "ssl" else 587))
     client = aiosmtplib.SMTP(
-        hostname=str(settings.get("smtp_host") or ""), port=port, use_tls=implicit,
-        start_tls=starttls, timeout=TIMEOUT_S, tls_context=tls_context,
+        hostname=str(settings.get("smtp_host") or ""), port=port, use_tls=mode == "ssl",
+        start_tls=mode == "starttls", timeout=TIMEOUT_S, tls_context=context,
     )
     try:
-        await client.connect()
+        try:
+            await client.connect()
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            refused = untrusted(exc, "SMTP")
+            if refused is not None:
+                raise PermanentSendError(str(refused)) from exc
+            if mode == "starttls" and "STARTTLS" in str(exc):
+                raise PermanentSendError(
+                    f"the mail server does not offer STARTTLS ({exc}); use smtp_tls ssl") from exc
+            raise
         username = settings.get("smtp_username")
         if username:
-            await client.login(str(username), str(settings.get("smtp_password") or ""))
+            await _login(client, str(username), str(settings.get("smtp_password") or ""))
         await client.send_message(mail)
     except aiosmtplib.SMTPRecipientsRefused as exc:
         codes = [r.code for r in exc.recipients]

@@ -16,6 +16,7 @@ import httpx
 
 from channels.base import Acknowledgement, Capabilities, Parsed, SettingSpec, WebhookRequest
 from channels.twilio import media, rest, webhooks
+from hub.security import file_link
 from hub.types import InboundMessage, OutboundMessage, SendReceipt, StoreAttachment
 
 TWILIO_SETTINGS = (
@@ -84,13 +85,22 @@ class TwilioChannel:
         return await media.fetch_media(message, inbox_settings, store, http=self._http,
                                        max_bytes=self._max_media_bytes)
 
+    def file_link_key(self, inbox_settings: Mapping[str, Any]) -> str | None:
+        """The inbox's auth token signs the MediaUrl links Twilio fetches an agent's files by."""
+        return str(inbox_settings.get("auth_token") or "") or None
+
     async def send(
         self, message: OutboundMessage, inbox_settings: Mapping[str, Any]
     ) -> SendReceipt:
-        """Create the message at Twilio, asking for status callbacks on the inbox's webhook."""
+        """Create the message at Twilio, asking for status callbacks on the inbox's webhook.
+
+        Attached files go as MediaUrl: expiring links on the public URL that Twilio fetches.
+        """
         callback = webhooks.status_callback_url(self._public_url, self.kind, message.inbox_id)
+        key = self.file_link_key(inbox_settings) or ""
+        media = [file_link(self._public_url, key, ref.id) for ref in message.attachments]
         return await rest.send_message(message, inbox_settings, http=self._http,
-                                       status_callback=callback)
+                                       status_callback=callback, media_urls=media)
 
 
 class WhatsAppChannel(TwilioChannel):
@@ -100,7 +110,7 @@ class WhatsAppChannel(TwilioChannel):
     display_name: ClassVar[str] = "WhatsApp"
     capabilities: ClassVar[Capabilities] = Capabilities(
         attachments=True, templates=True, read_receipts=True, reply_window_hours=24,
-        max_text=MAX_TEXT,
+        max_text=MAX_TEXT, max_attachments=1,  # WhatsApp takes one file per message
     )
 
 

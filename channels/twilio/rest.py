@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -75,8 +75,12 @@ async def send_message(
     *,
     http: httpx.AsyncClient,
     status_callback: str,
+    media_urls: Sequence[str] = (),
 ) -> SendReceipt:
-    """Create the message at Twilio; Permanent/TransientSendError when it refuses."""
+    """Create the message at Twilio; Permanent/TransientSendError when it refuses.
+
+    `media_urls` are public links Twilio fetches the files from (MediaUrl).
+    """
     account_sid = str(inbox_settings.get("account_sid") or "")
     token = str(inbox_settings.get("auth_token") or "")
     sender = str(inbox_settings.get("from_number") or "")
@@ -104,7 +108,10 @@ async def send_message(
         if message.template_variables:
             fields["content_variables"] = json.dumps(message.template_variables)
     else:
-        fields["body"] = message.text
+        if message.text or not media_urls:
+            fields["body"] = message.text
+        if media_urls:
+            fields["media_url"] = list(media_urls)
     client = Client(username=account_sid, password=token, account_sid=account_sid,
                     http_client=HttpxTwilioClient(http), environment=_NO_ENVIRONMENT)
     client.api.base_url = base

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.async_api import Browser, Page, expect
@@ -164,3 +165,65 @@ async def _webchat_id(session: Any) -> int:
 
     row = (await session.exec(select(Inbox).where(Inbox.channel == "webchat"))).one()
     return int(row.id)
+
+
+def _png(width: int = 3, height: int = 2) -> bytes:
+    """A small valid PNG (solid green)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    rows = b"".join(b"\x00" + b"\x20\xa0\x40" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2,
+                                                             0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+async def test_visitor_sees_and_downloads_the_agents_files(
+    stack: Stack, browser: Browser
+) -> None:
+    inbox_id = await _demo_widget(stack)
+    alice = await stack.login("alice")
+    visitor = await browser.new_context(accept_downloads=True)
+    page = await visitor.new_page()
+    await _open_widget(page, stack.base)
+    await page.locator("textarea").fill("Can I have the invoice?")
+    await page.locator("textarea").press("Enter")
+
+    async def conversation() -> int | None:
+        items = (await alice.http.get(f"/api/v1/conversations?inbox_id={inbox_id}")
+                 ).json()["items"]
+        return items[0]["id"] if items else None
+
+    cid = await eventually(conversation)
+    pdf = b"%PDF-1.4\n% invoice 2026-03\n" + bytes(range(256))
+    ids = []
+    for name, content_type, data in (("photo.png", "image/png", _png()),
+                                     ("Facture mars.pdf", "application/pdf", pdf)):
+        uploaded = await alice.http.post(f"/api/v1/conversations/{cid}/attachments",
+                                         params={"filename": name}, content=data,
+                                         headers={"Content-Type": content_type})
+        assert uploaded.status_code == 201, uploaded.text
+        ids.append(uploaded.json()["id"])
+    reply = await alice.http.post(f"/api/v1/conversations/{cid}/messages",
+                                  json={"text": "Here you are", "attachment_ids": ids})
+    assert reply.status_code == 201, reply.text
+
+    bubble = page.locator(".msg.agent")
+    await expect(bubble.locator("a.file")).to_have_count(2)
+    await expect(bubble.locator("a.file").last).to_contain_text("Facture mars.pdf")
+    image = bubble.locator("img")
+    await expect(image).to_have_attribute("src", re.compile(r"^blob:"))
+    await page.wait_for_function(
+        "() => document.querySelector('switchboard-widget').shadowRoot"
+        ".querySelector('.msg.agent img').naturalWidth === 3")
+    async with page.expect_download() as download_info:
+        await bubble.locator("a.file").last.click()
+    download = await download_info.value
+    assert download.suggested_filename == "Facture mars.pdf"
+    path = await download.path()
+    assert path is not None and path.read_bytes() == pdf
+    await visitor.close()

@@ -101,7 +101,13 @@ class Mailbox:
 
 @pytest.fixture
 async def mailbox(settings: Settings, tmp_path: Path) -> AsyncIterator[Mailbox]:
-    server = DovecotServer.start(tmp_path)
+    async with open_mailbox(settings, DovecotServer.start(tmp_path)) as box:
+        yield box
+
+
+@contextlib.asynccontextmanager
+async def open_mailbox(settings: Settings, server: DovecotServer) -> AsyncIterator[Mailbox]:
+    """An email inbox reading `server` as "support" (its poller not started yet)."""
     db = Database(settings.sqlalchemy_url)
     bus = build_bus(settings)
     await bus.start()

@@ -623,6 +623,50 @@ async def test_same_phone_on_sms_and_whatsapp_is_one_contact_with_two_conversati
     assert sent == {(ADA, SMS_NUMBER), (f"whatsapp:{ADA}", f"whatsapp:{WHATSAPP_NUMBER}")}
 
 
+async def test_agent_files_go_out_as_expiring_media_links_twilio_can_fetch(
+    stack: Stack, fake: FakeTwilio
+) -> None:
+    sms_id = await twilio_inbox(stack, fake, "sms")
+    whatsapp_id = await twilio_inbox(stack, fake, "whatsapp")
+    alice = await stack.login("alice")
+    await post_webhook(stack, "sms", sms_id, inbound_fields(sender=ADA, to=SMS_NUMBER,
+                                                            body="Label please"))
+    await post_webhook(stack, "whatsapp", whatsapp_id, whatsapp_message("And here"))
+    [on_sms] = await eventually(lambda: conversations(alice.http, sms_id))
+    [on_whatsapp] = await eventually(lambda: conversations(alice.http, whatsapp_id))
+
+    async def upload(conversation_id: int, name: str, data: bytes) -> str:
+        answer = await alice.http.post(
+            f"/api/v1/conversations/{conversation_id}/attachments", params={"filename": name},
+            content=data, headers={"Content-Type": "image/png"})
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["id"])
+
+    label = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    ids = [await upload(on_sms["id"], "label.png", label),
+           await upload(on_sms["id"], "box.png", b"\x89PNG box")]
+    reply = await alice.http.post(f"/api/v1/conversations/{on_sms['id']}/messages",
+                                  json={"attachment_ids": ids})
+    assert reply.status_code == 201, reply.text
+    [sent] = await fake.wait_created(1)
+    assert "Body" not in sent
+    links = sent["MediaUrl"]
+    assert len(links) == 2 and all(u.startswith(stack.settings.base_url + "/api/v1/files/")
+                                   for u in links)
+    # Twilio fetches each link without credentials; a tampered one gets nothing.
+    anonymous = stack.client()
+    path = links[0].removeprefix(stack.settings.base_url)
+    fetched = await anonymous.get(path)
+    assert fetched.status_code == 200 and fetched.content == label
+    assert (await anonymous.get(path.replace("expires=", "expires=9"))).status_code == 404
+
+    # WhatsApp takes one file per message: two are refused before anything is queued.
+    two = [await upload(on_whatsapp["id"], f"p{n}.png", b"\x89PNG") for n in range(2)]
+    refused = await alice.http.post(f"/api/v1/conversations/{on_whatsapp['id']}/messages",
+                                    json={"text": "Both", "attachment_ids": two})
+    assert refused.status_code == 422 and "at most 1" in refused.json()["error"]["message"]
+
+
 async def test_behind_a_proxy_the_public_url_is_what_counts(
     settings: Settings, fake: FakeTwilio
 ) -> None:

@@ -151,6 +151,17 @@ async def test_add_read_ack(bus: Bus) -> None:
     assert await bus.pending_count("s", "other") == 0
 
 
+async def test_add_many_appends_in_order_after_single_adds(bus: Bus) -> None:
+    await bus.ensure_group("s", "g")
+    first = await bus.add("s", b"one")
+    many = await bus.add_many("s", [b"two", b"three", b"four"])
+    assert await bus.add_many("s", []) == []
+    assert sorted([first, *many], key=parse_id) == [first, *many] and len(set(many)) == 3
+    got = await bus.read_group("s", "g", "c1", 10, 0)
+    assert [(e.id, e.payload) for e in got] == list(zip(
+        [first, *many], [b"one", b"two", b"three", b"four"], strict=True))
+
+
 async def test_read_group_blocks_until_add(bus: Bus) -> None:
     await bus.ensure_group("s", "g")
     # block_ms=0 means "do not wait", never "wait forever".

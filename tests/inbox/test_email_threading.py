@@ -21,7 +21,7 @@ from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
 from inbox.models import Contact, Conversation, Message
-from inbox.threading import Ingested, ingest
+from inbox.threading import Ingested, UnknownInbox, ingest, ingest_many
 
 FIXTURES = Path(__file__).parents[1] / "channels" / "fixtures" / "email"
 SETTINGS = {"from_address": "support@acme.test", "reply_domain": "reply.acme.test",
@@ -224,3 +224,34 @@ async def test_a_reply_and_its_parent_ingested_at_once_share_one_conversation(
         parent, reply = results[2 * n], results[2 * n + 1]
         assert parent.conversation_id == reply.conversation_id, n
     assert await room.count(Conversation) == pairs
+
+
+async def test_a_batch_threads_like_one_by_one_and_a_duplicate_stores_nothing_twice(
+    room: Mailroom,
+) -> None:
+    def inbound(raw: bytes, inbox: int | None = None) -> InboundMessage:
+        return to_inbound(parse_email(raw), inbox_id=inbox or room.support, settings=SETTINGS)
+
+    question = inbound(mail("bq@a.example", "ada@a.example"))
+    reply = inbound(mail("br@b.example", "bea@b.example", subject="Re: Help",
+                         in_reply_to="<bq@a.example>", references="<bq@a.example>"))
+    other = inbound(mail("bo@c.example", "cid@c.example"))
+    # The reply comes first in the batch, its parent after it: one conversation all the same.
+    first = await ingest_many(room.ctx, [(reply, False), (question, False), (other, False)])
+    assert all(isinstance(r, Ingested) and not r.duplicate for r in first)
+    results = [r for r in first if isinstance(r, Ingested)]
+    assert results[0].conversation_id == results[1].conversation_id != results[2].conversation_id
+
+    # A batch holding a message stored before is done again one by one: the duplicate says so,
+    # the new one is stored, and a message for an unknown inbox comes back as its error.
+    late = inbound(mail("bl@a.example", "ada@a.example", subject="Re: Help",
+                        references="<bq@a.example>"))
+    lost = inbound(mail("bx@d.example", "dan@d.example"), inbox=999_999)
+    second = await ingest_many(room.ctx, [(late, False), (question, True), (lost, False)])
+    assert isinstance(second[0], Ingested) and not second[0].duplicate
+    assert second[0].conversation_id == results[0].conversation_id
+    assert isinstance(second[1], Ingested) and second[1].duplicate
+    assert second[1].message_id == results[1].message_id
+    assert isinstance(second[2], UnknownInbox)
+    assert await room.count(Message) == 4
+    assert await room.count(Conversation) == 2
