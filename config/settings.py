@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     presence_seconds: int = Field(
         60, ge=5, description="An agent counts as online this long after their last heartbeat."
     )
+    assignment_check_seconds: float = Field(
+        5.0, gt=0, description="How often workers assign what waits in the queue and release "
+        "the conversations of agents who went offline."
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -55,6 +55,10 @@ class ConversationView(View):
     snoozed_until: datetime | None
     last_activity_at: datetime
     created_at: datetime
+    priority: str = "none"
+    labels: list[str] = Field(default_factory=list)
+    # Set while the conversation waits in the queue for an agent with capacity.
+    waiting_since: datetime | None = None
     # Channels with a reply window (WhatsApp: 24 h after the customer last wrote): when it
     # closes or closed. Filled in by the conversation API; None elsewhere and on other channels.
     reply_window_closes_at: datetime | None = None
@@ -80,10 +84,27 @@ class MessageView(View):
     created_at: datetime
 
 
+class NotificationView(View):
+    """A notification of one agent: a mention of them or a conversation assigned to them."""
+
+    id: int
+    agent_id: int
+    kind: str
+    conversation_id: int
+    message_id: int | None
+    by_agent_id: int | None
+    text: str
+    read_at: datetime | None
+    created_at: datetime
+
+
 class _Event(View):
     v: int = EVENT_VERSION
-    inbox_id: int
+    # The inbox whose agents receive the event; None: every agent (e.g. an agent went away).
+    inbox_id: int | None
     at: datetime
+    # When set, only these agents receive the event, whatever their inboxes.
+    audience: list[int] | None = None
 
 
 class MessageCreated(_Event):
@@ -145,6 +166,57 @@ class ConversationTyping(_Event):
     typing: bool
 
 
+class ConversationUpdated(_Event):
+    """A conversation's priority or labels changed."""
+
+    type: Literal["conversation.updated"] = "conversation.updated"
+    conversation: ConversationView
+    changes: list[str]
+    by_agent_id: int | None
+
+
+class ConversationViewing(_Event):
+    """An agent opened (or left) a conversation: collision detection shows who is there."""
+
+    type: Literal["conversation.viewing"] = "conversation.viewing"
+    conversation_id: int
+    by_agent_id: int
+    viewing: bool
+
+
+class NotificationCreated(_Event):
+    """An agent was mentioned or got a conversation assigned (sent to that agent only)."""
+
+    type: Literal["notification.created"] = "notification.created"
+    notification: NotificationView
+
+
+class AgentUpdated(_Event):
+    """An agent's availability, role, memberships or active state changed.
+
+    Sent to every agent (inbox_id None); web processes also close a deactivated agent's
+    websockets and refresh the inboxes of one whose memberships changed.
+    """
+
+    type: Literal["agent.updated"] = "agent.updated"
+    agent_id: int
+    name: str
+    role: str
+    availability: str
+    is_active: bool
+    online: bool
+    changes: list[str]
+
+
+class ContactMerged(_Event):
+    """Two contacts became one: every identity and conversation of `merged_contact_id` moved."""
+
+    type: Literal["contact.merged"] = "contact.merged"
+    contact: ContactView
+    merged_contact_id: int
+    by_agent_id: int | None
+
+
 class ContactCreated(_Event):
     """A contact was created from a new identity."""
 
@@ -160,6 +232,11 @@ Event = Annotated[
     | ConversationStatusChanged
     | ConversationRead
     | ConversationTyping
+    | ConversationUpdated
+    | ConversationViewing
+    | NotificationCreated
+    | AgentUpdated
+    | ContactMerged
     | ContactCreated,
     Field(discriminator="type"),
 ]
@@ -171,6 +248,11 @@ EVENT_TYPES = (
     ConversationStatusChanged,
     ConversationRead,
     ConversationTyping,
+    ConversationUpdated,
+    ConversationViewing,
+    NotificationCreated,
+    AgentUpdated,
+    ContactMerged,
     ContactCreated,
 )
 event_adapter: TypeAdapter[Any] = TypeAdapter(Event)

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from hub.bus import LIVE, Bus
 
@@ -20,11 +21,30 @@ log = logging.getLogger("switchboard.realtime")
 LiveEvent = tuple[str, bytes]
 
 
+@dataclass(frozen=True)
+class EventRoute:
+    """Who an event is for: an inbox's agents, every agent (inbox None), or an audience."""
+
+    inbox_id: int | None
+    audience: frozenset[int] | None
+
+    def reaches(self, agent_id: int | None, accepts_inbox: Callable[[int], bool]) -> bool:
+        """Whether a connection (of an agent, or of a widget visitor: None) gets the event."""
+        if self.audience is not None:
+            return agent_id is not None and agent_id in self.audience
+        if self.inbox_id is None:
+            return agent_id is not None
+        return accepts_inbox(self.inbox_id)
+
+
 class Listener:
     """One connection's view of the live events: a bounded queue and an overflow flag."""
 
-    def __init__(self, accepts: Callable[[int | None], bool], maxsize: int) -> None:
+    def __init__(
+        self, accepts: Callable[[int], bool], maxsize: int, agent_id: int | None = None
+    ) -> None:
         self.accepts = accepts
+        self.agent_id = agent_id
         self.queue: asyncio.Queue[LiveEvent] = asyncio.Queue(maxsize)
         self.overflowed = asyncio.Event()
 
@@ -63,9 +83,10 @@ class Fanout:
                 await self._task
             self._task = None
 
-    def listen(self, accepts: Callable[[int | None], bool]) -> Listener:
-        """Register a listener for the events whose inbox id `accepts` says yes to."""
-        listener = Listener(accepts, self._queue_size)
+    def listen(self, accepts: Callable[[int], bool], agent_id: int | None = None) -> Listener:
+        """Register a listener: events of the inboxes `accepts` says yes to, and for an agent
+        (`agent_id`) also the events meant for every agent or for them in particular."""
+        listener = Listener(accepts, self._queue_size, agent_id)
         self._listeners.add(listener)
         return listener
 
@@ -95,9 +116,9 @@ class Fanout:
                                 self._flag_all()
                             dropped = True
                             continue
-                        inbox_id = event_inbox_id(event[1])
+                        route = event_route(event[1])
                         for listener in list(self._listeners):
-                            if listener.accepts(inbox_id):
+                            if route.reaches(listener.agent_id, listener.accepts):
                                 listener.offer(event)
                 raise ConnectionError("subscription ended")
             except asyncio.CancelledError:
@@ -111,10 +132,21 @@ class Fanout:
                 await asyncio.sleep(0.5)
 
 
-def event_inbox_id(payload: bytes) -> int | None:
-    """The inbox an event belongs to (parsed once per event, not once per listener)."""
+_NOBODY = EventRoute(inbox_id=None, audience=frozenset())
+
+
+def event_route(payload: bytes) -> EventRoute:
+    """Who an event is for (parsed once per event, not once per listener)."""
     try:
-        value = json.loads(payload).get("inbox_id")
+        data = json.loads(payload)
+        inbox_id = data.get("inbox_id")
+        audience = data.get("audience")
     except (ValueError, AttributeError):
-        return None
-    return value if isinstance(value, int) else None
+        return _NOBODY
+    if inbox_id is not None and not isinstance(inbox_id, int):
+        return _NOBODY
+    if audience is not None:
+        if not isinstance(audience, list):
+            return _NOBODY
+        return EventRoute(inbox_id, frozenset(a for a in audience if isinstance(a, int)))
+    return EventRoute(inbox_id, None)

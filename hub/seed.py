@@ -7,11 +7,11 @@ from sqlmodel import select
 from channels.webchat import WebchatChannel
 from config import Settings
 from hub.types import Identity, InboundMessage
-from inbox.agents import AgentError, add_to_inbox, create_agent
+from inbox.agents import AgentError, add_to_inbox, add_to_team, create_agent
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
-from inbox.models import Agent, Inbox
+from inbox.models import Agent, Inbox, Team, TeamInbox
 from inbox.threading import ingest
 
 # Demo credentials are printed on purpose: the demo is for trying Switchboard locally.
@@ -65,12 +65,20 @@ async def seed_demo(settings: Settings) -> str:
                               "greeting": "Hi! Questions about your garden order?"},
                 )
                 assert inbox.id is not None and website.id is not None
+                # One team on both inboxes: the demo lead (a member) leads it.
+                team = Team(name="Garden support")
+                session.add(team)
+                await session.flush()
+                assert team.id is not None
+                session.add_all([TeamInbox(team_id=team.id, inbox_id=i)
+                                 for i in (inbox.id, website.id)])
                 for email, name, role in DEMO_AGENTS:
                     agent = await create_agent(session, email=email, name=name,
                                                password=DEMO_PASSWORD, role=role)
                     assert agent.id is not None
                     for member_of in (inbox.id, website.id):
                         await add_to_inbox(session, agent_id=agent.id, inbox_id=member_of)
+                    await add_to_team(session, agent_id=agent.id, team_id=team.id)
             inbox_row = (await session.exec(select(Inbox).where(Inbox.name == "Demo API"))).one()
         inbox_id = inbox_row.id
         assert inbox_id is not None

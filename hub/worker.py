@@ -25,7 +25,14 @@ from tenacity import (
     wait_exponential,
 )
 
-from channels.base import ChannelAdapter, FetchesMedia, PermanentSendError, TransientSendError
+from channels.base import (
+    ChannelAdapter,
+    FetchesMedia,
+    PermanentSendError,
+    SendsFiles,
+    TransientSendError,
+)
+from hub.batching import Coalescer
 from hub.bus import INBOUND, OUTBOUND, Entry
 from hub.consumer import run_consumer
 from hub.metrics import ACCEPT_TO_STORE_SECONDS, BUS_ENTRIES, INGEST_SECONDS, SENDS
@@ -33,11 +40,18 @@ from hub.pollers import Pollers
 from hub.types import InboundMessage, OutboundMessage, StatusUpdate, UnsupportedSchema, decode
 from hub.types import utcnow as _utcnow
 from inbox.actions import wake_snoozed
-from inbox.attachments import attachment_store
+from inbox.assignment import drain_queue, release_offline_agents
+from inbox.attachments import attachment_loader, attachment_store
 from inbox.context import InboxContext
 from inbox.inboxes import inbox_settings
 from inbox.models import Message
-from inbox.threading import UnknownInbox, apply_status, ingest, set_send_result
+from inbox.threading import (
+    Ingested,
+    UnknownInbox,
+    apply_status,
+    ingest_many,
+    set_send_result,
+)
 
 log = logging.getLogger("switchboard.worker")
 
@@ -61,6 +75,10 @@ class Worker:
         self.channels = channels
         self.name = name
         self.send_wait = wait_exponential(multiplier=0.5, max=8)
+        self.load_file = attachment_loader(ctx.db)
+        # The inbound messages handled at once share one transaction (group commit).
+        self.ingester: Coalescer[tuple[InboundMessage, bool], Ingested] = Coalescer(
+            lambda items: ingest_many(ctx, items), max_batch=ctx.settings.worker_concurrency)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume both streams until `stop` is set."""
@@ -79,6 +97,7 @@ class Worker:
             Pollers(self.ctx, self.channels, owner=self.name,
                     rescan_s=s.poller_rescan_seconds).run(stop),
             self.wake_snoozed(stop),
+            self.keep_assigning(stop),
         )
 
     async def wake_snoozed(self, stop: asyncio.Event) -> None:
@@ -89,6 +108,20 @@ class Worker:
                 await wake_snoozed(self.ctx)
             except Exception:
                 log.exception("waking snoozed conversations failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    async def keep_assigning(self, stop: asyncio.Event) -> None:
+        """Until `stop`: release the conversations of agents who went offline (per inbox
+        setting) and assign what waits in the queue (a safety net: every change that frees
+        a place drains the queue at once)."""
+        every = self.ctx.settings.assignment_check_seconds
+        while not stop.is_set():
+            try:
+                await release_offline_agents(self.ctx)
+                await drain_queue(self.ctx)
+            except Exception:
+                log.exception("assignment upkeep failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
@@ -103,7 +136,7 @@ class Worker:
         try:
             if isinstance(item, InboundMessage):
                 item = await self._fetch_media(item)
-                result = await ingest(self.ctx, item, redelivered=entry.deliveries > 1)
+                result = await self.ingester.submit((item, entry.deliveries > 1))
                 INGEST_SECONDS.observe(time.perf_counter() - started)
                 if not result.duplicate:
                     delay = (_utcnow() - item.received_at).total_seconds()
@@ -159,7 +192,10 @@ class Worker:
                 reraise=False,
             ):
                 with attempt:
-                    receipt = await adapter.send(item, found[1])
+                    if isinstance(adapter, SendsFiles):  # it carries the files' bytes itself
+                        receipt = await adapter.send_files(item, found[1], self.load_file)
+                    else:
+                        receipt = await adapter.send(item, found[1])
             assert receipt is not None
         except PermanentSendError as exc:
             SENDS.labels(item.channel, "failed").inc()

@@ -7,8 +7,7 @@ the commit publishes its events (and, for a reply, the send request).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlmodel import col, select
@@ -16,25 +15,27 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.bus import OUTBOUND
 from hub.events import (
-    ConversationAssigned,
     ConversationRead,
     ConversationStatusChanged,
     ConversationTyping,
-    ConversationView,
     MessageCreated,
     MessageView,
     View,
 )
-from hub.types import Identity, OutboundMessage, encode, utcnow
+from hub.types import AttachmentRef, Identity, OutboundMessage, encode, utcnow
+from inbox.activity import agent_name as _agent_name
+from inbox.activity import change_with_activity as _change_with_activity
 from inbox.agents import Principal
+from inbox.assignment import drain_queue
+from inbox.attachments import inbox_attachments
 from inbox.context import InboxContext
+from inbox.mentions import MAX_MENTIONS, notify_mentioned, unmentionable
 from inbox.models import (
     CONVERSATION_STATUSES,
     Agent,
     ContactIdentity,
     Conversation,
     Inbox,
-    InboxMember,
     Message,
 )
 from inbox.queries import reply_window_closes_at, visible_conversation
@@ -42,6 +43,9 @@ from inbox.threading import PREVIEW_CHARS
 from inbox.views import load_conversation_view, message_view
 
 MAX_TEXT = 20_000
+MAX_ATTACHMENTS = 10
+# A reply by someone else this recent, and not yet seen by the sender, is a collision.
+COLLISION_SECONDS = 600
 
 
 class NotFound(LookupError):
@@ -50,6 +54,14 @@ class NotFound(LookupError):
 
 class Refused(ValueError):
     """An action the rules do not allow, with a message for the agent."""
+
+
+class Forbidden(PermissionError):
+    """The agent may see this but their role does not let them do it."""
+
+
+class Collision(Exception):
+    """Someone else replied after the last message the agent saw (send again with force)."""
 
 
 class WindowClosed(Refused):
@@ -74,45 +86,11 @@ async def _conversation(
     return conversation
 
 
-async def _activity(
-    session: AsyncSession, conversation: Conversation, text: str, agent_id: int | None
-) -> Message:
-    line = Message(
-        conversation_id=conversation.id or 0,
-        inbox_id=conversation.inbox_id,
-        direction="out",
-        kind="activity",
-        text=text,
-        agent_id=agent_id,
-    )
-    session.add(line)
-    await session.flush()
-    return line
-
-
-async def _change_with_activity(
-    session: AsyncSession,
-    conversation: Conversation,
-    text: str,
-    agent_id: int | None,
-    change: Callable[[ConversationView, datetime], View],
-) -> tuple[ConversationView, list[View]]:
-    """An activity line for a change, and the change's event followed by the line's."""
-    line = await _activity(session, conversation, text, agent_id)
-    view = await load_conversation_view(session, conversation)
-    now = utcnow()
-    return view, [
-        change(view, now),
-        MessageCreated(inbox_id=conversation.inbox_id, at=now, message=message_view(line),
-                       conversation=view),
-    ]
-
-
-async def _agent_name(session: AsyncSession, agent_id: int | None) -> str:
-    if agent_id is None:
-        return "nobody"
-    agent = await session.get(Agent, agent_id)
-    return agent.name if agent else f"agent {agent_id}"
+async def conversation_to_change(
+    session: AsyncSession, principal: Principal, conversation_id: int
+) -> Conversation:
+    """A conversation an action is about to change: visible (else NotFound) and locked."""
+    return await _conversation(session, principal, conversation_id)
 
 
 async def reply(
@@ -126,24 +104,42 @@ async def reply(
     template: str | None = None,
     template_variables: dict[str, str] | None = None,
     reply_window_hours: int | None = None,
+    attachment_ids: list[str] | None = None,
+    mention_ids: list[int] | None = None,
+    after_message_id: int | None = None,
+    force: bool = False,
 ) -> MessageView:
     """Send a reply on the customer's channel (queued) or leave an internal note.
 
     On a channel with a reply window (`reply_window_hours`, from its capabilities) free
     text goes out only while the window is open; a template (with its variables) always may.
+    `attachment_ids` are files uploaded to the conversation's inbox; with them, the text
+    may be empty. A note may mention agents of the inbox (`mention_ids`): each is notified.
+    A reply with `after_message_id` (the newest message the agent saw) raises Collision
+    when another agent replied after it in the last minutes, unless `force`.
     """
     text = text.strip()
     variables = dict(template_variables or {})
+    file_ids = list(dict.fromkeys(attachment_ids or ()))
+    if len(file_ids) > MAX_ATTACHMENTS:
+        raise Refused(f"a message may carry at most {MAX_ATTACHMENTS} attachments")
     if template is not None:
         if kind != "message":
             raise Refused("only a message to the customer can be a template")
+        if file_ids:
+            raise Refused("a template message carries no attachments")
         text = text or _template_text(template, variables)
     elif variables:
         raise Refused("template_variables go only with a template")
-    if not text:
-        raise Refused("a message needs some text")
+    if not text and not file_ids:
+        raise Refused("a message needs some text or an attachment")
     if len(text) > MAX_TEXT:
         raise Refused(f"a message may have at most {MAX_TEXT} characters")
+    mentioned = list(dict.fromkeys(mention_ids or ()))
+    if mentioned and kind != "note":
+        raise Refused("only an internal note can mention agents")
+    if len(mentioned) > MAX_MENTIONS:
+        raise Refused(f"a note may mention at most {MAX_MENTIONS} agents")
     key = idempotency_key or secrets.token_urlsafe(16)
     outbound: OutboundMessage | None = None
     async with ctx.db.write() as session:
@@ -156,6 +152,12 @@ async def reply(
                 raise Refused("this idempotency key was used for another conversation")
             return message_view(existing)  # a retried request: nothing new happens
         now = utcnow()
+        if kind == "message" and after_message_id is not None and not force:
+            await _check_collision(session, conversation_id=conversation_id,
+                                   agent_id=principal.agent_id, after=after_message_id, now=now)
+        cannot = await unmentionable(session, inbox_id=conversation.inbox_id, agent_ids=mentioned)
+        if cannot:
+            raise Refused(f"mention_ids: agent {cannot[0]} cannot see this conversation's inbox")
         if kind == "message" and template is None and reply_window_hours is not None:
             closes_at = await reply_window_closes_at(
                 session, conversation_id=conversation_id, opened_at=conversation.created_at,
@@ -163,6 +165,11 @@ async def reply(
             )
             if closes_at <= now:
                 raise WindowClosed(reply_window_hours, closes_at)
+        files, unknown = await inbox_attachments(
+            session, inbox_id=conversation.inbox_id, ids=file_ids)
+        if unknown:
+            raise Refused(f"attachment_ids: {unknown[0]} is not a file of this "
+                          "conversation's inbox (upload it first)")
         message = Message(
             conversation_id=conversation_id,
             inbox_id=conversation.inbox_id,
@@ -172,14 +179,17 @@ async def reply(
             agent_id=principal.agent_id,
             idempotency_key=key,
             status="queued" if kind == "message" else None,
-            meta={"template": template, "template_variables": variables} if template else {},
+            meta=({"template": template, "template_variables": variables} if template
+                  else {"mention_ids": mentioned} if mentioned else {}),
+            attachments=[ref.model_dump(mode="json") for ref in files],
             accepted_at=now,
             created_at=now,
         )
         session.add(message)
         if kind == "message":
-            outbound = await _send_request(session, conversation, message, key)
-            conversation.last_message_preview = text[:PREVIEW_CHARS]
+            outbound = await _send_request(session, conversation, message, key, files)
+            conversation.last_message_preview = (
+                text or "📎 " + ", ".join(f.filename for f in files))[:PREVIEW_CHARS]
             conversation.unread_count = 0
         conversation.last_activity_at = now
         session.add(conversation)
@@ -191,14 +201,48 @@ async def reply(
             message=view,
             conversation=await load_conversation_view(session, conversation),
         )
-    await ctx.publish([event])
+        notifications = await notify_mentioned(
+            session, conversation=conversation, note=message, agent_ids=mentioned,
+            by_agent_id=principal.agent_id,
+        )
+    await ctx.publish([event, *notifications])
     if outbound is not None:
         await ctx.bus.add(OUTBOUND, encode(outbound))
     return view
 
 
+async def _check_collision(
+    session: AsyncSession, *, conversation_id: int, agent_id: int, after: int, now: datetime
+) -> None:
+    """Raise Collision if another agent replied here after message `after`, recently."""
+    found = (
+        await session.exec(
+            select(Agent.name, Message.created_at)
+            .join(Agent, col(Agent.id) == col(Message.agent_id))
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.kind == "message",
+                Message.direction == "out",
+                col(Message.id) > after,
+                col(Message.agent_id) != agent_id,
+                col(Message.created_at) >= now - timedelta(seconds=COLLISION_SECONDS),
+            )
+            .order_by(col(Message.id).desc())
+            .limit(1)
+        )
+    ).first()
+    if found is not None:
+        name, at = found
+        seconds = max(0, int((now - at).total_seconds()))
+        raise Collision(f"{name} replied {seconds} second{'' if seconds == 1 else 's'} ago")
+
+
 async def _send_request(
-    session: AsyncSession, conversation: Conversation, message: Message, key: str
+    session: AsyncSession,
+    conversation: Conversation,
+    message: Message,
+    key: str,
+    files: list[AttachmentRef],
 ) -> OutboundMessage:
     inbox = await session.get_one(Inbox, conversation.inbox_id)
     identity = (
@@ -234,6 +278,7 @@ async def _send_request(
             display_name=identity.display_name,
         ),
         text=message.text,
+        attachments=tuple(files),
         in_reply_to=last_inbound,
         idempotency_key=key,
         template=message.meta.get("template"),
@@ -247,43 +292,6 @@ def _template_text(template: str, variables: dict[str, str]) -> str:
     """What the thread shows for a template message: its id and the values filled in."""
     filled = ", ".join(f"{{{{{name}}}}}={value}" for name, value in sorted(variables.items()))
     return f"[template {template}]" + (f" {filled}" if filled else "")
-
-
-async def assign(
-    ctx: InboxContext,
-    principal: Principal,
-    *,
-    conversation_id: int,
-    assignee_id: int | None,
-) -> View:
-    """Give a conversation to an agent of its inbox, or unassign it."""
-    async with ctx.db.write() as session:
-        conversation = await _conversation(session, principal, conversation_id)
-        if assignee_id is not None:
-            agent = await session.get(Agent, assignee_id)
-            member = await session.get(InboxMember, (conversation.inbox_id, assignee_id))
-            if agent is None or not agent.is_active or (member is None and agent.role != "admin"):
-                raise Refused("the assignee must be an active agent of this conversation's inbox")
-        previous = conversation.assignee_id
-        if previous == assignee_id:
-            return await load_conversation_view(session, conversation)
-        conversation.assignee_id = assignee_id
-        session.add(conversation)
-        by = await _agent_name(session, principal.agent_id)
-        text = (
-            f"{by} assigned this conversation to {await _agent_name(session, assignee_id)}"
-            if assignee_id is not None
-            else f"{by} unassigned this conversation"
-        )
-        view, events = await _change_with_activity(
-            session, conversation, text, principal.agent_id,
-            lambda view, at: ConversationAssigned(
-                inbox_id=view.inbox_id, at=at, conversation=view,
-                previous_assignee_id=previous, by_agent_id=principal.agent_id,
-            ),
-        )
-    await ctx.publish(events)
-    return view
 
 
 async def set_status(
@@ -311,6 +319,11 @@ async def set_status(
         conversation.status = status
         conversation.snoozed_until = snoozed_until
         conversation.resolved_at = now if status == "resolved" else None
+        if status != "open":
+            conversation.waiting_since = None  # only open conversations wait in the queue
+        # Capacity counts open conversations: leaving "open" frees a place for the queue.
+        frees_place = (previous == "open" and status != "open"
+                       and conversation.assignee_id is not None)
         session.add(conversation)
         by = await _agent_name(session, principal.agent_id)
         words = {"open": "reopened", "resolved": "resolved", "pending": "set pending"}
@@ -327,6 +340,8 @@ async def set_status(
             ),
         )
     await ctx.publish(events)
+    if frees_place:
+        await drain_queue(ctx)
     return view
 
 

@@ -19,7 +19,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import utcnow
-from inbox.models import ROLES, Agent, AgentSession, Inbox, InboxMember, TeamMember
+from inbox.models import (
+    ROLES,
+    Agent,
+    AgentSession,
+    Inbox,
+    InboxMember,
+    TeamInbox,
+    TeamMember,
+)
 
 _hasher = PasswordHasher()
 # Verifying against this keeps the time of a login with an unknown email like a real one.
@@ -39,11 +47,17 @@ class Principal:
     role: str
     inbox_ids: frozenset[int]
     csrf_token: str
+    team_ids: frozenset[int] = frozenset()
 
     @property
     def is_admin(self) -> bool:
         """Admins see and change everything."""
         return self.role == "admin"
+
+    @property
+    def is_lead(self) -> bool:
+        """Team leads (and admins) reassign, set rules and capacities, read reports."""
+        return self.role in ("admin", "lead")
 
 
 def hash_password(password: str) -> str:
@@ -113,6 +127,14 @@ async def end_session(session: AsyncSession, token: str) -> None:
     )
 
 
+def verify_password(agent: Agent, password: str, *, wrong: str = "the password is wrong") -> None:
+    """Check an agent's password; AgentError(`wrong`) when it does not match."""
+    try:
+        _hasher.verify(agent.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        raise AgentError(wrong) from None
+
+
 async def change_password(
     session: AsyncSession, *, agent_id: int, current: str, new: str, keep_token_hash: str | None
 ) -> None:
@@ -120,10 +142,7 @@ async def change_password(
     agent = await session.get(Agent, agent_id)
     if agent is None or not agent.is_active:
         raise AgentError("no such agent")
-    try:
-        _hasher.verify(agent.password_hash, current)
-    except (VerificationError, InvalidHashError):
-        raise AgentError("the current password is wrong") from None
+    verify_password(agent, current, wrong="the current password is wrong")
     agent.password_hash = hash_password(new)
     agent.password_changed_at = utcnow()
     session.add(agent)
@@ -154,16 +173,24 @@ async def principal_for(session: AsyncSession, token: str) -> Principal | None:
         role=agent.role,
         inbox_ids=await visible_inbox_ids(session, agent),
         csrf_token=stored.csrf_token,
+        team_ids=frozenset(
+            await session.exec(select(TeamMember.team_id).where(TeamMember.agent_id == agent.id))
+        ),
     )
 
 
 async def visible_inbox_ids(session: AsyncSession, agent: Agent) -> frozenset[int]:
-    """The inboxes whose conversations the agent may see."""
+    """The inboxes whose conversations the agent may see: their own and their teams'."""
     if agent.role == "admin":
         ids = await session.exec(select(Inbox.id))
         return frozenset(i for i in ids if i is not None)
-    ids = await session.exec(select(InboxMember.inbox_id).where(InboxMember.agent_id == agent.id))
-    return frozenset(ids)
+    own = await session.exec(select(InboxMember.inbox_id).where(InboxMember.agent_id == agent.id))
+    teams = await session.exec(
+        select(TeamInbox.inbox_id)
+        .join(TeamMember, col(TeamMember.team_id) == col(TeamInbox.team_id))
+        .where(TeamMember.agent_id == agent.id)
+    )
+    return frozenset(own) | frozenset(teams)
 
 
 async def touch_presence(session: AsyncSession, agent_ids: list[int]) -> None:

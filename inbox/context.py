@@ -44,6 +44,10 @@ class InboxCache:
         self._rows[inbox_id] = (now, info)
         return info
 
+    def forget(self, inbox_id: int) -> None:
+        """Drop a changed inbox (this process reads it again; others within the seconds)."""
+        self._rows.pop(inbox_id, None)
+
 
 @dataclass(frozen=True)
 class InboxContext:

@@ -36,6 +36,9 @@ TZ = UTCDateTime()
 CONVERSATION_STATUSES = ("open", "pending", "snoozed", "resolved")
 ROLES = ("admin", "lead", "agent")
 AVAILABILITY = ("online", "away")
+PRIORITIES = ("none", "low", "medium", "high", "urgent")
+ASSIGNMENT_POLICIES = ("round_robin", "least_loaded")
+NOTIFICATION_KINDS = ("mention", "assigned")
 
 
 def _ts(**kwargs: Any) -> Any:
@@ -52,6 +55,11 @@ class Inbox(SQLModel, table=True):
     channel: str = Field(max_length=40, index=True)
     settings: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     auto_assign: bool = True
+    # How auto-assignment picks among the inbox's online members: see ASSIGNMENT_POLICIES.
+    assignment_policy: str = Field(default="round_robin", max_length=20)
+    # When an assignee goes offline or is deactivated: their open conversations go back to
+    # the queue (True) or stay theirs (False).
+    requeue_on_offline: bool = False
     created_at: datetime = _ts(default_factory=utcnow)
 
 
@@ -67,7 +75,17 @@ class Agent(SQLModel, table=True):
     role: str = Field(default="agent", max_length=20)
     is_active: bool = True
     availability: str = Field(default="online", max_length=20)
+    # Most open conversations auto-assignment gives this agent; None: no limit.
+    capacity: int | None = Field(default=None, nullable=True)
+    # TOTP two-factor authentication: the base32 secret, enabled once confirmed with a code.
+    totp_secret: str | None = Field(default=None, max_length=64, nullable=True)
+    totp_enabled: bool = False
+    # The time step of the last code accepted: a code is refused if replayed in its window.
+    totp_last_counter: int | None = Field(default=None, nullable=True)
     last_seen_at: datetime | None = _ts(default=None, nullable=True)
+    # When a worker saw last_seen_at go stale and released the agent's conversations (per
+    # inbox setting): a later last_seen_at means they came back, so the next drop counts.
+    offline_noticed_at: datetime | None = _ts(default=None, nullable=True)
     password_changed_at: datetime = _ts(default_factory=utcnow)
     created_at: datetime = _ts(default_factory=utcnow)
 
@@ -79,6 +97,18 @@ class Team(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=200, sa_column_kwargs={"unique": True})
+    assignment_policy: str = Field(default="round_robin", max_length=20)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class TeamInbox(SQLModel, table=True):
+    """An inbox a team works on: its leads see and steer it, its conversations can go to it."""
+
+    __tablename__ = "team_inboxes"
+
+    team_id: int = Field(foreign_key="teams.id", primary_key=True, ondelete="CASCADE")
+    inbox_id: int = Field(foreign_key="inboxes.id", primary_key=True, ondelete="CASCADE",
+                          index=True)
 
 
 class InboxMember(SQLModel, table=True):
@@ -99,6 +129,8 @@ class TeamMember(SQLModel, table=True):
 
     team_id: int = Field(foreign_key="teams.id", primary_key=True, ondelete="CASCADE")
     agent_id: int = Field(foreign_key="agents.id", primary_key=True, ondelete="CASCADE", index=True)
+    # Round robin within the team picks the member assigned longest ago.
+    last_assigned_at: datetime | None = _ts(default=None, nullable=True)
 
 
 class AgentSession(SQLModel, table=True):
@@ -124,6 +156,10 @@ class Contact(SQLModel, table=True):
     phone: str | None = Field(default=None, max_length=32)
     attributes: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    # Set when this contact was merged into another: old links follow it there.
+    merged_into_id: int | None = Field(
+        default=None, foreign_key="contacts.id", nullable=True, ondelete="SET NULL"
     )
     created_at: datetime = _ts(default_factory=utcnow)
 
@@ -151,6 +187,12 @@ class Conversation(SQLModel, table=True):
         sa.Index("ix_conversations_status_activity", "status", "last_activity_at", "id"),
         sa.Index("ix_conversations_assignee_activity", "assignee_id", "last_activity_at", "id"),
         sa.Index("ix_conversations_contact", "contact_id", "inbox_id", "status"),
+        sa.Index("ix_conversations_queue", "waiting_since", "id"),
+        # An agent's load (open conversations), counted on every auto-assignment; and the
+        # list of "my open conversations", newest first, read straight off it.
+        sa.Index("ix_conversations_assignee_status", "assignee_id", "status",
+                 "last_activity_at", "id"),
+        sa.Index("ix_conversations_team_activity", "team_id", "last_activity_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -168,6 +210,9 @@ class Conversation(SQLModel, table=True):
         default=None, foreign_key="contact_identities.id", nullable=True, ondelete="SET NULL"
     )
     subject: str | None = Field(default=None, max_length=998)
+    priority: str = Field(default="none", max_length=10)
+    # Set while the conversation waits in the queue for an agent with capacity (oldest first).
+    waiting_since: datetime | None = _ts(default=None, nullable=True)
     last_message_preview: str | None = Field(default=None, max_length=300)
     unread_count: int = 0
     snoozed_until: datetime | None = _ts(default=None, nullable=True)
@@ -261,4 +306,143 @@ class QuarantinedMessage(SQLModel, table=True):
     inbox_id: int = Field(foreign_key="inboxes.id", index=True, ondelete="CASCADE")
     reason: str = Field(max_length=1000)
     raw: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Label(SQLModel, table=True):
+    """A tag agents put on conversations (e.g. "billing", "vip")."""
+
+    __tablename__ = "labels"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=60, sa_column_kwargs={"unique": True})
+    color: str = Field(default="#6b7280", max_length=7)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ConversationLabel(SQLModel, table=True):
+    """A label on a conversation."""
+
+    __tablename__ = "conversation_labels"
+
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True,
+                                 ondelete="CASCADE")
+    label_id: int = Field(foreign_key="labels.id", primary_key=True, ondelete="CASCADE",
+                          index=True)
+
+
+class CannedResponse(SQLModel, table=True):
+    """A saved reply, inserted with /shortcut; may use variables like {{contact.name}}."""
+
+    __tablename__ = "canned_responses"
+
+    id: int | None = Field(default=None, primary_key=True)
+    shortcut: str = Field(max_length=60, sa_column_kwargs={"unique": True})
+    title: str = Field(default="", max_length=200)
+    text: str = Field(sa_type=sa.Text)
+    created_by: int | None = Field(
+        default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
+    )
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class Invitation(SQLModel, table=True):
+    """A single-use, expiring link that lets someone become an agent."""
+
+    __tablename__ = "invitations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(max_length=64, sa_column_kwargs={"unique": True})
+    email: str = Field(max_length=320)
+    name: str = Field(default="", max_length=200)
+    role: str = Field(default="agent", max_length=20)
+    inbox_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    team_ids: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    invited_by: int | None = Field(
+        default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
+    )
+    expires_at: datetime = _ts()
+    accepted_at: datetime | None = _ts(default=None, nullable=True)
+    revoked_at: datetime | None = _ts(default=None, nullable=True)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """Something an agent should see: a mention of them, a conversation assigned to them."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (sa.Index("ix_notifications_agent", "agent_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    agent_id: int = Field(foreign_key="agents.id", ondelete="CASCADE")
+    kind: str = Field(max_length=20)
+    conversation_id: int = Field(foreign_key="conversations.id", ondelete="CASCADE",
+                                 index=True)
+    message_id: int | None = Field(
+        default=None, foreign_key="messages.id", nullable=True, ondelete="CASCADE"
+    )
+    by_agent_id: int | None = Field(
+        default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
+    )
+    # What it is about, in short (the note's text, "Alice assigned you ..."), as it was then.
+    text: str = Field(default="", max_length=200)
+    read_at: datetime | None = _ts(default=None, nullable=True)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ConversationViewer(SQLModel, table=True):
+    """An agent with the conversation open right now (refreshed while they look at it)."""
+
+    __tablename__ = "conversation_viewers"
+
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True,
+                                 ondelete="CASCADE")
+    agent_id: int = Field(foreign_key="agents.id", primary_key=True, ondelete="CASCADE")
+    seen_at: datetime = _ts(default_factory=utcnow)
+
+
+class AssignmentRule(SQLModel, table=True):
+    """Route a new conversation to a team when its conditions all hold (first rule wins)."""
+
+    __tablename__ = "assignment_rules"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    position: int = 0
+    # None: every inbox.
+    inbox_id: int | None = Field(
+        default=None, foreign_key="inboxes.id", nullable=True, ondelete="CASCADE"
+    )
+    # [{"field": "channel|inbox|keywords|language|contact.<attribute>", "op": ..., "value": ...}]
+    conditions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    team_id: int = Field(foreign_key="teams.id", ondelete="CASCADE")
+    is_active: bool = True
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class LoginAttempt(SQLModel, table=True):
+    """A failed login, counted per email and per client address to slow down guessing."""
+
+    __tablename__ = "login_attempts"
+    __table_args__ = (sa.Index("ix_login_attempts_key_at", "key", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=400)
+    at: datetime = _ts(default_factory=utcnow)
+
+
+class ContactNote(SQLModel, table=True):
+    """An agent's note about a contact (not tied to one conversation)."""
+
+    __tablename__ = "contact_notes"
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contacts.id", index=True, ondelete="CASCADE")
+    agent_id: int | None = Field(
+        default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
+    )
+    text: str = Field(sa_type=sa.Text)
     created_at: datetime = _ts(default_factory=utcnow)

@@ -6,15 +6,25 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import and_, or_, tuple_
+from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, true, tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ContactView, ConversationView, MessageView
 from inbox.agents import Principal
-from inbox.models import CONVERSATION_STATUSES, Contact, Conversation, Inbox, Message
-from inbox.views import contact_view, conversation_view, message_view
+from inbox.models import (
+    CONVERSATION_STATUSES,
+    PRIORITIES,
+    Contact,
+    Conversation,
+    ConversationLabel,
+    Inbox,
+    Label,
+    Message,
+)
+from inbox.views import contact_view, conversation_view, label_names, message_view
 
 MAX_PAGE = 100
 
@@ -31,9 +41,15 @@ class ConversationFilter:
     statuses: tuple[str, ...] = ()
     assignee: str | None = None  # "me", "none", or an agent id
     contact_id: int | None = None
+    label: str | None = None  # a label's name
+    team_id: int | None = None
+    priority: str | None = None
+    waiting: bool | None = None  # True: only the queue; False: none of it
 
     def __post_init__(self) -> None:
         bad = [s for s in self.statuses if s not in CONVERSATION_STATUSES]
+        if self.priority is not None and self.priority not in PRIORITIES:
+            raise InvalidQuery(f"unknown priority {self.priority!r}; use {', '.join(PRIORITIES)}")
         if bad:
             raise InvalidQuery(f"unknown status {bad[0]!r}; use {', '.join(CONVERSATION_STATUSES)}")
         if self.assignee not in (None, "me", "none") and not str(self.assignee).isdigit():
@@ -94,21 +110,75 @@ async def list_conversations(
         query = query.where(Conversation.assignee_id == int(filters.assignee))
     if filters.contact_id is not None:
         query = query.where(Conversation.contact_id == filters.contact_id)
+    if filters.label is not None:
+        query = query.where(col(Conversation.id).in_(
+            select(ConversationLabel.conversation_id)
+            .join(Label, col(Label.id) == col(ConversationLabel.label_id))
+            .where(func.lower(Label.name) == filters.label.strip().lower())
+        ))
+    if filters.team_id is not None:
+        query = query.where(Conversation.team_id == filters.team_id)
+    if filters.priority is not None:
+        query = query.where(Conversation.priority == filters.priority)
+    if filters.waiting is not None:
+        waits = col(Conversation.waiting_since)
+        query = query.where(waits.is_not(None) if filters.waiting else waits.is_(None))
     if cursor:
         at, row_id = decode_cursor(cursor)
         query = query.where(
             tuple_(col(Conversation.last_activity_at), col(Conversation.id)) < tuple_(at, row_id)
         )
+    postgresql = session.bind is not None and session.bind.dialect.name == "postgresql"
+    if postgresql and _merge_inboxes(principal, filters, inbox_ids):
+        query = _newest_of_each_inbox(query, inbox_ids, limit + 1)
     query = query.order_by(
         col(Conversation.last_activity_at).desc(), col(Conversation.id).desc()
     ).limit(limit + 1)
     rows = list(await session.exec(query))
-    views = [conversation_view(c, channel=ch, contact_name=n) for c, ch, n in rows[:limit]]
+    labels = await label_names(session, [c.id for c, _, _ in rows[:limit] if c.id is not None])
+    views = [conversation_view(c, channel=ch, contact_name=n, labels=labels.get(c.id or 0, ()))
+             for c, ch, n in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
         last = views[-1]
         next_cursor = encode_cursor(last.last_activity_at, last.id)
     return views, next_cursor
+
+
+def _merge_inboxes(
+    principal: Principal, filters: ConversationFilter, inbox_ids: frozenset[int]
+) -> bool:
+    """Whether only one ordered scan per inbox gives the page in time order.
+
+    One status, an assignee, a team or a contact each have an index in time order across
+    inboxes (PostgreSQL walks it and skips the other inboxes); so does every inbox at once.
+    """
+    every_inbox = principal.is_admin and filters.inbox_id is None
+    ordered_elsewhere = (len(filters.statuses) == 1 or filters.assignee is not None
+                         or filters.team_id is not None or filters.contact_id is not None)
+    return len(inbox_ids) > 1 and not every_inbox and not ordered_elsewhere
+
+
+def _newest_of_each_inbox(query: Any, inbox_ids: frozenset[int], count: int) -> Any:
+    """PostgreSQL: the same page, taken from the newest `count` matches of each inbox.
+
+    One ordered scan of ix_conversations_inbox_activity per inbox (a LATERAL join), merged:
+    a page costs the same at any depth and with any status, where a plain IN over several
+    inboxes makes PostgreSQL read every conversation of those inboxes and sort them.
+    """
+    inbox = func.unnest(bindparam("each_inbox_id", sorted(inbox_ids), type_=ARRAY(Integer))
+                        ).table_valued("id").render_derived(name="each_inbox")
+    newest = (
+        select(col(Conversation.id))
+        .where(col(Conversation.inbox_id) == inbox.c.id, query.whereclause)
+        .order_by(col(Conversation.last_activity_at).desc(), col(Conversation.id).desc())
+        .limit(count)
+        .correlate(inbox)
+        .lateral("newest")
+    )
+    return query.where(col(Conversation.id).in_(
+        select(newest.c.id).select_from(inbox).join(newest, true())
+    ))
 
 
 async def visible_conversation(
@@ -130,7 +200,9 @@ async def get_conversation(
         return None
     inbox = await session.get_one(Inbox, conversation.inbox_id)
     contact = await session.get_one(Contact, conversation.contact_id)
-    return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+    labels = await label_names(session, [conversation_id])
+    return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name,
+                             labels=labels.get(conversation_id, ()))
 
 
 async def reply_window_closes_at(
@@ -190,19 +262,23 @@ async def get_contact(
 ) -> ContactView | None:
     """A contact, if they have a conversation in an inbox the principal may see."""
     contact = await session.get(Contact, contact_id)
-    if contact is None:
+    if contact is None or not await contact_is_visible(session, principal, contact_id):
         return None
-    if not principal.is_admin:
-        shared = (
-            await session.exec(
-                select(Conversation.id)
-                .where(
-                    Conversation.contact_id == contact_id,
-                    col(Conversation.inbox_id).in_(sorted(principal.inbox_ids)),
-                )
-                .limit(1)
-            )
-        ).first()
-        if shared is None:
-            return None
     return await contact_view(session, contact)
+
+
+async def contact_is_visible(session: AsyncSession, principal: Principal, contact_id: int) -> bool:
+    """Whether the contact has a conversation in an inbox the principal may see (admins: all)."""
+    if principal.is_admin:
+        return True
+    shared = (
+        await session.exec(
+            select(Conversation.id)
+            .where(
+                Conversation.contact_id == contact_id,
+                col(Conversation.inbox_id).in_(sorted(principal.inbox_ids)),
+            )
+            .limit(1)
+        )
+    ).first()
+    return shared is not None

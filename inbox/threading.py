@@ -1,16 +1,18 @@
 """Threading: an accepted inbound message becomes a stored message of the right conversation.
 
-One transaction per message: deduplicate on (inbox, external id) with one atomic insert,
-resolve the contact from the sender identity, find or open the conversation, assign it.
-Events are returned to the caller, which publishes them after the commit.
+One transaction per message (or per batch, each message in its own savepoint): deduplicate
+on (inbox, external id) with one atomic insert, resolve the contact from the sender identity,
+find or open the conversation, assign it. Events are published after the commit.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import text, update
+from sqlalchemy import literal, text, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,7 +27,7 @@ from hub.events import (
     View,
 )
 from hub.types import Identity, InboundMessage, StatusUpdate, utcnow
-from inbox.assignment import pick_round_robin
+from inbox.assignment import auto_assign
 from inbox.context import InboxContext
 from inbox.models import (
     Contact,
@@ -35,9 +37,13 @@ from inbox.models import (
     Message,
     ThreadKey,
 )
-from inbox.views import contact_view, conversation_view, message_view
+from inbox.views import contact_view, conversation_labels, conversation_view, message_view
+
+log = logging.getLogger("switchboard.threading")
 
 PREVIEW_CHARS = 280
+# Set on a batch's session once the thread keys of all its messages are locked.
+_KEYS_LOCKED = "switchboard.thread_keys_locked"
 # A thread hint naming a conversation directly; channels send it only once they verified
 # it (e.g. a signed reply address).
 DIRECT_HINT = "conversation:"
@@ -82,9 +88,14 @@ async def _resolve_contact(
         # (locked in the same round trip that finds the contact).
         query = query.with_for_update(of=Contact)
     existing = (await session.exec(query)).first()
+    if existing is not None and existing[0].merged_into_id is not None:
+        # Merged while we waited for its lock: the identity belongs to the survivor now.
+        existing = (await session.exec(query.execution_options(populate_existing=True))).first()
     if existing is not None and existing[1] is not None:
         return existing[0], existing[1], False
-    savepoint = await session.begin_nested()
+    # On SQLite this transaction is the only writer: no one can add the identity meanwhile,
+    # so the savepoint (two more statements per new contact) is for PostgreSQL only.
+    savepoint = await session.begin_nested() if _is_postgresql(session) else None
     contact = Contact(
         name=identity.display_name,
         email=identity.value if identity.kind == "email" else None,
@@ -107,10 +118,14 @@ async def _resolve_contact(
     )
     identity_id = inserted.scalar_one_or_none()
     if identity_id is not None:
-        await savepoint.commit()
+        if savepoint is not None:
+            await savepoint.commit()
         return contact, identity_id, True
     # Someone else created this identity meanwhile (their insert blocked ours until commit).
-    await savepoint.rollback()
+    if savepoint is not None:
+        await savepoint.rollback()
+    else:
+        await session.delete(contact)
     winner, winner_identity = (await session.exec(query)).one()
     assert winner_identity is not None
     return winner, winner_identity, False
@@ -120,16 +135,20 @@ def _is_postgresql(session: AsyncSession) -> bool:
     return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
-async def _lock_thread_keys(session: AsyncSession, message: InboundMessage) -> None:
+async def _lock_thread_keys(session: AsyncSession, *messages: InboundMessage) -> None:
     # Serialise messages that share a thread key (a reply and the parent it names, handled
     # at once by two workers), so the second sees the first's conversation and keys instead
-    # of opening its own. Sorted, and taken before any other lock: no deadlock.
+    # of opening its own. Sorted, and taken before any other lock: no deadlock. A batch
+    # takes the keys of all its messages at once, first.
     if session.bind is None or session.bind.dialect.name != "postgresql":
         return  # SQLite runs one write transaction at a time already
-    keys = {message.external_id, *message.references}
-    if message.in_reply_to:
-        keys.add(message.in_reply_to)
-    names = sorted(f"thread:{message.inbox_id}:{key}" for key in keys)
+    if session.info.get(_KEYS_LOCKED):
+        return
+    names = sorted({
+        f"thread:{message.inbox_id}:{key}"
+        for message in messages
+        for key in (message.external_id, *message.references, message.in_reply_to) if key
+    })
     # One round trip; the locks are taken in the array's (sorted) order.
     connection = await session.connection()
     await connection.execute(
@@ -153,21 +172,24 @@ async def _thread_conversation(
         k for k in (message.in_reply_to, *reversed(message.references), message.bounce_of) if k
     ))
     if keys:
+        # Stored messages and thread keys in one round trip; a stored message wins its key.
+        known = union_all(
+            select(col(Message.external_id).label("key"),
+                   col(Message.conversation_id).label("conversation_id"),
+                   literal(0).label("rank"))
+            .where(Message.inbox_id == message.inbox_id, col(Message.external_id).in_(keys)),
+            select(col(ThreadKey.key).label("key"),
+                   col(ThreadKey.conversation_id).label("conversation_id"),
+                   literal(1).label("rank"))
+            .where(ThreadKey.inbox_id == message.inbox_id, col(ThreadKey.key).in_(keys)),
+        ).subquery()
         found: dict[str, Conversation] = {}
-        by_message = await session.exec(
-            select(Message.external_id, Conversation)
-            .join(Conversation, col(Message.conversation_id) == col(Conversation.id))
-            .where(Message.inbox_id == message.inbox_id, col(Message.external_id).in_(keys))
-        )
-        for external_id, conversation in by_message:
-            found.setdefault(str(external_id), conversation)
-        by_key = await session.exec(
-            select(ThreadKey.key, Conversation)
-            .join(Conversation, col(ThreadKey.conversation_id) == col(Conversation.id))
-            .where(ThreadKey.inbox_id == message.inbox_id, col(ThreadKey.key).in_(keys))
-        )
-        for key, conversation in by_key:
-            found.setdefault(key, conversation)
+        for key, conversation in await session.exec(
+            select(known.c.key, Conversation)
+            .join(Conversation, col(Conversation.id) == known.c.conversation_id)
+            .order_by(known.c.rank)
+        ):
+            found.setdefault(str(key), conversation)
         for key in keys:
             if key in found:
                 return found[key]
@@ -208,13 +230,57 @@ async def ingest(ctx: InboxContext, message: InboundMessage, *, redelivered: boo
         async with ctx.db.write() as session:
             result = await _ingest(ctx, session, message)
     except _Duplicate as dup:
-        result = Ingested(dup.message_id, dup.conversation_id, duplicate=True)
-        if redelivered and dup.message_id is not None:
-            # This bus entry was handled before a crash that may have come before its
-            # events went out: publish the message again (consumers dedupe on its id).
-            result.events = await _replay_events(ctx, dup.message_id)
+        result = await _duplicate(ctx, dup, redelivered=redelivered)
     if result.events:
         await ctx.publish(result.events)
+    return result
+
+
+async def ingest_many(
+    ctx: InboxContext, items: Sequence[tuple[InboundMessage, bool]]
+) -> list[Ingested | Exception]:
+    """Store several inbound messages (each with its `redelivered`) in one transaction.
+
+    Optimistic: the batch commits only if every message goes in. Anything else (a duplicate,
+    an unknown inbox, a deadlock between two workers' batches) rolls it back, and its
+    messages are done again one at a time, each with its own result or exception as
+    `ingest` gives it. The events of all go out after the commit, in order.
+    """
+    if len(items) == 1:
+        return [await _ingest_one(ctx, *items[0])]
+    results: list[Ingested | Exception] = []
+    try:
+        async with ctx.db.write() as session:
+            await _lock_thread_keys(session, *(message for message, _ in items))
+            session.info[_KEYS_LOCKED] = True
+            for message, _ in items:
+                results.append(await _ingest(ctx, session, message))
+    except Exception as exc:
+        if not isinstance(exc, _Duplicate | UnknownInbox):
+            log.warning("a batch of %d inbound messages failed as a whole; one at a time now",
+                        len(items), exc_info=True)
+        return [await _ingest_one(ctx, message, redelivered) for message, redelivered in items]
+    events = [event for r in results if isinstance(r, Ingested) for event in r.events]
+    if events:
+        await ctx.publish(events)
+    return results
+
+
+async def _ingest_one(
+    ctx: InboxContext, message: InboundMessage, redelivered: bool
+) -> Ingested | Exception:
+    try:
+        return await ingest(ctx, message, redelivered=redelivered)
+    except Exception as exc:
+        return exc
+
+
+async def _duplicate(ctx: InboxContext, dup: _Duplicate, *, redelivered: bool) -> Ingested:
+    result = Ingested(dup.message_id, dup.conversation_id, duplicate=True)
+    if redelivered and dup.message_id is not None:
+        # This bus entry was handled before a crash that may have come before its
+        # events went out: publish the message again (consumers dedupe on its id).
+        result.events = await _replay_events(ctx, dup.message_id)
     return result
 
 
@@ -232,7 +298,8 @@ async def _replay_events(ctx: InboxContext, message_id: int) -> list[View]:
         inbox = await session.get(Inbox, row.inbox_id)
         contact = await session.get(Contact, conversation.contact_id) if conversation else None
         assert conversation is not None and inbox is not None and contact is not None
-        view = conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+        view = conversation_view(conversation, channel=inbox.channel, contact_name=contact.name,
+                                 labels=await conversation_labels(session, row.conversation_id))
         return [
             MessageCreated(
                 inbox_id=row.inbox_id, at=utcnow(), message=message_view(row), conversation=view
@@ -259,12 +326,14 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
     assert contact.id is not None
     if contact_created and not message.automated:
         events.append(
-            ContactCreated(inbox_id=inbox.id, at=now, contact=await contact_view(session, contact))
+            ContactCreated(inbox_id=inbox.id, at=now, contact=await contact_view(
+                session, contact, identities=[message.sender]))
         )
 
     window = timedelta(seconds=ctx.settings.reopen_window_seconds)
     conversation = await _thread_conversation(session, message)
-    if conversation is None and not message.automated:
+    # A contact created just now has no conversation to look for.
+    if conversation is None and not message.automated and not contact_created:
         conversation = await _contact_conversation(
             session, inbox_id=inbox.id, contact_id=contact.id
         )
@@ -344,7 +413,8 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
             .on_conflict_do_nothing(index_elements=["inbox_id", "key"])
         )
     if message.automated:
-        view = conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+        view = conversation_view(conversation, channel=inbox.channel, contact_name=contact.name,
+                                 labels=await conversation_labels(session, conversation.id))
         events.append(MessageCreated(inbox_id=inbox.id, at=now, message=message_view(stored),
                                      conversation=view))
         return Ingested(message_id, conversation.id, events=events)
@@ -361,19 +431,21 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
     conversation.unread_count += 1
     conversation.identity_id = identity_id
     assigned = False
-    if conversation.assignee_id is None and inbox.auto_assign:
-        agent_id = await pick_round_robin(
-            session,
-            inbox_id=inbox.id,
-            now=now,
+    notices: list[View] = []
+    # Nobody has it and it is not waiting in the queue already: route, assign or queue it.
+    if conversation.assignee_id is None and inbox.auto_assign and not conversation.waiting_since:
+        notices = await auto_assign(
+            session, conversation, channel=inbox.channel, contact=contact,
+            first=message if created else None, now=now,
             presence_seconds=ctx.settings.presence_seconds,
         )
-        if agent_id is not None:
-            conversation.assignee_id = agent_id
-            assigned = True
+        assigned = conversation.assignee_id is not None
     session.add(conversation)
     await session.flush()
-    view = conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+    view = conversation_view(
+        conversation, channel=inbox.channel, contact_name=contact.name,
+        labels=() if created else await conversation_labels(session, conversation.id),
+    )
     if created:
         events.append(ConversationCreated(inbox_id=inbox.id, at=now, conversation=view))
     elif previous_status != "open":
@@ -399,6 +471,7 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, message: InboundMess
                 by_agent_id=None,
             )
         )
+    events += notices
     return Ingested(message_id, conversation.id, events=events)
 
 

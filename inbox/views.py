@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import func
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ContactView, ConversationView, IdentityView, MessageView
-from inbox.models import Contact, ContactIdentity, Conversation, Inbox, Message
+from hub.types import Identity
+from inbox.models import (
+    Contact,
+    ContactIdentity,
+    Conversation,
+    ConversationLabel,
+    Inbox,
+    Label,
+    Message,
+)
 
 
 def message_view(message: Message) -> MessageView:
@@ -32,9 +44,13 @@ def message_view(message: Message) -> MessageView:
 
 
 def conversation_view(
-    conversation: Conversation, *, channel: str, contact_name: str | None
+    conversation: Conversation,
+    *,
+    channel: str,
+    contact_name: str | None,
+    labels: Iterable[str] = (),
 ) -> ConversationView:
-    """The public view of a conversation row, given its inbox's channel and contact's name."""
+    """The public view of a conversation row, given its inbox's channel, contact's name, labels."""
     assert conversation.id is not None
     return ConversationView(
         id=conversation.id,
@@ -49,6 +65,9 @@ def conversation_view(
         last_message_preview=conversation.last_message_preview,
         unread_count=conversation.unread_count,
         snoozed_until=conversation.snoozed_until,
+        priority=conversation.priority,
+        labels=list(labels),
+        waiting_since=conversation.waiting_since,
         last_activity_at=conversation.last_activity_at,
         created_at=conversation.created_at,
     )
@@ -60,18 +79,46 @@ async def load_conversation_view(
     """The view of a conversation, reading its inbox's channel and its contact's name."""
     inbox = await session.get(Inbox, conversation.inbox_id)
     contact = await session.get(Contact, conversation.contact_id)
-    assert inbox is not None and contact is not None
-    return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name)
+    assert inbox is not None and contact is not None and conversation.id is not None
+    return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name,
+                             labels=await conversation_labels(session, conversation.id))
 
 
-async def contact_view(session: AsyncSession, contact: Contact) -> ContactView:
-    """The view of a contact with its identities."""
-    assert contact.id is not None
-    identities = await session.exec(
-        select(ContactIdentity)
-        .where(ContactIdentity.contact_id == contact.id)
-        .order_by(ContactIdentity.id)  # type: ignore[arg-type]
+async def conversation_labels(session: AsyncSession, conversation_id: int) -> list[str]:
+    """The label names of one conversation, sorted."""
+    return (await label_names(session, [conversation_id])).get(conversation_id, [])
+
+
+async def label_names(session: AsyncSession, conversation_ids: list[int]) -> dict[int, list[str]]:
+    """The label names of each conversation (one query for a whole page), sorted by name."""
+    if not conversation_ids:
+        return {}
+    rows = await session.exec(
+        select(ConversationLabel.conversation_id, Label.name)
+        .join(Label, col(Label.id) == col(ConversationLabel.label_id))
+        .where(col(ConversationLabel.conversation_id).in_(conversation_ids))
+        .order_by(func.lower(Label.name), col(Label.name))
     )
+    found: dict[int, list[str]] = {}
+    for conversation_id, name in rows:
+        found.setdefault(conversation_id, []).append(name)
+    return found
+
+
+async def contact_view(
+    session: AsyncSession,
+    contact: Contact,
+    *,
+    identities: Sequence[ContactIdentity | Identity] | None = None,
+) -> ContactView:
+    """The view of a contact with its identities (read unless the caller knows them)."""
+    assert contact.id is not None
+    if identities is None:
+        identities = list(await session.exec(
+            select(ContactIdentity)
+            .where(ContactIdentity.contact_id == contact.id)
+            .order_by(ContactIdentity.id)  # type: ignore[arg-type]
+        ))
     return ContactView(
         id=contact.id,
         name=contact.name,

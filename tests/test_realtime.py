@@ -98,9 +98,10 @@ async def test_agent_actions_are_pushed_live_to_other_agents(stack: Stack) -> No
     read = await admin_ws.wait_event(of_type("conversation.read", id=cid))
     assert read["event"]["conversation"]["unread_count"] == 0
 
+    # An agent (not a lead) assigns only to themselves.
     bad = await alice.http.post(f"/api/v1/conversations/{cid}/assignment",
                                 json={"assignee_id": stack.ids["bob"]})
-    assert bad.status_code == 422
+    assert bad.status_code == 403
     await admin_ws.close()
 
 

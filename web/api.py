@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -12,34 +11,30 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from channels.base import settings_for_new_inbox, validate_settings
-from hub.events import ContactView, ConversationView, MessageView
-from inbox import actions, queries
-from inbox.agents import (
-    AgentError,
-    Principal,
-    authenticate,
-    change_password,
-    end_session,
-    start_session,
-    token_hash,
-)
+from hub.events import ConversationView, MessageView
+from inbox import actions, assign_actions, queries
+from inbox.agents import AgentError, Principal, token_hash
+from inbox.assignment import drain_queue
 from inbox.attachments import load_attachment
+from inbox.auth import LoggedIn, LoginRefused, log_in, log_out, update_password
 from inbox.channel_state import list_quarantined
-from inbox.directory import colleagues
+from inbox.directory import colleagues, inbox_agents
 from inbox.inboxes import InboxError, create_inbox, set_members, visible_inboxes
 from inbox.models import Agent, Inbox, QuarantinedMessage
+from web.api_files import attachment_response
 from web.context import WebContext
 from web.http import (
     SESSION_COOKIE,
     HTTPProblem,
     authenticated,
+    client_address,
     int_param,
     json_response,
     parse_json,
+    problem_response,
+    set_session_cookie,
 )
 from web.openapi import Doc
-
-INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 
 
 class _In(BaseModel):
@@ -49,6 +44,8 @@ class _In(BaseModel):
 class LoginRequest(_In):
     email: str = Field(max_length=320)
     password: str = Field(max_length=1024)
+    # Required once the agent turned on two-factor authentication: the app's current code.
+    totp_code: str | None = Field(default=None, max_length=12)
 
 
 class AgentView(BaseModel):
@@ -69,6 +66,8 @@ class InboxView(BaseModel):
     name: str
     channel: str
     auto_assign: bool
+    assignment_policy: str = "round_robin"
+    requeue_on_offline: bool = False
 
 
 class ConversationPage(BaseModel):
@@ -90,10 +89,21 @@ class ReplyRequest(_In):
     template: str | None = Field(default=None, min_length=1, max_length=100,
                                  pattern=r"^[A-Za-z0-9_.:-]+$")
     template_variables: dict[str, str] = Field(default_factory=dict, max_length=100)
+    # Files uploaded first (POST .../attachments); with them the text may be empty.
+    attachment_ids: list[str] = Field(default_factory=list, max_length=actions.MAX_ATTACHMENTS)
+    # Notes only: agents to notify (each must see the conversation's inbox).
+    mention_ids: list[int] = Field(default_factory=list, max_length=20)
+    # Collision check: the newest message the agent saw; a reply by someone else after it
+    # (in the last 10 minutes) answers 409 unless `force`. Null: no check.
+    after_message_id: int | None = None
+    force: bool = False
 
 
 class AssignRequest(_In):
-    assignee_id: int | None
+    # An agent, or null to unassign; left out with a team_id: the team's policy picks one.
+    assignee_id: int | None = None
+    # A team working on the conversation's inbox (leads and admins); null: no team.
+    team_id: int | None = None
 
 
 class StatusRequest(_In):
@@ -150,44 +160,51 @@ def _agent_view(agent: Agent) -> AgentView:
 def _inbox_view(inbox: Inbox) -> InboxView:
     assert inbox.id is not None
     return InboxView(id=inbox.id, name=inbox.name, channel=inbox.channel,
-                     auto_assign=inbox.auto_assign)
+                     auto_assign=inbox.auto_assign, assignment_policy=inbox.assignment_policy,
+                     requeue_on_offline=inbox.requeue_on_offline)
 
 
 def _not_found(what: str) -> HTTPProblem:
     return HTTPProblem(404, "not_found", f"{what} not found")
 
 
+def session_response(ctx: WebContext, logged: LoggedIn) -> Response:
+    """The answer to a successful login: the agent, the CSRF token, the session cookie."""
+    response = json_response(LoginResponse(agent=_agent_view(logged.agent),
+                                           csrf_token=logged.csrf_token))
+    set_session_cookie(response, logged.token, ctx.settings)
+    return response
+
+
+def login_refusal(exc: LoginRefused) -> Response:
+    """401 for wrong credentials or a missing/wrong code; 429 with Retry-After when limited."""
+    status = 429 if exc.code == "rate_limited" else 401
+    response = problem_response(HTTPProblem(status, exc.code, exc.message))
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
 def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
     """The API's routes and their OpenAPI descriptions."""
     db = ctx.inbox.db
-    secure_cookie = ctx.settings.base_url.startswith("https://")
 
     async def login(request: Request) -> Response:
-        """Log in with email and password; sets the session cookie."""
+        """Log in with email and password (and two-factor code); sets the session cookie."""
         body = await parse_json(request, LoginRequest)
-        async with db.write() as session:
-            agent = await authenticate(session, email=body.email, password=body.password)
-            if agent is None:
-                raise HTTPProblem(401, "invalid_credentials", "wrong email or password")
-            assert agent.id is not None
-            token, csrf = await start_session(
-                session, agent_id=agent.id, days=ctx.settings.session_days
-            )
-            view = _agent_view(agent)
-        response = json_response(LoginResponse(agent=view, csrf_token=csrf))
-        response.set_cookie(
-            SESSION_COOKIE, token, max_age=ctx.settings.session_days * 86400, httponly=True,
-            secure=secure_cookie, samesite="lax", path="/",
-        )
-        return response
+        try:
+            logged = await log_in(ctx.inbox, email=body.email, password=body.password,
+                                  totp_code=body.totp_code, address=client_address(request))
+        except LoginRefused as exc:
+            return login_refusal(exc)
+        return session_response(ctx, logged)
 
     async def logout(request: Request, principal: Principal) -> Response:
         """End this session; its cookie stops working at once."""
         token = request.cookies.get(SESSION_COOKIE) or request.headers.get(
             "authorization", ""
         )[7:].strip()
-        async with db.write() as session:
-            await end_session(session, token)
+        await log_out(ctx.inbox, principal, token)
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -201,12 +218,9 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
     async def set_availability(request: Request, principal: Principal) -> Response:
         """Set yourself online (auto-assignment may pick you) or away."""
         body = await parse_json(request, AvailabilityRequest)
-        async with db.write() as session:
-            agent = await session.get_one(Agent, principal.agent_id)
-            agent.availability = body.availability
-            session.add(agent)
-            view = _agent_view(agent)
-        return json_response(view)
+        agent = await _act(assign_actions.set_availability(
+            ctx.inbox, agent_id=principal.agent_id, availability=body.availability))
+        return json_response(_agent_view(agent))
 
     async def set_password(request: Request, principal: Principal) -> Response:
         """Change your password; every other session of yours ends at once."""
@@ -215,19 +229,20 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             "authorization", ""
         )[7:].strip()
         try:
-            async with db.write() as session:
-                await change_password(
-                    session, agent_id=principal.agent_id, current=body.current_password,
-                    new=body.new_password, keep_token_hash=token_hash(token),
-                )
+            await update_password(ctx.inbox, principal, current=body.current_password,
+                                  new=body.new_password, keep_token_hash=token_hash(token))
         except AgentError as exc:
             raise HTTPProblem(422, "refused", str(exc)) from None
         return Response(status_code=204)
 
     async def agents(request: Request, principal: Principal) -> Response:
-        """Agents who share an inbox with you: the names of assignees and authors."""
+        """Agents who share an inbox with you; with inbox_id, those who may see that inbox."""
+        inbox_id = int_param(request.query_params.get("inbox_id"), "inbox_id")
+        if inbox_id is not None and inbox_id not in principal.inbox_ids:
+            raise _not_found("inbox")
         async with db.read() as session:
-            found = await colleagues(session, principal)
+            found = await (colleagues(session, principal) if inbox_id is None
+                           else inbox_agents(session, inbox_id))
         return json_response([ColleagueView(id=c.id, name=c.name) for c in found])
 
     async def inboxes(request: Request, principal: Principal) -> Response:
@@ -273,6 +288,7 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
                 await set_members(session, inbox_id=inbox_id, agent_ids=body.agent_ids)
             except InboxError as exc:
                 raise HTTPProblem(422, "invalid_field", str(exc)) from None
+        await drain_queue(ctx.inbox)  # new members may take what waits
         return Response(status_code=204)
 
     async def list_conversations(request: Request, principal: Principal) -> Response:
@@ -285,6 +301,10 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
                 statuses=statuses,
                 assignee=q.get("assignee") or None,
                 contact_id=int_param(q.get("contact_id"), "contact_id"),
+                label=q.get("label") or None,
+                team_id=int_param(q.get("team_id"), "team_id"),
+                priority=q.get("priority") or None,
+                waiting=_flag(q.get("waiting"), "waiting"),
             )
             async with db.read() as session:
                 items, cursor = await queries.list_conversations(
@@ -343,20 +363,30 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
         name = adapter.display_name if adapter is not None else found.channel
         if body.template is not None and (adapter is None or not adapter.capabilities.templates):
             raise HTTPProblem(422, "refused", f"{name} conversations take no templates")
+        if body.attachment_ids and body.kind == "message":
+            limit = adapter.capabilities.max_attachments if adapter is not None else 0
+            if adapter is None or not adapter.capabilities.attachments:
+                raise HTTPProblem(422, "refused", f"{name} conversations take no attachments")
+            if len(set(body.attachment_ids)) > limit:
+                raise HTTPProblem(422, "refused",
+                                  f"a {name} message carries at most {limit} attachment(s)")
         view = await _act(_window_refusal(name, actions.reply(
             ctx.inbox, principal, conversation_id=conversation_id,
             text=body.text, kind=body.kind, idempotency_key=body.idempotency_key,
             template=body.template, template_variables=body.template_variables,
             reply_window_hours=window_hours(found.channel),
+            attachment_ids=body.attachment_ids, mention_ids=body.mention_ids,
+            after_message_id=body.after_message_id, force=body.force,
         )))
         return json_response(view, status=201)
 
     async def post_assignment(request: Request, principal: Principal) -> Response:
         """Assign the conversation to an agent of its inbox, or unassign it (null)."""
         body = await parse_json(request, AssignRequest)
-        view = await _act(actions.assign(
+        view = await _act(assign_actions.assign(
             ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
-            assignee_id=body.assignee_id,
+            target=assign_actions.Target(body.assignee_id, body.team_id,
+                                         change_team="team_id" in body.model_fields_set),
         ))
         return json_response(view)
 
@@ -376,16 +406,6 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
         ))
         return json_response(view)
 
-    async def get_contact(request: Request, principal: Principal) -> Response:
-        """A contact with all their identities."""
-        async with db.read() as session:
-            view = await queries.get_contact(
-                session, principal, int(request.path_params["contact_id"])
-            )
-        if view is None:
-            raise _not_found("contact")
-        return json_response(view)
-
     async def post_typing(request: Request, principal: Principal) -> Response:
         """Say you are typing a reply or a note (or stopped); shown live to others."""
         body = await parse_json(request, TypingRequest)
@@ -401,19 +421,7 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             row = await load_attachment(session, principal, request.path_params["attachment_id"])
         if row is None:
             raise _not_found("attachment")
-        # Only plain images are shown inline; everything else downloads, never renders here.
-        inline = row.content_type in INLINE_TYPES
-        disposition = "inline" if inline else "attachment"
-        return Response(
-            row.data,
-            media_type=row.content_type if inline else "application/octet-stream",
-            headers={
-                "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(row.filename)}",
-                "X-Content-Type-Options": "nosniff",
-                "Content-Security-Policy": "default-src 'none'; sandbox",
-                "Cache-Control": "private, max-age=3600",
-            },
-        )
+        return attachment_response(row)
 
     async def quarantine(request: Request, principal: Principal) -> Response:
         """Messages a channel received but could not parse, with the error (admins only)."""
@@ -442,7 +450,8 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
     conv = "/api/v1/conversations/{conversation_id:int}"
     table: list[tuple[Doc, Any]] = [
         (Doc("POST", "/api/v1/auth/login", "Log in", LoginRequest, LoginResponse, auth=False,
-             extra_responses={401: "Wrong email or password"}), login),
+             extra_responses={401: "Wrong email or password, or two-factor code needed/wrong",
+                              429: "Too many failed logins; see Retry-After"}), login),
         (Doc("POST", "/api/v1/auth/logout", "Log out", status=204), authenticated(ctx, logout)),
         (Doc("GET", "/api/v1/me", "The logged-in agent", response=AgentView),
          authenticated(ctx, me)),
@@ -451,7 +460,9 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
         (Doc("POST", "/api/v1/me/password", "Change your password (ends your other sessions)",
              PasswordRequest, status=204), authenticated(ctx, set_password)),
         (Doc("GET", "/api/v1/agents", "Agents who share an inbox with you",
-             response=ColleagueView, many=True), authenticated(ctx, agents)),
+             response=ColleagueView, many=True,
+             query=(("inbox_id", "only those who may see this inbox (whom a note may "
+                                 "mention)"),)), authenticated(ctx, agents)),
         (Doc("GET", "/api/v1/inboxes", "Your inboxes", response=InboxView, many=True),
          authenticated(ctx, inboxes)),
         (Doc("POST", "/api/v1/inboxes", "Connect an inbox (admin)", CreateInboxRequest,
@@ -463,6 +474,10 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
                     ("status", "comma-separated: open, pending, snoozed, resolved"),
                     ("assignee", "'me', 'none' or an agent id"),
                     ("contact_id", "only this contact's"),
+                    ("label", "only those with this label (its name)"),
+                    ("team_id", "only this team's"),
+                    ("priority", "none, low, medium, high or urgent"),
+                    ("waiting", "1: only the queue (waiting for an agent); 0: none of it"),
                     ("cursor", "next_cursor of the previous page"),
                     ("limit", "1-100, default 25"))),
          authenticated(ctx, list_conversations)),
@@ -472,8 +487,10 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
              query=(("before", "older_cursor of the previous page"), ("limit", "1-100"))),
          authenticated(ctx, list_messages)),
         (Doc("POST", conv + "/messages", "Reply or add a note", ReplyRequest, MessageView,
-             status=201), authenticated(ctx, post_message)),
-        (Doc("POST", conv + "/assignment", "Assign or unassign", AssignRequest,
+             status=201, extra_responses={409: "Another agent replied meanwhile"}),
+         authenticated(ctx, post_message)),
+        (Doc("POST", conv + "/assignment", "Assign to an agent or a team, or unassign",
+             AssignRequest,
              ConversationView), authenticated(ctx, post_assignment)),
         (Doc("POST", conv + "/status", "Change status", StatusRequest, ConversationView),
          authenticated(ctx, post_status)),
@@ -481,8 +498,6 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
          authenticated(ctx, post_read)),
         (Doc("POST", conv + "/typing", "Signal typing", TypingRequest, status=204),
          authenticated(ctx, post_typing)),
-        (Doc("GET", "/api/v1/contacts/{contact_id:int}", "Get a contact", response=ContactView),
-         authenticated(ctx, get_contact)),
         (Doc("GET", "/api/v1/attachments/{attachment_id:str}", "Download an attachment"),
          authenticated(ctx, get_attachment)),
         (Doc("GET", "/api/v1/quarantine", "Messages kept aside unparsed (admin)",
@@ -496,6 +511,15 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
 
 def _default(value: int | None, default: int) -> int:
     return default if value is None else value
+
+
+def _flag(value: str | None, name: str) -> bool | None:
+    """An optional 1/0 (true/false) query parameter; 400 when it is something else."""
+    if not value:
+        return None
+    if value not in ("1", "0", "true", "false"):
+        raise HTTPProblem(400, "invalid_parameter", f"{name} must be 1 or 0")
+    return value in ("1", "true")
 
 
 async def _window_refusal(channel_name: str, action: Any) -> Any:
@@ -516,6 +540,10 @@ async def _act(action: Any) -> Any:
         raise HTTPProblem(404, "not_found", str(exc)) from None
     except actions.Refused as exc:
         raise HTTPProblem(422, "refused", str(exc)) from None
+    except actions.Forbidden as exc:
+        raise HTTPProblem(403, "forbidden", str(exc)) from None
+    except actions.Collision as exc:
+        raise HTTPProblem(409, "conflict", str(exc)) from None
 
 
 __all__ = ["JSONResponse", "api_routes"]

@@ -12,11 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from web.admin_ui import admin_ui_routes
 from web.api import api_routes
+from web.api_admin import admin_routes
+from web.api_assign import assignment_routes
+from web.api_collab import collab_routes
+from web.api_files import file_routes
+from web.api_search import search_routes
 from web.context import WebContext
 from web.health import health_routes
 from web.http import HTTPProblem, problem_response
-from web.openapi import build_openapi
+from web.openapi import Doc, build_openapi
 from web.realtime import Presence, websocket_routes
 from web.ui import static_files, ui_routes
 from web.webhooks import webhook_routes
@@ -26,11 +32,27 @@ log = logging.getLogger("switchboard.web")
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
+# Each part of the JSON API builds its routes and their OpenAPI descriptions.
+API_SECTIONS = (
+    api_routes, file_routes, admin_routes, assignment_routes, collab_routes, search_routes,
+)
+
+
+def api_sections(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
+    """Every JSON API route and its description, in the order the sections are listed."""
+    routes: list[Route] = []
+    docs: list[Doc] = []
+    for section in API_SECTIONS:
+        more_routes, more_docs = section(ctx)
+        routes += more_routes
+        docs += more_docs
+    return routes, docs
+
 
 def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starlette, Presence]:
     """The ASGI app of one web process, and its presence tracker (started by the lifespan)."""
     presence = Presence(ctx)
-    routes, docs = api_routes(ctx)
+    routes, docs = api_sections(ctx)
     spec = build_openapi(docs, title="Switchboard API", version="1")
 
     async def openapi(request: Request) -> Response:
@@ -44,6 +66,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *widget_routes(ctx),
         *health_routes(ctx),
         *ui_routes(ctx),
+        *admin_ui_routes(ctx),
         static_files(),
     ]
 

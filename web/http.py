@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 
+from config import Settings
 from hub.security import constant_time_equal
 from inbox.agents import Principal, principal_for
 from web.context import WebContext
@@ -120,3 +121,16 @@ def int_param(value: str | None, name: str) -> int | None:
     if not value.isdigit():
         raise HTTPProblem(400, "invalid_parameter", f"{name} must be a positive integer")
     return int(value)
+
+
+def set_session_cookie(response: Response, token: str, settings: Settings) -> None:
+    """Give the browser its session cookie (HttpOnly, SameSite=Lax, Secure over HTTPS)."""
+    response.set_cookie(
+        SESSION_COOKIE, token, max_age=settings.session_days * 86400, httponly=True,
+        secure=settings.base_url.startswith("https://"), samesite="lax", path="/",
+    )
+
+
+def client_address(conn: HTTPConnection) -> str:
+    """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
+    return conn.client.host if conn.client is not None else "unknown"

@@ -20,8 +20,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub.bus import parse_id
 from hub.metrics import EVENTS_DELIVERED, RESYNCS, WEBSOCKETS
-from hub.realtime import Listener, event_inbox_id
+from hub.realtime import Listener, event_route
 from inbox.agents import Principal, touch_presence
+from inbox.assignment import drain_queue
 from web.context import WebContext
 from web.http import current_principal
 
@@ -37,13 +38,23 @@ class Presence:
         self._ctx = ctx
         self._counts: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[int]] = set()
 
     async def add(self, agent_id: int) -> None:
-        """An agent connected: count them online right away."""
+        """An agent connected: count them online right away (and give them what waits)."""
         self._counts[agent_id] = self._counts.get(agent_id, 0) + 1
         if self._counts[agent_id] == 1:
             async with self._ctx.inbox.db.write() as session:
                 await touch_presence(session, [agent_id])
+            # In the background: the socket does not wait for the queue to be drained.
+            drain = asyncio.create_task(drain_queue(self._ctx.inbox), name="drain-queue")
+            self._drains.add(drain)
+            drain.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Task[int]) -> None:
+        self._drains.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("draining the queue failed", exc_info=task.exception())
 
     def remove(self, agent_id: int) -> None:
         """An agent's connection closed."""
@@ -58,11 +69,11 @@ class Presence:
         self._task = asyncio.create_task(self._beat(), name="presence")
 
     async def stop(self) -> None:
-        """Stop the heartbeat task."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        """Stop the heartbeat task (and any queue draining still running)."""
+        for task in [*self._drains, *([self._task] if self._task is not None else [])]:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task  # a drain that failed just before was logged already
 
     async def _beat(self) -> None:
         interval = max(1.0, self._ctx.settings.presence_seconds / 3)
@@ -114,7 +125,9 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
 async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) -> None:
     allowed = {"inboxes": principal.inbox_ids}
     send_lock = asyncio.Lock()  # the receiver answers pings while this task sends events
-    listener = ctx.fanout.listen(lambda inbox_id: inbox_id in allowed["inboxes"])
+    listener = ctx.fanout.listen(lambda inbox_id: inbox_id in allowed["inboxes"],
+                                 agent_id=principal.agent_id)
+    receiver: asyncio.Task[None] | None = None
     try:
         # Replay only once live events flow again (after a bus outage), so nothing falls
         # between the replay and the live stream.
@@ -145,6 +158,9 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
                         await websocket.send_text(_frame(event_id, payload))
                     EVENTS_DELIVERED.inc()
                     last = event_id
+                if _about_agent(payload, principal.agent_id):
+                    # Deactivated, logged out, role or inboxes changed: act on it at once.
+                    recheck = 0.0
             if overflow in done:
                 listener.overflowed.clear()
                 _drain(listener)
@@ -166,6 +182,18 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
             raise receiver.exception()  # type: ignore[misc]
     finally:
         ctx.fanout.unlisten(listener)
+        if receiver is not None and not receiver.done():
+            receiver.cancel()
+        if receiver is not None:
+            # Collect its end (cancelled, disconnected) so it is never reported as lost.
+            try:
+                await receiver
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+            except Exception:  # noqa: S110 - its end was already handled above
+                pass
 
 
 async def _catch_up(
@@ -195,7 +223,8 @@ async def _catch_up(
             last = await bus.last_event_id()
             break
         for event_id, payload in page:
-            if event_inbox_id(payload) in principal.inbox_ids:
+            if event_route(payload).reaches(principal.agent_id,
+                                            principal.inbox_ids.__contains__):
                 await websocket.send_text(_frame(event_id, payload))
                 EVENTS_DELIVERED.inc()
             after = event_id
@@ -216,6 +245,17 @@ async def _receive(websocket: WebSocket, send_lock: asyncio.Lock) -> None:
         if kind == "ping":
             async with send_lock:
                 await websocket.send_text('{"type":"pong"}')
+
+
+def _about_agent(payload: bytes, agent_id: int) -> bool:
+    """Whether an event says this agent's access may have changed."""
+    if b'"agent.updated"' not in payload:
+        return False
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return False
+    return bool(data.get("type") == "agent.updated" and data.get("agent_id") == agent_id)
 
 
 def _drain(listener: Listener) -> None:

@@ -1,7 +1,8 @@
 """The agent inbox pages: login, logout, password change and the inbox app's shell.
 
-The inbox itself is a small script (static/app.js) on the JSON API and the agent websocket;
-these routes only serve its page and the forms that must work before (or apart from) it.
+The inbox itself is a small app of ES modules (static/js/, entry main.js) on the JSON API
+and the agent websocket.
+These routes only serve its page and the forms that must work before (or apart from) it.
 Forms are protected against CSRF: before login by a double-submit token (a SameSite=Strict
 cookie and a hidden field), after login by the session's own CSRF token.
 """
@@ -21,19 +22,17 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from hub.security import constant_time_equal
-from inbox.agents import (
-    MIN_PASSWORD,
-    AgentError,
-    Principal,
-    authenticate,
-    change_password,
-    end_session,
-    start_session,
-    token_hash,
-)
+from inbox.agents import MIN_PASSWORD, AgentError, Principal, token_hash
+from inbox.auth import LoginRefused, log_in, log_out, update_password
 from inbox.models import Agent
 from web.context import WebContext
-from web.http import SESSION_COOKIE, current_principal, read_body
+from web.http import (
+    SESSION_COOKIE,
+    client_address,
+    current_principal,
+    read_body,
+    set_session_cookie,
+)
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -70,20 +69,53 @@ def _asset_version() -> str:
     return digest.hexdigest()[:10]
 
 
+class _RevalidatedFiles(StaticFiles):
+    """Static files a browser checks again (a cheap 304) before each use: the inbox's modules
+    import one another without a version in their URLs, so a cached copy must not go stale."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def static_files() -> Mount:
-    """The /static mount: the inbox app's script, styles and vendored libraries."""
-    return Mount("/static", StaticFiles(directory=STATIC), name="static")
+    """The /static mount: the inbox app's modules (static/js), styles, the widget script."""
+    return Mount("/static", _RevalidatedFiles(directory=STATIC), name="static")
 
 
-async def _form(request: Request) -> dict[str, str]:
-    """A small url-encoded form's fields (first value of each); empty for anything else."""
+async def form_lists(request: Request) -> dict[str, list[str]]:
+    """A small url-encoded form's fields, every value of each; empty for anything else."""
     body = await read_body(request, MAX_FORM)
     if not request.headers.get("content-type", "").startswith(
         "application/x-www-form-urlencoded"
     ):
         return {}
-    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
+    return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A small url-encoded form's fields (first value of each); empty for anything else."""
+    return {name: values[0] for name, values in (await form_lists(request)).items()}
+
+
+class Pages:
+    """Renders the page templates, always with the security headers."""
+
+    def __init__(self) -> None:
+        self._env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
+        self._asset_version = _asset_version()
+
+    def page(self, template: str, status: int = 200, **values: Any) -> HTMLResponse:
+        """A rendered template."""
+        html = self._env.get_template(template).render(asset_version=self._asset_version,
+                                                       **values)
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    @staticmethod
+    def redirect(to: str) -> RedirectResponse:
+        """A 303 redirect (after a form: the browser then GETs `to`)."""
+        return RedirectResponse(to, status_code=303, headers=SECURITY_HEADERS)
 
 
 def _session_token(request: Request) -> str:
@@ -94,19 +126,15 @@ def ui_routes(ctx: WebContext) -> list[BaseRoute]:
     """The page routes of the agent inbox."""
     db = ctx.inbox.db
     secure_cookie = ctx.settings.base_url.startswith("https://")
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True)
-    asset_version = _asset_version()
+    pages = Pages()
+    page, redirect = pages.page, pages.redirect
 
-    def page(name: str, status: int = 200, **values: Any) -> HTMLResponse:
-        html = env.get_template(name).render(asset_version=asset_version, **values)
-        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
-
-    def redirect(to: str) -> RedirectResponse:
-        return RedirectResponse(to, status_code=303, headers=SECURITY_HEADERS)
-
-    def login_form(status: int = 200, *, email: str = "", error: str | None = None) -> Response:
+    def login_form(
+        status: int = 200, *, email: str = "", error: str | None = None, need_code: bool = False
+    ) -> Response:
         token = secrets.token_urlsafe(32)
-        response = page("login.html", status, csrf_token=token, email=email, error=error)
+        response = page("login.html", status, csrf_token=token, email=email, error=error,
+                        need_code=need_code)
         response.set_cookie(
             LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, secure=secure_cookie,
             samesite="strict", path="/login",
@@ -122,7 +150,8 @@ def ui_routes(ctx: WebContext) -> list[BaseRoute]:
         if principal is None or not _session_token(request):
             return redirect("/login")
         agent = await agent_of(principal)
-        return page("inbox.html", agent=agent, csrf_token=principal.csrf_token)
+        return page("inbox.html", agent=agent, csrf_token=principal.csrf_token,
+                    attachment_max_bytes=ctx.settings.attachment_max_bytes)
 
     async def login_get(request: Request) -> Response:
         if _session_token(request) and await current_principal(ctx, request) is not None:
@@ -136,19 +165,18 @@ def ui_routes(ctx: WebContext) -> list[BaseRoute]:
         if not expected or not constant_time_equal(expected, form.get("csrf_token", "")):
             return login_form(403, email=email,
                               error="This form expired. Please log in again.")
-        async with db.write() as session:
-            agent = await authenticate(session, email=email, password=form.get("password", ""))
-            if agent is None:
-                return login_form(401, email=email, error="Wrong email or password.")
-            assert agent.id is not None
-            token, _ = await start_session(
-                session, agent_id=agent.id, days=ctx.settings.session_days
-            )
+        try:
+            logged = await log_in(ctx.inbox, email=email, password=form.get("password", ""),
+                                  totp_code=form.get("totp_code"), address=client_address(request))
+        except LoginRefused as exc:
+            refused = login_form(429 if exc.code == "rate_limited" else 401, email=email,
+                                 error=exc.message[:1].upper() + exc.message[1:] + ".",
+                                 need_code=exc.code in ("totp_required", "invalid_totp"))
+            if exc.retry_after is not None:
+                refused.headers["Retry-After"] = str(exc.retry_after)
+            return refused
         response = redirect("/")
-        response.set_cookie(
-            SESSION_COOKIE, token, max_age=ctx.settings.session_days * 86400, httponly=True,
-            secure=secure_cookie, samesite="lax", path="/",
-        )
+        set_session_cookie(response, logged.token, ctx.settings)
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
         return response
 
@@ -161,8 +189,7 @@ def ui_routes(ctx: WebContext) -> list[BaseRoute]:
         if not constant_time_equal(form.get("csrf_token", ""), principal.csrf_token):
             return page("message.html", 403, title="Not logged out",
                         text="The logout form was not sent from this page. Try again.")
-        async with db.write() as session:
-            await end_session(session, token)
+        await log_out(ctx.inbox, principal, token)
         response = redirect("/login")
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -187,12 +214,8 @@ def ui_routes(ctx: WebContext) -> list[BaseRoute]:
             return page("password.html", 422, error="The new passwords do not match.",
                         **values)
         try:
-            async with db.write() as session:
-                await change_password(
-                    session, agent_id=principal.agent_id,
-                    current=form.get("current_password", ""), new=new,
-                    keep_token_hash=token_hash(token),
-                )
+            await update_password(ctx.inbox, principal, current=form.get("current_password", ""),
+                                  new=new, keep_token_hash=token_hash(token))
         except AgentError as exc:
             return page("password.html", 422, error=str(exc).capitalize() + ".", **values)
         return page("password.html", done=True, **values)

@@ -42,7 +42,14 @@ from hub.types import encode, utcnow
 from inbox.assignment import online_member_count
 from inbox.inboxes import inboxes_of_channel
 from inbox.models import Message
-from inbox.visitors import contact_of, leave_email, thread_conversation, visitor_thread
+from inbox.visitors import (
+    contact_of,
+    leave_email,
+    thread_conversation,
+    visitor_attachment,
+    visitor_thread,
+)
+from web.api_files import attachment_response
 from web.context import WebContext
 from web.http import HTTPProblem, read_body
 
@@ -88,7 +95,7 @@ def _visitor_view(message: Message | dict[str, Any]) -> dict[str, Any]:
     """What a visitor sees of a message: no agent ids, no internal fields."""
     if isinstance(message, Message):
         message = {"id": message.id, "direction": message.direction, "text": message.text,
-                   "external_id": message.external_id,
+                   "external_id": message.external_id, "attachments": message.attachments,
                    "accepted_at": message.accepted_at.isoformat()}
     view = {
         "id": message["id"],
@@ -96,6 +103,10 @@ def _visitor_view(message: Message | dict[str, Any]) -> dict[str, Any]:
         "text": message["text"],
         "at": message["accepted_at"],
     }
+    files = message.get("attachments") or ()
+    if files:  # downloaded with the visitor's token from .../attachments/{id}
+        view["attachments"] = [{k: f.get(k) for k in ("id", "filename", "content_type", "size")}
+                               for f in files]
     external = str(message.get("external_id") or "")
     if message["direction"] == "in" and external.startswith("widget:"):
         view["client_id"] = external.rsplit(":", 1)[1]  # lets the widget settle its bubble
@@ -236,13 +247,26 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
     async def accept(visitor: Visitor, data: dict[str, Any]) -> str:
         try:
             client_id = client_message_id(data.get("id"))
-            message = visitor_message(visitor, client_id=client_id, text=data.get("text"))
+            message = visitor_message(visitor, client_id=client_id, text=data.get("text"),
+                                      language=data.get("language"))
         except BadPayload as exc:
             raise HTTPProblem(422, "invalid_message", str(exc)) from None
         if not limiter.allow(visitor.identity.value):
             raise HTTPProblem(429, "slow_down", "too many messages; wait a few seconds")
         await ctx.inbox.bus.add(INBOUND, encode(message))
         return client_id
+
+    async def attachment(request: Request) -> Response:
+        """A file of a message in the visitor's own thread (404 for any other)."""
+        inbox = await checked(request)
+        visitor = visitor_of(request, inbox)
+        async with db.read() as session:
+            row = await visitor_attachment(
+                session, inbox_id=inbox.id, thread=visitor.thread,
+                attachment_id=request.path_params["attachment_id"])
+        if row is None:
+            raise HTTPProblem(404, "not_found", "no such file in your conversation")
+        return cors(request, inbox, attachment_response(row, cache="private, no-store"))
 
     async def email(request: Request) -> Response:
         """Leave an email address so the team can answer when nobody is online."""
@@ -319,6 +343,8 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
         Route(base + "/messages", messages, methods=["GET", "POST"]),
         Route(base + "/messages", preflight, methods=["OPTIONS"]),
         Route(base + "/email", email, methods=["POST"]),
+        Route(base + "/attachments/{attachment_id:str}", attachment, methods=["GET"]),
+        Route(base + "/attachments/{attachment_id:str}", preflight, methods=["OPTIONS"]),
         Route(base + "/email", preflight, methods=["OPTIONS"]),
         WebSocketRoute("/widget/ws/{public_token:str}", socket),
     ]

@@ -51,8 +51,9 @@ async def test_pages_need_a_session_and_carry_security_headers(stack: Stack) -> 
     assert "switchboard_login_csrf=" in cookie and "samesite=strict" in cookie.lower()
     assert "httponly" in cookie.lower()
     assert (await client.get("/settings/password")).headers["location"] == "/login"
-    script = await client.get("/static/app.js")
+    script = await client.get("/static/js/main.js")
     assert script.status_code == 200 and "textContent" in script.text
+    assert script.headers["cache-control"] == "no-cache"
 
 
 async def test_login_form_needs_its_csrf_token(stack: Stack) -> None:

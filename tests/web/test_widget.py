@@ -331,3 +331,40 @@ async def test_widget_settings_are_validated(stack: Stack) -> None:
     message = bad.json()["error"]["message"]
     for part in ("accent_color", "allowed_origins", "Mars/Olympus", "'mo'"):
         assert part in message
+
+
+async def test_the_visitors_browser_language_routes_by_rule(stack: Stack) -> None:
+    widget = await _widget(stack)
+    admin = await stack.login("admin")
+    bob = await stack.login("bob")
+    team = await admin.http.post("/api/v1/teams", json={
+        "name": "German desk", "member_ids": [stack.ids["bob"]], "inbox_ids": [widget["id"]]})
+    assert team.status_code == 201, team.text
+    rule = await admin.http.post("/api/v1/assignment-rules", json={
+        "name": "German speakers", "inbox_id": widget["id"], "team_id": team.json()["id"],
+        "conditions": [{"field": "language", "op": "in", "value": ["de"]}]})
+    assert rule.status_code == 201, rule.text
+    watch = await admin.ws()
+    bob_ws = await bob.ws()  # online: the team's member can take it
+
+    async def visitor_writes(client_id: str, text: str, language: str) -> dict[str, Any]:
+        visitor = VisitorClient(stack, widget)
+        assert (await visitor.session()).status_code == 200
+        await visitor.connect()
+        assert visitor.ws is not None
+        await visitor.ws.send(json.dumps(
+            {"type": "message", "id": client_id, "text": text, "language": language}))
+        await visitor.wait("ack")
+        await visitor.close()
+        event = await watch.wait_event(of_type("message.created", text=text))
+        return event["event"]["conversation"]  # type: ignore[no-any-return]
+
+    german = await visitor_writes("client-de-1", "Wo ist mein Paket?", "de-AT")
+    assert (german["team_id"], german["assignee_id"]) == (team.json()["id"], stack.ids["bob"])
+    english = await visitor_writes("client-en-1", "Where is my parcel?", "en-US")
+    assert english["team_id"] is None
+    # Not a language tag: ignored, the message is still taken.
+    odd = await visitor_writes("client-xx-1", "Hello?", "<script>")
+    assert odd["team_id"] is None
+    await watch.close()
+    await bob_ws.close()

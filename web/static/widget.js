@@ -69,7 +69,9 @@
     "textarea{flex:1;resize:none;height:40px;padding:9px 10px;border:1px solid #cfd4e0;border-radius:8px;font:inherit}",
     ".sb button.send,.sb .away button{border:0;border-radius:8px;color:#fff;padding:0 14px;cursor:pointer;background:var(--accent)}",
     ".sb .status{font-size:12px;color:#a33;padding:0 12px}",
-    ".sb .head b{font-weight:600;font-size:15px}.sb .head span{font-size:12px}"
+    ".sb .head b{font-weight:600;font-size:15px}.sb .head span{font-size:12px}",
+    ".sb .file{display:block;margin-top:4px;text-decoration:underline;cursor:pointer;color:inherit}",
+    ".sb .msg img{display:block;max-width:100%;max-height:180px;margin-top:4px;border-radius:8px;cursor:pointer}"
   ].join("\n");
   root.appendChild(css);
   var launch = el("button", "launch");
@@ -119,6 +121,7 @@
     }
     if (message.id && state.shown["s" + message.id]) return;
     var b = el("div", "msg " + (message.from === "visitor" ? "visitor" : "agent"), message.text);
+    (message.attachments || []).forEach(function (file) { b.appendChild(fileView(file)); });
     if (pending) b.classList.add("pending");
     if (message.client_id) state.shown[message.client_id] = b;
     if (message.id) state.shown["s" + message.id] = b;
@@ -126,6 +129,42 @@
     log.scrollTop = log.scrollHeight;
     return key;
   }
+  // Files are fetched with the visitor's token (never put in a URL), then handed to the
+  // browser as a blob: plain images are shown, everything else is a download link.
+  var IMAGES = { "image/png": 1, "image/jpeg": 1, "image/gif": 1, "image/webp": 1 };
+  function fetchFile(file) {
+    return fetch(api + "/attachments/" + encodeURIComponent(file.id), {
+      headers: { Authorization: "Bearer " + state.token }
+    }).then(function (r) {
+      if (!r.ok) throw new Error("The file " + file.filename + " could not be downloaded");
+      return r.blob();
+    });
+  }
+  function download(file) {
+    fetchFile(file).then(function (blob) {
+      var url = URL.createObjectURL(blob), a = el("a");
+      a.href = url; a.download = file.filename; a.style.display = "none";
+      wrap.appendChild(a); a.click(); a.remove();
+      setTimeout(function () { URL.revokeObjectURL(url); }, 30000);
+    }).catch(function (e) { status.textContent = e.message; });
+  }
+  function fileView(file) {
+    var kb = Math.max(1, Math.round((file.size || 0) / 1024));
+    var link = el("a", "file", "\uD83D\uDCCE " + file.filename + " (" + kb + " KB)");
+    link.href = "#";
+    link.setAttribute("data-file", file.id);
+    link.addEventListener("click", function (e) { e.preventDefault(); download(file); });
+    if (!IMAGES[file.content_type]) return link;
+    var box = el("div");
+    var img = el("img");
+    img.alt = file.filename;
+    img.addEventListener("click", function () { download(file); });
+    fetchFile(file).then(function (blob) { img.src = URL.createObjectURL(blob); })
+      .catch(function () { img.remove(); });
+    box.appendChild(img); box.appendChild(link);
+    return box;
+  }
+
   function render(messages) {
     log.textContent = ""; state.shown = {};
     if (state.config) log.appendChild(el("div", "note", state.config.greeting));
@@ -211,9 +250,9 @@
   function flush() {
     outbox().forEach(function (m) {
       if (state.socket && state.socket.readyState === 1) {
-        state.socket.send(JSON.stringify({ type: "message", id: m.id, text: m.text }));
+        state.socket.send(JSON.stringify({ type: "message", id: m.id, text: m.text, language: m.language }));
       } else if (state.token) {
-        request("POST", "/messages", { id: m.id, text: m.text }).then(function () {
+        request("POST", "/messages", { id: m.id, text: m.text, language: m.language }).then(function () {
           store(keyOutbox, outbox().filter(function (x) { return x.id !== m.id; }));
         }).catch(function (e) {
           if (e.status && e.status < 500 && e.status !== 429) dropPending(m.id);
@@ -226,7 +265,7 @@
   function submit() {
     var text = input.value.trim();
     if (!text) return;
-    var message = { id: newId(), text: text };
+    var message = { id: newId(), text: text, language: navigator.language || undefined };
     store(keyOutbox, outbox().concat([message]));
     bubble({ client_id: message.id, from: "visitor", text: text }, true);
     input.value = "";

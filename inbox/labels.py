@@ -1,0 +1,144 @@
+"""Labels and priority: how agents sort and flag conversations.
+
+Leads and admins keep the set of labels; any agent who sees a conversation puts labels on
+it by name (matched without regard to case) and sets its priority. Both changes reach the
+conversation's inbox as a ConversationUpdated event.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import delete, func
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.events import ConversationUpdated, ConversationView, View
+from hub.types import utcnow
+from inbox.actions import Forbidden, NotFound, Refused, conversation_to_change
+from inbox.agents import Principal
+from inbox.context import InboxContext
+from inbox.models import PRIORITIES, Conversation, ConversationLabel, Label
+from inbox.views import load_conversation_view
+
+COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+MAX_LABELS = 50  # on one conversation
+
+
+def _require_lead(principal: Principal) -> None:
+    if not principal.is_lead:
+        raise Forbidden("only team leads and admins manage labels")
+
+
+async def list_labels(session: AsyncSession) -> list[Label]:
+    """Every label, by name."""
+    return list(await session.exec(select(Label).order_by(func.lower(Label.name), col(Label.id))))
+
+
+async def _label_named(session: AsyncSession, name: str) -> Label | None:
+    return (
+        await session.exec(select(Label).where(func.lower(Label.name) == name.strip().lower()))
+    ).first()
+
+
+async def create_label(
+    ctx: InboxContext, principal: Principal, *, name: str, color: str | None
+) -> Label:
+    """Add a label to the set (leads and admins)."""
+    _require_lead(principal)
+    name = " ".join(name.split())
+    if not name or len(name) > 60 or "," in name:
+        raise Refused("name: 1 to 60 characters, no comma (the list filter separates by comma)")
+    if color is not None and not COLOR.match(color):
+        raise Refused("color: a hex colour like #2563eb")
+    async with ctx.db.write() as session:
+        if await _label_named(session, name) is not None:
+            raise Refused(f"a label named {name!r} exists already")
+        label = Label(name=name, color=(color or "#6b7280").lower())
+        session.add(label)
+        await session.flush()
+    return label
+
+
+async def delete_label(ctx: InboxContext, principal: Principal, *, label_id: int) -> None:
+    """Remove a label from the set and from every conversation (leads and admins)."""
+    _require_lead(principal)
+    events: list[View] = []
+    async with ctx.db.write() as session:
+        label = await session.get(Label, label_id)
+        if label is None:
+            raise NotFound(f"label {label_id} not found")
+        tagged = list(await session.exec(
+            select(Conversation)
+            .join(ConversationLabel, col(ConversationLabel.conversation_id) == col(Conversation.id))
+            .where(ConversationLabel.label_id == label_id)
+        ))
+        await session.exec(delete(ConversationLabel).where(
+            col(ConversationLabel.label_id) == label_id))
+        await session.delete(label)
+        await session.flush()
+        # Open lists drop the label live, like any other change of a conversation's labels.
+        for conversation in tagged:
+            events.append(_updated(await load_conversation_view(session, conversation),
+                                   ["labels"], principal.agent_id))
+    await ctx.publish(events)
+
+
+def _updated(view: ConversationView, changes: list[str], by: int) -> ConversationUpdated:
+    return ConversationUpdated(inbox_id=view.inbox_id, at=utcnow(), conversation=view,
+                               changes=changes, by_agent_id=by)
+
+
+async def set_conversation_labels(
+    ctx: InboxContext, principal: Principal, *, conversation_id: int, names: list[str]
+) -> ConversationView:
+    """Put exactly these labels (by name) on a conversation; unknown names are refused."""
+    wanted = list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
+    if len(wanted) > MAX_LABELS:
+        raise Refused(f"a conversation may have at most {MAX_LABELS} labels")
+    async with ctx.db.write() as session:
+        conversation = await conversation_to_change(session, principal, conversation_id)
+        known = {
+            label.name.lower(): label
+            for label in await session.exec(
+                select(Label).where(func.lower(Label.name).in_(wanted))
+            )
+        } if wanted else {}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise Refused(f"labels: no label named {unknown[0]!r} (a lead or admin adds labels)")
+        target = {label.id for label in known.values()}
+        current = set(await session.exec(select(ConversationLabel.label_id).where(
+            ConversationLabel.conversation_id == conversation_id)))
+        if target == current:
+            return await load_conversation_view(session, conversation)
+        if current - target:
+            await session.exec(delete(ConversationLabel).where(
+                col(ConversationLabel.conversation_id) == conversation_id,
+                col(ConversationLabel.label_id).in_(current - target),
+            ))
+        for label_id in target - current:
+            assert label_id is not None
+            session.add(ConversationLabel(conversation_id=conversation_id, label_id=label_id))
+        await session.flush()
+        view = await load_conversation_view(session, conversation)
+    await ctx.publish([_updated(view, ["labels"], principal.agent_id)])
+    return view
+
+
+async def set_priority(
+    ctx: InboxContext, principal: Principal, *, conversation_id: int, priority: str
+) -> ConversationView:
+    """Set a conversation's priority (none, low, medium, high, urgent)."""
+    if priority not in PRIORITIES:
+        raise Refused(f"priority must be one of {', '.join(PRIORITIES)}")
+    async with ctx.db.write() as session:
+        conversation = await conversation_to_change(session, principal, conversation_id)
+        if conversation.priority == priority:
+            return await load_conversation_view(session, conversation)
+        conversation.priority = priority
+        session.add(conversation)
+        await session.flush()
+        view = await load_conversation_view(session, conversation)
+    await ctx.publish([_updated(view, ["priority"], principal.agent_id)])
+    return view

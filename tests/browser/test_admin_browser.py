@@ -1,0 +1,57 @@
+"""The admin screens in Chromium: invite someone who joins, deactivate someone who is logged in."""
+
+from __future__ import annotations
+
+from playwright.async_api import Browser, expect
+
+from tests.browser.test_agent_ui import DESKTOP, open_inbox
+from tests.helpers import Stack
+
+
+async def test_invite_join_and_deactivate_across_three_people(
+    stack: Stack, browser: Browser
+) -> None:
+    admin = await open_inbox(browser, stack, "admin")
+    alice = await open_inbox(browser, stack, "alice")  # her inbox stays open all along
+
+    page = admin.page
+    await page.click("#admin-link")
+    await expect(page).to_have_url(stack.base + "/admin/agents")
+    form = page.locator("#invite-form")
+    await form.locator("input[name=email]").fill("newbie@example.com")
+    await form.locator("input[name=name]").fill("Nora Newbie")
+    await form.locator("select[name=role]").select_option("agent")
+    await form.get_by_label("Support").check()
+    await form.locator("button[type=submit]").click()
+    link = page.locator("#invite-link")
+    await expect(link).to_be_visible()
+    url = await link.input_value()
+    assert "/invite/" in url
+    await expect(page.locator("#invitations")).to_contain_text("newbie@example.com")
+
+    # The invitee opens the link in a browser of their own, sets a password, lands in the inbox.
+    invitee = await browser.new_context(viewport=DESKTOP, base_url=stack.base)  # type: ignore[arg-type]
+    joining = await invitee.new_page()
+    await joining.goto(url)
+    await expect(joining.locator("main")).to_contain_text("newbie@example.com")
+    await joining.fill("input[name=name]", "Nora N.")
+    await joining.fill("input[name=password]", "noras passphrase")
+    await joining.fill("input[name=confirm_password]", "noras passphrase")
+    await joining.click("button[type=submit]")
+    origin = url.split("/invite/", 1)[0]  # the link is on the public base URL
+    await expect(joining).to_have_url(origin + "/")
+    await expect(joining.locator("body")).to_have_attribute("data-live", "true")
+    await expect(joining.locator("#me-name")).to_have_text("Nora N.")
+    await expect(joining.locator("#admin-link")).to_be_hidden()
+    # The pending list no longer shows the invitation once it is used.
+    await page.goto("/admin/agents")
+    await expect(page.locator("#invitations")).not_to_contain_text("newbie@example.com")
+
+    # Deactivating Alice ends her open inbox at once: its websocket closes, she is logged out.
+    await page.click(f"#deactivate-{stack.ids['alice']}")
+    await expect(page.locator("#notice")).to_contain_text("deactivated")
+    await expect(page.locator(f"#reactivate-{stack.ids['alice']}")).to_be_visible()
+    await expect(alice.page).to_have_url(stack.base + "/login")
+    await expect(joining.locator("body")).to_have_attribute("data-live", "true")
+    admin.assert_clean()
+    await invitee.close()

@@ -1,0 +1,115 @@
+"""Access changes act at once on open websockets: deactivation, memberships, logout, password."""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.exceptions import ConnectionClosed
+
+from tests.helpers import PASSWORD, Socket, Stack, message, of_type
+
+# Far below the websocket's periodic 30 s session check: closing sooner shows the event did it.
+PROMPTLY = 10.0
+
+
+async def _closed(socket: Socket) -> ConnectionClosed:
+    """Wait for the server to close the socket (events before the close are skipped)."""
+    try:
+        while True:
+            await asyncio.wait_for(socket.conn.recv(), PROMPTLY)
+    except ConnectionClosed as exc:
+        return exc
+
+
+async def test_deactivation_ends_sessions_and_closes_open_websockets(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    alice = await stack.login("alice")
+    other_tab = await stack.login("alice")
+    sockets = [await alice.ws(), await other_tab.ws()]
+    watcher = await admin.ws()
+    # Alice is online: auto-assignment gives her the new support conversation.
+    await stack.inbound("support", [message("d-1", "help me, Alice", "ada")])
+    created = await watcher.wait_event(of_type("conversation.assigned"))
+    conversation = created["event"]["conversation"]
+    assert conversation["assignee_id"] == stack.ids["alice"]
+
+    response = await admin.http.patch(f"/api/v1/admin/agents/{stack.ids['alice']}",
+                                      json={"is_active": False})
+    assert response.status_code == 200 and response.json()["is_active"] is False
+    for socket in sockets:
+        closed = await _closed(socket)
+        assert closed.rcvd is not None and closed.rcvd.code == 4401
+    event = await watcher.wait_event(of_type("agent.updated"))
+    assert event["event"]["agent_id"] == stack.ids["alice"]
+    assert event["event"]["is_active"] is False and "deactivated" in event["event"]["changes"]
+    # Her open conversation went back to the queue.
+    released = await watcher.wait_event(of_type("conversation.assigned", id=conversation["id"],
+                                                 assignee_id=None))
+    assert released["event"]["conversation"]["waiting_since"] is not None
+
+    assert (await alice.http.get("/api/v1/me")).status_code == 401
+    assert (await other_tab.http.get("/api/v1/me")).status_code == 401
+    login = await stack.client().post("/api/v1/auth/login", json={
+        "email": "alice@example.com", "password": PASSWORD})
+    assert login.status_code == 401
+    # Reactivated, Alice logs in again with her password.
+    await admin.http.patch(f"/api/v1/admin/agents/{stack.ids['alice']}",
+                           json={"is_active": True})
+    assert (await stack.login("alice")).id == stack.ids["alice"]
+    await watcher.close()
+
+
+async def test_removed_membership_stops_that_inbox_events_at_once(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    alice = await stack.login("alice")
+    alice_ws = await alice.ws()
+    admin_ws = await admin.ws()
+    await stack.inbound("support", [message("m-1", "before", "ada")])
+    await alice_ws.wait_event(of_type("message.created", text="before"))
+
+    response = await admin.http.patch(f"/api/v1/admin/agents/{stack.ids['alice']}",
+                                      json={"inbox_ids": [stack.ids["sales"]]})
+    assert response.status_code == 200
+    changed = await alice_ws.wait_event(of_type("agent.updated"))
+    assert changed["event"]["changes"] == ["inboxes"]
+
+    await stack.inbound("support", [message("m-2", "after, support", "ada")])
+    # The admin sees it first, so it is in the stream before the sales message below.
+    await admin_ws.wait_event(of_type("message.created", text="after, support"))
+    await stack.inbound("sales", [message("m-3", "after, sales", "sam")])
+    await alice_ws.wait_event(of_type("message.created", text="after, sales"))
+    texts = [f["event"].get("message", {}).get("text") for f in alice_ws.frames
+             if f["type"] == "event"]
+    assert "after, support" not in texts
+    assert alice_ws.conn.close_code is None  # still open: only her inboxes changed
+    for socket in (alice_ws, admin_ws):
+        await socket.close()
+
+
+async def test_logout_closes_that_session_socket_only(stack: Stack) -> None:
+    alice = await stack.login("alice")
+    other_tab = await stack.login("alice")
+    leaving = await alice.ws()
+    staying = await other_tab.ws()
+    assert (await alice.http.post("/api/v1/auth/logout")).status_code == 204
+    closed = await _closed(leaving)
+    assert closed.rcvd is not None and closed.rcvd.code == 4401
+    # The other session keeps its socket, and still gets events.
+    await stack.inbound("support", [message("l-1", "still here?", "ada")])
+    await staying.wait_event(of_type("message.created", text="still here?"))
+    await staying.close()
+
+
+async def test_password_change_closes_the_other_sessions_sockets(stack: Stack) -> None:
+    alice = await stack.login("alice")
+    other_tab = await stack.login("alice")
+    kept = await alice.ws()
+    ended = await other_tab.ws()
+    response = await alice.http.post("/api/v1/me/password", json={
+        "current_password": PASSWORD, "new_password": "a new passphrase"})
+    assert response.status_code == 204
+    closed = await _closed(ended)
+    assert closed.rcvd is not None and closed.rcvd.code == 4401
+    await stack.inbound("support", [message("p-1", "after the change", "ada")])
+    await kept.wait_event(of_type("message.created", text="after the change"))
+    await kept.close()

@@ -1,0 +1,101 @@
+"""Labels and priority: leads keep the set, agents label conversations, everyone sees it live."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from inbox.agents import create_agent
+from inbox.db import Database
+from tests.helpers import PASSWORD, Stack, message, of_type
+from tests.web.collab import open_conversation
+
+
+def updated(*changes: str) -> Callable[[dict[str, Any]], bool]:
+    """Predicate: a conversation.updated event with exactly these changes."""
+    return lambda e: e["type"] == "conversation.updated" and e["changes"] == list(changes)
+
+
+async def test_labels_and_priority_reach_the_inbox_live(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    alice = await stack.login("alice")
+    for name, color in (("billing", "#2563EB"), ("VIP", None)):
+        created = await admin.http.post("/api/v1/labels", json={"name": name, "color": color})
+        assert created.status_code == 201, created.text
+    assert [(label["name"], label["color"]) for label in
+            (await alice.http.get("/api/v1/labels")).json()] == [
+        ("billing", "#2563eb"), ("VIP", "#6b7280")]
+    conversation = await open_conversation(stack, alice)
+    other = await open_conversation(stack, alice, ext_id="m-2", sender={"id": "ben"}, text="yo")
+    conv = f"/api/v1/conversations/{conversation['id']}"
+    admin_ws = await admin.ws()
+
+    labelled = await alice.http.put(conv + "/labels", json={"labels": ["vip", "Billing"]})
+    assert labelled.status_code == 200, labelled.text
+    assert labelled.json()["labels"] == ["billing", "VIP"]
+    live = await admin_ws.wait_event(updated("labels"))
+    assert live["event"]["conversation"]["labels"] == ["billing", "VIP"]
+    assert live["event"]["by_agent_id"] == stack.ids["alice"]
+
+    unknown = await alice.http.put(conv + "/labels", json={"labels": ["vip", "nope"]})
+    assert unknown.status_code == 422 and "'nope'" in unknown.json()["error"]["message"]
+
+    prioritised = await alice.http.put(conv + "/priority", json={"priority": "urgent"})
+    assert prioritised.status_code == 200 and prioritised.json()["priority"] == "urgent"
+    live = await admin_ws.wait_event(updated("priority"))
+    assert live["event"]["conversation"]["priority"] == "urgent"
+    assert live["event"]["conversation"]["labels"] == ["billing", "VIP"]
+    bad = await alice.http.put(conv + "/priority", json={"priority": "critical"})
+    assert bad.status_code == 422
+
+    # Labels show wherever a conversation does: the list (and its filter), the conversation,
+    # and the events of a new message.
+    listed = (await alice.http.get("/api/v1/conversations")).json()["items"]
+    assert {c["id"]: c["labels"] for c in listed} == {
+        conversation["id"]: ["billing", "VIP"], other["id"]: []}
+    only = (await alice.http.get("/api/v1/conversations?label=VIP")).json()["items"]
+    assert [c["id"] for c in only] == [conversation["id"]]
+    assert (await alice.http.get("/api/v1/conversations?label=other")).json()["items"] == []
+    shown = (await alice.http.get(conv)).json()
+    assert shown["labels"] == ["billing", "VIP"] and shown["priority"] == "urgent"
+    await stack.inbound("support", [message("m-3", "again", "ada")])
+    arrived = await admin_ws.wait_event(of_type("message.created", direction="in",
+                                                conversation_id=conversation["id"]))
+    assert arrived["event"]["conversation"]["labels"] == ["billing", "VIP"]
+
+    # Removing a label takes it off its conversations, live.
+    vip = next(label for label in (await admin.http.get("/api/v1/labels")).json()
+               if label["name"] == "VIP")
+    assert (await admin.http.delete(f"/api/v1/labels/{vip['id']}")).status_code == 204
+    live = await admin_ws.wait_event(updated("labels"))
+    assert live["event"]["conversation"]["labels"] == ["billing"]
+    assert (await alice.http.get(conv)).json()["labels"] == ["billing"]
+    cleared = await alice.http.put(conv + "/labels", json={"labels": []})
+    assert cleared.json()["labels"] == []
+    await admin_ws.close()
+
+
+async def test_only_leads_and_admins_manage_labels(stack: Stack) -> None:
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.write() as session:
+            lead = await create_agent(session, email="lee@example.com", name="Lee",
+                                      password=PASSWORD, role="lead")
+            assert lead.id is not None
+            stack.ids["lee"] = lead.id
+    finally:
+        await db.close()
+    lee = await stack.login("lee")
+    alice = await stack.login("alice")
+    assert (await alice.http.post("/api/v1/labels", json={"name": "x"})).status_code == 403
+    created = await lee.http.post("/api/v1/labels", json={"name": "refund"})
+    assert created.status_code == 201
+    label_id = created.json()["id"]
+    assert (await alice.http.delete(f"/api/v1/labels/{label_id}")).status_code == 403
+    for body in ({"name": "Refund"}, {"name": "ok", "color": "red"}, {"name": "a,b"},
+                 {"name": "   "}):
+        answer = await lee.http.post("/api/v1/labels", json=body)
+        assert answer.status_code == 422, body
+    assert (await lee.http.delete("/api/v1/labels/999999")).status_code == 404
+    assert (await lee.http.delete(f"/api/v1/labels/{label_id}")).status_code == 204
+    assert (await alice.http.get("/api/v1/labels")).json() == []

@@ -1,0 +1,337 @@
+"""Server-rendered pages for people and permissions: agents, teams, invitations, two-factor.
+
+They work without JavaScript: plain forms, each checked against the session's CSRF token
+(the invitation page, before any session, uses a double-submit cookie like the login form),
+and answered with a redirect to the page (post/redirect/get) or the page with an error.
+They call the same inbox/ actions as the JSON API, through `guarded`, so both give the same
+refusals with the same messages.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from hub.security import constant_time_equal
+from inbox import admin, invitations, teams, totp
+from inbox.agents import MIN_PASSWORD, Principal
+from inbox.inboxes import visible_inboxes
+from inbox.models import Agent
+from web.api_admin import guarded
+from web.context import WebContext
+from web.http import SESSION_COOKIE, HTTPProblem, current_principal, set_session_cookie
+from web.ui import Pages, form_lists
+
+T = TypeVar("T")
+Form = dict[str, list[str]]
+INVITE_CSRF_COOKIE = "switchboard_invite_csrf"
+DONE = {
+    "saved": "Saved.",
+    "deactivated": "The agent was deactivated and logged out everywhere.",
+    "reactivated": "The agent can log in again.",
+    "revoked": "The invitation was withdrawn; its link no longer works.",
+    "created": "The team was created.",
+    "deleted": "The team was deleted.",
+}
+
+
+class FormError(ValueError):
+    """A form that cannot be carried out: its message is shown on the page."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _one(form: Form, name: str) -> str:
+    return form.get(name, [""])[0].strip()
+
+
+def _ids(form: Form, name: str) -> list[int]:
+    values = form.get(name, [])
+    if not all(v.isdigit() for v in values):
+        raise FormError(f"{name}: ids must be numbers")
+    return [int(v) for v in values]
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
+
+
+def _model(build: Callable[[], T]) -> T:
+    """Build a request model from form values; a validation problem becomes a FormError."""
+    try:
+        return build()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "form"
+        raise FormError(f"{where}: {first['msg']}") from None
+
+
+async def _act(action: Awaitable[T]) -> T:
+    """Run an action as the API does; its refusal becomes a FormError with the same status."""
+    try:
+        return await guarded(action)
+    except HTTPProblem as problem:
+        raise FormError(problem.message, problem.status) from None
+
+
+def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
+    """The admin pages, the invitation page and the two-factor settings page."""
+    db = ctx.inbox.db
+    presence = ctx.settings.presence_seconds
+    pages = Pages()
+    page, redirect = pages.page, pages.redirect
+
+    def refusal(status: int, title: str, text: str) -> HTMLResponse:
+        return page("message.html", status, title=title, text=text)
+
+    async def session_principal(request: Request) -> Principal | None:
+        if not request.cookies.get(SESSION_COOKIE):
+            return None
+        return await current_principal(ctx, request)
+
+    def admin_page(
+        handler: Callable[[Request, Principal, Form | None], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Only admins; a POST must carry the session's CSRF token."""
+
+        async def endpoint(request: Request) -> Response:
+            principal = await session_principal(request)
+            if principal is None:
+                return redirect("/login")
+            if not principal.is_admin:
+                return refusal(403, "Admins only", "Only admins manage agents and teams.")
+            form = None
+            if request.method == "POST":
+                form = await form_lists(request)
+                if not constant_time_equal(_one(form, "csrf_token"), principal.csrf_token):
+                    return refusal(403, "Not saved",
+                                   "This form expired or was not sent from this site. "
+                                   "Reload the page and try again.")
+            return await handler(request, principal, form)
+
+        return endpoint
+
+    async def agents_page(
+        principal: Principal, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        async with db.read() as session:
+            return page(
+                "admin_agents.html", status, csrf_token=principal.csrf_token,
+                me=principal.agent_id, agents=await admin.list_agents(
+                    session, presence_seconds=presence),
+                inboxes=await visible_inboxes(session, principal),
+                teams=await teams.list_teams(session),
+                invitations=await invitations.pending_invitations(session),
+                min_hours=1, max_hours=720, **values,
+            )
+
+    async def teams_page(principal: Principal, status: int = 200, **values: Any) -> HTMLResponse:
+        async with db.read() as session:
+            return page(
+                "admin_teams.html", status, csrf_token=principal.csrf_token,
+                teams=await teams.list_teams(session),
+                agents=await admin.list_agents(session, presence_seconds=presence),
+                inboxes=await visible_inboxes(session, principal), **values,
+            )
+
+    def notice(request: Request) -> str | None:
+        return DONE.get(request.query_params.get("done", ""))
+
+    async def agents_get(request: Request, principal: Principal, form: Form | None) -> Response:
+        return await agents_page(principal, notice=notice(request))
+
+    async def agent_post(request: Request, principal: Principal, form: Form | None) -> Response:
+        assert form is not None
+        agent_id = int(request.path_params["agent_id"])
+        try:
+            if "is_active" in form:
+                patch = _model(lambda: admin.AgentPatch(is_active=_one(form, "is_active") == "1"))
+                done = "reactivated" if patch.is_active else "deactivated"
+            else:
+                capacity = _one(form, "capacity")
+                if capacity and not capacity.isdigit():
+                    raise FormError("capacity: a whole number, or empty for no limit")
+                patch = _model(lambda: admin.AgentPatch(
+                    name=_one(form, "name") or None, role=_one(form, "role") or None,
+                    capacity=int(capacity) if capacity else None,
+                    inbox_ids=_ids(form, "inbox_ids"), team_ids=_ids(form, "team_ids"),
+                ))
+                done = "saved"
+            await _act(admin.update_agent(ctx.inbox, principal, agent_id, patch))
+        except FormError as exc:
+            return await agents_page(principal, exc.status, error=_sentence(str(exc)),
+                                     error_for=agent_id)
+        return redirect(f"/admin/agents?done={done}#agent-{agent_id}")
+
+    async def invite_post(request: Request, principal: Principal, form: Form | None) -> Response:
+        assert form is not None
+        hours = _one(form, "expires_in_hours") or "72"
+        try:
+            body = _model(lambda: invitations.InvitationCreate(
+                email=_one(form, "email"), name=_one(form, "name"),
+                role=_one(form, "role") or "agent",
+                inbox_ids=_ids(form, "inbox_ids"), team_ids=_ids(form, "team_ids"),
+                expires_in_hours=int(hours) if hours.isdigit() else 0,
+            ))
+            created = await _act(invitations.create_invitation(ctx.inbox, principal, body))
+        except FormError as exc:
+            return await agents_page(principal, exc.status, invite_error=_sentence(str(exc)))
+        # Shown this once: only the token's hash is kept, nobody can see the link again.
+        return await agents_page(principal, 201, new_invitation=created)
+
+    async def revoke_post(request: Request, principal: Principal, form: Form | None) -> Response:
+        try:
+            await _act(invitations.revoke_invitation(
+                ctx.inbox, principal, int(request.path_params["invitation_id"])))
+        except FormError as exc:
+            return await agents_page(principal, exc.status, invite_error=_sentence(str(exc)))
+        return redirect("/admin/agents?done=revoked#invitations")
+
+    async def teams_get(request: Request, principal: Principal, form: Form | None) -> Response:
+        return await teams_page(principal, notice=notice(request))
+
+    def team_fields(form: Form) -> dict[str, Any]:
+        return {
+            "name": _one(form, "name"),
+            "assignment_policy": _one(form, "assignment_policy") or "round_robin",
+            "member_ids": _ids(form, "member_ids"), "inbox_ids": _ids(form, "inbox_ids"),
+        }
+
+    async def team_create(request: Request, principal: Principal, form: Form | None) -> Response:
+        assert form is not None
+        try:
+            body = _model(lambda: teams.TeamCreate(**team_fields(form)))
+            team = await _act(teams.create_team(ctx.inbox, principal, body))
+        except FormError as exc:
+            return await teams_page(principal, exc.status, error=_sentence(str(exc)),
+                                    error_for="new")
+        return redirect(f"/admin/teams?done=created#team-{team.id}")
+
+    async def team_update(request: Request, principal: Principal, form: Form | None) -> Response:
+        assert form is not None
+        team_id = int(request.path_params["team_id"])
+        try:
+            body = _model(lambda: teams.TeamPatch(**team_fields(form)))
+            await _act(teams.update_team(ctx.inbox, principal, team_id, body))
+        except FormError as exc:
+            return await teams_page(principal, exc.status, error=_sentence(str(exc)),
+                                    error_for=team_id)
+        return redirect(f"/admin/teams?done=saved#team-{team_id}")
+
+    async def team_delete(request: Request, principal: Principal, form: Form | None) -> Response:
+        try:
+            await _act(teams.delete_team(ctx.inbox, principal,
+                                         int(request.path_params["team_id"])))
+        except FormError as exc:
+            return await teams_page(principal, exc.status, error=_sentence(str(exc)))
+        return redirect("/admin/teams?done=deleted")
+
+    def invite_form(token: str, invitation: invitations.InvitationView, status: int = 200,
+                    **values: Any) -> Response:
+        csrf = secrets.token_urlsafe(32)
+        response = page("invite.html", status, invitation=invitation, token=token,
+                        csrf_token=csrf, min_length=MIN_PASSWORD, **values)
+        response.set_cookie(INVITE_CSRF_COOKIE, csrf, max_age=3600, httponly=True,
+                            secure=ctx.settings.base_url.startswith("https://"),
+                            samesite="strict", path="/invite")
+        return response
+
+    async def invite_page(request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            async with db.read() as session:
+                invitation = await _act(invitations.open_invitation(session, token))
+        except FormError as exc:
+            return refusal(exc.status, "This invitation cannot be used", _sentence(str(exc)))
+        if request.method == "GET":
+            return invite_form(token, invitation)
+        form = await form_lists(request)
+        name = _one(form, "name")[:200]
+        expected = request.cookies.get(INVITE_CSRF_COOKIE, "")
+        if not expected or not constant_time_equal(expected, _one(form, "csrf_token")):
+            return invite_form(token, invitation, 403, name=name,
+                               error="This form expired. Please try again.")
+        password = form.get("password", [""])[0]
+        if password != form.get("confirm_password", [""])[0]:
+            return invite_form(token, invitation, 422, name=name,
+                               error="The passwords do not match.")
+        try:
+            logged = await _act(invitations.accept_invitation(
+                ctx.inbox, token=token, name=name, password=password))
+        except FormError as exc:
+            return invite_form(token, invitation, exc.status, name=name,
+                               error=_sentence(str(exc)))
+        response = redirect("/")
+        set_session_cookie(response, logged.token, ctx.settings)
+        response.delete_cookie(INVITE_CSRF_COOKIE, path="/invite")
+        return response
+
+    async def two_factor(request: Request) -> Response:
+        principal = await session_principal(request)
+        if principal is None:
+            return redirect("/login")
+        values: dict[str, Any] = {"csrf_token": principal.csrf_token}
+        status = 200
+        if request.method == "POST":
+            form = await form_lists(request)
+            if not constant_time_equal(_one(form, "csrf_token"), principal.csrf_token):
+                return refusal(403, "Not saved", "This form expired. Reload and try again.")
+            try:
+                values["notice"] = await two_factor_action(principal, form)
+            except FormError as exc:
+                status, values["error"] = exc.status, _sentence(str(exc))
+        async with db.read() as session:
+            agent = await session.get_one(Agent, principal.agent_id)
+        if agent.totp_secret and not agent.totp_enabled:
+            values["otpauth_uri"] = totp.otpauth_uri(agent.totp_secret, agent.email)
+        return page("two_factor.html", status, agent=agent, **values)
+
+    async def two_factor_action(principal: Principal, form: Form) -> str:
+        action = _one(form, "action")
+        async with db.write() as session:
+            return await _act(_two_factor_step(session, principal, action, form))
+
+    async def admin_home(request: Request) -> Response:
+        return redirect("/admin/agents")
+
+    return [
+        Route("/admin", admin_home, methods=["GET"]),
+        Route("/admin/agents", admin_page(agents_get), methods=["GET"]),
+        Route("/admin/agents/{agent_id:int}", admin_page(agent_post), methods=["POST"]),
+        Route("/admin/invitations", admin_page(invite_post), methods=["POST"]),
+        Route("/admin/invitations/{invitation_id:int}/revoke", admin_page(revoke_post),
+              methods=["POST"]),
+        Route("/admin/teams", admin_page(teams_get), methods=["GET"]),
+        Route("/admin/teams", admin_page(team_create), methods=["POST"]),
+        Route("/admin/teams/{team_id:int}", admin_page(team_update), methods=["POST"]),
+        Route("/admin/teams/{team_id:int}/delete", admin_page(team_delete), methods=["POST"]),
+        Route("/invite/{token:str}", invite_page, methods=["GET", "POST"]),
+        Route("/settings/two-factor", two_factor, methods=["GET", "POST"]),
+    ]
+
+
+async def _two_factor_step(
+    session: AsyncSession, principal: Principal, action: str, form: Form
+) -> str:
+    """Carry out one step of the two-factor page; return what to tell the agent."""
+    if action == "setup":
+        await totp.start_setup(session, agent_id=principal.agent_id)
+        return "A new key was made for you: one more step below."
+    if action == "enable":
+        await totp.enable(session, agent_id=principal.agent_id, code=_one(form, "code"))
+        return "Two-factor authentication is on. You will need a code each time you log in."
+    if action == "disable":
+        await totp.disable(session, agent_id=principal.agent_id,
+                           password=form.get("password", [""])[0])
+        return "Two-factor authentication is off."
+    raise FormError("unknown action", 400)
