@@ -99,7 +99,7 @@ async def test_new_conversation_live_reply_and_resolve_across_two_agents(
     await reply.press_sequentially("Sorry about that!")
     await reply.press("Shift+Enter")
     await reply.press_sequentially("It ships today.")
-    await expect(admin.page.locator("#typing")).to_have_text("Alice is typing…")
+    await expect(admin.page.locator("#typing")).to_have_text("Alice is replying…")
     await reply.press("Enter")
     await expect(reply).to_have_value("")
     await stack.receiver.wait(1)

@@ -1,0 +1,325 @@
+// The contact panel: name and details (editable), every identity, the contact's conversations
+// on every channel, attributes, notes, and merging with another contact.
+// Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
+
+import { $, el, formatTime, toast } from "./dom.js";
+import { api } from "./api.js";
+import { STATUS_WORDS, agentName, inboxName, onEvent, state } from "./state.js";
+import { upsertConversation } from "./list.js";
+
+// The panel's parts are built once per contact, so a re-render never loses what is being typed.
+let view = null;
+
+/** Load the open conversation's contact (a merged contact answers with the one it became). */
+export async function loadContact(contactId) {
+  const open = state.open;
+  const contact = await api("GET", `/api/v1/contacts/${contactId}`);
+  if (state.open !== open || !open) return;
+  open.contact = contact;
+  open.others = contact.conversations || [];
+  renderContact();
+}
+
+const reload = () => {
+  const open = state.open;
+  if (open && open.contact) loadContact(open.contact.id).catch((error) => toast(`Could not load the contact: ${error.message}`));
+};
+
+export function renderContact() {
+  const box = $("#contact");
+  const open = state.open;
+  if (!open || !open.contact) {
+    view = null;
+    box.replaceChildren(el("p", { class: "muted" }, open ? "Loading…" : "No conversation open."));
+    return;
+  }
+  if (!view || view.contactId !== open.contact.id || !box.contains(view.root)) {
+    view = buildView(open.contact.id);
+    box.replaceChildren(view.root);
+  }
+  fillView(open);
+}
+
+// ---- the parts ---------------------------------------------------------------------
+
+function buildView(contactId) {
+  const v = { contactId };
+  v.name = el("h3", { class: "contact-name" });
+  v.editButton = el("button", { type: "button", class: "ghost small", id: "contact-edit", onclick: () => toggleEdit(true) }, "Edit");
+  v.editName = el("input", { id: "contact-edit-name", maxlength: "200", autocomplete: "off" });
+  v.editEmail = el("input", { id: "contact-edit-email", type: "email", maxlength: "320", autocomplete: "off" });
+  v.editPhone = el("input", { id: "contact-edit-phone", type: "tel", maxlength: "40", autocomplete: "off" });
+  v.editError = el("p", { class: "error", role: "alert" });
+  v.editForm = el("form", { class: "contact-edit", hidden: true, onsubmit: (event) => { event.preventDefault(); saveDetails(); } },
+    el("label", {}, "Name", v.editName),
+    el("label", {}, "Email", v.editEmail),
+    el("label", {}, "Phone", v.editPhone),
+    v.editError,
+    el("div", { class: "row-actions" },
+      el("button", { type: "button", class: "ghost", onclick: () => toggleEdit(false) }, "Cancel"),
+      el("button", { type: "submit", class: "primary" }, "Save")));
+  v.facts = el("dl", { class: "facts" });
+  v.identities = el("ul", { class: "identities" });
+  v.conversations = el("div", { class: "contact-conversations" });
+  v.attributes = el("dl", { class: "attributes", id: "contact-attributes" });
+  v.attrKey = el("input", { id: "attribute-key", maxlength: "100", placeholder: "Name", autocomplete: "off", "aria-label": "Attribute name" });
+  v.attrValue = el("input", { id: "attribute-value", maxlength: "1000", placeholder: "Value", autocomplete: "off", "aria-label": "Attribute value" });
+  v.attrForm = el("form", { class: "attribute-form", onsubmit: (event) => { event.preventDefault(); saveAttribute(); } },
+    v.attrKey, v.attrValue, el("button", { type: "submit" }, "Save"));
+  v.notes = el("ul", { class: "contact-notes", id: "contact-notes" });
+  v.noteText = el("textarea", { id: "contact-note-text", rows: "2", maxlength: "5000", placeholder: "A note about this contact…", "aria-label": "Note about this contact" });
+  v.noteForm = el("form", { class: "contact-note-form", onsubmit: (event) => { event.preventDefault(); addNote(); } },
+    v.noteText, el("button", { type: "submit", id: "contact-note-add" }, "Add note"));
+  v.root = el("div", { class: "contact-card", dataset: { contactId: String(contactId) } },
+    el("div", { class: "contact-title" }, v.name, v.editButton),
+    v.editForm,
+    v.facts,
+    el("h4", {}, "Identities"), v.identities,
+    el("h4", {}, "Other conversations"), v.conversations,
+    el("h4", {}, "Attributes"), v.attributes, v.attrForm,
+    el("h4", {}, "Notes"), v.notes, v.noteForm,
+    el("button", { type: "button", class: "merge-button", id: "contact-merge", onclick: openMerge }, "Merge with another contact…"),
+  );
+  return v;
+}
+
+function fillView(open) {
+  const contact = open.contact;
+  view.name.textContent = contact.name || "Unknown contact";
+  const facts = [];
+  for (const [label, value] of [["Email", contact.email], ["Phone", contact.phone]]) {
+    if (value) facts.push(el("dt", {}, label), el("dd", {}, value));
+  }
+  view.facts.replaceChildren(...facts);
+  view.facts.hidden = facts.length === 0;
+  view.identities.replaceChildren(...contact.identities.map((identity) =>
+    el("li", {}, el("span", { class: "identity-kind" }, identity.kind), " ",
+      el("span", { class: "identity-value" }, identity.value),
+      identity.display_name ? el("span", { class: "muted" }, ` (${identity.display_name})`) : null)));
+
+  const others = open.others.filter((c) => c.id !== open.id);
+  view.conversations.replaceChildren(others.length
+    ? el("ul", { class: "other-conversations", id: "other-conversations" }, others.map((c) =>
+      el("li", {}, el("a", { href: `#/conversations/${c.id}` },
+        el("span", { class: "inbox" }, `${inboxName(c.inbox_id)} · ${c.channel}`), " ",
+        el("span", { class: `status-chip status-${c.status}` }, STATUS_WORDS[c.status] || c.status),
+        el("div", { class: "preview" }, c.last_message_preview || c.subject || ""),
+        el("time", { datetime: c.last_activity_at }, formatTime(c.last_activity_at))))))
+    : el("p", { class: "muted" }, "None."));
+
+  const attributes = Object.entries(contact.attributes || {}).sort(([a], [b]) => a.localeCompare(b));
+  view.attributes.replaceChildren(...attributes.flatMap(([key, value]) => {
+    const text = typeof value === "string" ? value : JSON.stringify(value);
+    return [
+      el("dt", {}, key),
+      el("dd", {}, el("span", { class: "attribute-value" }, text),
+        el("button", { type: "button", class: "ghost small", "aria-label": `Edit ${key}`,
+          onclick: () => { view.attrKey.value = key; view.attrValue.value = text; view.attrValue.focus(); } }, "Edit"),
+        el("button", { type: "button", class: "ghost small", "aria-label": `Remove ${key}`,
+          onclick: () => patchContact({ attributes: { [key]: null } }, "Could not remove the attribute") }, "×")),
+    ];
+  }));
+  if (!attributes.length) view.attributes.append(el("dd", { class: "muted" }, "None."));
+
+  const notes = (contact.notes || []).slice().sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at));
+  view.notes.replaceChildren(...notes.map((note) =>
+    el("li", { class: "contact-note" },
+      el("div", { class: "text" }, note.text),
+      el("div", { class: "meta" }, `${agentName(note.agent_id) || "Switchboard"} · `,
+        el("time", { datetime: note.created_at }, formatTime(note.created_at))))));
+}
+
+// ---- changes -----------------------------------------------------------------------
+
+function toggleEdit(on) {
+  const contact = state.open && state.open.contact;
+  if (!view || !contact) return;
+  view.editForm.hidden = !on;
+  view.editButton.hidden = on;
+  view.editError.textContent = "";
+  if (on) {
+    view.editName.value = contact.name || "";
+    view.editEmail.value = contact.email || "";
+    view.editPhone.value = contact.phone || "";
+    view.editName.focus();
+  }
+}
+
+/** PATCH the contact; apply the answer here, in the conversation's title and in the list. */
+async function patchContact(change, failure) {
+  const open = state.open;
+  if (!open || !open.contact) return false;
+  let updated;
+  try {
+    updated = await api("PATCH", `/api/v1/contacts/${open.contact.id}`, change);
+  } catch (error) {
+    if (view && failure) view.editError.textContent = `${failure}: ${error.message}`;
+    toast(`${failure}: ${error.message}`);
+    return false;
+  }
+  if (state.open !== open) return true;
+  open.contact = { ...open.contact, ...updated };
+  renameConversations(updated.id, updated.id, updated.name);
+  renderContact();
+  return true;
+}
+
+/** The contact's conversations as the list and the thread show them: its name, its id. */
+function renameConversations(fromId, toId, name) {
+  const open = state.open;
+  const touched = [];
+  for (const conversation of state.conversations.values()) {
+    if (conversation.contact_id === fromId) touched.push(conversation);
+  }
+  if (open && open.conversation && open.conversation.contact_id === fromId && !touched.some((c) => c.id === open.id)) {
+    touched.push(open.conversation);
+  }
+  for (const conversation of touched) upsertConversation({ ...conversation, contact_id: toId, contact_name: name });
+}
+
+async function saveDetails() {
+  const blank = (value) => (value.trim() ? value.trim() : null);
+  const ok = await patchContact({
+    name: blank(view.editName.value), email: blank(view.editEmail.value), phone: blank(view.editPhone.value),
+  }, "Could not save");
+  if (ok) toggleEdit(false);
+}
+
+async function saveAttribute() {
+  const key = view.attrKey.value.trim();
+  if (!key) {
+    view.attrKey.focus();
+    return;
+  }
+  if (await patchContact({ attributes: { [key]: view.attrValue.value } }, "Could not save the attribute")) {
+    view.attrKey.value = "";
+    view.attrValue.value = "";
+  }
+}
+
+async function addNote() {
+  const open = state.open;
+  const text = view.noteText.value;
+  if (!open || !open.contact || !text.trim()) return;
+  try {
+    const note = await api("POST", `/api/v1/contacts/${open.contact.id}/notes`, { text });
+    if (state.open !== open) return;
+    open.contact = { ...open.contact, notes: [...(open.contact.notes || []), note] };
+    view.noteText.value = "";
+    renderContact();
+  } catch (error) {
+    toast(`Could not add the note: ${error.message}`);
+  }
+}
+
+// ---- merging -----------------------------------------------------------------------
+
+const merge = { other: null, seq: 0, timer: null };
+
+function openMerge() {
+  const contact = state.open && state.open.contact;
+  if (!contact) return;
+  merge.other = null;
+  $("#merge-search").value = "";
+  $("#merge-results").replaceChildren();
+  $("#merge-summary").hidden = true;
+  $("#merge-error").textContent = "";
+  $("#merge-confirm").disabled = true;
+  $("#merge-dialog").showModal();
+  $("#merge-search").focus();
+}
+
+function searchContacts() {
+  clearTimeout(merge.timer);
+  const seq = ++merge.seq;
+  const q = $("#merge-search").value.trim();
+  merge.timer = setTimeout(async () => {
+    if (!q) {
+      $("#merge-results").replaceChildren();
+      return;
+    }
+    let found;
+    try {
+      found = await api("GET", `/api/v1/contacts?q=${encodeURIComponent(q)}`);
+    } catch (error) {
+      if (seq === merge.seq) $("#merge-error").textContent = `Could not search: ${error.message}`;
+      return;
+    }
+    const open = state.open;
+    if (seq !== merge.seq || !open || !open.contact) return;
+    const items = (Array.isArray(found) ? found : found.items || []).filter((c) => c.id !== open.contact.id);
+    $("#merge-error").textContent = "";
+    $("#merge-results").replaceChildren(...(items.length ? items.map((contact) =>
+      el("li", {}, el("button", { type: "button", class: "merge-candidate", dataset: { contactId: String(contact.id) },
+        onclick: () => pickMerge(contact) },
+        el("span", { class: "merge-name" }, contact.name || "Unknown contact"),
+        el("span", { class: "muted" }, [contact.email, contact.phone].filter(Boolean).join(" · ") ||
+          (contact.identities || []).map((i) => i.value).join(", "))))) : [el("li", { class: "muted" }, "No contact found.")]));
+  }, 200);
+}
+
+async function pickMerge(other) {
+  const open = state.open;
+  if (!open || !open.contact) return;
+  $("#merge-confirm").disabled = true;
+  let detail;
+  try {
+    detail = await api("GET", `/api/v1/contacts/${other.id}`);
+  } catch (error) {
+    $("#merge-error").textContent = `Could not load that contact: ${error.message}`;
+    return;
+  }
+  merge.other = detail;
+  for (const button of document.querySelectorAll("#merge-results .merge-candidate")) {
+    button.setAttribute("aria-pressed", String(button.dataset.contactId === String(other.id)));
+  }
+  const keep = open.contact.name || "this contact";
+  const gone = detail.name || "the other contact";
+  const count = (n, one, many, more = false) => `${n}${more ? "+" : ""} ${n === 1 && !more ? one : many}`;
+  const identities = count((detail.identities || []).length, "identity", "identities");
+  const conversations = count((detail.conversations || []).length, "conversation", "conversations",
+    Boolean(detail.conversations_next_cursor));
+  $("#merge-summary").textContent =
+    `“${gone}” will be merged into “${keep}”: its ${identities}, ${conversations} and notes move to ` +
+    `“${keep}”, which also takes the details it lacks (email, phone, attributes). ` +
+    `“${gone}” will no longer appear on its own. This cannot be undone.`;
+  $("#merge-summary").hidden = false;
+  $("#merge-confirm").disabled = false;
+  $("#merge-confirm").focus();
+}
+
+async function confirmMerge() {
+  const open = state.open;
+  const other = merge.other;
+  if (!open || !open.contact || !other) return;
+  $("#merge-confirm").disabled = true;
+  try {
+    const survivor = await api("POST", `/api/v1/contacts/${open.contact.id}/merge`, { other_contact_id: other.id });
+    $("#merge-dialog").close();
+    toast(`Merged “${other.name || "the other contact"}” into “${survivor.name || "this contact"}”.`);
+    renameConversations(other.id, survivor.id, survivor.name);
+    if (state.open === open) reload();
+  } catch (error) {
+    $("#merge-error").textContent = `Could not merge: ${error.message}`;
+    $("#merge-confirm").disabled = false;
+  }
+}
+
+// ---- wiring ------------------------------------------------------------------------
+
+export function init() {
+  $("#merge-search").addEventListener("input", searchContacts);
+  $("#merge-form").addEventListener("submit", (event) => event.preventDefault());
+  $("#merge-cancel").addEventListener("click", () => $("#merge-dialog").close());
+  $("#merge-confirm").addEventListener("click", confirmMerge);
+  onEvent((event) => {
+    if (event.type !== "contact.merged") return;
+    // Conversations of the merged contact now belong to the survivor, here and in the list.
+    renameConversations(event.merged_contact_id, event.contact.id, event.contact.name);
+    const open = state.open;
+    const shown = open && open.contact && open.contact.id;
+    if (shown === event.contact.id || shown === event.merged_contact_id) {
+      loadContact(event.contact.id).catch(() => {});
+    }
+  });
+}

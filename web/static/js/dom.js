@@ -1,0 +1,53 @@
+// Small DOM helpers of the agent inbox.
+// Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
+
+export const $ = (selector) => document.querySelector(selector);
+
+// ---- small DOM helpers -------------------------------------------------------------
+
+/** An element with properties and children; strings become text nodes. */
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined && child !== false) node.append(child);
+  }
+  return node;
+}
+
+export function formatTime(iso) {
+  if (!iso) return "";
+  const at = new Date(iso);
+  const now = new Date();
+  const sameDay = at.toDateString() === now.toDateString();
+  return sameDay
+    ? at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })
+    : at.toLocaleDateString([], { month: "short", day: "numeric" }) + " " +
+      at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+export function randomKey() {
+  const bytes = new Uint8Array(16);
+  crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+let toastTimer = null;
+export function toast(text) {
+  let box = $("#toast");
+  if (!box) {
+    box = el("div", { id: "toast", class: "toast", role: "status" });
+    document.body.append(box);
+  }
+  box.textContent = text;
+  box.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { box.hidden = true; }, 5000);
+}

@@ -1,0 +1,23 @@
+// Navigation: hash routes, and one pane at a time on a phone.
+// Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
+
+import { $ } from "./dom.js";
+import { renderList } from "./list.js";
+import { closeConversation, openConversation } from "./thread.js";
+
+// ---- navigation (hash routes, and one pane at a time on a phone) -------------------
+
+export function showPane(name) {
+  $("#columns").dataset.pane = name;
+}
+
+export function route() {
+  const match = /^#\/conversations\/(\d+)$/.exec(window.location.hash);
+  if (match) {
+    openConversation(Number(match[1]));
+    return;
+  }
+  closeConversation();
+  renderList();
+  showPane("list");
+}

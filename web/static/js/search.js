@@ -1,0 +1,215 @@
+// Search above the list: messages, notes, subjects and contacts, with filters; the results
+// replace the list until the search is cleared.
+// Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
+
+import { $, el, formatTime, toast } from "./dom.js";
+import { api } from "./api.js";
+import { STATUS_WORDS, contactName, inboxName, newerFirst, state } from "./state.js";
+import { fillOptions, labels, loadDirectory } from "./list.js";
+import { openConversation } from "./thread.js";
+
+const KIND_WORDS = { message: "Message", note: "Note", conversation: "Subject", contact: "Contact" };
+const FILTERS = [ // form field -> query parameter
+  ["#search-inbox", "inbox_id"],
+  ["#search-status-filter", "status"],
+  ["#search-assignee", "assignee"],
+  ["#search-label", "label"],
+  ["#search-channel", "channel"],
+];
+
+const search = { params: null, nextCursor: null, generation: 0, count: 0 };
+
+// ---- querying ------------------------------------------------------------------------
+
+/** A date input's day as the start of that day, or (`end`) the start of the next, in local time. */
+function dayBound(value, end) {
+  if (!value) return null;
+  const [year, month, day] = value.split("-").map(Number);
+  return new Date(year, month - 1, day + (end ? 1 : 0)).toISOString();
+}
+
+function currentParams() {
+  const params = new URLSearchParams();
+  const q = $("#search-input").value.trim();
+  if (q) params.set("q", q);
+  for (const [field, name] of FILTERS) {
+    const value = $(field).value;
+    if (value) params.set(name, value);
+  }
+  const from = dayBound($("#search-from").value, false);
+  const to = dayBound($("#search-to").value, true);
+  if (from) params.set("from", from);
+  if (to) params.set("to", to);
+  return params;
+}
+
+export async function runSearch() {
+  const params = currentParams();
+  if (!params.get("q")) { // the filters narrow a search; words are what it looks for
+    if (search.params) clearSearch();
+    else $("#search-input").focus();
+    return;
+  }
+  const generation = ++search.generation;
+  search.params = params;
+  search.nextCursor = null;
+  search.count = 0;
+  $("#search-results").replaceChildren();
+  showResults(true);
+  $("#search-status").textContent = "Searching…";
+  await loadPage(generation, null);
+}
+
+async function loadPage(generation, cursor) {
+  const params = new URLSearchParams(search.params);
+  params.set("limit", "25");
+  if (cursor) params.set("cursor", cursor);
+  const more = $("#search-more");
+  more.disabled = true;
+  try {
+    const page = await api("GET", `/api/v1/search?${params}`);
+    if (generation !== search.generation) return;
+    $("#search-results").append(...page.items.map(resultRow));
+    search.count += page.items.length;
+    search.nextCursor = page.next_cursor;
+    const q = search.params.get("q");
+    const what = q ? ` for “${q}”` : "";
+    $("#search-status").textContent = search.count === 0 ? `Nothing found${what}.`
+      : `${search.count}${search.nextCursor ? "+" : ""} ${search.count === 1 ? "result" : "results"}${what}`;
+  } catch (error) {
+    if (generation !== search.generation) return;
+    $("#search-status").textContent = `Search failed: ${error.message}`;
+  } finally {
+    more.disabled = false;
+    more.hidden = !search.nextCursor || generation !== search.generation;
+  }
+}
+
+/** Leave the results (and reset the query and filters): the live list is back, as it is now. */
+export function clearSearch() {
+  search.generation += 1;
+  search.params = null;
+  $("#search-input").value = "";
+  for (const [field] of FILTERS) $(field).value = "";
+  $("#search-from").value = "";
+  $("#search-to").value = "";
+  $("#search-results").replaceChildren();
+  showResults(false);
+}
+
+function showResults(show) {
+  $(".list-pane").classList.toggle("searching", show);
+  $("#search-results").hidden = !show;
+  $("#search-head").hidden = !show;
+  $("#search-more").hidden = true;
+}
+
+// ---- a result ------------------------------------------------------------------------
+
+/** A plain-text snippet as text nodes, the words searched for wrapped in <mark>. */
+export function snippetNodes(snippet, query) {
+  const lower = snippet.toLowerCase();
+  // Words as the search cuts them: letters, digits and marks (any language).
+  const terms = (query.toLowerCase().match(/[\p{L}\p{N}\p{M}\p{Co}]+/gu) || []).filter((t) => t.length > 0);
+  if (!terms.length || lower.length !== snippet.length) return [snippet];
+  const ranges = [];
+  for (const term of terms) {
+    for (let at = lower.indexOf(term); at !== -1; at = lower.indexOf(term, at + term.length)) {
+      ranges.push([at, at + term.length]);
+    }
+  }
+  ranges.sort((a, b) => a[0] - b[0]);
+  const nodes = [];
+  let at = 0;
+  for (const [start, end] of ranges) {
+    if (start < at) continue; // overlaps the previous one
+    if (start > at) nodes.push(snippet.slice(at, start));
+    nodes.push(el("mark", {}, snippet.slice(start, end)));
+    at = end;
+  }
+  if (at < snippet.length) nodes.push(snippet.slice(at));
+  return nodes;
+}
+
+/** A contact found by name or address: open their newest conversation (their panel shows the rest). */
+async function openContact(contact) {
+  try {
+    const found = await api("GET", `/api/v1/contacts/${contact.id}`);
+    const conversations = [...(found.conversations || [])].sort(newerFirst);
+    if (!conversations.length) {
+      toast("This contact has no conversation you can see.");
+      return;
+    }
+    window.location.hash = `#/conversations/${conversations[0].id}`;
+  } catch (error) {
+    toast(`Could not open the contact: ${error.message}`);
+  }
+}
+
+function resultRow(item) {
+  const { conversation, contact, message } = item;
+  const kind = el("span", { class: `match-kind match-${item.kind}` }, KIND_WORDS[item.kind] || item.kind);
+  const name = conversation ? contactName(conversation) : (contact && (contact.name || contact.email || contact.phone)) || "Unknown contact";
+  const when = (message && message.accepted_at) || (conversation && conversation.last_activity_at) || null;
+  const meta = conversation
+    ? el("div", { class: "row-meta" }, inboxName(conversation.inbox_id), " · ",
+      STATUS_WORDS[conversation.status] || conversation.status)
+    : null;
+  const body = [
+    el("div", { class: "row-top" }, el("span", { class: "name" }, name), kind,
+      when ? el("time", { class: "time", datetime: when }, formatTime(when)) : null),
+    el("div", { class: "snippet" }, snippetNodes(item.snippet || "", search.params.get("q") || "")),
+    meta,
+  ];
+  const dataset = { kind: item.kind };
+  if (!conversation) {
+    if (!contact) return el("li", { class: "search-result", dataset }, el("div", { class: "conversation" }, body));
+    dataset.contactId = String(contact.id);
+    return el("li", { class: "search-result", dataset },
+      el("a", { class: "conversation", href: "#", onclick: (event) => { event.preventDefault(); openContact(contact); } }, body));
+  }
+  dataset.conversationId = String(conversation.id);
+  return el("li", { class: "search-result", dataset },
+    el("a", { class: "conversation", href: `#/conversations/${conversation.id}`, onclick: () => openConversation(conversation.id) }, body));
+}
+
+// ---- the form ------------------------------------------------------------------------
+
+export function focusSearch() {
+  const input = $("#search-input");
+  input.focus();
+  input.select();
+}
+
+function showFilters(show) {
+  $("#search-filters").hidden = !show;
+  $("#search-filters-toggle").setAttribute("aria-expanded", String(show));
+}
+
+function fillSearchOptions() {
+  const inboxes = [...state.inboxes.values()].sort((a, b) => a.name.localeCompare(b.name));
+  fillOptions($("#search-inbox"), 1, inboxes.map((inbox) => [inbox.id, inbox.name]));
+  const channels = [...new Set(inboxes.map((inbox) => inbox.channel))].sort();
+  fillOptions($("#search-channel"), 1, channels.map((channel) => [channel, channel]));
+  const agents = [...state.agents].sort((a, b) => a[1].localeCompare(b[1]));
+  fillOptions($("#search-assignee"), 3, agents);
+  fillOptions($("#search-label"), 1, labels.map((label) => [label, label]));
+}
+
+export function init() {
+  const input = $("#search-input");
+  $("#search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    runSearch().catch((error) => toast(error.message));
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && (input.value || search.params)) clearSearch();
+  });
+  // The browser's own clear button (×) of a search field empties it: back to the list.
+  input.addEventListener("search", () => { if (!input.value && search.params) runSearch(); });
+  $("#search-clear").addEventListener("click", () => { clearSearch(); showFilters(false); });
+  $("#search-more").addEventListener("click", () => loadPage(search.generation, search.nextCursor));
+  $("#search-filters-toggle").addEventListener("click", () => showFilters($("#search-filters").hidden));
+  fillSearchOptions();
+  loadDirectory().then(fillSearchOptions);
+}

@@ -1,0 +1,348 @@
+// The open conversation: thread, header, typing, actions.
+// Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
+
+import { $, el, formatTime, toast } from "./dom.js";
+import { api } from "./api.js";
+import { STATUS_WORDS, agentName, contactName, inboxName, meId, state } from "./state.js";
+import { renderList, rows, upsertConversation } from "./list.js";
+import { showPane } from "./nav.js";
+import { loadContact, renderContact } from "./contact.js";
+import { renderMeta } from "./conversation-meta.js";
+
+// The composer and the contact panel live in their own modules; these names stay here too.
+export { send } from "./composer.js";
+export { loadContact, renderContact } from "./contact.js";
+
+// ---- the open conversation -----------------------------------------------------------
+
+/** Feature modules register here to hear that the open conversation changed: (previousId, id), ids or null. */
+const threadHandlers = [];
+export const onThreadChange = (handler) => threadHandlers.push(handler);
+function threadChanged(previousId, id) {
+  if (previousId === id) return;
+  for (const handler of threadHandlers) handler(previousId, id);
+}
+
+export async function openConversation(id) {
+  if (state.open && state.open.id === id) {
+    showPane("thread");
+    return;
+  }
+  stopTyping();
+  const previousId = state.open ? state.open.id : null;
+  state.open = {
+    id, conversation: state.conversations.get(id) || null, messages: new Map(),
+    olderCursor: null, contact: null, others: [], typing: new Map(),
+  };
+  threadChanged(previousId, id);
+  messageRows.clear();
+  $("#message-list").replaceChildren();
+  $("#thread-empty").hidden = true;
+  $("#thread").hidden = false;
+  $("#typing").hidden = true;
+  $("#composer-error").textContent = "";
+  renderThreadHeader();
+  renderList();
+  renderContact();
+  showPane("thread");
+  try {
+    await loadThread(id);
+  } catch (error) {
+    if (state.open && state.open.id === id) {
+      $("#thread-title").textContent = error.status === 404 ? "Conversation not found" : "Could not load";
+      $("#thread-meta").textContent = error.message;
+    }
+    return;
+  }
+  const conversation = state.open && state.open.id === id ? state.open.conversation : null;
+  if (!conversation) return;
+  loadContact(conversation.contact_id).catch(() => {});
+  if (conversation.unread_count > 0) markRead(id);
+}
+
+export async function loadThread(id) {
+  const [conversation, page] = await Promise.all([
+    api("GET", `/api/v1/conversations/${id}`),
+    api("GET", `/api/v1/conversations/${id}/messages`),
+  ]);
+  const open = state.open;
+  if (!open || open.id !== id) return;
+  open.conversation = conversation;
+  for (const message of page.items) open.messages.set(message.id, message);
+  if (open.olderCursor === null || open.messages.size === page.items.length) {
+    open.olderCursor = page.older_cursor;
+  }
+  renderThreadHeader();
+  renderMessages({ scroll: "bottom" });
+}
+
+/** Close the open conversation (back to the list): the thread pane shows its empty state. */
+export function closeConversation() {
+  stopTyping();
+  const previousId = state.open ? state.open.id : null;
+  state.open = null;
+  $("#thread").hidden = true;
+  $("#thread-empty").hidden = false;
+  renderContact();
+  threadChanged(previousId, null);
+}
+
+export async function loadOlder() {
+  const open = state.open;
+  if (!open || !open.olderCursor) return;
+  const box = $("#messages");
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const page = await api("GET", `/api/v1/conversations/${open.id}/messages?before=${encodeURIComponent(open.olderCursor)}`);
+  if (state.open !== open) return;
+  for (const message of page.items) open.messages.set(message.id, message);
+  open.olderCursor = page.older_cursor;
+  renderMessages({});
+  box.scrollTop = box.scrollHeight - fromBottom;
+}
+
+export function markRead(id) {
+  api("POST", `/api/v1/conversations/${id}/read`).then(upsertConversation).catch(() => {});
+}
+
+export function renderThreadHeader() {
+  const open = state.open;
+  const conversation = open && open.conversation;
+  if (!conversation) {
+    $("#thread-title").textContent = "Loading…";
+    $("#thread-meta").replaceChildren();
+    renderMeta(null);
+    return;
+  }
+  $("#thread-title").textContent = contactName(conversation);
+  const assignee = agentName(conversation.assignee_id);
+  const meta = [
+    el("span", { class: `status-chip status-${conversation.status}`, id: "thread-status" },
+      STATUS_WORDS[conversation.status] || conversation.status),
+    el("span", {}, ` ${inboxName(conversation.inbox_id)} · ${conversation.channel} · `),
+    el("span", { id: "thread-assignee" }, assignee ? `Assigned to ${assignee}` : "Unassigned"),
+  ];
+  if (conversation.status === "snoozed" && conversation.snoozed_until) {
+    meta.push(el("span", {}, ` · until ${new Date(conversation.snoozed_until).toLocaleString()}`));
+  }
+  $("#thread-meta").replaceChildren(...meta);
+  renderMeta(conversation);
+  const mine = conversation.assignee_id === meId;
+  const assign = $("#act-assign");
+  assign.textContent = mine ? "Unassign" : "Assign to me";
+  const reopen = conversation.status === "resolved" || conversation.status === "snoozed";
+  const statusButton = $("#act-status");
+  statusButton.textContent = reopen ? "Reopen" : "Resolve";
+  statusButton.classList.toggle("primary", !reopen);
+  $("#act-snooze").disabled = conversation.status === "resolved";
+}
+
+export const messageRows = new Map(); // id -> li
+
+export function messageElement(message) {
+  const when = el("time", { datetime: message.accepted_at }, formatTime(message.accepted_at));
+  if (message.kind === "activity") {
+    return el("li", { class: "activity", dataset: { id: String(message.id), kind: "activity" } },
+      el("span", { class: "text" }, message.text), " ", when);
+  }
+  const open = state.open;
+  const author = message.direction === "in"
+    ? contactName((open && open.conversation) || {})
+    : agentName(message.agent_id) || "Switchboard";
+  const label = message.kind === "note" ? `Note · ${author}` : author;
+  const meta = el("div", { class: "meta" }, when);
+  if (message.kind === "message" && message.direction === "out" && message.status) {
+    meta.append(" · ", el("span", { class: `delivery delivery-${message.status}` }, message.status));
+    if (message.status_reason) {
+      meta.append(" ", el("span", { class: "delivery-reason" }, `(${message.status_reason})`));
+    }
+  }
+  const files = (message.attachments || []).map((file) =>
+    el("li", {}, el("a", { href: `/api/v1/attachments/${encodeURIComponent(file.id)}`, target: "_blank", rel: "noopener" },
+      file.filename || "attachment")));
+  const classes = ["msg", message.direction === "in" ? "in" : "out"];
+  if (message.kind === "note") classes.push("note");
+  return el("li", { class: classes.join(" "), dataset: { id: String(message.id), kind: message.kind } },
+    el("div", { class: "bubble" },
+      el("div", { class: "author" }, label),
+      el("div", { class: "text" }, message.text),
+      files.length ? el("ul", { class: "files" }, files) : null),
+    meta);
+}
+
+export function renderMessages({ scroll }) {
+  const open = state.open;
+  if (!open) return;
+  const box = $("#messages");
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  const list = $("#message-list");
+  const sorted = Array.from(open.messages.values()).sort(
+    (a, b) => Date.parse(a.accepted_at) - Date.parse(b.accepted_at) || a.id - b.id);
+  let previous = null;
+  for (const message of sorted) {
+    const version = messageVersion(message);
+    let row = messageRows.get(message.id);
+    if (!row || row.dataset.version !== version) {
+      const fresh = messageElement(message);
+      fresh.dataset.version = version;
+      if (row) row.replaceWith(fresh);
+      row = fresh;
+      messageRows.set(message.id, row);
+    }
+    const expected = previous ? previous.nextSibling : list.firstChild;
+    if (expected !== row) list.insertBefore(row, expected);
+    previous = row;
+  }
+  $("#load-older").hidden = !open.olderCursor;
+  if (scroll === "bottom" || nearBottom) box.scrollTop = box.scrollHeight;
+}
+
+export const messageVersion = (message) => `${message.status}|${message.status_reason}|${message.text.length}`;
+
+export function addMessage(message) {
+  const open = state.open;
+  if (!open || open.id !== message.conversation_id) return;
+  const known = open.messages.get(message.id);
+  // A status update may overtake the creation event: never go back to "queued".
+  if (known && known.status && message.status === "queued") return;
+  open.messages.set(message.id, message);
+  renderMessages({});
+}
+
+// ---- typing indicators -------------------------------------------------------------
+
+let typingSentAt = 0;
+let typingStop = null;
+
+export function signalTyping() {
+  const open = state.open;
+  if (!open) return;
+  const mode = state.mode === "note" ? "note" : "reply";
+  const now = Date.now();
+  if (now - typingSentAt > 3000) {
+    typingSentAt = now;
+    api("POST", `/api/v1/conversations/${open.id}/typing`, { mode, typing: true }).catch(() => {});
+  }
+  clearTimeout(typingStop);
+  typingStop = setTimeout(stopTyping, 4000);
+}
+
+export function stopTyping() {
+  clearTimeout(typingStop);
+  if (!typingSentAt || !state.open) return;
+  typingSentAt = 0;
+  const mode = state.mode === "note" ? "note" : "reply";
+  api("POST", `/api/v1/conversations/${state.open.id}/typing`, { mode, typing: false }).catch(() => {});
+}
+
+export function showTyping(event) {
+  const open = state.open;
+  if (!open || open.id !== event.conversation_id || event.by_agent_id === meId) return;
+  const contact = event.by_agent_id === null;
+  const who = contact ? contactName(open.conversation || {}) : agentName(event.by_agent_id);
+  // A colleague says which: a reply goes to the customer, a note stays among agents.
+  const doing = contact ? "typing" : event.mode === "note" ? "writing a note" : "replying";
+  setTyping(open, who, event.typing, doing);
+}
+
+/** Show (or stop showing) that `who` is typing; `doing` says what ("typing", "replying", "writing a note"). */
+export function setTyping(open, who, typing, doing = "typing") {
+  const known = open.typing.get(who);
+  if (known) clearTimeout(known.timer);
+  open.typing.delete(who);
+  if (typing) {
+    const timer = setTimeout(() => { open.typing.delete(who); renderTyping(); }, 6000);
+    open.typing.set(who, { timer, doing });
+  }
+  renderTyping();
+}
+
+export function renderTyping() {
+  const open = state.open;
+  const byDoing = new Map(); // "replying" -> [names]
+  for (const [who, { doing }] of open ? open.typing : []) {
+    byDoing.set(doing, [...(byDoing.get(doing) || []), who]);
+  }
+  const phrases = Array.from(byDoing, ([doing, names]) =>
+    `${names.join(", ")} ${names.length > 1 ? "are" : "is"} ${doing}…`);
+  const box = $("#typing");
+  box.textContent = phrases.join(" · ");
+  box.hidden = phrases.length === 0;
+}
+
+// ---- actions -----------------------------------------------------------------------
+
+export function setMode(mode) {
+  state.mode = mode;
+  $("#composer").dataset.mode = mode;
+  for (const button of document.querySelectorAll("#composer [data-mode]")) {
+    button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
+  }
+  $("#reply").placeholder = mode === "note"
+    ? "Internal note, only agents see it… (Enter to save)"
+    : "Reply… (Enter to send, Shift+Enter for a new line)";
+  $("#send").textContent = mode === "note" ? "Add note" : "Send";
+}
+
+export async function act(path, body, failure) {
+  const open = state.open;
+  if (!open) return;
+  try {
+    upsertConversation(await api("POST", `/api/v1/conversations/${open.id}/${path}`, body));
+  } catch (error) {
+    toast(`${failure}: ${error.message}`);
+  }
+}
+
+export const currentStatus = () => (state.open && state.open.conversation ? state.open.conversation.status : null);
+export const resolve = () => currentStatus() && currentStatus() !== "resolved" && act("status", { status: "resolved" }, "Could not resolve");
+export const reopen = () => currentStatus() && currentStatus() !== "open" && act("status", { status: "open" }, "Could not reopen");
+export const assignMe = () => act("assignment", { assignee_id: meId }, "Could not assign");
+export const unassign = () => act("assignment", { assignee_id: null }, "Could not unassign");
+
+export function snoozeUntil(choice) {
+  const at = new Date();
+  if (choice === "tomorrow") {
+    at.setDate(at.getDate() + 1);
+  } else if (choice === "next-week") {
+    at.setDate(at.getDate() + ((8 - at.getDay()) % 7 || 7));
+  } else {
+    return null;
+  }
+  at.setHours(9, 0, 0, 0);
+  return at;
+}
+
+export function openSnooze() {
+  if (!state.open || !state.open.conversation || currentStatus() === "resolved") return;
+  const input = $("#snooze-custom");
+  const soon = new Date(Date.now() + 60 * 60 * 1000);
+  const local = new Date(soon.getTime() - soon.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  input.min = local.slice(0, 16);
+  input.value = local;
+  $("#snooze-dialog").showModal();
+}
+
+export function snooze(at) {
+  if (!at || Number.isNaN(at.getTime()) || at.getTime() <= Date.now()) {
+    toast("Pick a time in the future.");
+    return;
+  }
+  $("#snooze-dialog").close();
+  act("status", { status: "snoozed", snoozed_until: at.toISOString() }, "Could not snooze");
+}
+
+export function move(step) {
+  if (!state.order.length) return;
+  const index = state.open ? state.order.indexOf(state.open.id) : -1;
+  const next = index === -1 ? 0 : Math.min(state.order.length - 1, Math.max(0, index + step));
+  window.location.hash = `#/conversations/${state.order[next]}`;
+  const row = rows.get(state.order[next]);
+  if (row) row.li.scrollIntoView({ block: "nearest" });
+}
+
+export function focusReply(mode) {
+  if (!state.open) return;
+  setMode(mode);
+  showPane("thread");
+  $("#reply").focus();
+}
