@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -226,3 +227,16 @@ def validate_settings(adapter: ChannelAdapter, values: Mapping[str, Any]) -> lis
     if isinstance(adapter, ChecksSettings):
         problems += adapter.check_settings(values)
     return problems
+
+
+# A BCP 47 language tag as browsers and mail clients give it: "de", "pt-BR", "zh-Hant-TW".
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
+
+
+def language_tag(value: object) -> str | None:
+    """The first language tag of a value such as navigator.language or a Content-Language
+    header ("de-DE, en"), or None: a customer's language is a hint, never a reason to refuse."""
+    if not isinstance(value, str):
+        return None
+    first = value.split(",", 1)[0].strip()
+    return first if _LANGUAGE_TAG.fullmatch(first) else None

@@ -28,6 +28,7 @@ from channels.base import (
     SettingSpec,
     VerificationFailed,
     WebhookRequest,
+    language_tag,
 )
 from hub.security import constant_time_equal
 from hub.types import Identity, InboundMessage, OutboundMessage, SendReceipt, utcnow
@@ -38,8 +39,6 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$")
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-# A BCP 47 language tag as browsers give it: "de", "pt-BR", "zh-Hant-TW".
-LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
 
 
 class TokenRefused(Exception):
@@ -173,7 +172,7 @@ def visitor_message(
         raise BadPayload("text must be a non-empty string")
     if len(text) > MAX_TEXT:
         raise BadPayload(f"a message may have at most {MAX_TEXT} characters")
-    tag = language if isinstance(language, str) and LANGUAGE_TAG.fullmatch(language) else None
+    tag = language_tag(language)
     return InboundMessage(
         channel=WebchatChannel.kind,
         inbox_id=visitor.inbox_id,

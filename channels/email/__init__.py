@@ -75,6 +75,8 @@ def to_inbound(
         metadata["automated"] = automated
     if mail.bounce_reason:
         metadata["bounce_reason"] = mail.bounce_reason[:1000]
+    if mail.language:
+        metadata["language"] = mail.language
     text = mail.text
     if mail.bounce_of and mail.bounce_reason:
         text = f"Delivery failed: {mail.bounce_reason}\n\n{text}".strip()

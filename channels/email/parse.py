@@ -16,6 +16,7 @@ from email.message import EmailMessage, Message
 from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from html.parser import HTMLParser
 
+from channels.base import language_tag
 from channels.email.quotes import split_reply
 from hub.identity import InvalidIdentity, normalize_email
 
@@ -58,6 +59,7 @@ class ParsedEmail:
     automated: str | None  # why it counts as machine-sent ("auto-reply", "bounce", "bulk")
     bounce_of: str | None
     bounce_reason: str | None
+    language: str | None = None  # from Content-Language: a hint for routing rules
 
 
 def message_ids(value: str | None) -> list[str]:
@@ -341,4 +343,5 @@ def _parse(raw: bytes) -> ParsedEmail:
         automated=automated,
         bounce_of=bounce_of,
         bounce_reason=reason,
+        language=language_tag(_header(message, "Content-Language")),
     )

@@ -206,3 +206,18 @@ def test_version_one_bus_payloads_still_decode() -> None:
     message = decode(old)
     assert message.v == 1 and message.references == ()  # type: ignore[union-attr]
     assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize(("header", "language"), [
+    ("de-DE", "de-DE"), ("fr, en", "fr"), ("<script>", None), (None, None)])
+def test_content_language_goes_to_the_metadata_for_routing(
+    header: str | None, language: str | None
+) -> None:
+    lines = [b"From: Ada <ada@example.com>", b"To: help@example.com",
+             b"Message-ID: <lang-1@example.com>", b"Subject: Paket"]
+    if header is not None:
+        lines.append(b"Content-Language: " + header.encode())
+    mail = parse_email(b"\r\n".join([*lines, b"", b"Wo ist mein Paket?"]))
+    assert mail.language == language
+    inbound = to_inbound(mail, inbox_id=1, settings={})
+    assert inbound.metadata.get("language") == language
