@@ -24,6 +24,19 @@ def _render_item(type_: str, obj: object, autogen_context: object) -> str | bool
     return False
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    # Search objects (migration 0005) are dialect-specific DDL the models do not describe.
+    if name is None:
+        return True
+    if type_ == "table":
+        return not name.startswith("fts_")
+    if type_ == "column":
+        return name != "search_vector"
+    if type_ == "index":
+        return not name.startswith("ix_search_")
+    return True
+
+
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
@@ -31,6 +44,7 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         render_item=_render_item,
+        include_name=_include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -1,0 +1,358 @@
+"""The conversation list and search at scale: p50 / p99 on a generated PostgreSQL database.
+
+Generates (bench/list_search_data.py) 1,000,000 conversations and 10,000,000 messages by
+default in a dedicated database, then times the real query functions the API calls
+(inbox.queries.list_conversations, inbox.search.search and search_contacts), each in its
+own read session from the app's pool as a request would, for agents who see several
+inboxes and for an admin. Run by hand from the repository root, never in CI:
+
+    .venv/bin/python bench/list_search.py                 # generate, measure, drop
+    .venv/bin/python bench/list_search.py --keep          # keep the database for next time
+    .venv/bin/python bench/list_search.py --keep --explain  # plans of one run per scenario
+
+Needs PostgreSQL on 127.0.0.1:5432 as user `postgres` (or SWITCHBOARD_TEST_PG_ADMIN_URL),
+and about 1 KB of disk per message (checked first). Generating the default size takes about
+an hour on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import asyncpg  # type: ignore[import-untyped]  # noqa: E402
+from sqlalchemy import event, text  # noqa: E402
+from sqlmodel.ext.asyncio.session import AsyncSession  # noqa: E402
+
+from bench.list_search_data import Size, generate  # noqa: E402
+from inbox import queries, search  # noqa: E402
+from inbox.agents import Principal, hash_password, visible_inbox_ids  # noqa: E402
+from inbox.db import Database  # noqa: E402
+from inbox.migrate import upgrade  # noqa: E402
+from inbox.models import Agent  # noqa: E402
+
+ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_PG_ADMIN_URL",
+                           "postgresql://postgres@127.0.0.1:5432/postgres")
+BYTES_PER_MESSAGE = 1000  # table, tsvector, GIN and b-tree indexes, with room to spare
+
+
+def say(line: str) -> None:
+    """Print a progress line at once."""
+    print(line, flush=True)
+
+
+def _url(name: str, driver: str = "postgresql") -> str:
+    parts = urlsplit(ADMIN_URL)
+    return urlunsplit(parts._replace(scheme=driver, path=f"/{name}"))
+
+
+Query = Callable[[AsyncSession, Principal, int], Awaitable[int]]
+
+
+@dataclass
+class Scenario:
+    """One thing an agent does, run many times with varying agents and parameters."""
+
+    name: str
+    run: Query
+    agents: str = "agents"  # "agents" (several inboxes each) or "admin"
+
+
+def _list(
+    statuses: tuple[str, ...] = ("open",), assignee: str | None = None,
+    one_inbox: bool = False, deep: dict[int, str] | None = None,
+) -> Query:
+    async def run(session: AsyncSession, principal: Principal, i: int) -> int:
+        inbox_id = sorted(principal.inbox_ids)[i % len(principal.inbox_ids)] if one_inbox else None
+        filters = queries.ConversationFilter(inbox_id=inbox_id, statuses=statuses,
+                                             assignee=assignee)
+        cursor = deep[principal.agent_id] if deep is not None else None
+        items, _ = await queries.list_conversations(session, principal, filters,
+                                                    cursor=cursor, limit=25)
+        return len(items)
+
+    return run
+
+
+def _search(words: list[str], **filters: Any) -> Query:
+    async def run(session: AsyncSession, principal: Principal, i: int) -> int:
+        items, _ = await search.search(session, principal, words[i % len(words)],
+                                       search.SearchFilter(**filters), limit=25)
+        return len(items)
+
+    return run
+
+
+def _contacts(words: list[str]) -> Query:
+    async def run(session: AsyncSession, principal: Principal, i: int) -> int:
+        items, _ = await search.search_contacts(session, principal,
+                                                words[i % len(words)] or None, limit=25)
+        return len(items)
+
+    return run
+
+
+async def _deep_cursors(db: Database, principals: list[Principal], depth: int) -> dict[int, str]:
+    """For each agent, the cursor `depth` rows into their open-and-closed list."""
+    out = {}
+    async with db.read() as session:
+        for p in principals:
+            conn = await session.connection()
+            row = (await conn.execute(text(
+                "SELECT last_activity_at, id FROM conversations WHERE inbox_id = ANY(:ids) "
+                "ORDER BY last_activity_at DESC, id DESC OFFSET :depth LIMIT 1"),
+                {"ids": sorted(p.inbox_ids), "depth": depth})).one()
+            out[p.agent_id] = queries.encode_cursor(row[0], row[1])
+    return out
+
+
+async def _rare_codes(db: Database) -> list[str]:
+    async with db.read() as session:
+        conn = await session.connection()
+        rows = await conn.execute(text(
+            "SELECT substring(text from 'ref (r[0-9]+)') FROM messages "
+            "WHERE id % 997 = 0 AND text LIKE '%ref r%' LIMIT 20"))
+        return [r[0] for r in rows if r[0]]
+
+
+def scenarios(deep: dict[int, str], rare: list[str]) -> list[Scenario]:
+    """What is measured."""
+    common = ["order", "payment", "delivery", "account", "refund"]
+    two = ["refund payment", "tracking number", "password reset", "damaged package"]
+    prefix = ["deliv", "passw", "subscr", "warra"]
+    names = ["Lopez", "ada", "priya tanaka", "gmail"]
+    return [
+        Scenario("list: default view (open, all my inboxes)", _list()),
+        Scenario("list: all statuses", _list(statuses=())),
+        Scenario("list: open, assigned to me", _list(assignee="me")),
+        Scenario("list: open, unassigned", _list(assignee="none")),
+        Scenario("list: open, one inbox", _list(one_inbox=True)),
+        Scenario("list: resolved", _list(statuses=("resolved",))),
+        Scenario("list: open or pending", _list(statuses=("open", "pending"))),
+        Scenario("list: deep cursor (row 20,000)", _list(statuses=(), deep=deep)),
+        Scenario("list: admin default view (50 inboxes)", _list(), agents="admin"),
+        Scenario("search: common word", _search(common)),
+        Scenario("search: two words", _search(two)),
+        Scenario("search: prefix", _search(prefix)),
+        Scenario("search: rare code (~10 messages)", _search(rare)),
+        Scenario("search: common word, open", _search(common, statuses=("open",))),
+        Scenario("search: common word, assigned to me", _search(common, assignee="me")),
+        Scenario("search: rare code, resolved", _search(rare, statuses=("resolved",))),
+        Scenario("search: common word, admin", _search(common), agents="admin"),
+        Scenario("search: rare code, admin", _search(rare), agents="admin"),
+        Scenario("contacts: name or email", _contacts(names)),
+        Scenario("contacts: list, no words", _contacts([""])),
+    ]
+
+
+def _percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered) + 0.5) - 1))]
+
+
+async def _explain(db: Database, scenario: Scenario, principal: Principal) -> None:
+    """EXPLAIN ANALYZE of every statement one run of the scenario sends."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
+        captured.append((statement, params))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        async with db.read() as session:
+            await scenario.run(session, principal, 0)
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+    async with db.read() as session:
+        conn = await session.connection()
+        for statement, params in captured:
+            if not statement.lstrip().upper().startswith("SELECT"):
+                continue
+            plan = await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement,
+                                              params)
+            say("    " + "\n    ".join(r[0] for r in plan))
+
+
+class SqlClock:
+    """Time spent waiting for the database, summed over the statements of a run."""
+
+    def __init__(self, db: Database) -> None:
+        self.total = 0.0
+        self._started = 0.0
+        event.listen(db.engine.sync_engine, "before_cursor_execute", self._before)
+        event.listen(db.engine.sync_engine, "after_cursor_execute", self._after)
+
+    def _before(self, *_: Any) -> None:
+        self._started = time.perf_counter()
+
+    def _after(self, *_: Any) -> None:
+        self.total += time.perf_counter() - self._started
+
+
+def _busy() -> tuple[float, float]:
+    """(busy, total) CPU jiffies of the machine so far, from /proc/stat."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+async def measure(db: Database, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run every scenario and return its figures."""
+    async with db.read() as session:
+        conn = await session.connection()
+        agents = list(await conn.execute(
+            text("SELECT a.id FROM agents a JOIN inbox_members m ON m.agent_id = a.id "
+                 "WHERE a.role = 'agent' GROUP BY a.id HAVING count(*) >= 5 "
+                 "ORDER BY a.id LIMIT 8")))
+        principals: dict[str, list[Principal]] = {"agents": [], "admin": []}
+        for (agent_id,) in agents:
+            agent = await session.get_one(Agent, agent_id)
+            principals["agents"].append(Principal(agent_id, agent.role,
+                                                  await visible_inbox_ids(session, agent), ""))
+        admin = await session.get_one(Agent, 1)
+        principals["admin"].append(Principal(1, "admin",
+                                             await visible_inbox_ids(session, admin), ""))
+    say(f"agents measured: {len(principals['agents'])} with "
+        f"{sorted(len(p.inbox_ids) for p in principals['agents'])} inboxes each, and an admin")
+    deep = await _deep_cursors(db, principals["agents"] + principals["admin"], 20_000)
+    results = []
+    clock = SqlClock(db)
+    for scenario in scenarios(deep, await _rare_codes(db)):
+        if args.only and args.only not in scenario.name:
+            continue
+        who = principals[scenario.agents]
+        times: list[float] = []
+        sql: list[float] = []
+        rows = 0
+        for i in range(-3, args.runs):  # three unmeasured warm-up runs
+            principal = who[i % len(who)]
+            if i == 0:
+                busy = _busy()
+            clock.total = 0.0
+            started = time.perf_counter()
+            async with db.read() as session:
+                found = await scenario.run(session, principal, i)
+            if i >= 0:
+                times.append((time.perf_counter() - started) * 1000)
+                sql.append(clock.total * 1000)
+                rows += found
+        after = _busy()
+        figures = {"scenario": scenario.name, "runs": len(times),
+                   "p50_ms": _percentile(times, 50), "p99_ms": _percentile(times, 99),
+                   "max_ms": max(times), "mean_ms": statistics.fmean(times),
+                   "sql_p50_ms": _percentile(sql, 50), "sql_p99_ms": _percentile(sql, 99),
+                   "rows_per_page": rows / len(times),
+                   "machine_busy": (after[0] - busy[0]) / (after[1] - busy[1])}
+        results.append(figures)
+        say(f"{scenario.name:<46} p50 {figures['p50_ms']:6.1f}  p99 {figures['p99_ms']:6.1f}  "
+            f"max {figures['max_ms']:6.1f} ms | SQL p50 {figures['sql_p50_ms']:6.1f}  "
+            f"p99 {figures['sql_p99_ms']:6.1f} ms | {figures['rows_per_page']:4.1f} rows | "
+            f"machine {figures['machine_busy']:.0%} busy")
+        if args.explain:
+            await _explain(db, scenario, who[0])
+    return results
+
+
+async def _generated_size(name: str) -> str | None:
+    """The size a complete earlier generation wrote on the database, if there is one."""
+    admin = await asyncpg.connect(ADMIN_URL)
+    try:
+        return await admin.fetchval(  # type: ignore[no-any-return]
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = $1",
+            name)
+    finally:
+        await admin.close()
+
+
+async def _admin(sql: str) -> None:
+    conn = await asyncpg.connect(ADMIN_URL)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Generate (or reuse), measure, report, drop (unless --keep)."""
+    size = Size(conversations=args.conversations, messages_per_conversation=args.messages_per,
+                inboxes=args.inboxes, agents=args.agents,
+                contacts=args.contacts or max(1, args.conversations * 3 // 10))
+    name = args.db_name
+    started = time.monotonic()
+    if not (args.keep and await _generated_size(name) == str(size)):
+        need = size.conversations * size.messages_per_conversation * BYTES_PER_MESSAGE
+        free = shutil.disk_usage("/var/lib/postgresql" if Path("/var/lib/postgresql").exists()
+                                 else "/").free
+        say(f"disk: {free / 1e9:.0f} GB free, about {need / 1e9:.0f} GB needed")
+        if free < need * 1.5:
+            say("not enough free disk space; use a smaller --conversations")
+            return 2
+        await _admin(f'DROP DATABASE IF EXISTS "{name}"')
+        await _admin(f'CREATE DATABASE "{name}"')
+        await asyncio.to_thread(upgrade, _url(name, "postgresql+asyncpg"))
+        say(f"generating {size} in database {name}")
+        conn = await asyncpg.connect(_url(name), command_timeout=None)
+        try:
+            await generate(conn, size, hash_password("bench password"), say)
+            await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{size}'")
+        finally:
+            await conn.close()
+        say(f"generated in {time.monotonic() - started:.0f} s")
+    else:
+        say(f"reusing database {name}: {size}")
+    db = Database(_url(name, "postgresql+asyncpg"))
+    try:
+        results = [] if args.generate_only else await measure(db, args)
+    finally:
+        await db.close()
+    if args.json:
+        Path(args.json).write_text(json.dumps({
+            "size": size.__dict__, "machine": platform.platform(), "cpus": os.cpu_count(),
+            "results": results}, indent=2))
+    if not args.keep:
+        await _admin(f'DROP DATABASE "{name}"')
+        say(f"dropped database {name}")
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--conversations", type=int, default=1_000_000)
+    parser.add_argument("--messages-per", type=int, default=10,
+                        help="messages per conversation on average (>= 5)")
+    parser.add_argument("--inboxes", type=int, default=50)
+    parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--contacts", type=int, default=0, help="default: 30%% of conversations")
+    parser.add_argument("--runs", type=int, default=200, help="timed runs per scenario")
+    parser.add_argument("--db-name", default="sbbench_list_search")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the database, and reuse it if it has the asked size")
+    parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--explain", action="store_true",
+                        help="print EXPLAIN ANALYZE of one run of each scenario")
+    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument("--json", help="write every figure to this file")
+    args = parser.parse_args(argv)
+    if args.messages_per < 5:
+        parser.error("--messages-per must be at least 5")
+    return args
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main(parse_args())))

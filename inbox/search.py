@@ -1,0 +1,602 @@
+"""Search across messages, notes, conversation subjects and contacts: only what the agent sees.
+
+PostgreSQL uses the generated `search_vector` columns and GIN indexes of migration 0005 with
+the 'simple' configuration; SQLite uses that migration's FTS5 tables. User input never reaches
+either query syntax: it is cut into words (runs of letters, digits and marks) that are quoted
+one by one. Every word must match; the last one also matches as the start of a word.
+
+Results come newest first (a message by when it arrived, a conversation by when it was
+opened, a contact by when it was created) a keyset page at a time, so a common word costs a
+walk down a time index until a page is full, and a rare one a GIN or FTS5 lookup.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar, cast
+
+from pydantic import BaseModel
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    column,
+    exists,
+    func,
+    literal_column,
+    or_,
+    table,
+    text,
+    true,
+    tuple_,
+    union,
+)
+from sqlalchemy.orm import aliased
+from sqlmodel import SQLModel, col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.events import ContactView, ConversationView, MessageView
+from inbox.agents import Principal
+from inbox.models import (
+    CONVERSATION_STATUSES,
+    Contact,
+    ContactIdentity,
+    Conversation,
+    ConversationLabel,
+    Inbox,
+    Label,
+    Message,
+)
+from inbox.queries import MAX_PAGE, InvalidQuery, decode_cursor, encode_cursor
+from inbox.views import contact_view, conversation_view, label_names, message_view
+
+MAX_QUERY = 200  # characters
+MAX_WORDS = 8
+MAX_WORD = 100  # longer "words" are not words (PostgreSQL does not index them either)
+PREFIX_FROM = 3  # a shorter last word must match whole: "a*" would match half the index
+KINDS = ("message", "note", "conversation", "contact")
+SNIPPET = 160
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+WINDOW = 20_000  # PostgreSQL: how many of the newest rows are read first (_newest)
+CONVERSATIONS = (250, 1000)  # PostgreSQL: filtered conversations read (_through_conversations)
+
+M = TypeVar("M", bound=SQLModel)
+
+Kind = Literal["message", "note", "conversation", "contact"]
+
+
+class SearchHit(BaseModel):
+    """One result: a message or note (with its conversation), a conversation, or a contact."""
+
+    kind: Kind
+    conversation: ConversationView | None = None
+    contact: ContactView | None = None
+    message: MessageView | None = None
+    snippet: str  # plain text, never HTML
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """What the results are limited to, beyond what the agent may see."""
+
+    inbox_id: int | None = None
+    statuses: tuple[str, ...] = ()
+    assignee: str | None = None  # "me", "none", or an agent id
+    label: str | None = None
+    channel: str | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    kinds: tuple[str, ...] = field(default=())  # empty: every kind
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.statuses if s not in CONVERSATION_STATUSES]
+        if bad:
+            raise InvalidQuery(f"unknown status {bad[0]!r}; use {', '.join(CONVERSATION_STATUSES)}")
+        if self.assignee not in (None, "me", "none") and not _is_id(str(self.assignee)):
+            raise InvalidQuery("assignee must be 'me', 'none' or an agent id")
+        for name, value, longest in (("label", self.label, 60), ("channel", self.channel, 40)):
+            if value is not None and (len(value) > longest or not value.isprintable()):
+                raise InvalidQuery(f"{name} must be at most {longest} printable characters")
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown:
+            raise InvalidQuery(f"unknown kind {unknown[0]!r}; use {', '.join(KINDS)}")
+        for moment in (self.since, self.until):
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidQuery("dates need a time zone")
+        if self.since and self.until and self.since >= self.until:
+            raise InvalidQuery("'from' must be before 'to'")
+
+    @property
+    def narrows_conversations(self) -> bool:
+        """Whether conversations are filtered beyond the inboxes the agent sees."""
+        return bool(self.statuses or self.assignee or self.label or self.inbox_id
+                    or self.channel)
+
+    def wants(self, kind: str) -> bool:
+        """Whether results of this kind are asked for."""
+        return not self.kinds or kind in self.kinds
+
+
+def _is_id(value: str) -> bool:
+    return value.isascii() and value.isdigit() and int(value) <= MAX_ID
+
+
+def words(query: str) -> list[str]:
+    """The searchable words of a query: runs of letters, digits and marks, lower-cased."""
+    found: list[str] = []
+    current: list[str] = []
+    for char in query + " ":
+        # The same characters SQLite's tokenizer keeps (migration 0005: L* N* Co M*).
+        if unicodedata.category(char)[0] in "LNM" or unicodedata.category(char) == "Co":
+            current.append(char)
+        elif current:
+            found.append("".join(current).lower())
+            current = []
+    return [w for w in found if len(w) <= MAX_WORD][:MAX_WORDS]
+
+
+def check_query(query: str) -> list[str]:
+    """The words of a query, or InvalidQuery when it is too long."""
+    if len(query) > MAX_QUERY:
+        raise InvalidQuery(f"q may have at most {MAX_QUERY} characters")
+    return words(query)
+
+
+@dataclass(frozen=True)
+class _Match:
+    """A full-text condition for one dialect, built from safe words."""
+
+    postgresql: bool
+    terms: list[str]
+
+    def on(self, source: str, *, indexed: bool = True) -> ColumnElement[bool]:
+        """Rows of the table `source` (messages, conversations, contacts, contact_identities).
+
+        `indexed=False` (PostgreSQL): a condition the GIN index cannot serve, checked on
+        each row of a stretch the query reads anyway (see _newest).
+        """
+        last = len(self.terms) - 1
+        # Each word is letters, digits and marks only (see words()): quoting it is safe.
+        quoted = [(w, i == last and len(w) >= PREFIX_FROM) for i, w in enumerate(self.terms)]
+        if self.postgresql:
+            query = " & ".join(f"'{w}'" + (":*" if p else "") for w, p in quoted)
+            tsquery = func.to_tsquery(literal_column("'simple'::regconfig"),
+                                      bindparam(None, query, unique=True))
+            vector: Any = literal_column(f"{source}.search_vector")
+            if not indexed:
+                vector = func.coalesce(vector, literal_column("''::tsvector"))
+            matches: ColumnElement[bool] = vector.op("@@")(tsquery)
+            return matches
+        fts = "fts_" + ("identities" if source == "contact_identities" else source)
+        query = " ".join(f'"{w}"' + ("*" if p else "") for w, p in quoted)
+        matching: Any = select(column("rowid")).select_from(table(fts)).where(
+            literal_column(fts).op("MATCH")(bindparam(None, query, unique=True)))
+        return literal_column(f"{source}.id").in_(matching)
+
+
+def _after(at: Any, row_id: Any, rank: int, cursor: tuple[datetime, int, int] | None) -> Any:
+    """Keyset condition: rows of the source ranked `rank` that sort after the cursor."""
+    if cursor is None:
+        return true()
+    c_at, c_rank, c_id = cursor
+    if rank == c_rank:
+        return tuple_(at, row_id) < tuple_(c_at, c_id)
+    return at <= c_at if rank < c_rank else at < c_at
+
+
+_SOURCES = ("m", "c", "p")  # messages and notes, conversations, contacts: the tie order
+
+
+def _encode(at: datetime, rank: int, row_id: int) -> str:
+    return f"{_SOURCES[rank]}.{encode_cursor(at, row_id)}"
+
+
+def _decode(cursor: str) -> tuple[datetime, int, int]:
+    source, _, rest = cursor.partition(".")
+    if source not in _SOURCES:
+        raise InvalidQuery("invalid cursor")
+    at, row_id = _checked(decode_cursor(rest))
+    return at, _SOURCES.index(source), row_id
+
+
+def _checked(position: tuple[datetime, int]) -> tuple[datetime, int]:
+    if not 0 <= position[1] <= MAX_ID:
+        raise InvalidQuery("invalid cursor")
+    return position
+
+
+@dataclass
+class _Scope:
+    """What the principal may see, narrowed by the filters."""
+
+    principal: Principal
+    filters: SearchFilter
+    inbox_ids: frozenset[int]
+    label_ids: list[int] | None
+
+    def conversation_conditions(self, *, indexed: bool = True) -> list[Any]:
+        """Conditions on `conversations` for the inbox and conversation filters."""
+        f = self.filters
+        conditions: list[Any] = []
+        if not self.principal.is_admin or f.inbox_id or f.channel:
+            conditions.append(self.in_inboxes(col(Conversation.inbox_id), indexed=indexed))
+        if f.statuses:
+            conditions.append(col(Conversation.status).in_(f.statuses))
+        if f.assignee == "me":
+            conditions.append(Conversation.assignee_id == self.principal.agent_id)
+        elif f.assignee == "none":
+            conditions.append(col(Conversation.assignee_id).is_(None))
+        elif f.assignee is not None:
+            conditions.append(Conversation.assignee_id == int(f.assignee))
+        if self.label_ids is not None:
+            conditions.append(exists().where(
+                col(ConversationLabel.conversation_id) == col(Conversation.id),
+                col(ConversationLabel.label_id).in_(self.label_ids),
+            ))
+        return conditions
+
+    def in_inboxes(self, inbox_id: Any, *, indexed: bool = True) -> Any:
+        """The row is in one of the inboxes; `indexed=False`: without the inbox index.
+
+        While reading a short stretch of the newest rows, a bitmap of every row of these
+        inboxes (which PostgreSQL would otherwise build and AND with the stretch) costs
+        far more than the stretch itself.
+        """
+        return (inbox_id if indexed else inbox_id + 0).in_(sorted(self.inbox_ids))
+
+    def dates(self, at: Any) -> list[Any]:
+        """Conditions on a time column for the date range."""
+        f = self.filters
+        return ([at >= f.since] if f.since else []) + ([at < f.until] if f.until else [])
+
+
+async def _scope(
+    session: AsyncSession, principal: Principal, filters: SearchFilter
+) -> _Scope | None:
+    """The scope of a search, or None when nothing can match (no inbox, unknown label)."""
+    inbox_ids = principal.inbox_ids
+    if filters.inbox_id is not None:
+        inbox_ids &= {filters.inbox_id}
+    if filters.channel is not None and inbox_ids:
+        inbox_ids &= frozenset(await session.exec(
+            select(Inbox.id).where(Inbox.channel == filters.channel)))
+    label_ids = None
+    if filters.label is not None:  # by name, as the conversation list takes it
+        label_ids = [i for i in await session.exec(
+            select(Label.id).where(func.lower(Label.name) == filters.label.strip().lower()))
+            if i is not None]
+        if not label_ids:
+            return None
+    if not inbox_ids and not (principal.is_admin and not filters.narrows_conversations):
+        return None
+    return _Scope(principal, filters, frozenset(inbox_ids), label_ids)
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def _plan_each_time(session: AsyncSession) -> None:
+    """PostgreSQL: plan these statements for their actual words, every time, with room.
+
+    The statements are prepared; after five runs PostgreSQL may settle on one generic plan
+    made without knowing the words, and a plan right for a common word (walk the time index
+    until a page is full) walks the whole table for a rare one. A prefix ("deliv:*") is
+    looked up as a bitmap of every matching row, which turns lossy, and slow to recheck,
+    in the default 4 MB of work memory. For this transaction only.
+    """
+    if _is_postgresql(session):
+        connection = await session.connection()
+        await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        await connection.execute(text("SET LOCAL work_mem = '32MB'"))
+
+
+def _contact_conditions(scope: _Scope, match: _Match | None, *, indexed: bool) -> list[Any]:
+    """Contacts matching the words (name, email, phone, any identity), visible and filtered."""
+    conditions: list[Any] = [col(Contact.merged_into_id).is_(None)]
+    identities: Any = select(ContactIdentity.contact_id).where(
+        match.on("contact_identities")) if match is not None else None
+    if match is not None and indexed:
+        conditions.append(col(Contact.id).in_(union(
+            select(Contact.id).where(match.on("contacts")), identities)))
+    elif match is not None:  # checked on each contact of a stretch (see _newest)
+        conditions.append(or_(match.on("contacts", indexed=False),
+                              col(Contact.id).in_(identities)))
+    visible = scope.conversation_conditions()
+    if visible:  # seen through a conversation of a visible inbox (admins: every contact)
+        conditions.append(
+            exists().where(col(Conversation.contact_id) == col(Contact.id), *visible))
+    return conditions + scope.dates(col(Contact.created_at))
+
+
+Row = tuple[datetime, int, int, Any]  # (at, source rank, id, row)
+
+
+def _same(entity: Any, query: Any) -> Any:
+    return query
+
+
+@dataclass(frozen=True)
+class _Source(Generic[M]):
+    """Where one kind of result comes from, for _newest."""
+
+    model: type[M]
+    at: str  # the time results are sorted by (then the id)
+    # Conditions on the model's own table; indexed=False: see _Match.on and _Scope.in_inboxes.
+    where: Callable[[bool], list[Any]]
+    # Joins and conditions on other tables, given the entity the query selects.
+    joined: Callable[[Any, Any], Any] = _same
+
+
+async def _rows(
+    session: AsyncSession, scope: _Scope, match: _Match,
+    cursor: tuple[datetime, int, int] | None, limit: int,
+) -> list[Row]:
+    """Up to limit + 1 rows of each asked source, after the cursor."""
+    f = scope.filters
+    found: list[Row] = []
+    bounds = [t for t in (f.until, cursor[0] if cursor else None) if t is not None]
+    upper: datetime | Literal[False] | None = min(bounds) if bounds else None
+    if not match.postgresql:
+        upper = False
+    message_kinds = [k for k in ("message", "note") if f.wants(k)]
+    if message_kinds:
+        at, mid = col(Message.accepted_at), col(Message.id)
+        by_conversation = bool(f.statuses or f.assignee or f.label)
+
+        def of_messages(indexed: bool) -> list[Any]:
+            conditions = [match.on("messages", indexed=indexed),
+                          col(Message.kind).in_(message_kinds),
+                          *scope.dates(at), _after(at, mid, 0, cursor)]
+            if not by_conversation and scope.conversation_conditions():
+                # Only the inboxes: messages carry theirs.
+                conditions.append(scope.in_inboxes(col(Message.inbox_id), indexed=indexed))
+            return conditions
+
+        def with_conversation(message: Any, query: Any) -> Any:
+            if not by_conversation:
+                return query
+            return query.join(Conversation, col(Conversation.id) == message.conversation_id
+                              ).where(*scope.conversation_conditions())
+
+        messages = _Source(Message, "accepted_at", of_messages, with_conversation)
+        if by_conversation and match.postgresql:
+            rows = await _through_conversations(session, scope, messages, limit)
+        else:
+            rows = await _newest(session, messages, limit, upper)
+        found += [(m.accepted_at, 0, m.id or 0, m) for m in rows]
+    if f.wants("conversation"):
+        at, cid = col(Conversation.created_at), col(Conversation.id)
+
+        def of_conversations(indexed: bool) -> list[Any]:
+            return [match.on("conversations", indexed=indexed),
+                    *scope.conversation_conditions(indexed=indexed),
+                    *scope.dates(at), _after(at, cid, 1, cursor)]
+
+        found += [(c.created_at, 1, c.id or 0, c) for c in await _newest(
+            session, _Source(Conversation, "created_at", of_conversations), limit, upper)]
+    if f.wants("contact"):
+        at, pid = col(Contact.created_at), col(Contact.id)
+
+        def of_contacts(indexed: bool) -> list[Any]:
+            return [*_contact_conditions(scope, match, indexed=indexed),
+                    _after(at, pid, 2, cursor)]
+
+        found += [(p.created_at, 2, p.id or 0, p) for p in await _newest(
+            session, _Source(Contact, "created_at", of_contacts), limit, upper)]
+    return found
+
+
+async def _newest(
+    session: AsyncSession, source: _Source[M], limit: int,
+    upper: datetime | Literal[False] | None,
+) -> list[M]:
+    """The newest limit + 1 rows of a source, by its time then id.
+
+    SQLite (`upper` False): one query. PostgreSQL (`upper`: the newest a row may be, or
+    None): the planner, left to itself, walks the time index until a page is full for a
+    common word, and walks the whole table when the word is rare in these inboxes or these
+    months though common elsewhere; or it builds a bitmap of every row with the word, which
+    is slow for a common word (and slower for a prefix). So: first walk the newest WINDOW
+    rows, then ten times more while the matches found promise a full page, checking the
+    words on each row; what is still missing comes from the older rows, through the
+    full-text and filter indexes only (a materialized set of every older match).
+    """
+    model, at = source.model, source.at
+    column = getattr(model, at)
+    if upper is False:
+        query = source.joined(model, select(model).where(*source.where(True)))
+        return list(await session.exec(query.order_by(*_newest_first(model, at))
+                                       .limit(limit + 1)))
+    found: list[M] = []
+    newer: Any = None  # the edge of the stretch walked before, if any
+    for size in (WINDOW, WINDOW * 10):
+        bound = select(column).order_by(*_newest_first(model, at)).offset(size - 1).limit(1)
+        edge = (await session.exec(bound if upper is None else bound.where(column <= upper))
+                ).first()
+        # The stretch in time order (OFFSET 0 keeps it a subquery of its own, walked down
+        # the time index), then the other tables: the walk stops when the page is full.
+        stretch = select(model).where(
+            *source.where(False),
+            *([column < newer] if newer is not None else []),
+            *([column >= edge] if edge is not None else []),
+        ).order_by(*_newest_first(model, at)).offset(0).subquery("stretch")
+        row = aliased(model, stretch)
+        found += await session.exec(source.joined(row, select(row)).order_by(
+            *_newest_first(row, at)).limit(limit + 1 - len(found)))
+        if edge is None or len(found) > limit:
+            return found  # the whole table was walked, or the page is full
+        newer = edge
+        if len(found) * 10 < limit:
+            break  # too sparse to fill a page by walking ten times more
+    return found + await _older(session, source, limit + 1 - len(found), column < newer)
+
+
+async def _older(session: AsyncSession, source: _Source[M], count: int, before: Any) -> list[M]:
+    """The newest `count` rows of a source that hold `before`, through its indexes only.
+
+    The set of every match is materialized first, so PostgreSQL cannot walk the time index
+    hoping to fill a page early (see _newest).
+    """
+    older = source.joined(source.model, select(source.model).where(*source.where(True), before)
+                          ).cte("older").prefix_with("MATERIALIZED")
+    row = aliased(source.model, older)
+    return list(await session.exec(
+        select(row).order_by(*_newest_first(row, source.at)).limit(count)))
+
+
+async def _through_conversations(
+    session: AsyncSession, scope: _Scope, messages: _Source[Message], limit: int,
+) -> list[Message]:
+    """PostgreSQL, messages of filtered conversations (status, assignee, label), newest first.
+
+    A message is never newer than its conversation's last activity. So among the newest
+    CONVERSATIONS[i] conversations that pass the filters, the messages newer than the last
+    activity of the last of them are all there are; when they fill the page it is exact,
+    read from at most that many conversations. Else the older ones come from the indexes.
+    """
+    at = col(Conversation.last_activity_at)
+    edge = None
+    for count in CONVERSATIONS:
+        newest = list(await session.exec(
+            select(Conversation.id, at).where(*scope.conversation_conditions())
+            .order_by(at.desc(), col(Conversation.id).desc()).limit(count)))
+        edge = newest[-1][1] if len(newest) == count else None
+        # The words checked on each message of these conversations, never through the GIN
+        # index: a bitmap of every message with a common word costs far more than these.
+        query = select(Message).where(
+            *messages.where(False),
+            col(Message.conversation_id).in_([i for i, _ in newest]),
+            *([col(Message.accepted_at) > edge] if edge is not None else []),
+        ).order_by(*_newest_first(Message, "accepted_at")).limit(limit + 1)
+        found = list(await session.exec(query))
+        if edge is None or len(found) > limit:
+            return found
+    return found + await _older(session, messages, limit + 1 - len(found),
+                                col(Message.accepted_at) <= edge)
+
+
+def _newest_first(entity: Any, at: str) -> tuple[Any, Any]:
+    return getattr(entity, at).desc(), entity.id.desc()
+
+
+async def search(
+    session: AsyncSession,
+    principal: Principal,
+    query: str,
+    filters: SearchFilter,
+    *,
+    cursor: str | None = None,
+    limit: int = 25,
+) -> tuple[list[SearchHit], str | None]:
+    """A page of results, newest first, and the cursor of the next page."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE}")
+    terms = check_query(query)
+    position = _decode(cursor) if cursor else None
+    scope = await _scope(session, principal, filters)
+    if not terms or scope is None:
+        return [], None
+    match = _Match(_is_postgresql(session), terms)
+    await _plan_each_time(session)
+    found = sorted(await _rows(session, scope, match, position, limit),
+                   key=lambda r: (r[0], r[1], r[2]), reverse=True)
+    page = found[:limit]
+    next_cursor = _encode(*page[-1][:3]) if len(found) > limit else None
+    return await _hits(session, [r[3] for r in page], terms), next_cursor
+
+
+async def _hits(session: AsyncSession, rows: list[Any], terms: list[str]) -> list[SearchHit]:
+    """The public views of a page's rows, loading their conversations in one query."""
+    ids = {r.conversation_id for r in rows if isinstance(r, Message)}
+    ids |= {r.id or 0 for r in rows if isinstance(r, Conversation)}
+    conversations = await conversation_views(session, ids)
+    hits = []
+    for row in rows:
+        if isinstance(row, Message):
+            hits.append(SearchHit(
+                kind=cast(Kind, row.kind), conversation=conversations[row.conversation_id],
+                message=message_view(row), snippet=snippet(row.text, terms)))
+        elif isinstance(row, Conversation):
+            hits.append(SearchHit(kind="conversation", conversation=conversations[row.id or 0],
+                                  snippet=snippet(row.subject or "", terms)))
+        else:
+            view = await contact_view(session, row)
+            hits.append(SearchHit(kind="contact", contact=view, snippet=_contact_snippet(view)))
+    return hits
+
+
+async def conversation_views(
+    session: AsyncSession, ids: set[int]
+) -> dict[int, ConversationView]:
+    """The views of some conversations by id, in one query."""
+    if not ids:
+        return {}
+    rows = await session.exec(
+        select(Conversation, Inbox.channel, Contact.name)
+        .join(Inbox, col(Inbox.id) == col(Conversation.inbox_id))
+        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
+        .where(col(Conversation.id).in_(sorted(ids)))
+    )
+    found = list(rows)
+    labels = await label_names(session, sorted(ids))
+    return {c.id or 0: conversation_view(c, channel=ch, contact_name=n,
+                                         labels=labels.get(c.id or 0, ()))
+            for c, ch, n in found}
+
+
+def snippet(text: str, terms: list[str]) -> str:
+    """A short plain-text excerpt of `text` around the first word found."""
+    flat = " ".join(text.split())
+    if len(flat) <= SNIPPET:
+        return flat
+    lowered = flat.lower()
+    hits = [i for i in (lowered.find(t) for t in terms) if i >= 0]
+    start = max(0, min(hits, default=0) - SNIPPET // 3)
+    if start:
+        start = flat.find(" ", start) + 1 or start  # begin on a word
+    end = start + SNIPPET
+    if end < len(flat):
+        end = flat.rfind(" ", start, end) if flat.rfind(" ", start, end) > start else end
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
+
+
+def _contact_snippet(view: ContactView) -> str:
+    parts = [view.name, view.email, view.phone]
+    parts += [i.value for i in view.identities if i.value not in parts]
+    return " · ".join(p for p in parts if p)[:SNIPPET]
+
+
+async def search_contacts(
+    session: AsyncSession,
+    principal: Principal,
+    query: str | None,
+    *,
+    cursor: str | None = None,
+    limit: int = 25,
+) -> tuple[list[ContactView], str | None]:
+    """Contacts the principal may see (matching `query` if given), newest first."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE}")
+    terms = check_query(query) if query is not None else None
+    position = _checked(decode_cursor(cursor)) if cursor else None
+    scope = await _scope(session, principal, SearchFilter())
+    if terms == [] or scope is None:
+        return [], None
+    match = _Match(_is_postgresql(session), terms) if terms else None
+    await _plan_each_time(session)
+    at, pid = col(Contact.created_at), col(Contact.id)
+
+    def of_contacts(indexed: bool) -> list[Any]:
+        return [*_contact_conditions(scope, match, indexed=indexed),
+                *([tuple_(at, pid) < tuple_(*position)] if position else [])]
+
+    windowed = match is not None and match.postgresql  # without words: a plain walk
+    rows = await _newest(session, _Source(Contact, "created_at", of_contacts), limit,
+                         (position[0] if position else None) if windowed else False)
+    page = rows[:limit]
+    next_cursor = (encode_cursor(page[-1].created_at, page[-1].id or 0)
+                   if len(rows) > limit else None)
+    return [await contact_view(session, c) for c in page], next_cursor
