@@ -52,8 +52,13 @@ class ConversationFilter:
             raise InvalidQuery(f"unknown priority {self.priority!r}; use {', '.join(PRIORITIES)}")
         if bad:
             raise InvalidQuery(f"unknown status {bad[0]!r}; use {', '.join(CONVERSATION_STATUSES)}")
-        if self.assignee not in (None, "me", "none") and not str(self.assignee).isdigit():
+        if self.assignee not in (None, "me", "none") and not _is_id(str(self.assignee)):
             raise InvalidQuery("assignee must be 'me', 'none' or an agent id")
+
+
+def _is_id(value: str) -> bool:
+    """Whether a string is a row id the database can hold (ASCII digits, 32-bit)."""
+    return value.isascii() and value.isdigit() and int(value) <= 2**31 - 1
 
 
 def encode_cursor(at: datetime, row_id: int) -> str:
@@ -67,6 +72,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         at, _, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None:
+            raise ValueError
+        if not _is_id(row_id):
             raise ValueError
         return parsed, int(row_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from tests.helpers import Stack, eventually, message
 
 
@@ -11,6 +13,10 @@ async def _all_stored(stack: Stack, admin, count: int) -> None:  # type: ignore[
         return len(page) >= count
 
     await eventually(done)
+
+
+def _cursor(raw: str) -> str:
+    return base64.urlsafe_b64encode(raw.encode()).decode()
 
 
 async def test_conversation_list_pages_newest_first_without_gaps(stack: Stack) -> None:
@@ -59,7 +65,8 @@ async def test_filters_and_bad_parameters(stack: Stack) -> None:
     assert await previews(f"inbox_id={stack.ids['sales']}") == []
     assert await previews(f"contact_id={two['contact_id']}") == ["two"]
     for bad in ("status=closed", "assignee=someone", "limit=0", "limit=500", "cursor=%%%",
-                "inbox_id=abc"):
+                "inbox_id=abc", "inbox_id=%C2%B2", "assignee=%C2%B2", "inbox_id=99999999999",
+                "cursor=" + _cursor("2026-01-01T00:00:00+00:00|99999999999")):
         response = await alice.http.get(f"/api/v1/conversations?{bad}")
         assert response.status_code == 400, bad
         assert response.json()["error"]["message"]
