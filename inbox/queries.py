@@ -12,7 +12,7 @@ from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, true, tuple_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.events import ContactView, ConversationView, MessageView
+from hub.events import ConversationView, MessageView
 from inbox.agents import Principal
 from inbox.models import (
     CONVERSATION_STATUSES,
@@ -24,7 +24,7 @@ from inbox.models import (
     Label,
     Message,
 )
-from inbox.views import contact_view, conversation_view, label_names, message_view
+from inbox.views import conversation_view, label_names, message_view
 
 MAX_PAGE = 100
 
@@ -52,13 +52,17 @@ class ConversationFilter:
             raise InvalidQuery(f"unknown priority {self.priority!r}; use {', '.join(PRIORITIES)}")
         if bad:
             raise InvalidQuery(f"unknown status {bad[0]!r}; use {', '.join(CONVERSATION_STATUSES)}")
-        if self.assignee not in (None, "me", "none") and not _is_id(str(self.assignee)):
+        if self.assignee not in (None, "me", "none") and not is_row_id(str(self.assignee)):
             raise InvalidQuery("assignee must be 'me', 'none' or an agent id")
 
 
-def _is_id(value: str) -> bool:
-    """Whether a string is a row id the database can hold (ASCII digits, 32-bit)."""
-    return value.isascii() and value.isdigit() and int(value) <= 2**31 - 1
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+
+
+def is_row_id(value: str) -> bool:
+    """Whether a string is a row id the database can hold (ASCII digits, 32-bit): str.isdigit
+    alone also takes "²", which int() refuses."""
+    return value.isascii() and value.isdigit() and int(value) <= MAX_ID
 
 
 def encode_cursor(at: datetime, row_id: int) -> str:
@@ -73,7 +77,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         parsed = datetime.fromisoformat(at)
         if parsed.tzinfo is None:
             raise ValueError
-        if not _is_id(row_id):
+        if not is_row_id(row_id):
             raise ValueError
         return parsed, int(row_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
@@ -262,16 +266,6 @@ async def list_messages(
         rows = rows[:limit]
         older = encode_cursor(rows[-1].accepted_at, rows[-1].id or 0)
     return [message_view(m) for m in reversed(rows)], older
-
-
-async def get_contact(
-    session: AsyncSession, principal: Principal, contact_id: int
-) -> ContactView | None:
-    """A contact, if they have a conversation in an inbox the principal may see."""
-    contact = await session.get(Contact, contact_id)
-    if contact is None or not await contact_is_visible(session, principal, contact_id):
-        return None
-    return await contact_view(session, contact)
 
 
 async def contact_is_visible(session: AsyncSession, principal: Principal, contact_id: int) -> bool:

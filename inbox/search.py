@@ -49,7 +49,14 @@ from inbox.models import (
     Label,
     Message,
 )
-from inbox.queries import MAX_PAGE, InvalidQuery, decode_cursor, encode_cursor
+from inbox.queries import (
+    MAX_ID,
+    MAX_PAGE,
+    InvalidQuery,
+    decode_cursor,
+    encode_cursor,
+    is_row_id,
+)
 from inbox.views import contact_view, conversation_view, label_names, message_view
 
 MAX_QUERY = 200  # characters
@@ -58,7 +65,6 @@ MAX_WORD = 100  # longer "words" are not words (PostgreSQL does not index them e
 PREFIX_FROM = 3  # a shorter last word must match whole: "a*" would match half the index
 KINDS = ("message", "note", "conversation", "contact")
 SNIPPET = 160
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 WINDOW = 20_000  # PostgreSQL: how many of the newest rows are read first (_newest)
 CONVERSATIONS = (250, 1000)  # PostgreSQL: filtered conversations read (_through_conversations)
 
@@ -94,7 +100,7 @@ class SearchFilter:
         bad = [s for s in self.statuses if s not in CONVERSATION_STATUSES]
         if bad:
             raise InvalidQuery(f"unknown status {bad[0]!r}; use {', '.join(CONVERSATION_STATUSES)}")
-        if self.assignee not in (None, "me", "none") and not _is_id(str(self.assignee)):
+        if self.assignee not in (None, "me", "none") and not is_row_id(str(self.assignee)):
             raise InvalidQuery("assignee must be 'me', 'none' or an agent id")
         for name, value, longest in (("label", self.label, 60), ("channel", self.channel, 40)):
             if value is not None and (len(value) > longest or not value.isprintable()):
@@ -117,10 +123,6 @@ class SearchFilter:
     def wants(self, kind: str) -> bool:
         """Whether results of this kind are asked for."""
         return not self.kinds or kind in self.kinds
-
-
-def _is_id(value: str) -> bool:
-    return value.isascii() and value.isdigit() and int(value) <= MAX_ID
 
 
 def words(query: str) -> list[str]:

@@ -12,12 +12,12 @@ from starlette.responses import JSONResponse, Response
 from config import Settings
 from hub.security import constant_time_equal
 from inbox.agents import Principal, principal_for
+from inbox.queries import is_row_id
 from web.context import WebContext
 
 SESSION_COOKIE = "switchboard_session"
 CSRF_HEADER = "x-csrf-token"
 MAX_JSON_BODY = 256 * 1024
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, Principal], Awaitable[Response]]
@@ -119,8 +119,7 @@ def int_param(value: str | None, name: str) -> int | None:
     """An optional integer query parameter; 400 when it is not one."""
     if value is None or value == "":
         return None
-    # ASCII digits only ("²" is a digit to str.isdigit) and within a database integer.
-    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
+    if not is_row_id(value):
         raise HTTPProblem(400, "invalid_parameter", f"{name} must be a positive integer")
     return int(value)
 
