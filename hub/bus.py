@@ -22,6 +22,35 @@ def dead_letter_stream(stream: str) -> str:
     return f"{stream}:dead"
 
 
+class BusUnavailable(Exception):
+    """The bus cannot be reached right now (Redis down, the file unwritable): retry later."""
+
+
+class LeaseLost(Exception):
+    """An action fenced by a lease was refused: another process holds the lease now."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry that failed too often, kept with why, for an admin to inspect or replay."""
+
+    id: str
+    payload: bytes
+    original_id: str
+    reason: str
+    group: str
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """A consumer of a group: how many entries it holds and how long it has been idle."""
+
+    name: str
+    pending: int
+    idle_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One stream entry as delivered to a consumer."""
@@ -59,8 +88,9 @@ class Bus(Protocol):
     async def add_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
         """Append several durably, in order, in one round trip; their entry ids."""
 
-    async def ensure_group(self, stream: str, group: str) -> None:
-        """Create the consumer group (reading from the stream's start) if it is missing."""
+    async def ensure_group(self, stream: str, group: str, *, from_start: bool = True) -> None:
+        """Create the consumer group if it is missing: reading from the stream's start, or
+        only what is added from now on (`from_start=False`)."""
 
     async def read_group(
         self, stream: str, group: str, consumer: str, count: int, block_ms: int
@@ -80,8 +110,28 @@ class Bus(Protocol):
     ) -> list[Entry]:
         """Take over entries left unacknowledged by any consumer for at least min_idle_ms."""
 
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the idle time of entries `consumer` holds (not counted as a delivery), so
+        no other consumer claims them while it keeps retrying them."""
+
+    async def consumers(self, stream: str, group: str) -> list[ConsumerInfo]:
+        """The group's consumers."""
+
+    async def delete_consumer(self, stream: str, group: str, consumer: str) -> bool:
+        """Forget a consumer that holds no entries; False when it holds some (kept)."""
+
     async def dead_letter(self, stream: str, group: str, entry: Entry, reason: str) -> None:
         """Move an entry to the stream's dead letters and acknowledge it, atomically."""
+
+    async def dead_letters(self, stream: str, after: str, limit: int) -> list[DeadLetter]:
+        """The stream's dead letters after id `after` ("0-0": from the oldest), oldest first."""
+
+    async def replay_dead_letter(self, stream: str, dead_id: str) -> str | None:
+        """Put a dead letter back on its stream (as a new entry) and remove it from the dead
+        letters, atomically; the new entry's id, or None when there is no such dead letter."""
+
+    async def discard_dead_letter(self, stream: str, dead_id: str) -> bool:
+        """Delete a dead letter for good; False when there is none with that id."""
 
     async def trim(self, stream: str, maxlen: int) -> int:
         """Trim towards maxlen without dropping entries any group has pending or not yet read."""
@@ -97,6 +147,20 @@ class Bus(Protocol):
 
     async def broadcast_many(self, payloads: Sequence[bytes], maxlen: int) -> list[str]:
         """broadcast() for several events at once (one round trip), in order."""
+
+    async def relay(
+        self, items: Sequence[tuple[str, bytes]], *, marker: str, lease: str, owner: str,
+        maxlen: int,
+    ) -> list[str]:
+        """Publish outbox items in order, atomically, while `owner` holds `lease`.
+
+        Items for EVENTS are broadcast (appended and published live, as `broadcast`); others
+        are appended to their stream. `marker` is recorded as the last relayed batch in the
+        same atomic step (`last_relayed`). Raises LeaseLost when `owner` does not hold `lease`.
+        """
+
+    async def last_relayed(self) -> str:
+        """The marker of the last batch `relay` published ('' when none)."""
 
     def subscribe(self) -> AsyncIterator[tuple[str, bytes]]:
         """LIVE once subscribed, then live events as (event id, payload) in broadcast order."""

@@ -12,7 +12,17 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
-from hub.bus import EVENTS, LIVE, Entry, dead_letter_stream, parse_id
+from hub.bus import (
+    EVENTS,
+    LIVE,
+    BusUnavailable,
+    ConsumerInfo,
+    DeadLetter,
+    Entry,
+    LeaseLost,
+    dead_letter_stream,
+    parse_id,
+)
 
 # A subscriber this far behind is cut off (like Redis drops a slow pub/sub client); it
 # resubscribes and catches up with replay.
@@ -57,7 +67,12 @@ CREATE TABLE IF NOT EXISTS leases (
     owner TEXT NOT NULL,
     expires_ms REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+RELAY_MARKER = "outbox:relayed"
 
 
 def _id(seq: int) -> str:
@@ -180,26 +195,30 @@ class EmbeddedBus:
         return int(seq)
 
     async def add(self, stream: str, payload: bytes) -> str:
-        """Append in its own committed transaction."""
-        with self._tx() as db:
-            seq = self._append(db, stream, payload)
-        self._notify(stream)
-        return _id(seq)
+        """Append in its own committed transaction (BusUnavailable when the file refuses)."""
+        return (await self.add_many(stream, [payload]))[0]
 
     async def add_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
         """Append several in one committed transaction, in order."""
         if not payloads:
             return []
-        with self._tx() as db:
-            seqs = [self._append(db, stream, payload) for payload in payloads]
+        try:
+            with self._tx() as db:
+                seqs = [self._append(db, stream, payload) for payload in payloads]
+        except sqlite3.OperationalError as exc:  # disk full, I/O error, locked too long
+            raise BusUnavailable(f"bus file: {exc}") from exc
         self._notify(stream)
         return [_id(seq) for seq in seqs]
 
-    async def ensure_group(self, stream: str, group: str) -> None:
-        """Create the group at the stream's start if missing."""
+    async def ensure_group(self, stream: str, group: str, *, from_start: bool = True) -> None:
+        """Create the group at the stream's start (or its end) if missing."""
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO streams (name) VALUES (?)", (stream,))
-            db.execute("INSERT OR IGNORE INTO groups (stream, name) VALUES (?, ?)", (stream, group))
+            db.execute(
+                "INSERT OR IGNORE INTO groups (stream, name, last_delivered) VALUES (?, ?, "
+                "(SELECT CASE WHEN ? THEN 0 ELSE last_seq END FROM streams WHERE name = ?))",
+                (stream, group, from_start, stream),
+            )
 
     def _read_new(self, stream: str, group: str, consumer: str, count: int) -> list[Entry]:
         with self._tx() as db:
@@ -306,6 +325,109 @@ class EmbeddedBus:
                 )
             ]
             return self._redeliver(db, stream, group, consumer, seqs)
+
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """Reset the entries' delivery time without counting a delivery."""
+        if not ids:
+            return
+        now = _now_ms()
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE pending SET consumer = ?, delivered_at = ? "
+                "WHERE stream = ? AND grp = ? AND seq = ?",
+                [(consumer, now, stream, group, _seq(i)) for i in ids],
+            )
+
+    async def consumers(self, stream: str, group: str) -> list[ConsumerInfo]:
+        """Consumers holding entries (this bus keeps no record of idle ones)."""
+        now = _now_ms()
+        with self._tx(write=False) as db:
+            rows = db.execute(
+                "SELECT consumer, COUNT(*), MAX(delivered_at) FROM pending "
+                "WHERE stream = ? AND grp = ? GROUP BY consumer", (stream, group)).fetchall()
+        return [ConsumerInfo(name, int(n), int(now - last)) for name, n, last in rows]
+
+    async def delete_consumer(self, stream: str, group: str, consumer: str) -> bool:
+        """Nothing to delete unless it holds entries, which keeps it."""
+        with self._tx(write=False) as db:
+            (held,) = db.execute(
+                "SELECT COUNT(*) FROM pending WHERE stream = ? AND grp = ? AND consumer = ?",
+                (stream, group, consumer)).fetchone()
+        return int(held) == 0
+
+    async def dead_letters(self, stream: str, after: str, limit: int) -> list[DeadLetter]:
+        """Entries of `<stream>:dead` after `after`, with what was recorded about them."""
+        with self._tx(write=False) as db:
+            rows = db.execute(
+                "SELECT seq, payload, meta FROM entries WHERE stream = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?", (dead_letter_stream(stream), _seq(after), limit),
+            ).fetchall()
+        found: list[DeadLetter] = []
+        for seq, payload, meta in rows:
+            info = json.loads(meta or "{}")
+            found.append(DeadLetter(
+                id=_id(seq), payload=bytes(payload), original_id=str(info.get("id", "")),
+                reason=str(info.get("reason", "")), group=str(info.get("group", "")),
+                deliveries=int(info.get("deliveries", 0)),
+            ))
+        return found
+
+    async def replay_dead_letter(self, stream: str, dead_id: str) -> str | None:
+        """Append the payload to the stream again and delete the dead letter, in one step."""
+        dead = dead_letter_stream(stream)
+        with self._tx() as db:
+            row = db.execute("SELECT payload FROM entries WHERE stream = ? AND seq = ?",
+                             (dead, _seq(dead_id))).fetchone()
+            if row is None:
+                return None
+            self._remove(db, dead, _seq(dead_id))
+            seq = self._append(db, stream, bytes(row[0]))
+        self._notify(stream)
+        return _id(seq)
+
+    async def discard_dead_letter(self, stream: str, dead_id: str) -> bool:
+        """Delete a dead letter."""
+        with self._tx() as db:
+            return self._remove(db, dead_letter_stream(stream), _seq(dead_id))
+
+    def _remove(self, db: sqlite3.Connection, stream: str, seq: int) -> bool:
+        removed = db.execute("DELETE FROM entries WHERE stream = ? AND seq = ?",
+                             (stream, seq)).rowcount
+        if removed:
+            db.execute("UPDATE streams SET length = length - 1 WHERE name = ?", (stream,))
+        return bool(removed)
+
+    async def relay(
+        self, items: Sequence[tuple[str, bytes]], *, marker: str, lease: str, owner: str,
+        maxlen: int,
+    ) -> list[str]:
+        """One transaction: the lease checked, every item appended, events trimmed, the
+        marker recorded; then the events pushed to subscribers, in order."""
+        seqs: list[int] = []
+        with self._tx() as db:
+            held = db.execute("SELECT 1 FROM leases WHERE name = ? AND owner = ? "
+                              "AND expires_ms > ?", (lease, owner, _now_ms())).fetchone()
+            if held is None:
+                raise LeaseLost(lease)
+            seqs = [self._append(db, stream, payload) for stream, payload in items]
+            if any(stream == EVENTS for stream, _ in items):
+                self._trim(db, EVENTS, maxlen)
+            db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                       (RELAY_MARKER, marker))
+        for stream in {stream for stream, _ in items}:
+            self._notify(stream)
+        ids = [_id(seq) for seq in seqs]
+        for entry_id, (stream, payload) in zip(ids, items, strict=True):
+            if stream == EVENTS:
+                for subscriber in self._subscribers:
+                    subscriber.push((entry_id, payload))
+        return ids
+
+    async def last_relayed(self) -> str:
+        """The marker of the last relayed batch."""
+        with self._tx(write=False) as db:
+            row = db.execute("SELECT value FROM kv WHERE key = ?", (RELAY_MARKER,)).fetchone()
+        return str(row[0]) if row else ""
 
     async def dead_letter(self, stream: str, group: str, entry: Entry, reason: str) -> None:
         """Ack and copy to the dead letters in one transaction (once, even if called twice)."""

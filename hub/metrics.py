@@ -28,3 +28,14 @@ EVENTS_DELIVERED = Counter(
     "switchboard_websocket_events_total", "Events sent to agent websockets"
 )
 RESYNCS = Counter("switchboard_websocket_resyncs_total", "Resync signals sent to agent websockets")
+OUTBOX_RELAYED = Counter(
+    "switchboard_outbox_relayed_total", "Outbox rows (events, send requests) published"
+)
+DEAD_LETTERS = Gauge(
+    "switchboard_dead_letters", "Entries waiting in a stream's dead letters", ["stream"]
+)
+OUTAGE_RETRIES = Counter(
+    "switchboard_outage_retries_total",
+    "Bus entries retried because the database or the bus was unreachable (never dead-lettered)",
+    ["stream"],
+)

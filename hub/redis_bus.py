@@ -15,7 +15,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from hub.bus import EVENTS, LIVE, Entry, dead_letter_stream, parse_id
+from hub.bus import (
+    EVENTS,
+    LIVE,
+    BusUnavailable,
+    ConsumerInfo,
+    DeadLetter,
+    Entry,
+    LeaseLost,
+    dead_letter_stream,
+    parse_id,
+)
 
 FIELD = "payload"
 
@@ -110,6 +120,65 @@ return id
 """
 )
 
+# The outbox relay's batch, atomically: fenced by the relay lease (a relay that lost it
+# publishes nothing), each item appended (events also published live, in id order), one
+# trim of the events stream, and the batch's marker recorded for the next relay.
+# KEYS: events, lease, marker; ARGV: owner, marker, channel, maxlen, cap, then
+# (stream key, payload) pairs.
+_RELAY = (
+    _LUA_TRIM
+    + """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return redis.error_reply('LEASELOST') end
+local ids = {}
+local events = false
+for i = 6, #ARGV, 2 do
+  local id = redis.call('XADD', ARGV[i], '*', 'payload', ARGV[i + 1])
+  if ARGV[i] == KEYS[1] then
+    redis.call('PUBLISH', ARGV[3], id .. ' ' .. ARGV[i + 1])
+    events = true
+  end
+  ids[#ids + 1] = id
+end
+if events then
+  safe_trim(KEYS[1], tonumber(ARGV[4]), tonumber(ARGV[5]), redis.call('XINFO', 'GROUPS', KEYS[1]))
+end
+redis.call('SET', KEYS[3], ARGV[2])
+return ids
+"""
+)
+
+# Back on its stream and out of the dead letters in one step. KEYS: dead, stream.
+_REPLAY_DEAD = """
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then return false end
+local fields = found[1][2]
+local payload
+for i = 1, #fields, 2 do
+  if fields[i] == 'payload' then payload = fields[i + 1] end
+end
+if not payload then return false end
+local id = redis.call('XADD', KEYS[2], '*', 'payload', payload)
+redis.call('XDEL', KEYS[1], ARGV[1])
+return id
+"""
+
+# Forget a consumer only while it holds nothing: XGROUP DELCONSUMER drops its pending
+# entries with it.
+_DELETE_CONSUMER = """
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local name, pending
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1] elseif c[i] == 'pending' then pending = c[i + 1] end
+  end
+  if name == ARGV[2] then
+    if pending > 0 then return 0 end
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+    return 1
+  end
+end
+return 0
+"""
+
 # Ack first: an entry already acknowledged (handled or dead-lettered elsewhere) must not
 # land in the dead letters a second time.
 _DEAD_LETTER = """
@@ -117,6 +186,13 @@ if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return false end
 return redis.call('XADD', KEYS[2], '*', 'payload', ARGV[3], 'id', ARGV[2],
   'reason', ARGV[4], 'group', ARGV[1], 'deliveries', ARGV[5])
 """
+
+
+# Commands give up after about a second: a caller (a webhook) answers 503 rather than hang.
+POOL_SIZE = 64
+POOL_WAIT_S = 10.0
+CONNECT_TIMEOUT_S = 2.0
+UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
 def _text(value: bytes | str) -> str:
@@ -170,6 +246,7 @@ class RedisBus:
         self._redis: aioredis.Redis | None = None
         self._closed = False
         self._scripts: dict[str, AsyncScript] = {}
+        self._marker = f"{prefix}outbox:relayed"
 
     def _key(self, stream: str) -> str:
         return f"{self._prefix}{stream}"
@@ -186,15 +263,20 @@ class RedisBus:
     async def start(self) -> None:
         """Create the connection pool; idempotent."""
         if self._redis is None:
-            # After a Redis restart every pooled connection is dead: check idle ones before
-            # use and retry a dropped command briefly instead of failing the caller.
-            self._redis = aioredis.Redis.from_url(
+            # A burst of callers waits for a pooled connection (up to POOL_WAIT_S) instead of
+            # failing. After a Redis restart every pooled connection is dead: idle ones are
+            # checked before use and a dropped command is retried briefly.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self._url,
+                max_connections=POOL_SIZE,
+                timeout=POOL_WAIT_S,
                 health_check_interval=5,
                 socket_keepalive=True,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 5),
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
+            self._redis = aioredis.Redis.from_pool(pool)  # closes the pool with it
             self._closed = False
             # register_script only hashes the text; EVALSHA falls back to EVAL on a miss.
             self._scripts = {
@@ -204,6 +286,9 @@ class RedisBus:
                 "lease_acquire": self._redis.register_script(_LEASE_ACQUIRE),
                 "lease_renew": self._redis.register_script(_LEASE_RENEW),
                 "lease_release": self._redis.register_script(_LEASE_RELEASE),
+                "relay": self._redis.register_script(_RELAY),
+                "replay_dead": self._redis.register_script(_REPLAY_DEAD),
+                "delete_consumer": self._redis.register_script(_DELETE_CONSUMER),
             }
 
     async def close(self) -> None:
@@ -221,23 +306,31 @@ class RedisBus:
             return False
 
     async def add(self, stream: str, payload: bytes) -> str:
-        """XADD; durable as far as Redis persistence is configured."""
-        entry_id = await self._client().xadd(self._key(stream), {FIELD: payload})
+        """XADD; durable as far as Redis persistence is configured. BusUnavailable when
+        Redis cannot be reached."""
+        try:
+            entry_id = await self._client().xadd(self._key(stream), {FIELD: payload})
+        except UNAVAILABLE as exc:
+            raise BusUnavailable(f"redis: {exc}") from exc
         return _text(entry_id)
 
     async def add_many(self, stream: str, payloads: Sequence[bytes]) -> list[str]:
-        """XADD each, pipelined in one round trip, in order."""
+        """XADD each, pipelined in one round trip, in order (BusUnavailable as `add`)."""
         if not payloads:
             return []
         pipe = self._client().pipeline(transaction=False)
         for payload in payloads:
             pipe.xadd(self._key(stream), {FIELD: payload})
-        return [_text(entry_id) for entry_id in await pipe.execute()]
-
-    async def ensure_group(self, stream: str, group: str) -> None:
-        """XGROUP CREATE from id 0, creating the stream; an existing group is kept."""
         try:
-            await self._client().xgroup_create(self._key(stream), group, id="0", mkstream=True)
+            return [_text(entry_id) for entry_id in await pipe.execute()]
+        except UNAVAILABLE as exc:
+            raise BusUnavailable(f"redis: {exc}") from exc
+
+    async def ensure_group(self, stream: str, group: str, *, from_start: bool = True) -> None:
+        """XGROUP CREATE from id 0 (or $), creating the stream; an existing group is kept."""
+        try:
+            await self._client().xgroup_create(self._key(stream), group,
+                                               id="0" if from_start else "$", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -312,6 +405,79 @@ class RedisBus:
             for (entry_id, payload), found in zip(claimed, counts, strict=True)
             if found
         ]
+
+    async def touch(self, stream: str, group: str, consumer: str, ids: Sequence[str]) -> None:
+        """XCLAIM ... JUSTID to ourselves: resets the idle time without counting a delivery."""
+        if ids:
+            await self._client().xclaim(self._key(stream), group, consumer, 0, list(ids),
+                                        justid=True)
+
+    async def consumers(self, stream: str, group: str) -> list[ConsumerInfo]:
+        """XINFO CONSUMERS; empty when the stream or group is missing."""
+        try:
+            rows = await self._client().xinfo_consumers(self._key(stream), group)
+        except ResponseError:
+            return []
+        return [ConsumerInfo(_text(r["name"]), int(r["pending"]), int(r["idle"])) for r in rows]
+
+    async def delete_consumer(self, stream: str, group: str, consumer: str) -> bool:
+        """XGROUP DELCONSUMER, only when it holds no pending entries (checked atomically)."""
+        done = await self._script("delete_consumer")(keys=[self._key(stream)],
+                                                    args=[group, consumer])
+        return bool(done)
+
+    async def dead_letters(self, stream: str, after: str, limit: int) -> list[DeadLetter]:
+        """XRANGE over `<stream>:dead` after `after`."""
+        raw = await self._client().xrange(self._key(dead_letter_stream(stream)),
+                                          f"({after}" if after != "0-0" else "-", "+",
+                                          count=limit)
+        found: list[DeadLetter] = []
+        for entry_id, fields in raw or []:
+            values: dict[str, bytes] = {
+                _text(k): v if isinstance(v, bytes) else str(v).encode()
+                for k, v in (fields or {}).items()}
+            text = {k: v.decode(errors="replace") for k, v in values.items() if k != FIELD}
+            found.append(DeadLetter(
+                id=_text(entry_id or b""),
+                payload=values.get(FIELD, b""),
+                original_id=text.get("id", ""), reason=text.get("reason", ""),
+                group=text.get("group", ""), deliveries=int(text.get("deliveries") or 0),
+            ))
+        return found
+
+    async def replay_dead_letter(self, stream: str, dead_id: str) -> str | None:
+        """XADD the payload back to the stream and XDEL the dead letter, in one script."""
+        parse_id(dead_id)
+        new_id = await self._script("replay_dead")(
+            keys=[self._key(dead_letter_stream(stream)), self._key(stream)], args=[dead_id])
+        return _text(new_id) if new_id else None
+
+    async def discard_dead_letter(self, stream: str, dead_id: str) -> bool:
+        """XDEL from the dead letters."""
+        parse_id(dead_id)
+        return bool(await self._client().xdel(self._key(dead_letter_stream(stream)), dead_id))
+
+    async def relay(
+        self, items: Sequence[tuple[str, bytes]], *, marker: str, lease: str, owner: str,
+        maxlen: int,
+    ) -> list[str]:
+        """The relay script: fenced by the lease, all items, one trim, the marker."""
+        args: list[str | bytes | int] = [owner, marker, self._channel, maxlen, TRIM_CAP]
+        for stream, payload in items:
+            args += [self._key(stream), payload]
+        try:
+            ids = await self._script("relay")(
+                keys=[self._key(EVENTS), self._key(f"lease:{lease}"), self._marker], args=args)
+        except ResponseError as exc:
+            if "LEASELOST" in str(exc):
+                raise LeaseLost(lease) from None
+            raise
+        return [_text(i) for i in ids]
+
+    async def last_relayed(self) -> str:
+        """GET the relay marker."""
+        value = await self._client().get(self._marker)
+        return _text(value) if value else ""
 
     async def dead_letter(self, stream: str, group: str, entry: Entry, reason: str) -> None:
         """Copy to `<stream>:dead` with the reason and acknowledge, in one script."""
