@@ -44,7 +44,12 @@ class Settings(BaseSettings):
         "info", description="debug, info, warning or error."
     )
     worker_name: str = Field("", description="Consumer name of this worker; default host+pid.")
-    worker_concurrency: int = Field(8, ge=1, le=256, description="Bus entries handled at once.")
+    worker_concurrency: int = Field(
+        8, ge=1, le=256, description="Outgoing messages a worker sends at once."
+    )
+    ingest_batch: int = Field(
+        100, ge=1, le=1000, description="Inbound messages a worker threads in one transaction."
+    )
     max_deliveries: int = Field(
         5, ge=1, description="Deliveries of one bus entry before it goes to the dead letters."
     )
@@ -78,6 +83,12 @@ class Settings(BaseSettings):
     assignment_check_seconds: float = Field(
         5.0, gt=0, description="How often workers assign what waits in the queue and release "
         "the conversations of agents who went offline."
+    )
+
+    crash_point: Literal["", "ingest-after-commit", "relay-before-publish",
+                         "relay-after-publish"] = Field(
+        "", description="For fault tests only: the process kills itself (as kill -9 would) "
+        "the first time it reaches this point."
     )
 
     @field_validator("database_url")

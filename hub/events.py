@@ -6,12 +6,19 @@ and an HTTP response with one piece of code.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-EVENT_VERSION = 1
+# 2: every event carries an `id`, fixed when the change is recorded: consumers dedupe on it.
+EVENT_VERSION = 2
+
+
+def new_event_id() -> str:
+    """A fresh event id: unique, fixed when the event is made (not when it is published)."""
+    return os.urandom(12).hex()
 
 
 class View(BaseModel):
@@ -100,6 +107,7 @@ class NotificationView(View):
 
 class _Event(View):
     v: int = EVENT_VERSION
+    id: str = Field(default_factory=new_event_id)
     # The inbox whose agents receive the event; None: every agent (e.g. an agent went away).
     inbox_id: int | None
     at: datetime
@@ -224,6 +232,15 @@ class ContactCreated(_Event):
     contact: ContactView
 
 
+class InboxChanged(_Event):
+    """An inbox was added or its settings changed. For the processes that keep inboxes in
+    memory (webhooks, the widget); no agent receives it."""
+
+    type: Literal["inbox.changed"] = "inbox.changed"
+    audience: list[int] | None = Field(default_factory=list)
+    changed_inbox_id: int
+
+
 Event = Annotated[
     MessageCreated
     | MessageStatusChanged
@@ -237,7 +254,8 @@ Event = Annotated[
     | NotificationCreated
     | AgentUpdated
     | ContactMerged
-    | ContactCreated,
+    | ContactCreated
+    | InboxChanged,
     Field(discriminator="type"),
 ]
 EVENT_TYPES = (
@@ -254,6 +272,7 @@ EVENT_TYPES = (
     AgentUpdated,
     ContactMerged,
     ContactCreated,
+    InboxChanged,
 )
 event_adapter: TypeAdapter[Any] = TypeAdapter(Event)
 

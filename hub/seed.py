@@ -11,8 +11,8 @@ from inbox.agents import AgentError, add_to_inbox, add_to_team, create_agent
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
+from inbox.ingest import ingest
 from inbox.models import Agent, Inbox, Team, TeamInbox
-from inbox.threading import ingest
 
 # Demo credentials are printed on purpose: the demo is for trying Switchboard locally.
 DEMO_PASSWORD = "switchboard-demo"  # noqa: S105
@@ -93,7 +93,7 @@ async def seed_demo(settings: Settings) -> str:
                 await ingest(ctx, InboundMessage(
                     channel="api", inbox_id=inbox_id, external_id=f"demo-{n}",
                     sender=Identity(kind="email", value=email, display_name=name), text=text,
-                ), redelivered=False)
+                ))
     finally:
         await bus.close()
         await db.close()

@@ -9,11 +9,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 # 2: InboundMessage gained references, automated and bounce_of; OutboundMessage gained
-# subject, references and automated. All have defaults, so version-1 payloads still decode.
-SCHEMA_VERSION = 2
+# subject, references and automated. 3: InboundMessage gained threading, conversation_ref
+# and cc; OutboundMessage gained cc. All have defaults, so older payloads still decode.
+SCHEMA_VERSION = 3
 
 IdentityKind = Literal["phone", "email", "telegram", "messenger", "instagram", "visitor", "api"]
 DeliveryStatus = Literal["queued", "sent", "delivered", "read", "failed"]
+# How a channel's messages find their conversation (DESIGN.md, Threading): "contact" keeps
+# one running thread per contact and inbox (chat channels); "headers" follows only what the
+# message names (email: In-Reply-To, References, a reply address), else a new conversation.
+Threading = Literal["contact", "headers"]
 
 
 def utcnow() -> datetime:
@@ -76,6 +81,12 @@ class InboundMessage(Frozen):
     automated: bool = False
     # The external id of our outgoing message this reports undeliverable (reason in text).
     bounce_of: str | None = Field(default=None, max_length=255)
+    threading: Threading = "contact"
+    # A conversation the message names itself (an email subject's "[#123]"): a weak hint,
+    # followed only within the same inbox and for the same contact.
+    conversation_ref: int | None = Field(default=None, ge=1, le=2**53)
+    # Other people the customer wrote to along with us (email To/Cc): replies may copy them.
+    cc: tuple[Identity, ...] = Field(default=(), max_length=50)
 
 
 class StatusUpdate(Frozen):
@@ -112,6 +123,7 @@ class OutboundMessage(Frozen):
     subject: str | None = None
     references: tuple[str, ...] = ()
     automated: bool = False
+    cc: tuple[Identity, ...] = ()
 
 
 class SendReceipt(Frozen):

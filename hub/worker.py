@@ -14,8 +14,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -32,9 +32,9 @@ from channels.base import (
     SendsFiles,
     TransientSendError,
 )
-from hub.batching import Coalescer
 from hub.bus import INBOUND, OUTBOUND, Entry
-from hub.consumer import run_consumer
+from hub.consumer import Outage, run_batch_consumer, run_consumer
+from hub.faults import crash_point
 from hub.metrics import ACCEPT_TO_STORE_SECONDS, BUS_ENTRIES, INGEST_SECONDS, SENDS
 from hub.pollers import Pollers
 from hub.types import InboundMessage, OutboundMessage, StatusUpdate, UnsupportedSchema, decode
@@ -43,26 +43,28 @@ from inbox.actions import wake_snoozed
 from inbox.assignment import drain_queue, release_offline_agents
 from inbox.attachments import attachment_loader, attachment_store
 from inbox.context import InboxContext
+from inbox.db import is_unavailable
+from inbox.delivery import apply_statuses, set_send_result
 from inbox.inboxes import inbox_settings
+from inbox.ingest import Ingested, UnknownInbox, ingest_batch
 from inbox.models import Message
-from inbox.threading import (
-    Ingested,
-    UnknownInbox,
-    apply_status,
-    ingest_many,
-    set_send_result,
-)
+from inbox.relay import Relay
 
 log = logging.getLogger("switchboard.worker")
 
 INBOUND_GROUP = "inbox"
 OUTBOUND_GROUP = "senders"
 SEND_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 def default_worker_name() -> str:
     """This process's consumer name when SWITCHBOARD_WORKER_NAME does not give one."""
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class _Dead(Exception):
+    """An entry that can never be handled (undecodable, for an inbox that does not exist)."""
 
 
 class Worker:
@@ -76,29 +78,33 @@ class Worker:
         self.name = name
         self.send_wait = wait_exponential(multiplier=0.5, max=8)
         self.load_file = attachment_loader(ctx.db)
-        # The inbound messages handled at once share one transaction (group commit).
-        self.ingester: Coalescer[tuple[InboundMessage, bool], Ingested] = Coalescer(
-            lambda items: ingest_many(ctx, items), max_batch=ctx.settings.worker_concurrency)
+        self.relay = Relay(ctx, owner=name)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume both streams until `stop` is set."""
+        """Consume both streams, relay the outbox, run the pollers until `stop` is set."""
         s = self.ctx.settings
         common: dict[str, Any] = {
             "max_deliveries": s.max_deliveries,
             "claim_idle_ms": s.claim_idle_ms,
             "trim_maxlen": s.stream_maxlen,
             "stop": stop,
+            "healthy": self.healthy,
         }
         await asyncio.gather(
-            run_consumer(self.ctx.bus, INBOUND, INBOUND_GROUP, self.name, self.handle_inbound,
-                         concurrency=s.worker_concurrency, **common),
+            run_batch_consumer(self.ctx.bus, INBOUND, INBOUND_GROUP, self.name,
+                               self.handle_inbound, batch=s.ingest_batch, **common),
             run_consumer(self.ctx.bus, OUTBOUND, OUTBOUND_GROUP, self.name, self.handle_outbound,
                          concurrency=s.worker_concurrency, **common),
+            self.relay.run(stop),
             Pollers(self.ctx, self.channels, owner=self.name,
                     rescan_s=s.poller_rescan_seconds).run(stop),
             self.wake_snoozed(stop),
             self.keep_assigning(stop),
         )
+
+    async def healthy(self) -> bool:
+        """Whether the database and the bus both answer."""
+        return await self.ctx.db.ping() and await self.ctx.bus.ping()
 
     async def wake_snoozed(self, stop: asyncio.Event) -> None:
         """Reopen snoozed conversations when their time comes, until `stop` is set."""
@@ -125,30 +131,70 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
 
-    async def handle_inbound(self, entry: Entry) -> None:
-        """Thread and store one inbound message, or apply one status update."""
-        try:
-            item = decode(entry.payload)
-        except (UnsupportedSchema, ValueError) as exc:
-            await self._dead(INBOUND, INBOUND_GROUP, entry, f"undecodable: {exc}")
-            return
-        started = time.perf_counter()
-        try:
+    async def handle_inbound(self, entries: Sequence[Entry]) -> list[BaseException | None]:
+        """Thread and store a batch of inbound messages (one transaction) and apply the
+        status updates among them; per entry None (done) or why it failed."""
+        outcomes: list[BaseException | None] = [None] * len(entries)
+        messages: list[tuple[int, InboundMessage]] = []
+        statuses: list[tuple[int, StatusUpdate]] = []
+        for n, entry in enumerate(entries):
+            try:
+                item = decode(entry.payload)
+            except (UnsupportedSchema, ValueError) as exc:
+                await self._dead(INBOUND, INBOUND_GROUP, entry, f"undecodable: {exc}")
+                continue
             if isinstance(item, InboundMessage):
-                item = await self._fetch_media(item)
-                result = await self.ingester.submit((item, entry.deliveries > 1))
-                INGEST_SECONDS.observe(time.perf_counter() - started)
-                if not result.duplicate:
-                    delay = (_utcnow() - item.received_at).total_seconds()
-                    ACCEPT_TO_STORE_SECONDS.observe(max(0.0, delay))
-                BUS_ENTRIES.labels(INBOUND, "duplicate" if result.duplicate else "stored").inc()
+                messages.append((n, item))
             elif isinstance(item, StatusUpdate):
-                await apply_status(self.ctx, item)
-                BUS_ENTRIES.labels(INBOUND, "status").inc()
+                statuses.append((n, item))
             else:
                 await self._dead(INBOUND, INBOUND_GROUP, entry, f"unexpected {item.type}")
-        except UnknownInbox as exc:
-            await self._dead(INBOUND, INBOUND_GROUP, entry, str(exc))
+        started = time.perf_counter()
+        if messages:
+            fetched = await asyncio.gather(*(self._fetch_media(m) for _, m in messages),
+                                           return_exceptions=True)
+            ready: list[tuple[int, InboundMessage]] = []
+            for (n, _), got in zip(messages, fetched, strict=True):
+                if isinstance(got, BaseException):
+                    if isinstance(got, Outage) or is_unavailable(got):
+                        raise Outage(str(got)) from got
+                    outcomes[n] = got
+                else:
+                    ready.append((n, got))
+            results = await self._guard(ingest_batch(self.ctx, [m for _, m in ready]))
+            crash_point(self.ctx.settings, "ingest-after-commit")
+            for (n, message), result in zip(ready, results, strict=True):
+                outcomes[n] = await self._stored(entries[n], message, result)
+            if ready:
+                INGEST_SECONDS.observe((time.perf_counter() - started) / len(ready))
+        if statuses:
+            applied = await self._guard(apply_statuses(self.ctx, [u for _, u in statuses]))
+            for (n, _), done in zip(statuses, applied, strict=True):
+                outcomes[n] = done if isinstance(done, Exception) else None
+                BUS_ENTRIES.labels(INBOUND, "status").inc()
+        return outcomes
+
+    async def _stored(self, entry: Entry, message: InboundMessage,
+                      result: Ingested | Exception) -> BaseException | None:
+        if isinstance(result, UnknownInbox):
+            await self._dead(INBOUND, INBOUND_GROUP, entry, str(result))
+            return None
+        if isinstance(result, Exception):
+            return result
+        if not result.duplicate:
+            delay = (_utcnow() - message.received_at).total_seconds()
+            ACCEPT_TO_STORE_SECONDS.observe(max(0.0, delay))
+        BUS_ENTRIES.labels(INBOUND, "duplicate" if result.duplicate else "stored").inc()
+        return None
+
+    async def _guard(self, work: Awaitable[T]) -> T:
+        """Run database work; an unreachable database becomes an Outage (retried later)."""
+        try:
+            return await work
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise Outage(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+            raise
 
     async def _fetch_media(self, item: InboundMessage) -> InboundMessage:
         adapter = self.channels.get(item.channel)
@@ -172,16 +218,14 @@ class Worker:
         if not isinstance(item, OutboundMessage):
             await self._dead(OUTBOUND, OUTBOUND_GROUP, entry, f"unexpected {item.type}")
             return
-        async with self.ctx.db.read() as session:
-            stored = await session.get(Message, item.message_id)
-            found = await inbox_settings(session, item.inbox_id)
+        stored, found = await self._guard(self._send_request_state(item))
         if stored is None or stored.status != "queued":
             BUS_ENTRIES.labels(OUTBOUND, "already_sent").inc()
             return  # a redelivery after the send was recorded: never send twice
         adapter = self.channels.get(item.channel)
         if adapter is None or found is None:
-            await set_send_result(self.ctx, message_id=item.message_id, status="failed",
-                                  reason=f"channel {item.channel!r} is not available")
+            await self._record(message_id=item.message_id, status="failed",
+                               reason=f"channel {item.channel!r} is not available")
             return
         try:
             receipt = None
@@ -199,20 +243,39 @@ class Worker:
             assert receipt is not None
         except PermanentSendError as exc:
             SENDS.labels(item.channel, "failed").inc()
-            await set_send_result(self.ctx, message_id=item.message_id, status="failed",
-                                  reason=str(exc))
+            await self._record(message_id=item.message_id, status="failed", reason=str(exc))
             return
         except RetryError as exc:
             SENDS.labels(item.channel, "gave_up").inc()
             last = exc.last_attempt.exception()
-            await set_send_result(
-                self.ctx, message_id=item.message_id, status="failed",
-                reason=f"gave up after {SEND_ATTEMPTS} attempts: {last}",
-            )
+            await self._record(message_id=item.message_id, status="failed",
+                               reason=f"gave up after {SEND_ATTEMPTS} attempts: {last}")
             return
         SENDS.labels(item.channel, "sent").inc()
-        await set_send_result(self.ctx, message_id=item.message_id, status=receipt.status,
-                              external_id=receipt.external_id)
+        await self._record(message_id=item.message_id, status=receipt.status,
+                           external_id=receipt.external_id)
+
+    async def _send_request_state(
+        self, item: OutboundMessage
+    ) -> tuple[Message | None, tuple[str, dict[str, Any]] | None]:
+        async with self.ctx.db.read() as session:
+            return (await session.get(Message, item.message_id),
+                    await inbox_settings(session, item.inbox_id))
+
+    async def _record(self, **result: Any) -> None:
+        """Record a send's result, waiting out a database outage: what left must never be
+        sent again because its result could not be written."""
+        delay = 0.2
+        while True:
+            try:
+                await set_send_result(self.ctx, **result)
+                return
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                log.warning("recording a send result failed (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def _dead(self, stream: str, group: str, entry: Entry, reason: str) -> None:
         log.error("dead-lettering %s entry %s: %s", stream, entry.id, reason)

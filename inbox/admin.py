@@ -16,12 +16,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import View
 from inbox import assignment
-from inbox.actions import NotFound, Refused
 from inbox.agent_events import agent_updated, is_online
 from inbox.agents import Principal
 from inbox.context import InboxContext
+from inbox.errors import NotFound, Refused
 from inbox.memberships import check_ids, links_by, replace_links
 from inbox.models import Agent, AgentSession, Inbox, InboxMember, Team, TeamMember
+from inbox.outbox import stage_events
 
 MAX_CAPACITY = 1000
 # Changes after which someone may take a conversation waiting in the queue.
@@ -140,8 +141,8 @@ async def update_agent(
         events: list[View] = (
             [agent_updated(agent, changes, presence_seconds=presence)] if changes else []
         )
-    # Sockets first (they close at once), then the conversations go back to the queue.
-    await ctx.publish(events)
+        # Sockets first (they close at once), then the conversations go back to the queue.
+        stage_events(session, events)
     if "deactivated" in changes:
         await assignment.release_agent(ctx, agent_id, reason="deactivated")
     elif DRAINING.intersection(changes):

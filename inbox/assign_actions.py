@@ -15,14 +15,15 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.events import ConversationAssigned, ConversationView, View
+from hub.events import ConversationAssigned, ConversationView, InboxChanged, View
 from hub.types import utcnow
-from inbox.actions import Forbidden, NotFound, Refused, conversation_to_change
+from inbox.actions import conversation_to_change
 from inbox.activity import agent_name, change_with_activity
 from inbox.agent_events import agent_updated
 from inbox.agents import Principal, visible_inbox_ids
 from inbox.assignment import Placer, Scope, drain_queue, place
 from inbox.context import InboxContext
+from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import (
     ASSIGNMENT_POLICIES,
     AVAILABILITY,
@@ -34,6 +35,7 @@ from inbox.models import (
     TeamMember,
 )
 from inbox.notifications import notify
+from inbox.outbox import stage_events
 from inbox.views import load_conversation_view
 
 MAX_BULK = 100
@@ -181,8 +183,8 @@ async def assign(
             raise Refused(problem)
         placer = Placer(session, now=now, presence_seconds=ctx.settings.presence_seconds)
         view, events = await _apply(session, placer, principal, conversation, target, checked)
+        stage_events(session, events)
     if events:
-        await ctx.publish(events)
         await drain_queue(ctx)  # whoever lost it may have room for a waiting one now
     return view
 
@@ -239,8 +241,8 @@ async def bulk_assign(
                                          checked)
             views.append(view)
             events += changed
+        stage_events(session, events)
     if events:
-        await ctx.publish(events)
         await drain_queue(ctx)
     return views, errors
 
@@ -280,7 +282,7 @@ async def _change_agent(
         session.add(agent)
         await session.flush()
         event = agent_updated(agent, [field], presence_seconds=ctx.settings.presence_seconds)
-    await ctx.publish([event])
+        stage_events(session, [event])
     if frees(before, value):
         await drain_queue(ctx)
     return agent
@@ -340,6 +342,7 @@ async def update_inbox_assignment(
             inbox.requeue_on_offline = requeue_on_offline
         session.add(inbox)
         await session.flush()
+        stage_events(session, [InboxChanged(inbox_id=None, at=utcnow(), changed_inbox_id=inbox_id)])
     ctx.inboxes.forget(inbox_id)
     await drain_queue(ctx)
     return inbox

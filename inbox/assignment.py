@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import and_, exists, func, or_, text, tuple_, update
+from sqlalchemy import and_, bindparam, exists, func, or_, text, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -33,6 +33,7 @@ from hub.events import ConversationAssigned, View
 from hub.types import InboundMessage, utcnow
 from inbox.activity import agent_name, change_with_activity
 from inbox.context import InboxContext
+from inbox.db import execute
 from inbox.models import (
     Agent,
     Contact,
@@ -42,8 +43,10 @@ from inbox.models import (
     Team,
     TeamInbox,
     TeamMember,
+    table_of,
 )
 from inbox.notifications import notify
+from inbox.outbox import stage_events
 from inbox.routing import RoutingFacts, message_language, route
 
 DRAIN_BATCH = 100
@@ -128,6 +131,7 @@ class Placer:
         self.now = now
         self.presence_seconds = presence_seconds
         self.pools: dict[Scope, Pool] = {}
+        self._taken: dict[tuple[Scope, int], None] = {}
 
     async def look(self, scopes: Iterable[Scope]) -> None:
         """Read the candidates of every scope (no locks, no loads: enough to know if anyone
@@ -189,15 +193,35 @@ class Placer:
 
     async def take(self, scope: Scope, candidate: Candidate) -> None:
         """Count a conversation given to `candidate`: load, and round robin's last pick."""
+        self.take_later(scope, candidate)
+        await self.write_taken()
+
+    def take_later(self, scope: Scope, candidate: Candidate) -> None:
+        """Count a conversation given to `candidate` now; write round robin's last pick with
+        the others in `write_taken`."""
         candidate.load += 1
         candidate.last_assigned_at = self.now
-        member, _, owner_key = _members_of(scope)
-        await self.session.exec(
-            update(member)
-            .where(col(owner_key) == (scope.team_id or scope.inbox_id),
-                   col(member.agent_id) == candidate.agent_id)
-            .values(last_assigned_at=self.now)
-        )
+        self._taken[(scope, candidate.agent_id)] = None
+
+    async def write_taken(self) -> None:
+        """Record when each agent taken since the last call was picked (one statement per
+        kind of membership)."""
+        by_member: dict[type[InboxMember | TeamMember], list[dict[str, Any]]] = {}
+        for scope, agent_id in self._taken:
+            member, _, _ = _members_of(scope)
+            by_member.setdefault(member, []).append(
+                {"owner": scope.team_id or scope.inbox_id, "agent": agent_id})
+        self._taken.clear()
+        for member, rows in by_member.items():
+            table = table_of(member)
+            owner = table.c.team_id if member is TeamMember else table.c.inbox_id
+            await execute(
+                self.session,
+                update(table)
+                .where(owner == bindparam("owner"), table.c.agent_id == bindparam("agent"))
+                .values(last_assigned_at=self.now),
+                rows,
+            )
 
 
 def _members_of(scope: Scope) -> tuple[type[InboxMember | TeamMember], type[Inbox | Team], Any]:
@@ -353,8 +377,7 @@ async def drain_queue(ctx: InboxContext) -> int:
                     continue
                 events += await _give(session, placer, conversation, candidate)
                 total += 1
-        if events:
-            await ctx.publish(events)
+            stage_events(session, events)
         if len(batch) < DRAIN_BATCH or not any(placer.pick(s) for s in ready):
             return total
         last = batch[-1]
@@ -407,8 +430,8 @@ async def release_agent(ctx: InboxContext, agent_id: int, *, reason: ReleaseReas
     (and their pending and snoozed ones are unassigned). Returns how many."""
     async with ctx.db.write() as session:
         events = await _release(session, agent_id, reason=reason, now=utcnow())
+        stage_events(session, events)
     if events:
-        await ctx.publish(events)
         await drain_queue(ctx)
     return sum(isinstance(e, ConversationAssigned) for e in events)
 
@@ -476,8 +499,8 @@ async def release_offline_agents(ctx: InboxContext) -> int:
         )
         for agent_id in sorted(claimed.scalars()):
             events += await _release(session, agent_id, reason="offline", now=now)
+        stage_events(session, events)
     if events:
-        await ctx.publish(events)
         await drain_queue(ctx)
     return sum(isinstance(e, ConversationAssigned) for e in events)
 

@@ -17,6 +17,7 @@ from inbox.agents import Principal, authenticate, change_password, end_session, 
 from inbox.context import InboxContext
 from inbox.login_limits import begin_attempt, forget_attempt, login_keys
 from inbox.models import Agent
+from inbox.outbox import stage_events
 from inbox.totp import use_code
 
 
@@ -88,7 +89,7 @@ async def log_out(ctx: InboxContext, principal: Principal, token: str) -> None:
         agent = await session.get_one(Agent, principal.agent_id)
         event = agent_updated(agent, ["logged_out"], audience=[principal.agent_id],
                               presence_seconds=ctx.settings.presence_seconds)
-    await ctx.publish([event])
+        stage_events(session, [event])
 
 
 async def update_password(
@@ -101,4 +102,4 @@ async def update_password(
         agent = await session.get_one(Agent, principal.agent_id)
         event = agent_updated(agent, ["password"], audience=[principal.agent_id],
                               presence_seconds=ctx.settings.presence_seconds)
-    await ctx.publish([event])
+        stage_events(session, [event])

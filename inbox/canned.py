@@ -17,8 +17,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import utcnow
-from inbox.actions import Forbidden, NotFound, Refused
 from inbox.agents import Principal
+from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import Agent, CannedResponse, Contact, Conversation
 from inbox.queries import visible_conversation
 

@@ -25,10 +25,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from hub.events import ContactMerged, ContactView, ConversationUpdated, ConversationView, View
 from hub.identity import InvalidIdentity, normalize_email, normalize_phone
 from hub.types import utcnow
-from inbox.actions import NotFound, Refused
 from inbox.agents import Principal
 from inbox.context import InboxContext
+from inbox.errors import NotFound, Refused
 from inbox.models import Contact, ContactIdentity, ContactNote, Conversation, Message
+from inbox.outbox import stage_events
 from inbox.queries import ConversationFilter, contact_is_visible, list_conversations
 from inbox.views import contact_view, load_conversation_view
 
@@ -194,7 +195,7 @@ async def update_contact(
         if renamed:
             # Conversation lists show the contact's name: refresh them live.
             events += await _conversations_updated(session, contact.id, principal.agent_id)
-    await ctx.publish(events)
+        stage_events(session, events)
     return view
 
 
@@ -275,5 +276,5 @@ async def merge_contacts(
             for inbox_id in inbox_ids
         ]
         events += conversations
-    await ctx.publish(events)
+        stage_events(session, events)
     return view

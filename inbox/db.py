@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Executable, Table, event, insert, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from inbox.outbox import write_staged
 
 WRITE_WAIT_S = 30.0
 
@@ -52,6 +55,19 @@ class Database:
         # served, instead of in SQLite's busy handler, which polls with growing sleeps
         # (up to 100 ms) and lets an unlucky writer wait seconds behind later ones.
         self._writers = asyncio.Lock() if self.is_sqlite else None
+        self._outbox_hooks: list[Callable[[], None]] = []
+
+    @property
+    def asyncpg_dsn(self) -> str | None:
+        """The PostgreSQL DSN for a plain asyncpg connection (LISTEN); None on SQLite."""
+        if self.is_sqlite:
+            return None
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    def on_outbox_commit(self, hook: Callable[[], None]) -> Callable[[], None]:
+        """Call `hook` after each commit that wrote outbox rows; returns the undo."""
+        self._outbox_hooks.append(hook)
+        return lambda: self._outbox_hooks.remove(hook)
 
     @staticmethod
     def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
@@ -73,18 +89,27 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncSession]:
-        """A transaction: committed when the block ends, rolled back if it raises."""
+        """A transaction: committed when the block ends, rolled back if it raises.
+
+        What the block staged for publishing (inbox.outbox) is written to the outbox in the
+        same transaction, just before the commit.
+        """
         if self._writers is None:
             async with self._write() as session, session.begin():
                 yield session
-            return
-        # Bounded like SQLite's own busy timeout: a writer never waits forever.
-        await asyncio.wait_for(self._writers.acquire(), WRITE_WAIT_S)
-        try:
-            async with self._write() as session, session.begin():
-                yield session
-        finally:
-            self._writers.release()
+                staged = await write_staged(session)
+        else:
+            # Bounded like SQLite's own busy timeout: a writer never waits forever.
+            await asyncio.wait_for(self._writers.acquire(), WRITE_WAIT_S)
+            try:
+                async with self._write() as session, session.begin():
+                    yield session
+                    staged = await write_staged(session)
+            finally:
+                self._writers.release()
+        if staged:
+            for hook in list(self._outbox_hooks):
+                hook()
 
     async def ping(self) -> bool:
         """True when the database answers."""
@@ -108,3 +133,69 @@ def _ensure_parent(url: str) -> None:
     path = url.split("///", 1)[-1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+# SQLSTATE classes of a server that cannot work right now: connection exceptions, not
+# enough resources, operator intervention (shutting down, starting up), system errors.
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+_SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open", "database is full")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an error means the database could not be reached or could not work for now
+    (retry later: nothing about the work itself is wrong)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError | ConnectionError | TimeoutError):
+            return True
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, sa_exc.TimeoutError | sa_exc.InterfaceError):
+            return True  # the pool ran dry, or the driver lost its connection
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and state[:2] in _UNAVAILABLE_CLASSES:
+            return True
+        if type(current).__name__ in ("ConnectionDoesNotExistError", "InterfaceError",
+                                      "ConnectionFailureError", "CannotConnectNowError"):
+            return True
+        if isinstance(current, sa_exc.OperationalError) and any(
+                words in str(current).lower() for words in _SQLITE_TRANSIENT):
+            return True
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return False
+
+
+async def execute(
+    session: AsyncSession,
+    statement: Executable,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    execution_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """Run a Core statement (a list of `params` runs it for each, in one round trip where
+    the driver can): the rows as SQLAlchemy returns them."""
+    return await session.exec(
+        statement,  # type: ignore[call-overload]
+        params=params, execution_options=execution_options or {},
+    )
+
+
+async def insert_ids(
+    session: AsyncSession, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> list[int]:
+    """Insert rows in one statement; their new ids, in the order of `rows`.
+
+    Within one INSERT the ids come from the table's sequence (PostgreSQL) or rowid (SQLite,
+    one writer) row by row in VALUES order, so they ascend in that order: sorting the
+    RETURNING rows (whose own order is unspecified) pairs each id with its row. Other
+    transactions' ids may fall between ours, never reorder them.
+    """
+    if not rows:
+        return []
+    statement = insert(table).values(list(rows)).returning(table.c.id)
+    ids = sorted((await execute(session, statement)).scalars().all())
+    if len(ids) != len(rows):
+        raise RuntimeError(f"inserted {len(ids)} rows of {len(rows)}")
+    return ids

@@ -7,8 +7,11 @@ from typing import Any
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from hub.events import InboxChanged
+from hub.types import utcnow
 from inbox.agents import Principal
 from inbox.models import Agent, Inbox, InboxMember
+from inbox.outbox import stage_events
 
 
 class InboxError(ValueError):
@@ -29,6 +32,8 @@ async def create_inbox(
     inbox = Inbox(name=name.strip(), channel=channel, settings=settings, auto_assign=auto_assign)
     session.add(inbox)
     await session.flush()
+    assert inbox.id is not None
+    stage_events(session, [InboxChanged(inbox_id=None, at=utcnow(), changed_inbox_id=inbox.id)])
     return inbox
 
 

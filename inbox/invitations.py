@@ -17,13 +17,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import utcnow
-from inbox.actions import NotFound, Refused
 from inbox.agent_events import agent_updated
 from inbox.agents import AgentError, Principal, create_agent, start_session, token_hash
 from inbox.auth import LoggedIn
 from inbox.context import InboxContext
+from inbox.errors import NotFound, Refused
 from inbox.memberships import check_ids, replace_links
 from inbox.models import Agent, Inbox, InboxMember, Invitation, Team, TeamMember
+from inbox.outbox import stage_events
 
 INVITE_PATH = "/invite/"
 
@@ -186,5 +187,5 @@ async def accept_invitation(
             session, agent_id=agent.id, days=ctx.settings.session_days)
         event = agent_updated(agent, ["created"],
                               presence_seconds=ctx.settings.presence_seconds)
-    await ctx.publish([event])
+        stage_events(session, [event])
     return LoggedIn(agent=agent, token=session_token, csrf_token=csrf)

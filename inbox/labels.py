@@ -15,10 +15,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ConversationUpdated, ConversationView, View
 from hub.types import utcnow
-from inbox.actions import Forbidden, NotFound, Refused, conversation_to_change
+from inbox.actions import conversation_to_change
 from inbox.agents import Principal
 from inbox.context import InboxContext
+from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import PRIORITIES, Conversation, ConversationLabel, Label
+from inbox.outbox import stage_events
 from inbox.views import load_conversation_view
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
@@ -81,7 +83,7 @@ async def delete_label(ctx: InboxContext, principal: Principal, *, label_id: int
         for conversation in tagged:
             events.append(_updated(await load_conversation_view(session, conversation),
                                    ["labels"], principal.agent_id))
-    await ctx.publish(events)
+        stage_events(session, events)
 
 
 def _updated(view: ConversationView, changes: list[str], by: int) -> ConversationUpdated:
@@ -122,7 +124,7 @@ async def set_conversation_labels(
             session.add(ConversationLabel(conversation_id=conversation_id, label_id=label_id))
         await session.flush()
         view = await load_conversation_view(session, conversation)
-    await ctx.publish([_updated(view, ["labels"], principal.agent_id)])
+        stage_events(session, [_updated(view, ["labels"], principal.agent_id)])
     return view
 
 
@@ -140,5 +142,5 @@ async def set_priority(
         session.add(conversation)
         await session.flush()
         view = await load_conversation_view(session, conversation)
-    await ctx.publish([_updated(view, ["priority"], principal.agent_id)])
+        stage_events(session, [_updated(view, ["priority"], principal.agent_id)])
     return view

@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from inbox.actions import Refused
+from inbox.errors import Refused
 from inbox.models import Agent, Inbox, Team
 
 _NAMES: dict[type[SQLModel], str] = {Inbox: "inbox", Team: "team", Agent: "agent"}

@@ -214,6 +214,9 @@ class Conversation(SQLModel, table=True):
     # Set while the conversation waits in the queue for an agent with capacity (oldest first).
     waiting_since: datetime | None = _ts(default=None, nullable=True)
     last_message_preview: str | None = Field(default=None, max_length=300)
+    # Other people on the thread besides the contact (email To/Cc), offered as Cc on replies:
+    # [{"kind": "email", "value": ..., "display_name": ...}].
+    cc: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     unread_count: int = 0
     snoozed_until: datetime | None = _ts(default=None, nullable=True)
     last_activity_at: datetime = _ts(default_factory=utcnow)
@@ -446,3 +449,45 @@ class ContactNote(SQLModel, table=True):
     )
     text: str = Field(sa_type=sa.Text)
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+# Integer primary keys that may pass 2^31 (an outbox row per event); SQLite's rowid is 64-bit.
+BIGINT_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class OutboxEntry(SQLModel, table=True):
+    """An event or send request written with the change that caused it, waiting for the relay.
+
+    The relay (inbox/outbox.py) publishes entries in id order and deletes them; see
+    DESIGN.md, Events.
+    """
+
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, sa_column=Column(BIGINT_ID, primary_key=True))
+    # The bus stream it goes to: "events" (also broadcast live) or "outbound".
+    stream: str = Field(max_length=20)
+    # The event's id, or the send request's idempotency key: what consumers dedupe on.
+    key: str = Field(max_length=255)
+    payload: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class ConsumedEvent(SQLModel, table=True):
+    """An event a durable consumer (CRM sync, outbound webhooks, automation) has handled.
+
+    Written in the same transaction as the consumer's effect, so an event delivered again
+    after a crash is recognised and skipped: exactly once per consumer.
+    """
+
+    __tablename__ = "consumed_events"
+
+    consumer: str = Field(primary_key=True, max_length=100)
+    event_id: str = Field(primary_key=True, max_length=64)
+    consumed_at: datetime = _ts(default_factory=utcnow)
+
+
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """A model's Core table: statements on it skip the ORM (bulk writes of plain rows)."""
+    found: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return found

@@ -6,6 +6,9 @@ agent alone (`audience`), so their open browser tabs show it live.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -13,7 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from hub.events import NotificationCreated, NotificationView
 from hub.types import utcnow
 from inbox.agents import Principal
-from inbox.models import NOTIFICATION_KINDS, Conversation, Notification
+from inbox.db import insert_ids
+from inbox.models import NOTIFICATION_KINDS, Conversation, Notification, table_of
 from inbox.queries import MAX_PAGE, InvalidQuery, decode_cursor, encode_cursor
 
 PREVIEW_CHARS = 200
@@ -53,6 +57,41 @@ async def notify(
         inbox_id=conversation.inbox_id, at=utcnow(), audience=[agent_id],
         notification=notification_view(row, text),
     )
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """A notification to store (see notify_many)."""
+
+    agent_id: int
+    kind: str
+    inbox_id: int
+    conversation_id: int
+    text: str
+    message_id: int | None = None
+    by_agent_id: int | None = None
+
+
+async def notify_many(
+    session: AsyncSession, new: Sequence[NewNotification]
+) -> list[NotificationCreated]:
+    """Store several notifications in one statement; their events, to publish with the change."""
+    if not new:
+        return []
+    now = utcnow()
+    rows = [{"agent_id": n.agent_id, "kind": n.kind, "conversation_id": n.conversation_id,
+             "message_id": n.message_id, "by_agent_id": n.by_agent_id,
+             "text": n.text[:PREVIEW_CHARS], "created_at": now} for n in new]
+    ids = await insert_ids(session, table_of(Notification), rows)
+    events = []
+    for row_id, n, row in zip(ids, new, rows, strict=True):
+        view = NotificationView(
+            id=row_id, agent_id=n.agent_id, kind=n.kind, conversation_id=n.conversation_id,
+            message_id=n.message_id, by_agent_id=n.by_agent_id, text=row["text"], read_at=None,
+            created_at=now)
+        events.append(NotificationCreated(inbox_id=n.inbox_id, at=now, audience=[n.agent_id],
+                                          notification=view))
+    return events
 
 
 async def list_notifications(

@@ -15,9 +15,9 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import utcnow
-from inbox.actions import Forbidden
 from inbox.agent_events import is_online
 from inbox.agents import Principal
+from inbox.errors import Forbidden
 from inbox.models import Agent, Conversation, Inbox, InboxMember, Team, TeamInbox, TeamMember
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -202,19 +202,35 @@ def matches(conditions: Iterable[Mapping[str, Any]], facts: RoutingFacts) -> boo
     return all(_holds(condition, facts) for condition in conditions)
 
 
-async def route(session: AsyncSession, facts: RoutingFacts) -> int | None:
-    """The team of the first active matching rule whose team works on the inbox, or None."""
+Rule = tuple[list[dict[str, Any]], int]  # (conditions, team id)
+
+
+async def rules_for(session: AsyncSession, inbox_ids: Iterable[int]) -> dict[int, list[Rule]]:
+    """The active rules that may route each inbox's conversations, in order (one query):
+    the inbox's own rules and the rules for every inbox whose team works on it."""
+    wanted = sorted(set(inbox_ids))
+    if not wanted:
+        return {}
     rows = await session.exec(
-        select(AssignmentRule, TeamInbox.team_id)
-        .outerjoin(TeamInbox, and_(col(TeamInbox.team_id) == col(AssignmentRule.team_id),
-                                   col(TeamInbox.inbox_id) == facts.inbox_id))
-        .where(col(AssignmentRule.is_active).is_(True),
+        select(AssignmentRule.conditions, AssignmentRule.team_id, TeamInbox.inbox_id)
+        .join(TeamInbox, col(TeamInbox.team_id) == col(AssignmentRule.team_id))
+        .where(col(AssignmentRule.is_active).is_(True), col(TeamInbox.inbox_id).in_(wanted),
                or_(col(AssignmentRule.inbox_id).is_(None),
-                   col(AssignmentRule.inbox_id) == facts.inbox_id))
+                   col(AssignmentRule.inbox_id) == col(TeamInbox.inbox_id)))
         .order_by(col(AssignmentRule.position), col(AssignmentRule.id))
     )
-    for rule, covering in rows:
-        # A rule for every inbox skips inboxes its team does not work on.
-        if covering is not None and matches(rule.conditions, facts):
-            return rule.team_id
-    return None
+    found: dict[int, list[Rule]] = {inbox_id: [] for inbox_id in wanted}
+    for conditions, team_id, inbox_id in rows:
+        found[inbox_id].append((list(conditions), team_id))
+    return found
+
+
+def pick_team(rules: Iterable[Rule], facts: RoutingFacts) -> int | None:
+    """The team of the first rule whose conditions hold, or None."""
+    return next((team_id for conditions, team_id in rules if matches(conditions, facts)), None)
+
+
+async def route(session: AsyncSession, facts: RoutingFacts) -> int | None:
+    """The team of the first active matching rule whose team works on the inbox, or None."""
+    rules = await rules_for(session, [facts.inbox_id])
+    return pick_team(rules[facts.inbox_id], facts)

@@ -16,10 +16,10 @@ from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from inbox.actions import Forbidden, NotFound, Refused
 from inbox.agents import Principal
 from inbox.assign_actions import leads_inbox
 from inbox.context import InboxContext
+from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import AssignmentRule, Inbox, Team, TeamInbox
 from inbox.routing import (
     MAX_CONDITIONS,

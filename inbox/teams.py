@@ -16,12 +16,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import View
 from inbox import assignment
-from inbox.actions import NotFound, Refused
 from inbox.agent_events import agents_updated
 from inbox.agents import Principal
 from inbox.context import InboxContext
+from inbox.errors import NotFound, Refused
 from inbox.memberships import check_ids, links_by, replace_links
 from inbox.models import Agent, Inbox, Team, TeamInbox, TeamMember
+from inbox.outbox import stage_events
 
 Policy = Literal["round_robin", "least_loaded"]
 
@@ -128,7 +129,7 @@ async def create_team(ctx: InboxContext, principal: Principal, body: TeamCreate)
                             wanted=inboxes)
         view = (await _views(session, [team]))[0]
         events = await _events(ctx, session, members)
-    await ctx.publish(events)
+        stage_events(session, events)
     if members and inboxes:
         await assignment.drain_queue(ctx)
     return view
@@ -162,7 +163,7 @@ async def update_team(
                 touched |= set(before.member_ids) | set(patch.member_ids or [])
         view = (await _views(session, [team]))[0]
         events = await _events(ctx, session, touched)
-    await ctx.publish(events)
+        stage_events(session, events)
     if touched:
         await assignment.drain_queue(ctx)
     return view
@@ -177,7 +178,7 @@ async def delete_team(ctx: InboxContext, principal: Principal, team_id: int) -> 
         await session.delete(team)
         await session.flush()
         events = await _events(ctx, session, members)
-    await ctx.publish(events)
+        stage_events(session, events)
 
 
 async def _team(session: AsyncSession, team_id: int) -> Team:

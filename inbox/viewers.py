@@ -16,10 +16,11 @@ from sqlmodel import col, select
 
 from hub.events import ConversationViewing
 from hub.types import utcnow
-from inbox.actions import NotFound
 from inbox.agents import Principal
 from inbox.context import InboxContext
+from inbox.errors import NotFound
 from inbox.models import Agent, ConversationViewer
+from inbox.outbox import stage_events
 from inbox.queries import visible_conversation
 
 VIEWER_SECONDS = 60
@@ -60,7 +61,7 @@ async def set_viewing(
             inbox_id=conversation.inbox_id, at=now, conversation_id=conversation_id,
             by_agent_id=principal.agent_id, viewing=viewing,
         )
-    await ctx.publish([event])
+        stage_events(session, [event])
 
 
 async def list_viewers(

@@ -20,6 +20,9 @@ from inbox.models import (
     Message,
 )
 
+# How much of the newest message a conversation's preview shows.
+PREVIEW_CHARS = 280
+
 
 def message_view(message: Message) -> MessageView:
     """The public view of a message row."""

@@ -16,6 +16,7 @@ import pytest
 from config import Settings, load_settings
 from inbox.migrate import upgrade
 from tests.helpers import Stack, running_stack
+from tests.mail_services import DovecotServer, SmtpRecorder
 from tests.services import PostgresDatabase, RedisServer, free_port
 
 SHAPES = ["embedded", "production"]
@@ -91,3 +92,20 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
     """A running Switchboard (web + worker in this process) with seeded agents and inboxes."""
     async with running_stack(settings) as running:
         yield running
+
+
+@pytest.fixture
+async def mail_stack(
+    settings: Settings, tmp_path: Path
+) -> AsyncIterator[tuple[Stack, DovecotServer, SmtpRecorder]]:
+    """A running Switchboard with a private Dovecot and an SMTP recorder beside it."""
+    dovecot = DovecotServer.start(tmp_path)
+    smtp = SmtpRecorder()
+    smtp.start()
+    fast = settings.model_copy(update={"poller_rescan_seconds": 0.2})
+    try:
+        async with running_stack(fast) as stack:
+            yield stack, dovecot, smtp
+    finally:
+        smtp.stop()
+        dovecot.remove()

@@ -7,36 +7,17 @@ conversation; machine mail answering it never makes Switchboard send anything.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlmodel import select
 
-from config import Settings
 from inbox.db import Database
 from inbox.models import Conversation, Message
-from tests.helpers import Agent, Stack, count_rows, eventually, of_type, running_stack
+from tests.helpers import Agent, Stack, count_rows, eventually, of_type
 from tests.mail_services import DovecotServer, SmtpRecorder, imap_append
 
 FIXTURES = Path(__file__).parent / "channels" / "fixtures" / "email"
-
-
-@pytest.fixture
-async def mail_stack(
-    settings: Settings, tmp_path: Path
-) -> AsyncIterator[tuple[Stack, DovecotServer, SmtpRecorder]]:
-    dovecot = DovecotServer.start(tmp_path)
-    smtp = SmtpRecorder()
-    smtp.start()
-    fast = settings.model_copy(update={"poller_rescan_seconds": 0.2})
-    try:
-        async with running_stack(fast) as stack:
-            yield stack, dovecot, smtp
-    finally:
-        smtp.stop()
-        dovecot.remove()
 
 
 async def _email_inbox(stack: Stack, admin: Agent, dovecot: DovecotServer,
@@ -85,7 +66,7 @@ async def test_mail_to_conversation_reply_and_answer_in_the_same_thread(
     assert sent.rcpt_tos == ["ada@example.com"]
     assert out["In-Reply-To"] == "<first@example.com>"
     assert out["References"] == "<first@example.com>"
-    assert out["Subject"] == "Re: Printer on fire"
+    assert out["Subject"] == f"Re: Printer on fire [#{conversation_id}]"
     assert out["Reply-To"].addresses[0].username.startswith("reply+")
     assert out["Auto-Submitted"] is None
     our_id = out["Message-ID"].strip("<>")

@@ -118,6 +118,10 @@ async def test_round_robin_assigns_only_online_available_members(stack: Stack) -
     assert first["event"]["conversation"]["assignee_id"] is None
 
     alice_ws, bob_ws = await alice.ws(), await bob.ws()
+    # Someone came online: the waiting conversation is assigned first (newcomers would wait
+    # behind it in the queue until then).
+    await admin_ws.wait_event(lambda e: e["type"] == "conversation.assigned"
+                              and e["conversation"]["id"] == first["event"]["conversation"]["id"])
     assignees = []
     for n in range(4):
         await stack.inbound("support", [message(f"rr-{n}", f"rr {n}", f"customer-{n}")])

@@ -26,12 +26,14 @@ from channels.email.smtp import (
     conversation_of_token,
     outgoing_message_id,
     send_mail,
+    subject_reference,
 )
 from channels.email.tls import check_tls_settings
-from hub.identity import email_identity
+from hub.identity import InvalidIdentity, email_identity
 from hub.types import (
     AttachmentRef,
     AttachmentRefused,
+    Identity,
     InboundMessage,
     LoadAttachment,
     OutboundMessage,
@@ -43,6 +45,7 @@ from hub.types import (
 log = logging.getLogger("switchboard.email")
 
 MAX_REFERENCES = 100
+MAX_CC = 20
 
 
 def to_inbound(
@@ -69,6 +72,10 @@ def to_inbound(
             if found is not None:
                 thread_hint = f"conversation:{found}"
                 break
+    own_addresses = {own, str(settings.get("imap_username") or "").lower()} - {""}
+    cc = [address for address in mail.recipients
+          if address not in own_addresses and address != mail.sender
+          and not (domain and address.endswith("@" + domain.lower()))]
     metadata = {"subject": mail.subject} if mail.subject else {}
     automated = mail.automated or ("own" if own and mail.sender == own else None)
     if automated:
@@ -97,7 +104,21 @@ def to_inbound(
         metadata=metadata,
         automated=automated is not None,
         bounce_of=mail.bounce_of[:255] if mail.bounce_of else None,
+        # Email threads by its headers only: a new email is a new conversation.
+        threading="headers",
+        conversation_ref=subject_reference(mail.subject),
+        cc=tuple(_cc_identities(cc)),
     )
+
+
+def _cc_identities(addresses: list[str]) -> list[Identity]:
+    found: list[Identity] = []
+    for address in addresses[:MAX_CC]:
+        try:
+            found.append(email_identity(address))
+        except InvalidIdentity:
+            continue  # an odd address on the Cc line is no reason to lose the mail
+    return found
 
 
 async def store_files(

@@ -20,6 +20,7 @@ from channels.email.tls import TlsRefused, client_context, tls_mode, untrusted
 from hub.types import AttachmentRef, OutboundMessage, utcnow
 
 _SAFE_KEY = re.compile(r"^[A-Za-z0-9._+-]{1,100}$")
+_REFERENCE = re.compile(r"\s*\[#(\d{1,15})\]")
 _RE_PREFIX = re.compile(r"^\s*((re|aw|sv|antw|fwd?|wg)\s*(\[\d+\])?\s*:\s*)+", re.IGNORECASE)
 MAX_REFERENCES = 20
 TIMEOUT_S = 30.0
@@ -52,10 +53,19 @@ def conversation_of_token(secret: str, inbox_id: int, token: str) -> int | None:
     return int(number) if hmac.compare_digest(expected, token.lower()) else None
 
 
-def reply_subject(subject: str | None) -> str:
-    """The customer's subject with one 'Re: ' in front."""
-    base = _RE_PREFIX.sub("", subject or "").strip()
-    return f"Re: {base}" if base else "Re: your message"
+def reply_subject(subject: str | None, conversation_id: int | None = None) -> str:
+    """The customer's subject with one 'Re: ' in front and the conversation's reference
+    ("[#123]") at the end, once: a reply whose client dropped the threading headers still
+    finds its conversation (for the same customer only)."""
+    base = _REFERENCE.sub("", _RE_PREFIX.sub("", subject or "")).strip()
+    base = base or "your message"
+    return f"Re: {base} [#{conversation_id}]" if conversation_id else f"Re: {base}"
+
+
+def subject_reference(subject: str | None) -> int | None:
+    """The conversation a subject names with our "[#123]" reference, if any."""
+    found = _REFERENCE.search(subject or "")
+    return int(found.group(1)) if found else None
 
 
 def _html_of(text: str) -> str:
@@ -77,7 +87,9 @@ def build_message(
     mail = EmailMessage(policy=policy.SMTP)
     mail["From"] = formataddr((str(settings.get("from_name") or ""), from_address))
     mail["To"] = formataddr((message.recipient.display_name or "", message.recipient.value))
-    mail["Subject"] = reply_subject(message.subject)
+    if message.cc:
+        mail["Cc"] = ", ".join(formataddr((p.display_name or "", p.value)) for p in message.cc)
+    mail["Subject"] = reply_subject(message.subject, message.conversation_id)
     mail["Date"] = format_datetime(utcnow())
     mail["Message-ID"] = f"<{outgoing_message_id(message.idempotency_key, from_address)}>"
     if message.in_reply_to:

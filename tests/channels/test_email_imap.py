@@ -26,8 +26,8 @@ from inbox.channel_state import InboxChannelState
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
+from inbox.ingest import ingest
 from inbox.models import Conversation, Message, QuarantinedMessage
-from inbox.threading import ingest
 from tests.helpers import eventually
 from tests.mail_services import DovecotServer, imap_append
 from tests.services import free_port
@@ -74,7 +74,7 @@ class Mailbox:
         async def emit(item: InboundMessage | StatusUpdate) -> None:
             assert isinstance(item, InboundMessage)
             self.emitted.append(item.external_id)
-            await ingest(self.ctx, item, redelivered=False)
+            await ingest(self.ctx, item)
 
         store = attachment_store(self.ctx.db, inbox_id=self.inbox_id, max_bytes=1_000_000)
         self.task = asyncio.create_task(EmailChannel().run(

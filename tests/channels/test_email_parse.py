@@ -17,6 +17,7 @@ from channels.email.smtp import (
     outgoing_message_id,
     reply_subject,
     reply_token,
+    subject_reference,
 )
 from hub.types import Identity, OutboundMessage, decode, encode
 
@@ -183,7 +184,7 @@ def test_reply_headers_thread_in_the_customers_client() -> None:
     assert mail["Message-ID"] == "<k-1@acme.test>"
     assert mail["In-Reply-To"] == "<their-2@example.com>"
     assert mail["References"] == "<first@example.com> <their-2@example.com>"
-    assert mail["Subject"] == "Re: Invoice"
+    assert mail["Subject"] == "Re: Invoice [#42]"  # our reference: see subject_reference
     assert mail["Reply-To"] == f"reply+{reply_token('s3cret', 7, 42)}@reply.acme.test"
     assert mail["Auto-Submitted"] is None
     assert mail.get_body(("plain",)).get_content().strip() == "Done.\nBest, Acme"  # type: ignore[union-attr]
@@ -197,6 +198,12 @@ def test_reply_headers_thread_in_the_customers_client() -> None:
 def test_reply_subject_keeps_one_re() -> None:
     assert reply_subject("Invoice") == "Re: Invoice"
     assert reply_subject("AW: Re: Fwd: Invoice") == "Re: Invoice"
+    # The conversation's reference goes at the end, once, however often the thread went
+    # back and forth; it is what subject_reference reads back.
+    assert reply_subject("Re: Invoice [#42]", 42) == "Re: Invoice [#42]"
+    assert reply_subject("AW: Invoice [#7]", 42) == "Re: Invoice [#42]"
+    assert subject_reference("Re: Invoice [#42]") == 42
+    assert subject_reference("Invoice #42") is None
     assert reply_subject(None) == "Re: your message"
 
 

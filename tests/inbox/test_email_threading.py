@@ -20,8 +20,8 @@ from hub.types import InboundMessage, utcnow
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
+from inbox.ingest import Ingested, UnknownInbox, ingest, ingest_batch
 from inbox.models import Contact, Conversation, Message
-from inbox.threading import Ingested, UnknownInbox, ingest, ingest_many
 
 FIXTURES = Path(__file__).parents[1] / "channels" / "fixtures" / "email"
 SETTINGS = {"from_address": "support@acme.test", "reply_domain": "reply.acme.test",
@@ -40,7 +40,7 @@ class Mailroom:
         """Parse and ingest one email, as the worker does with what the poller emitted."""
         inbox_id = inbox or self.support
         message = to_inbound(parse_email(raw), inbox_id=inbox_id, settings=SETTINGS)
-        return await ingest(self.ctx, message, redelivered=False)
+        return await ingest(self.ctx, message)
 
     async def count(self, model: type, *where: object) -> int:
         async with self.ctx.db.read() as session:
@@ -199,11 +199,9 @@ def _message(inbox_id: int, external_id: str, **fields: object) -> InboundMessag
 
 async def test_thread_keys_already_held_stay_with_their_conversation(room: Mailroom) -> None:
     """A reference claimed by one conversation is not stolen by a later one."""
-    one = await ingest(room.ctx, _message(room.support, "k1", references=("root",)),
-                       redelivered=False)
-    other = await ingest(room.ctx, _message(room.billing, "k2", references=("root",)),
-                         redelivered=False)
-    again = await ingest(room.ctx, _message(room.support, "root"), redelivered=False)
+    one = await ingest(room.ctx, _message(room.support, "k1", references=("root",)))
+    other = await ingest(room.ctx, _message(room.billing, "k2", references=("root",)))
+    again = await ingest(room.ctx, _message(room.support, "root"))
     assert again.conversation_id == one.conversation_id != other.conversation_id
 
 
@@ -237,7 +235,7 @@ async def test_a_batch_threads_like_one_by_one_and_a_duplicate_stores_nothing_tw
                          in_reply_to="<bq@a.example>", references="<bq@a.example>"))
     other = inbound(mail("bo@c.example", "cid@c.example"))
     # The reply comes first in the batch, its parent after it: one conversation all the same.
-    first = await ingest_many(room.ctx, [(reply, False), (question, False), (other, False)])
+    first = await ingest_batch(room.ctx, [reply, question, other])
     assert all(isinstance(r, Ingested) and not r.duplicate for r in first)
     results = [r for r in first if isinstance(r, Ingested)]
     assert results[0].conversation_id == results[1].conversation_id != results[2].conversation_id
@@ -247,7 +245,7 @@ async def test_a_batch_threads_like_one_by_one_and_a_duplicate_stores_nothing_tw
     late = inbound(mail("bl@a.example", "ada@a.example", subject="Re: Help",
                         references="<bq@a.example>"))
     lost = inbound(mail("bx@d.example", "dan@d.example"), inbox=999_999)
-    second = await ingest_many(room.ctx, [(late, False), (question, True), (lost, False)])
+    second = await ingest_batch(room.ctx, [late, question, lost])
     assert isinstance(second[0], Ingested) and not second[0].duplicate
     assert second[0].conversation_id == results[0].conversation_id
     assert isinstance(second[1], Ingested) and second[1].duplicate

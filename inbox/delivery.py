@@ -1,0 +1,153 @@
+"""Delivery states of outgoing messages: what the channel's send did, the provider's status
+callbacks, and bounces. A status only moves forward: a late "sent" never hides "read"."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import bindparam, tuple_, update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.events import MessageStatusChanged, View
+from hub.types import StatusUpdate, utcnow
+from inbox.context import InboxContext
+from inbox.db import execute
+from inbox.models import Message, table_of
+from inbox.outbox import stage_events
+from inbox.views import message_view
+
+STATUS_RANK = {"queued": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+MAX_REASON = 1000
+
+
+class UnknownMessage(Exception):
+    """A status for a message not stored yet (its send result may still be on its way)."""
+
+
+def moves_forward(current: str | None, new: str) -> bool:
+    """Whether `new` is a later delivery state than `current`."""
+    return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current or "queued", -1)
+
+
+def _is_postgresql(session: AsyncSession) -> bool:
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+async def _outgoing(
+    session: AsyncSession, pairs: Sequence[tuple[int, str]]
+) -> dict[tuple[int, str], Message]:
+    """Outgoing messages by (inbox, external id), locked on PostgreSQL: two callbacks of one
+    message handled at once wait for each other, so the second sees the first's status."""
+    query = (
+        select(Message)
+        .where(tuple_(col(Message.inbox_id), col(Message.external_id)).in_(sorted(set(pairs))),
+               Message.direction == "out")
+        .order_by(col(Message.id))
+    )
+    if _is_postgresql(session):
+        query = query.with_for_update()
+    rows = list(await session.exec(query))
+    for row in rows:
+        session.expunge(row)  # changed rows are written by _save, in one statement
+    return {(row.inbox_id, row.external_id or ""): row for row in rows}
+
+
+async def _save(session: AsyncSession, rows: Sequence[Message]) -> list[View]:
+    """Write the changed statuses (one statement) and make their events."""
+    if not rows:
+        return []
+    table = table_of(Message)
+    await execute(
+        session,
+        update(table).where(table.c.id == bindparam("row_id"))
+        .values(status=bindparam("new_status"), status_reason=bindparam("new_reason"),
+                external_id=bindparam("new_external_id")),
+        [{"row_id": r.id, "new_status": r.status, "new_reason": r.status_reason,
+          "new_external_id": r.external_id} for r in rows],
+    )
+    now = utcnow()
+    return [MessageStatusChanged(inbox_id=r.inbox_id, at=now, message=message_view(r))
+            for r in rows]
+
+
+async def apply_statuses(
+    ctx: InboxContext, updates: Sequence[StatusUpdate]
+) -> list[bool | Exception]:
+    """Move outgoing messages' statuses forward, in one transaction; per update: True when
+    it changed something, False when it was stale, UnknownMessage when no outgoing message
+    has its id yet (the bus delivers it again later instead of losing it)."""
+    results: list[bool | Exception] = []
+    async with ctx.db.write() as session:
+        rows = await _outgoing(session, [(u.inbox_id, u.external_id) for u in updates])
+        changed: dict[int, Message] = {}
+        for item in updates:
+            row = rows.get((item.inbox_id, item.external_id))
+            if row is None:
+                results.append(UnknownMessage(f"no outgoing message {item.external_id!r} yet"))
+                continue
+            if not moves_forward(row.status, item.status):
+                results.append(False)
+                continue
+            row.status = item.status
+            row.status_reason = (item.reason or None) if item.status == "failed" else None
+            assert row.id is not None
+            changed[row.id] = row
+            results.append(True)
+        stage_events(session, await _save(session, list(changed.values())))
+    return results
+
+
+async def apply_status(ctx: InboxContext, update_: StatusUpdate) -> bool:
+    """One status update (see apply_statuses); raises UnknownMessage."""
+    result = (await apply_statuses(ctx, [update_]))[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+async def set_send_result(
+    ctx: InboxContext,
+    *,
+    message_id: int,
+    status: str,
+    external_id: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Record what a channel's send did to an outgoing message."""
+    async with ctx.db.write() as session:
+        # Locked for the same reason as apply_statuses: a callback may race the send result.
+        row = await session.get(Message, message_id, with_for_update=_is_postgresql(session))
+        if row is None:
+            return
+        session.expunge(row)  # written by _save
+        changed = False
+        if external_id and not row.external_id:
+            row.external_id = external_id
+            changed = True
+        if moves_forward(row.status, status):
+            row.status = status
+            row.status_reason = reason[:MAX_REASON] if status == "failed" and reason else None
+            changed = True
+        if changed:
+            stage_events(session, await _save(session, [row]))
+
+
+async def mark_bounced(
+    session: AsyncSession, bounces: Sequence[tuple[int, str, str]]
+) -> list[View]:
+    """Reports that our outgoing messages could not be delivered mark them failed:
+    (inbox, external id of our message, reason) each; their events, for the caller to stage."""
+    if not bounces:
+        return []
+    rows = await _outgoing(session, [(inbox_id, ext) for inbox_id, ext, _ in bounces])
+    changed: dict[int, Message] = {}
+    for inbox_id, ext, reason in bounces:
+        row = rows.get((inbox_id, ext))
+        if row is None or not moves_forward(row.status, "failed"):
+            continue
+        row.status = "failed"
+        row.status_reason = reason[:MAX_REASON]
+        assert row.id is not None
+        changed[row.id] = row
+    return await _save(session, list(changed.values()))
