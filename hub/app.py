@@ -86,6 +86,7 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> Starlette:
     fanout = Fanout(runtime.bus)
     ctx = WebContext(settings=settings, inbox=runtime.inbox, channels=runtime.channels,
                      fanout=fanout)
+    fanout.on_event("inbox.changed", ctx.directory.invalidate)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

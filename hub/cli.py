@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from config import Settings, SettingsError, load_settings
 from config.logging import setup_logging
+from hub.bus import Bus
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -110,6 +111,75 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _serve(settings, with_worker=True)
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> None:
+    """List, show, replay or discard the entries that failed too often."""
+    from hub import dead_letters
+    from hub.app import build_bus
+
+    settings = _settings(args)
+
+    async def run() -> int:
+        bus = build_bus(settings)
+        await bus.start()
+        try:
+            return await _dead_letters(bus, args)
+        finally:
+            await bus.close()
+
+    try:
+        raise SystemExit(asyncio.run(run()))
+    except (dead_letters.UnknownStream, ValueError) as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def _dead_letters(bus: Bus, args: argparse.Namespace) -> int:
+    import json
+
+    from hub import dead_letters
+
+    stream = args.stream
+    if args.action == "list":
+        letters = await dead_letters.list_dead_letters(bus, stream, limit=args.limit)
+        if not letters:
+            print(f"no dead letters in {stream}")
+        for d in letters:
+            about = " ".join(f"{k}={v}" for k, v in (
+                ("channel", d.channel), ("inbox", d.inbox_id), ("external_id", d.external_id),
+                ("message", d.message_id)) if v is not None)
+            print(f"{d.id}  {d.kind}  {about}  deliveries={d.deliveries}  {d.reason[:120]}")
+        return 0
+    if not args.ids and not args.all:
+        print("switchboard: name the dead letters (ids), or --all", file=sys.stderr)
+        return 2
+    if args.action == "replay" and args.all:
+        print(f"replayed {await dead_letters.replay_all(bus, stream)}")
+        return 0
+    missing = 0
+    for dead_id in args.ids:
+        if args.action == "show":
+            letter = await dead_letters.find_dead_letter(bus, stream, dead_id)
+            if letter is None:
+                missing += 1
+                print(f"{dead_id}: no such dead letter", file=sys.stderr)
+                continue
+            summary = dead_letters.view(stream, letter).model_dump()
+            try:
+                summary["payload"] = json.loads(letter.payload)
+            except ValueError:
+                summary["payload"] = letter.payload.decode(errors="replace")
+            print(json.dumps(summary, indent=2, default=str))
+        elif args.action == "replay":
+            new_id = await dead_letters.replay(bus, stream, dead_id)
+            missing += new_id is None
+            print(f"{dead_id}: " + (f"back on {stream} as {new_id}" if new_id else "not found"))
+        else:
+            gone = await dead_letters.discard(bus, stream, dead_id)
+            missing += not gone
+            print(f"{dead_id}: " + ("discarded" if gone else "not found"))
+    return 1 if missing else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -142,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--inbox", type=int, action="append", default=[],
                       help="inbox id to join (repeatable)")
     add("demo", cmd_demo, "Seed demo data, print the logins, and serve.", listens=True)
+    dead = add("dead-letters", cmd_dead_letters,
+               "List, show, replay or discard bus entries that failed too often "
+               "(outages never put anything here).")
+    dead.add_argument("action", choices=["list", "show", "replay", "discard"])
+    dead.add_argument("ids", nargs="*", metavar="ID", help="dead letter ids (from list)")
+    dead.add_argument("--stream", choices=["inbound", "outbound"], default="inbound")
+    dead.add_argument("--all", action="store_true", help="with replay: every dead letter")
+    dead.add_argument("--limit", type=int, default=100, help="with list: at most this many")
     return parser
 
 

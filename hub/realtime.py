@@ -61,6 +61,7 @@ class Fanout:
 
     def __init__(self, bus: Bus, *, queue_size: int = 1000) -> None:
         self._bus = bus
+        self._hooks: dict[bytes, list[Callable[[], None]]] = {}
         self._listeners: set[Listener] = set()
         self._queue_size = queue_size
         self._task: asyncio.Task[None] | None = None
@@ -82,6 +83,17 @@ class Fanout:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    def on_event(self, event_type: str, hook: Callable[[], None]) -> None:
+        """Call `hook` for every event of this type (and after every reconnect, in case one
+        was missed meanwhile): this process's own reaction to a change elsewhere."""
+        self._hooks.setdefault(f'"type":"{event_type}"'.encode(), []).append(hook)
+
+    def _run_hooks(self, payload: bytes | None) -> None:
+        for marker, hooks in self._hooks.items():
+            if payload is None or marker in payload:
+                for hook in hooks:
+                    hook()
 
     def listen(self, accepts: Callable[[int], bool], agent_id: int | None = None) -> Listener:
         """Register a listener: events of the inboxes `accepts` says yes to, and for an agent
@@ -114,8 +126,11 @@ class Fanout:
                             if dropped:
                                 # Whoever listened while we were away may have missed events.
                                 self._flag_all()
+                                self._run_hooks(None)
                             dropped = True
                             continue
+                        if self._hooks:
+                            self._run_hooks(event[1])
                         route = event_route(event[1])
                         for listener in list(self._listeners):
                             if route.reaches(listener.agent_id, listener.accepts):

@@ -70,6 +70,9 @@ ROUTES: dict[tuple[str, str], Route] = {
         "scoped", raw=b"stolen bytes"),
     ("GET", "/api/v1/files/{attachment_id}"): Route("public"),
     ("GET", "/api/v1/admin/agents"): Route("admin"),
+    ("GET", "/api/v1/admin/dead-letters"): Route("admin"),
+    ("POST", "/api/v1/admin/dead-letters/{stream}/{entry}/replay"): Route("admin"),
+    ("DELETE", "/api/v1/admin/dead-letters/{stream}/{entry}"): Route("admin"),
     ("PATCH", "/api/v1/admin/agents/{agent_id}"): Route("admin", lambda i: {"role": "admin"}),
     ("GET", "/api/v1/admin/invitations"): Route("admin"),
     ("POST", "/api/v1/admin/invitations"): Route(
@@ -217,6 +220,7 @@ def _path(template: str, ids: dict[str, Any]) -> str:
         "agent_id": ids["alice"], "team_id": ids["team_support"], "item_id": 1,
         "invitation_id": ids["invitation_id"], "rule_id": ids["rule_id"],
         "canned_id": ids["canned_id"], "label_id": ids["label"],
+        "stream": "inbound", "entry": "1-0",
     }
     path = template
     for name, value in values.items():

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from hub import dead_letters
 from hub.security import constant_time_equal
 from inbox import admin, invitations, teams, totp
 from inbox.agents import MIN_PASSWORD, Principal
@@ -39,6 +40,9 @@ DONE = {
     "revoked": "The invitation was withdrawn; its link no longer works.",
     "created": "The team was created.",
     "deleted": "The team was deleted.",
+    "replayed": "Put back on its stream: the workers handle it again.",
+    "replayed_all": "Every dead letter was put back on its stream.",
+    "discarded": "The dead letter was deleted.",
 }
 
 
@@ -301,6 +305,44 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
         async with db.write() as session:
             return await _act(_two_factor_step(session, principal, action, form))
 
+    async def dead_letters_get(
+        request: Request, principal: Principal, form: Form | None
+    ) -> Response:
+        stream = request.query_params.get("stream", "inbound")
+        if stream not in dead_letters.STREAMS:
+            stream = "inbound"
+        bus = ctx.inbox.bus
+        return page("admin_dead_letters.html", 200, csrf_token=principal.csrf_token,
+                    stream=stream, streams=dead_letters.STREAMS,
+                    counts=await dead_letters.count(bus),
+                    letters=await dead_letters.list_dead_letters(bus, stream, limit=200),
+                    notice=notice(request))
+
+    async def dead_letter_post(
+        request: Request, principal: Principal, form: Form | None
+    ) -> Response:
+        stream, action = request.path_params["stream"], request.path_params["action"]
+        if stream not in dead_letters.STREAMS:
+            return refusal(404, "Not found", "There is no such stream.")
+        entry = request.path_params.get("entry")
+        bus = ctx.inbox.bus
+        try:
+            if action == "replay-all":
+                await dead_letters.replay_all(bus, stream)
+                done = "replayed_all"
+            elif action == "replay" and entry:
+                found = await dead_letters.replay(bus, stream, entry) is not None
+                done = "replayed" if found else ""
+            elif action == "discard" and entry:
+                done = "discarded" if await dead_letters.discard(bus, stream, entry) else ""
+            else:
+                return refusal(404, "Not found", "There is no such action.")
+        except ValueError:
+            done = ""
+        if not done:
+            return refusal(404, "Not found", "That dead letter is gone (replayed or deleted).")
+        return redirect(f"/admin/dead-letters?stream={stream}&done={done}")
+
     async def admin_home(request: Request) -> Response:
         return redirect("/admin/agents")
 
@@ -315,6 +357,11 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
         Route("/admin/teams", admin_page(team_create), methods=["POST"]),
         Route("/admin/teams/{team_id:int}", admin_page(team_update), methods=["POST"]),
         Route("/admin/teams/{team_id:int}/delete", admin_page(team_delete), methods=["POST"]),
+        Route("/admin/dead-letters", admin_page(dead_letters_get), methods=["GET"]),
+        Route("/admin/dead-letters/{stream:str}/{action:str}", admin_page(dead_letter_post),
+              methods=["POST"]),
+        Route("/admin/dead-letters/{stream:str}/{entry:str}/{action:str}",
+              admin_page(dead_letter_post), methods=["POST"]),
         Route("/invite/{token:str}", invite_page, methods=["GET", "POST"]),
         Route("/settings/two-factor", two_factor, methods=["GET", "POST"]),
     ]

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from channels.base import settings_for_new_inbox, validate_settings
 from hub.events import ConversationView, MessageView
-from inbox import actions, assign_actions, queries
+from inbox import actions, assign_actions, errors, queries, replies
 from inbox.agents import AgentError, Principal, token_hash
 from inbox.assignment import drain_queue
 from inbox.attachments import load_attachment
@@ -81,7 +81,7 @@ class MessagePage(BaseModel):
 
 
 class ReplyRequest(_In):
-    text: str = Field(default="", max_length=actions.MAX_TEXT)
+    text: str = Field(default="", max_length=replies.MAX_TEXT)
     kind: Literal["message", "note"] = "message"
     idempotency_key: str | None = Field(default=None, min_length=8, max_length=200)
     # Channels with templates (WhatsApp): an approved template's id (a Twilio Content SID)
@@ -90,13 +90,16 @@ class ReplyRequest(_In):
                                  pattern=r"^[A-Za-z0-9_.:-]+$")
     template_variables: dict[str, str] = Field(default_factory=dict, max_length=100)
     # Files uploaded first (POST .../attachments); with them the text may be empty.
-    attachment_ids: list[str] = Field(default_factory=list, max_length=actions.MAX_ATTACHMENTS)
+    attachment_ids: list[str] = Field(default_factory=list, max_length=replies.MAX_ATTACHMENTS)
     # Notes only: agents to notify (each must see the conversation's inbox).
     mention_ids: list[int] = Field(default_factory=list, max_length=20)
     # Collision check: the newest message the agent saw; a reply by someone else after it
     # (in the last 10 minutes) answers 409 unless `force`. Null: no check.
     after_message_id: int | None = None
     force: bool = False
+    # Email: the addresses to copy; left out, the conversation's other participants are
+    # (reply-all); an empty list copies nobody.
+    cc: list[str] | None = Field(default=None, max_length=replies.MAX_CC)
 
 
 class AssignRequest(_In):
@@ -370,13 +373,13 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
             if len(set(body.attachment_ids)) > limit:
                 raise HTTPProblem(422, "refused",
                                   f"a {name} message carries at most {limit} attachment(s)")
-        view = await _act(_window_refusal(name, actions.reply(
+        view = await _act(_window_refusal(name, replies.reply(
             ctx.inbox, principal, conversation_id=conversation_id,
             text=body.text, kind=body.kind, idempotency_key=body.idempotency_key,
             template=body.template, template_variables=body.template_variables,
             reply_window_hours=window_hours(found.channel),
             attachment_ids=body.attachment_ids, mention_ids=body.mention_ids,
-            after_message_id=body.after_message_id, force=body.force,
+            after_message_id=body.after_message_id, force=body.force, cc=body.cc,
         )))
         return json_response(view, status=201)
 
@@ -526,7 +529,7 @@ async def _window_refusal(channel_name: str, action: Any) -> Any:
     """The action, its closed-window refusal told in the channel's own name."""
     try:
         return await action
-    except actions.WindowClosed as exc:
+    except errors.WindowClosed as exc:
         raise HTTPProblem(
             422, "reply_window_closed",
             f"the {channel_name} {exc.hours}-hour window is closed; send an approved template",
@@ -536,13 +539,13 @@ async def _window_refusal(channel_name: str, action: Any) -> Any:
 async def _act(action: Any) -> Any:
     try:
         return await action
-    except actions.NotFound as exc:
+    except errors.NotFound as exc:
         raise HTTPProblem(404, "not_found", str(exc)) from None
-    except actions.Refused as exc:
+    except errors.Refused as exc:
         raise HTTPProblem(422, "refused", str(exc)) from None
-    except actions.Forbidden as exc:
+    except errors.Forbidden as exc:
         raise HTTPProblem(403, "forbidden", str(exc)) from None
-    except actions.Collision as exc:
+    except errors.Collision as exc:
         raise HTTPProblem(409, "conflict", str(exc)) from None
 
 

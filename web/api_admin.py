@@ -11,8 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from inbox import admin, invitations, teams, totp
-from inbox.actions import NotFound, Refused
 from inbox.agents import MIN_PASSWORD, Principal
+from inbox.errors import NotFound, Refused
 from inbox.invitations import InvitationGone
 from web.api import LoginResponse, session_response
 from web.context import WebContext

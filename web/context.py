@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from channels.base import ChannelAdapter
 from config import Settings
 from hub.realtime import Fanout
 from inbox.context import InboxContext
+from web.directory import InboxDirectory
 
 
 @dataclass(frozen=True)
@@ -18,3 +19,7 @@ class WebContext:
     inbox: InboxContext
     channels: dict[str, ChannelAdapter]
     fanout: Fanout
+    directory: InboxDirectory = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "directory", InboxDirectory(self.inbox.db))

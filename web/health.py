@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hub import dead_letters
+from hub.metrics import DEAD_LETTERS
 from web.context import WebContext
 
 
@@ -34,6 +37,11 @@ def health_routes(ctx: WebContext) -> list[Route]:
         )
 
     async def metrics(request: Request) -> Response:
+        # The dead letters live on the bus, shared by every process: count them now.
+        with contextlib.suppress(Exception):
+            counts = await asyncio.wait_for(dead_letters.count(ctx.inbox.bus), timeout=2)
+            for stream, count in counts.items():
+                DEAD_LETTERS.labels(stream).set(count)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return [

@@ -23,21 +23,34 @@ M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[Request, Principal], Awaitable[Response]]
 
 
-class HTTPProblem(Exception):
-    """An error answer: status, machine-readable code, human message."""
+RETRY_AFTER_S = 5
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+
+class HTTPProblem(Exception):
+    """An error answer: status, machine-readable code, human message (and headers)."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def problem_response(problem: HTTPProblem) -> JSONResponse:
     """The JSON body of an error."""
     return JSONResponse(
-        {"error": {"code": problem.code, "message": problem.message}}, status_code=problem.status
+        {"error": {"code": problem.code, "message": problem.message}}, status_code=problem.status,
+        headers=problem.headers,
     )
+
+
+def unavailable(what: str) -> HTTPProblem:
+    """503 with Retry-After: a part Switchboard needs is down for now; nothing was accepted,
+    so the sender should try again (providers do, on a 503)."""
+    return HTTPProblem(503, "unavailable", f"{what} is unavailable right now; try again shortly",
+                       headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def json_response(data: Any, status: int = 200) -> JSONResponse:

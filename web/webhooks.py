@@ -3,46 +3,34 @@
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from channels.base import Acknowledges, BadPayload, VerificationFailed, WebhookRequest
-from hub.bus import INBOUND
+from hub.bus import INBOUND, BusUnavailable
 from hub.metrics import WEBHOOKS
 from hub.types import encode
-from inbox.inboxes import inbox_settings
 from web.context import WebContext
-from web.http import HTTPProblem, read_body
+from web.directory import DirectoryUnavailable
+from web.http import HTTPProblem, read_body, unavailable
 
 log = logging.getLogger("switchboard.webhooks")
-_CACHE_SECONDS = 5.0
 
 
 def webhook_routes(ctx: WebContext) -> list[Route]:
     """POST /webhooks/{channel}/{inbox_id} for every registered channel."""
-    cache: dict[int, tuple[float, tuple[str, dict[str, Any]] | None]] = {}
-
-    async def settings_of(inbox_id: int) -> tuple[str, dict[str, Any]] | None:
-        # Webhooks come in bursts: a few seconds of caching spares a query per message.
-        now = time.monotonic()
-        hit = cache.get(inbox_id)
-        if hit is not None and now - hit[0] < _CACHE_SECONDS:
-            return hit[1]
-        async with ctx.inbox.db.read() as session:
-            found = await inbox_settings(session, inbox_id)
-        cache[inbox_id] = (now, found)
-        return found
 
     async def receive(request: Request) -> Response:
         channel = request.path_params["channel"]
         inbox_id = request.path_params["inbox_id"]
         adapter = ctx.channels.get(channel)
-        found = await settings_of(inbox_id) if adapter is not None else None
-        if adapter is None or found is None or found[0] != channel:
+        try:
+            found = await ctx.directory.get(inbox_id) if adapter is not None else None
+        except DirectoryUnavailable:
+            raise unavailable("the database") from None
+        if adapter is None or found is None or found.channel != channel:
             WEBHOOKS.labels(channel=channel[:20], outcome="unknown_inbox").inc()
             raise HTTPProblem(404, "not_found", "no such inbox for this channel")
         body = await read_body(request, ctx.settings.webhook_max_bytes)
@@ -56,7 +44,7 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
             headers=request.headers,
             body=body,
             inbox_id=inbox_id,
-            inbox_settings=found[1],
+            inbox_settings=found.settings,
         )
         try:
             adapter.verify(hook)
@@ -71,8 +59,12 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
         except BadPayload as exc:
             WEBHOOKS.labels(channel=channel, outcome="bad_payload").inc()
             raise HTTPProblem(400, "invalid_payload", str(exc)) from None
-        for item in parsed:
-            await ctx.inbox.bus.add(INBOUND, encode(item))
+        try:
+            await ctx.inbox.bus.add_many(INBOUND, [encode(item) for item in parsed])
+        except BusUnavailable as exc:
+            WEBHOOKS.labels(channel=channel, outcome="unavailable").inc()
+            log.warning("webhook answered 503: the bus is unavailable (%s)", exc)
+            raise unavailable("the message bus") from None
         WEBHOOKS.labels(channel=channel, outcome="accepted").inc()
         # Only now, with everything durable on the bus, do we acknowledge.
         if isinstance(adapter, Acknowledges):

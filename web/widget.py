@@ -35,7 +35,7 @@ from channels.webchat import (
     verify_identifier,
     visitor_message,
 )
-from hub.bus import INBOUND
+from hub.bus import INBOUND, BusUnavailable
 from hub.events import ConversationTyping
 from hub.identity import InvalidIdentity
 from hub.types import encode, utcnow
@@ -51,14 +51,14 @@ from inbox.visitors import (
 )
 from web.api_files import attachment_response
 from web.context import WebContext
-from web.http import HTTPProblem, read_body
+from web.directory import DirectoryUnavailable
+from web.http import HTTPProblem, read_body, unavailable
 
 log = logging.getLogger("switchboard.widget")
 STATIC = Path(__file__).with_name("static")
 MAX_BODY = 16 * 1024
 BURST = 10  # messages a visitor may send at once...
 REFILL_SECONDS = 2.0  # ...then one more every this many seconds
-_CACHE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -116,24 +116,18 @@ def _visitor_view(message: Message | dict[str, Any]) -> dict[str, Any]:
 def widget_routes(ctx: WebContext) -> list[BaseRoute]:
     """/widget.js, /widget/api/{public_token}/…, /widget/ws/{public_token}."""
     limiter = RateLimiter(BURST, REFILL_SECONDS)
-    cache: dict[str, Any] = {"at": 0.0, "by_token": {}}
     db = ctx.inbox.db
 
     async def find_inbox(public_token: str) -> WidgetInbox:
-        now = time.monotonic()
-        if now - cache["at"] > _CACHE_SECONDS:
-            async with db.read() as session:
-                rows = await inboxes_of_channel(session, "webchat")
-                cache["by_token"] = {
-                    str(i.settings.get("public_token")): WidgetInbox(i.id or 0, i.name,
-                                                                     dict(i.settings))
-                    for i in rows
-                }
-            cache["at"] = now
-        found = cache["by_token"].get(public_token)
+        # From the web process's copy of the inboxes: a visitor's message is accepted even
+        # while the database is down.
+        try:
+            found = await ctx.directory.widget(public_token)
+        except DirectoryUnavailable:
+            raise unavailable("the chat") from None
         if found is None:
             raise HTTPProblem(404, "not_found", "no chat widget with this token")
-        return found  # type: ignore[no-any-return]
+        return WidgetInbox(found.id, found.name, found.settings)
 
     def cors(request: Request, inbox: WidgetInbox, response: Response) -> Response:
         origin = request.headers.get("origin")
@@ -253,7 +247,10 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
             raise HTTPProblem(422, "invalid_message", str(exc)) from None
         if not limiter.allow(visitor.identity.value):
             raise HTTPProblem(429, "slow_down", "too many messages; wait a few seconds")
-        await ctx.inbox.bus.add(INBOUND, encode(message))
+        try:
+            await ctx.inbox.bus.add(INBOUND, encode(message))
+        except BusUnavailable:
+            raise unavailable("the chat") from None
         return client_id
 
     async def attachment(request: Request) -> Response:
