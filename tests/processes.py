@@ -224,6 +224,8 @@ class ProcessStack:
         log_level: str = "info",
         claim_idle_ms: int | None = None,
         env: dict[str, str] | None = None,
+        pg_admin_url: str | None = None,
+        redis_appendonly: bool = False,
     ) -> None:
         if shape not in ("production", "embedded"):
             raise ValueError(f"unknown shape {shape!r}")
@@ -232,6 +234,8 @@ class ProcessStack:
         self.log_level = log_level
         self.claim_idle_ms = claim_idle_ms
         self.extra_env = dict(env or {})
+        self.pg_admin_url = pg_admin_url
+        self.redis_appendonly = redis_appendonly
         self.data_dir = self.root / "data"
         self.log_dir = self.root / "logs"
         self.redis: RedisServer | None = None
@@ -248,8 +252,9 @@ class ProcessStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.shape == "production":
-            self.redis = await asyncio.to_thread(RedisServer.start, self.root / "redis")
-            self.database = await asyncio.to_thread(PostgresDatabase.create)
+            self.redis = await asyncio.to_thread(
+                lambda: RedisServer.start(self.root / "redis", appendonly=self.redis_appendonly))
+            self.database = await asyncio.to_thread(PostgresDatabase.create, self.pg_admin_url)
         await asyncio.to_thread(self.migrate)
         return self
 

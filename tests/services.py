@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import secrets
 import shutil
@@ -72,19 +73,23 @@ def find_redis_server() -> str:
 class RedisServer:
     """A private redis-server subprocess on a loopback port, keeping nothing on disk."""
 
-    def __init__(self, tmpdir: Path, port: int, binary: str | None = None) -> None:
-        """Describe a server; call start() / restart() to run it."""
+    def __init__(self, tmpdir: Path, port: int, binary: str | None = None, *,
+                 appendonly: bool = False) -> None:
+        """Describe a server; call start() / restart() to run it. `appendonly`: it persists
+        every write before answering (AOF, fsync always), as production should."""
         self.tmpdir = Path(tmpdir)
         self.port = port
         self.binary = binary or find_redis_server()
+        self.appendonly = appendonly
         self.proc: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, tmpdir: Path, *, timeout: float = 15.0) -> RedisServer:
+    def start(cls, tmpdir: Path, *, timeout: float = 15.0, appendonly: bool = False
+              ) -> RedisServer:
         """Launch redis-server on a free port under tmpdir and wait until it answers PING."""
         last_error: Exception | None = None
         for _attempt in range(5):  # another process may grab the port between probe and bind
-            server = cls(tmpdir, free_port())
+            server = cls(tmpdir, free_port(), appendonly=appendonly)
             try:
                 server._launch(timeout)
             except RuntimeError as exc:
@@ -169,7 +174,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", LOOPBACK,
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "always",
             "--dir", str(self.tmpdir),
             "--daemonize", "no",
             "--logfile", str(self.log_path),
@@ -386,3 +392,85 @@ class PostgresDatabase:
     def __repr__(self) -> str:
         """Show the URL."""
         return f"<PostgresDatabase {self.url}>"
+
+
+# --------------------------------------------------------------------------- a private PostgreSQL
+
+
+def find_pg_bin(name: str) -> str:
+    """The newest installed PostgreSQL server binary `name` (Debian layout), or PATH's."""
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if candidates:
+        return str(candidates[-1])
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} not found (install postgresql)")
+    return found
+
+
+class PostgresServer:
+    """A private PostgreSQL server (its own cluster in a temp dir, on a free port) that a test
+    may stop and start, as an outage, without touching the shared server.
+
+    initdb refuses to run as root: as root, the cluster belongs to the `postgres` user and
+    every server command runs as that user (runuser).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.data = self.root / "pgdata"
+        self.sockets = self.root / "sock"
+        self.port = free_port()
+        self.log_path = self.root / "postgres.log"
+
+    @classmethod
+    def create(cls, root: Path) -> PostgresServer:
+        """Make a cluster and start it."""
+        server = cls(root)
+        server.root.mkdir(parents=True, exist_ok=True)
+        server.sockets.mkdir(exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(server.root, "postgres")
+            shutil.chown(server.sockets, "postgres")
+        server._run(find_pg_bin("initdb"), "-D", str(server.data), "-U", "postgres",
+                    "--auth=trust", "-E", "UTF8", "--no-sync")
+        server.start()
+        return server
+
+    def _run(self, *args: str, timeout: float = 120.0) -> None:
+        command = list(args)
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                check=False, cwd="/")
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stdout}{result.stderr}")
+
+    @property
+    def admin_url(self) -> str:
+        """postgresql:// URL of its `postgres` database."""
+        return f"postgresql://postgres@{LOOPBACK}:{self.port}/postgres"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the server and wait until it answers."""
+        options = (f"-p {self.port} -k {self.sockets} -c listen_addresses={LOOPBACK} "
+                   "-c max_connections=200 -c fsync=off -c full_page_writes=off")
+        self._run(find_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log_path),
+                  "-o", options, "-w", "-t", str(int(timeout)), "start", timeout=timeout + 10)
+        deadline = time.monotonic() + timeout
+        while not postgres_available(self.admin_url, timeout=2):
+            if time.monotonic() > deadline:
+                raise RuntimeError("PostgreSQL did not come up")
+            time.sleep(0.1)
+
+    def stop(self, *, crash: bool = True) -> None:
+        """Stop it: `immediate` (as a crash: connections cut, no checkpoint) or `fast`."""
+        self._run(find_pg_bin("pg_ctl"), "-D", str(self.data), "-m",
+                  "immediate" if crash else "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        """Stop it (if running) and delete the cluster."""
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
