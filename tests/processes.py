@@ -397,9 +397,13 @@ class ProcessStack:
             "WHERE inbox_id = {} AND direction = 'in'"
         )
         if self.database is not None:
-            if self._pg is None:
+            if self._pg is None or self._pg.is_closed():  # the server may have restarted
                 self._pg = await asyncpg.connect(self.database.url, timeout=10)
-            row = await self._pg.fetchrow(sql.format("$1"), inbox_id)
+            try:
+                row = await self._pg.fetchrow(sql.format("$1"), inbox_id)
+            except (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError):
+                self._pg = None
+                raise
             return int(row[0]), int(row[1])
 
         def read() -> tuple[int, int]:
@@ -420,9 +424,14 @@ class ProcessStack:
             key = f"{REDIS_PREFIX}inbound"
             try:
                 groups = await self._redis_client.xinfo_groups(key)
+                info = await self._redis_client.xinfo_stream(key)
             except aioredis.ResponseError:
                 return 0, 0
-            info = await self._redis_client.xinfo_stream(key)
+            except (aioredis.ConnectionError, OSError):
+                # Redis restarted under our client: connect again next time.
+                client, self._redis_client = self._redis_client, None
+                await client.aclose()
+                raise
             for group in groups:
                 if _text(group["name"]) == INBOUND_GROUP:
                     caught_up = _text(group["last-delivered-id"]) == _text(
@@ -490,10 +499,14 @@ class ProcessStack:
         """Wait until `count` inbound messages are stored (and, with settle, the bus is empty)."""
         deadline = time.monotonic() + timeout
         while True:
-            found = await self.inbound_counts(inbox_id)
-            done = found[0] >= count
-            if done and settle:
-                done = await self.inbound_backlog() == (0, 0)
+            try:
+                found = await self.inbound_counts(inbox_id)
+                done = found[0] >= count
+                if done and settle:
+                    done = await self.inbound_backlog() == (0, 0)
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                    aioredis.ConnectionError):
+                found, done = (0, 0), False  # a server restarted under us: ask again
             if done:
                 return found
             if time.monotonic() > deadline:

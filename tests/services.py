@@ -19,6 +19,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -414,7 +415,8 @@ class PostgresServer:
     may stop and start, as an outage, without touching the shared server.
 
     initdb refuses to run as root: as root, the cluster belongs to the `postgres` user and
-    every server command runs as that user (runuser).
+    every server command runs as that user (runuser); its folder is a fresh one under the
+    system's temp dir, which that user can reach (pytest's own temp dirs are private).
     """
 
     def __init__(self, root: Path) -> None:
@@ -425,10 +427,9 @@ class PostgresServer:
         self.log_path = self.root / "postgres.log"
 
     @classmethod
-    def create(cls, root: Path) -> PostgresServer:
+    def create(cls) -> PostgresServer:
         """Make a cluster and start it."""
-        server = cls(root)
-        server.root.mkdir(parents=True, exist_ok=True)
+        server = cls(Path(tempfile.mkdtemp(prefix="sbtest-pg-")))
         server.sockets.mkdir(exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(server.root, "postgres")
