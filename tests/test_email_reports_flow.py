@@ -13,9 +13,9 @@ from sqlmodel import select
 
 from inbox.db import Database
 from inbox.models import Conversation, Message
-from tests.helpers import Stack, count_rows, eventually, of_type
+from tests.helpers import Stack, count_rows, eventually
 from tests.mail_services import DovecotServer, SmtpRecorder, imap_append
-from tests.test_email_flow import _customer_mail, _email_inbox, mail_stack
+from tests.test_email_flow import _customer_conversation, mail_stack
 
 __all__ = ["mail_stack"]  # the fixture, shared with the other email flow tests
 
@@ -38,12 +38,8 @@ async def test_only_a_failed_dsn_fails_the_reply_that_machine_mail_quotes(
     mail_stack: tuple[Stack, DovecotServer, SmtpRecorder],
 ) -> None:
     stack, dovecot, smtp = mail_stack
-    admin, alice = await stack.login("admin"), await stack.login("alice")
-    await _email_inbox(stack, admin, dovecot, smtp)
-    socket = await alice.ws()
-    await imap_append(dovecot, "support", _customer_mail("inv-1@example.com", "Invoice wrong"))
-    created = await socket.wait_event(of_type("message.created", text="Invoice wrong"), 20)
-    conversation_id = created["event"]["conversation"]["id"]
+    alice, socket, conversation_id = await _customer_conversation(
+        mail_stack, "inv-1@example.com", "Invoice wrong")
     reply = await alice.http.post(f"/api/v1/conversations/{conversation_id}/messages",
                                   json={"text": "We corrected it."})
     assert reply.status_code == 201, reply.text
