@@ -6,6 +6,7 @@ import logging
 import secrets
 import ssl
 from collections.abc import Mapping
+from html import escape
 from typing import Any, ClassVar
 
 from channels.base import (
@@ -105,12 +106,19 @@ def to_inbound(
     if mail.language:
         metadata["language"] = mail.language
     text = mail.text
-    if mail.bounce_of and mail.bounce_reason:
-        text = f"Delivery failed: {mail.bounce_reason}\n\n{text}".strip()
-    if mail.notes or notes:
-        text = "\n".join([text, *mail.notes, *notes]).strip()
-    html = link_inline_images(mail.html, _stored_inline_images(mail, attachments)) if (
-        mail.html) else None
+    before = [f"Delivery failed: {mail.bounce_reason}"] if (
+        mail.bounce_of and mail.bounce_reason) else []
+    after = [*mail.notes, *notes]
+    if before:
+        text = f"{before[0]}\n\n{text}".strip()
+    if after:
+        text = "\n".join([text, *after]).strip()
+    html = None
+    if mail.html:
+        # The thread shows the HTML instead of the text: what was added to it goes in too.
+        html = "".join([*(f"<p><b>{escape(line)}</b></p>" for line in before),
+                        link_inline_images(mail.html, _stored_inline_images(mail, attachments)),
+                        *(f"<p><i>{escape(line)}</i></p>" for line in after)])
     return InboundMessage(
         channel="email",
         inbox_id=inbox_id,
