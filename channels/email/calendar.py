@@ -14,7 +14,7 @@ _METHODS = {"REQUEST": "Invitation", "CANCEL": "Cancelled", "REPLY": "Answer to 
 def _when(value: Any) -> str:
     moment = getattr(value, "dt", None)
     if isinstance(moment, datetime):
-        # A zone the library does not know (a Windows name) stays as the file names it.
+        # A zone name the library does not know stays as the file writes it.
         zone = moment.tzname() or str(getattr(value, "params", {}).get("TZID", ""))
         return f"{moment:%a %d %b %Y %H:%M} {zone}".strip()
     if isinstance(moment, date):

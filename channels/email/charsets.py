@@ -3,7 +3,7 @@
 The `email` package decodes with errors="replace" (so a wrong label garbles silently) and
 knows no superset of a label. Here each label is tried strictly, then the encodings that
 clients really write under that label (GBK under "gb2312", CP932 under "shift_jis", the
-Windows flavour of ISO-2022-JP with its circled digits and IBM kanji, windows-1252 under
+CP50220 flavour of ISO-2022-JP with its circled digits and extra kanji, windows-1252 under
 "iso-8859-1"), then UTF-8, then charset-normalizer's guess, and only then replacement
 characters. Headers get the same treatment, with raw 8-bit bytes decoded like a body.
 """
@@ -23,7 +23,7 @@ _SUPERSETS: dict[str, tuple[str, ...]] = {
     "big5": ("big5hkscs", "cp950"),
     "shift_jis": ("cp932", "shift_jis_2004"),
     "euc_jp": ("euc_jis_2004",),
-    "iso2022_jp": ("iso2022-jp-windows", "iso2022_jp_2004", "iso2022_jp_ext"),
+    "iso2022_jp": ("cp50220", "iso2022_jp_2004", "iso2022_jp_ext"),
     "euc_kr": ("cp949",),
     "iso8859_1": ("cp1252",),  # WHATWG reads the label so: curly quotes, not C1 controls
     "iso8859_9": ("cp1254",),
@@ -59,7 +59,7 @@ def _codec(label: str | None) -> str | None:
     if not label:
         return None
     cleaned = label.strip().strip("\"'").lower()
-    if cleaned == "iso2022-jp-windows":
+    if cleaned == "cp50220":
         return cleaned
     if cleaned in ("unknown-8bit", "x-unknown", "unknown", "default", "charset"):
         return None
@@ -69,11 +69,11 @@ def _codec(label: str | None) -> str | None:
         return None
 
 
-def _jis_windows(data: bytes) -> str:
-    """ISO-2022-JP as Windows writes it (CP50220/50221): each JIS pair read through CP932.
+def _jis_cp50220(data: bytes) -> str:
+    """ISO-2022-JP in its CP50220/50221 flavour: each JIS pair read through CP932.
 
     Python's iso2022 codecs refuse the NEC row 13 (①, ㈱, №) and the IBM kanji (髙, 﨑)
-    that Windows clients put under "ISO-2022-JP"; shifting each JIS X 0208 pair to its
+    that many clients put under "ISO-2022-JP"; shifting each JIS X 0208 pair to its
     Shift_JIS place and reading it as CP932 gives them back. Raises UnicodeDecodeError.
     """
     out: list[str] = []
@@ -83,19 +83,19 @@ def _jis_windows(data: bytes) -> str:
         end = match.start() if match else len(data)
         chunk = data[pos:end]
         if mode not in (b"(B", b"(J", b"(I", b"$@", b"$B"):
-            raise UnicodeDecodeError("iso2022-jp-windows", data, pos, end, "not JIS X 0208")
+            raise UnicodeDecodeError("cp50220", data, pos, end, "not JIS X 0208")
         if mode in (b"(B", b"(J"):
             out.append(chunk.decode("ascii"))
         elif mode == b"(I":  # JIS X 0201 katakana: the CP932 byte is 0x80 higher
             out.append(bytes(b + 0x80 for b in chunk).decode("cp932"))
         else:
             if len(chunk) % 2:
-                raise UnicodeDecodeError("iso2022-jp-windows", data, pos, end, "odd length")
+                raise UnicodeDecodeError("cp50220", data, pos, end, "odd length")
             sjis = bytearray()
             for i in range(0, len(chunk), 2):
                 j1, j2 = chunk[i], chunk[i + 1]
                 if not (0x21 <= j1 <= 0x7E and 0x21 <= j2 <= 0x7E):
-                    raise UnicodeDecodeError("iso2022-jp-windows", data, pos + i, pos + i + 2,
+                    raise UnicodeDecodeError("cp50220", data, pos + i, pos + i + 2,
                                              "not a JIS pair")
                 s1 = (j1 + 1) // 2 + (0x70 if j1 <= 0x5E else 0xB0)
                 s2 = j2 + (0x1F if j1 % 2 else 0x7E)
@@ -111,8 +111,8 @@ def _jis_windows(data: bytes) -> str:
 
 def _strict(data: bytes, codec: str) -> str | None:
     try:
-        if codec == "iso2022-jp-windows":
-            return _jis_windows(data)
+        if codec == "cp50220":
+            return _jis_cp50220(data)
         return data.decode(codec)
     except (UnicodeDecodeError, LookupError):
         return None
