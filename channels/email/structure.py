@@ -3,8 +3,8 @@
 The standard parser is used as it is, with three repairs around it:
 - the header block is mended first: leading lines that are no header (a mbox "From "
   separator escaped as ">From", a byte-order mark, blank lines) are dropped, and a line
-  without leading whitespace between two headers is taken as a continuation, as every
-  mail client reads it, instead of ending the headers;
+  without leading whitespace followed closely by more headers is taken as a continuation,
+  as mail clients read it, instead of ending the headers;
 - a multipart whose boundary is missing or wrong is split again on the boundary its body
   really uses, or read as text when it has none;
 - nesting is bounded: the parser recurses once per level and fails past Python's
@@ -21,7 +21,7 @@ from email.parser import BytesParser
 MAX_DEPTH = 25  # levels of multipart and attached messages looked into
 MAX_HEADER_BLOCK = 256 * 1024
 MAX_MULTIPARTS = 100
-_HEADER_LINE = re.compile(rb"^[!-9;-~]{1,76}:")
+_HEADER_LINE = re.compile(rb"^[!-9;-~]{1,200}:")
 _BOUNDARY_LINE = re.compile(rb"^--([ -~]{1,70}?)(--)?[ \t]*\r?$", re.MULTILINE)
 
 
@@ -41,10 +41,9 @@ def repair_headers(raw: bytes) -> bytes:
     # An mbox "From " line is the parser's to handle; other leading lines go.
     keep_from = lines[0].startswith(b"From ") and first_header == 1
     kept = lines[:1] if keep_from else []
-    last_header = max(i for i, line in enumerate(lines) if _HEADER_LINE.match(line))
     for i, line in enumerate(lines[first_header:], start=first_header):
-        if i <= last_header and line.strip(b"\r") and not _HEADER_LINE.match(line) and (
-            not line[:1].isspace()
+        if line.strip(b"\r") and not _HEADER_LINE.match(line) and not line[:1].isspace() and (
+            any(_HEADER_LINE.match(following) for following in lines[i + 1:i + 4])
         ):
             line = b" " + line  # a continuation its sender forgot to indent
         kept.append(line)
