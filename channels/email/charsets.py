@@ -194,7 +194,8 @@ def decode_header_value(raw: str, hint: str | None = None) -> str:
     """A header's text: RFC 2047 words (split characters joined) and raw 8-bit bytes decoded.
 
     `raw` is the header as the parser kept it (8-bit bytes as surrogates); `hint` is the
-    body's charset, used for raw 8-bit bytes and unknown labels.
+    body's charset, used for raw 8-bit bytes and unknown labels. (email.header's
+    decode_header turns those surrogates into backslash escapes, hence this decoder.)
     """
     value = re.sub(r"\r?\n[ \t]", " ", raw).replace("\r", "").replace("\n", " ")
     pieces: list[tuple[bytes, str | None]] = []  # (bytes, label); label None: raw text
