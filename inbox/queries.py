@@ -283,3 +283,14 @@ async def contact_is_visible(session: AsyncSession, principal: Principal, contac
         )
     ).first()
     return shared is not None
+
+
+async def visible_message_html(
+    session: AsyncSession, principal: Principal, message_id: int
+) -> str | None:
+    """The sanitised HTML of a message the principal may see, or None (none, or not theirs)."""
+    row = (await session.exec(
+        select(Message.html).where(Message.id == message_id,
+                                   col(Message.inbox_id).in_(principal.inbox_ids))
+    )).first()
+    return row if isinstance(row, str) and row else None

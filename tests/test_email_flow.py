@@ -37,6 +37,20 @@ async def _email_inbox(stack: Stack, admin: Agent, dovecot: DovecotServer,
 
 
 
+async def _customer_conversation(
+    mail_stack: tuple[Stack, DovecotServer, SmtpRecorder], message_id: str, text: str
+) -> tuple[Agent, Any, int]:
+    """Alice (with her websocket) and the conversation a customer's mail opened in a new
+    email inbox."""
+    stack, dovecot, smtp = mail_stack
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await _email_inbox(stack, admin, dovecot, smtp)
+    socket = await alice.ws()
+    await imap_append(dovecot, "support", _customer_mail(message_id, text))
+    created = await socket.wait_event(of_type("message.created", text=text), 20)
+    return alice, socket, created["event"]["conversation"]["id"]
+
+
 def _customer_mail(message_id: str, text: str, *, sender: str = "Ada <ada@example.com>",
                    in_reply_to: str | None = None, subject: str = "Printer on fire") -> bytes:
     thread = (f"In-Reply-To: <{in_reply_to}>\r\nReferences: <first@example.com> "
@@ -155,13 +169,9 @@ async def test_quarantined_mail_is_listed_and_downloadable_by_admins_only(stack:
 async def test_reply_with_attachments_reaches_the_smtp_server_intact(
     mail_stack: tuple[Stack, DovecotServer, SmtpRecorder],
 ) -> None:
-    stack, dovecot, smtp = mail_stack
-    admin, alice = await stack.login("admin"), await stack.login("alice")
-    await _email_inbox(stack, admin, dovecot, smtp)
-    socket = await alice.ws()
-    await imap_append(dovecot, "support", _customer_mail("inv@example.com", "Send the invoice"))
-    created = await socket.wait_event(of_type("message.created", text="Send the invoice"), 20)
-    conversation_id = created["event"]["conversation"]["id"]
+    smtp = mail_stack[2]
+    alice, socket, conversation_id = await _customer_conversation(
+        mail_stack, "inv@example.com", "Send the invoice")
     files = {"Facture été 2026.pdf": ("application/pdf", b"%PDF-1.7\n" + bytes(range(256)) * 8),
              "notes.txt": ("text/plain", b"line one\r\nline two\n\x00 not text at all")}
     ids = []

@@ -64,6 +64,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/conversations/{conversation_id}/typing"): Route(
         "scoped", lambda i: {"typing": True}),
     ("GET", "/api/v1/attachments/{attachment_id}"): Route("scoped"),
+    ("GET", "/api/v1/messages/{message_id}/html"): Route("scoped"),
     ("GET", "/api/v1/quarantine"): Route("admin"),
     ("GET", "/api/v1/quarantine/{item_id}/raw"): Route("admin"),
     ("POST", "/api/v1/conversations/{conversation_id}/attachments"): Route(
@@ -183,6 +184,7 @@ async def _setup(stack: Stack) -> tuple[dict[str, Any], Agent, Agent, Agent, Age
     created = await alice_ws.wait_event(of_type("message.created", direction="in"))
     await alice_ws.close()
     ids["conversation"] = created["event"]["conversation"]["id"]
+    ids["message"] = created["event"]["message"]["id"]
     ids["contact"] = created["event"]["conversation"]["contact_id"]
     bob_ws = await bob.ws()
     await stack.inbound("sales", [message("s-1", "a sales question", "ben")])
@@ -219,7 +221,7 @@ def _path(template: str, ids: dict[str, Any]) -> str:
         "attachment_id": ids["attachment"], "inbox_id": ids["support"],
         "agent_id": ids["alice"], "team_id": ids["team_support"], "item_id": 1,
         "invitation_id": ids["invitation_id"], "rule_id": ids["rule_id"],
-        "canned_id": ids["canned_id"], "label_id": ids["label"],
+        "canned_id": ids["canned_id"], "label_id": ids["label"], "message_id": ids["message"],
         "stream": "inbound", "entry": "1-0",
     }
     path = template

@@ -23,6 +23,7 @@ from web.api_search import search_routes
 from web.context import WebContext
 from web.health import health_routes
 from web.http import HTTPProblem, problem_response
+from web.message_html import message_html_routes
 from web.openapi import Doc, build_openapi
 from web.realtime import Presence, websocket_routes
 from web.ui import static_files, ui_routes
@@ -36,7 +37,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 # Each part of the JSON API builds its routes and their OpenAPI descriptions.
 API_SECTIONS = (
     api_routes, file_routes, admin_routes, assignment_routes, collab_routes, search_routes,
-    operation_routes,
+    operation_routes, message_html_routes,
 )
 
 

@@ -6,6 +6,7 @@ import logging
 import secrets
 import ssl
 from collections.abc import Mapping
+from html import escape
 from typing import Any, ClassVar
 
 from channels.base import (
@@ -19,6 +20,7 @@ from channels.base import (
     VerificationFailed,
     WebhookRequest,
 )
+from channels.email.html import link_inline_images
 from channels.email.imap import ImapPoller
 from channels.email.parse import ParsedEmail, UnparseableEmail, parse_email
 from channels.email.smtp import (
@@ -48,6 +50,29 @@ MAX_REFERENCES = 100
 MAX_CC = 20
 
 
+def _stored_inline_images(
+    mail: ParsedEmail, stored: tuple[AttachmentRef, ...]
+) -> dict[str, str]:
+    """Content id -> stored file id of the mail's inline parts.
+
+    store_files stores the mail's files in order and leaves out only those the store
+    refuses (empty, or over the size limit), so each reference belongs to the next file
+    of the same size.
+    """
+    found: dict[str, str] = {}
+    refs = iter(stored)
+    ref = next(refs, None)
+    for file in mail.attachments:
+        if ref is None:
+            break
+        if ref.size != len(file.data):
+            continue  # refused: no reference for it
+        if file.content_id:
+            found[file.content_id] = ref.id
+        ref = next(refs, None)
+    return found
+
+
 def to_inbound(
     mail: ParsedEmail,
     *,
@@ -59,10 +84,13 @@ def to_inbound(
     """The bus message of a parsed email received by an inbox."""
     own = str(settings.get("from_address") or "").lower()
     # Several In-Reply-To values, References in any order, or a cycle naming itself:
-    # keep every other id once, the nearest parent last.
+    # keep every other id once, the nearest parent last. A report (bounce, delay, spam
+    # complaint) is about one of our messages: that one is its nearest parent.
     chain = [i for i in dict.fromkeys([*mail.references, *mail.in_reply_to[1:],
-                                       *mail.in_reply_to[:1]]) if i != mail.message_id]
-    parent = mail.in_reply_to[0] if mail.in_reply_to and mail.in_reply_to[0] in chain else None
+                                       *mail.in_reply_to[:1], mail.reports_on or ""])
+             if i and i != mail.message_id]
+    parent = mail.in_reply_to[0] if mail.in_reply_to and mail.in_reply_to[0] in chain else (
+        mail.reports_on if mail.reports_on in chain else None)
     thread_hint = None
     secret, domain = settings.get("reply_secret"), str(settings.get("reply_domain") or "")
     for address in mail.recipients:
@@ -85,19 +113,30 @@ def to_inbound(
     if mail.language:
         metadata["language"] = mail.language
     text = mail.text
-    if mail.bounce_of and mail.bounce_reason:
-        text = f"Delivery failed: {mail.bounce_reason}\n\n{text}".strip()
-    if notes:
-        text = "\n".join([text, *notes]).strip()
+    before = [f"Delivery failed: {mail.bounce_reason}"] if (
+        mail.bounce_of and mail.bounce_reason) else []
+    after = [*mail.notes, *notes]
+    if before:
+        text = f"{before[0]}\n\n{text}".strip()
+    if after:
+        text = "\n".join([text, *after]).strip()
+    html = None
+    if mail.html:
+        # The thread shows the HTML instead of the text: what was added to it goes in too.
+        html = "".join([*(f"<p><b>{escape(line)}</b></p>" for line in before),
+                        link_inline_images(mail.html, _stored_inline_images(mail, attachments)),
+                        *(f"<p><i>{escape(line)}</i></p>" for line in after)])
     return InboundMessage(
         channel="email",
         inbox_id=inbox_id,
         external_id=mail.message_id[:255],
-        sender=email_identity(mail.sender, (mail.sender_name or "")[:200] or None),
+        sender=email_identity(mail.sender, (mail.sender_name or "")[:200] or None,
+                              local_domains=True),
         thread_hint=thread_hint,
         in_reply_to=parent,
         references=tuple(chain[-MAX_REFERENCES:]),
         text=text,
+        html=html,
         attachments=attachments,
         provider_ts=mail.date,
         received_at=utcnow(),

@@ -40,7 +40,7 @@ def test_gmail_reply_keeps_what_ada_wrote_and_her_chain() -> None:
     assert mail.in_reply_to == ("idem-agent-1@support.acme.test",)
     assert mail.references == ("first-question@mail.gmail.example",
                                "idem-agent-1@support.acme.test")
-    assert mail.html is not None and "gmail_quote" in mail.html
+    assert mail.html is not None and "<blockquote>Hello Ada" in mail.html
     assert mail.date == datetime(2026, 3, 3, 9, 15, 2, tzinfo=UTC)
 
 
@@ -122,8 +122,9 @@ def test_auto_replies_and_bounces_are_flagged_with_what_bounced() -> None:
 
 
 @pytest.mark.parametrize("headers", [
-    "Auto-Submitted: auto-generated", "Precedence: list", "Precedence: junk",
-    "X-Autoreply: yes", "X-Auto-Response-Suppress: All", "Return-Path: <>",
+    "Auto-Submitted: auto-generated", "Precedence: bulk", "Precedence: junk",
+    "Precedence: auto_reply", "X-Autoreply: yes", "X-Autorespond: Re: hi",
+    "X-Auto-Response-Suppress: All", "Return-Path: <>",
 ])
 def test_each_sign_of_machine_mail_is_recognised(headers: str) -> None:
     raw = (f"From: a@example.com\r\nTo: s@acme.test\r\nMessage-ID: <m@example.com>\r\n{headers}"
@@ -131,6 +132,9 @@ def test_each_sign_of_machine_mail_is_recognised(headers: str) -> None:
     assert parse_email(raw).automated is not None
     human = b"From: a@example.com\r\nAuto-Submitted: no\r\nMessage-ID: <h@x.com>\r\n\r\nhi\r\n"
     assert parse_email(human).automated is None
+    # A support address that is a group hands every customer's mail on as list mail.
+    listed = human.replace(b"Auto-Submitted: no", b"Precedence: list")
+    assert parse_email(listed).automated is None
 
 
 def test_our_own_mail_counts_as_automated() -> None:
@@ -228,3 +232,17 @@ def test_content_language_goes_to_the_metadata_for_routing(
     assert mail.language == language
     inbound = to_inbound(mail, inbox_id=1, settings={})
     assert inbound.metadata.get("language") == language
+
+
+def test_address_lists_mixing_bare_and_named_addresses_keep_every_address() -> None:
+    from channels.email.parse import mailboxes
+
+    assert mailboxes("help@acme.test, Bea <bea@example.com>") == [
+        ("", "help@acme.test"), ("Bea", "bea@example.com")]
+    assert mailboxes("carl@example.com, Help Desk <help@acme.test>") == [
+        ("", "carl@example.com"), ("Help Desk", "help@acme.test")]
+    # A comma inside an unquoted name is part of the name, not a separator.
+    assert mailboxes("Smith, John <j@x.example>, b@y.example") == [
+        ("Smith, John", "j@x.example"), ("", "b@y.example")]
+    assert mailboxes('"Doe, Jane" <jane@x.example>; k@y.example') == [
+        ("Doe, Jane", "jane@x.example"), ("", "k@y.example")]

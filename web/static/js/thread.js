@@ -161,12 +161,34 @@ export function messageElement(message) {
       file.filename || "attachment")));
   const classes = ["msg", message.direction === "in" ? "in" : "out"];
   if (message.kind === "note") classes.push("note");
+  const formatted = Boolean(message.html) && message.direction === "in";
+  if (formatted) classes.push("formatted");
   return el("li", { class: classes.join(" "), dataset: { id: String(message.id), kind: message.kind } },
     el("div", { class: "bubble" },
       el("div", { class: "author" }, label),
-      el("div", { class: "text" }, message.text),
+      formatted ? mailFrame(message) : el("div", { class: "text" }, message.text),
       files.length ? el("ul", { class: "files" }, files) : null),
     meta);
+}
+
+/**
+ * A mail's sanitised HTML in a sandboxed frame: the page never parses it, the frame runs no
+ * script (no allow-scripts; its document's own policy says the same) and loads only this
+ * site's images. Same-origin, so its height can be read here and its pictures load.
+ */
+export function mailFrame(message) {
+  const frame = el("iframe", {
+    class: "mail-html",
+    title: "Formatted message",
+    sandbox: "allow-same-origin allow-popups allow-popups-to-escape-sandbox",
+    referrerpolicy: "no-referrer",
+    src: `/api/v1/messages/${encodeURIComponent(message.id)}/html`,
+  });
+  frame.addEventListener("load", () => {
+    const root = frame.contentDocument && frame.contentDocument.documentElement;
+    if (root) frame.style.height = `${Math.min(root.scrollHeight + 2, 3000)}px`;
+  });
+  return frame;
 }
 
 export function renderMessages({ scroll }) {
