@@ -109,6 +109,7 @@ async def run_batch_consumer(
     *,
     batch: int = 100,
     in_flight: int | None = None,
+    batches: int | None = None,
     one_by_one: bool = False,
     max_deliveries: int = 5,
     claim_idle_ms: int = 15000,
@@ -121,13 +122,15 @@ async def run_batch_consumer(
 ) -> None:
     """Handle the stream's entries a batch at a time until `stop` is set.
 
-    `in_flight` bounds the entries being handled at once (default two batches);
-    `healthy` tells whether everything the handler needs answers (checked before retrying
-    after an Outage).
+    `in_flight` bounds the entries being handled at once (default two batches), `batches`
+    the batches read from the stream being handled at once (default: no bound; 1 lets
+    entries pile up while a batch runs, so batches grow with the load); `healthy` tells
+    whether everything the handler needs answers (checked before retrying after an Outage).
     """
     runner = _Runner(
         bus, stream, group, consumer, handler,
         batch=max(1, batch), in_flight=in_flight or 2 * max(1, batch), one_by_one=one_by_one,
+        batches=batches,
         max_deliveries=max_deliveries, claim_idle_ms=claim_idle_ms, trim_maxlen=trim_maxlen,
         stop=stop or asyncio.Event(), block_ms=block_ms, stats=stats or ConsumerStats(),
         healthy=healthy, idle_consumer_ms=idle_consumer_ms,
@@ -138,13 +141,15 @@ async def run_batch_consumer(
 class _Runner:
     def __init__(
         self, bus: Bus, stream: str, group: str, consumer: str, handler: BatchHandler, *,
-        batch: int, in_flight: int, one_by_one: bool, max_deliveries: int,
+        batch: int, in_flight: int, one_by_one: bool, batches: int | None, max_deliveries: int,
         claim_idle_ms: int, trim_maxlen: int, stop: asyncio.Event, block_ms: int,
         stats: ConsumerStats, healthy: Check | None, idle_consumer_ms: int,
     ) -> None:
         self.bus, self.stream, self.group, self.consumer = bus, stream, group, consumer
         self.handler = handler
         self.batch, self.max_in_flight, self.one_by_one = batch, in_flight, one_by_one
+        self.max_batches = batches
+        self.reading: set[asyncio.Task[None]] = set()  # the tasks of batches read (not claimed)
         self.max_deliveries = max_deliveries
         self.claim_idle_ms = claim_idle_ms
         self.trim_maxlen = trim_maxlen
@@ -222,7 +227,8 @@ class _Runner:
         delay = 0.1
         while not self.stop.is_set():
             room = self.max_in_flight - len(self.entries)
-            if room <= 0 or not self.clear.is_set():
+            busy = self.max_batches is not None and len(self.reading) >= self.max_batches
+            if room <= 0 or busy or not self.clear.is_set():
                 # Back-pressure, or an outage: wait until handlers finish or it is over.
                 self.room.clear()
                 waiter = asyncio.ensure_future(self.room.wait())
@@ -245,7 +251,7 @@ class _Runner:
                     await self.bus.ensure_group(self.stream, self.group)
                 continue
             delay = 0.1
-            await self._dispose(entries)
+            self.reading.update(await self._dispose(entries))
 
     async def _maintain(self) -> None:
         """Claim stale entries at once and then every claim_idle_ms/4 (so a dead consumer's
@@ -301,8 +307,8 @@ class _Runner:
                          "dead-letters list %s`", dead, self.stream, self.stream)
         self.dead_seen = dead
 
-    async def _dispose(self, entries: Sequence[Entry]) -> None:
-        """Start handlers for the entries, or settle those that need none."""
+    async def _dispose(self, entries: Sequence[Entry]) -> list[asyncio.Task[None]]:
+        """Start handlers for the entries, or settle those that need none; the tasks."""
         todo: list[Entry] = []
         for entry in entries:
             if entry.id in self.entries:
@@ -320,13 +326,15 @@ class _Runner:
                                  self.group)
                 continue
             todo.append(entry)
-        if not todo:
-            return
-        for group in ([[e] for e in todo] if self.one_by_one else [todo]):
+        started: list[asyncio.Task[None]] = []
+        for group in ([[e] for e in todo] if self.one_by_one else [todo] if todo else []):
             self.entries.update(e.id for e in group)
             task = asyncio.create_task(self._handle(group))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            task.add_done_callback(self.reading.discard)
+            started.append(task)
+        return started
 
     async def _dead_letter(self, entry: Entry) -> None:
         last_error = self.errors.pop(entry.id, None)

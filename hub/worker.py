@@ -92,7 +92,8 @@ class Worker:
         }
         await asyncio.gather(
             run_batch_consumer(self.ctx.bus, INBOUND, INBOUND_GROUP, self.name,
-                               self.handle_inbound, batch=s.ingest_batch, **common),
+                               self.handle_inbound, batch=s.ingest_batch,
+                               batches=1, **common),
             run_consumer(self.ctx.bus, OUTBOUND, OUTBOUND_GROUP, self.name, self.handle_outbound,
                          concurrency=s.worker_concurrency, **common),
             self.relay.run(stop),
