@@ -69,6 +69,10 @@ class ConversationView(View):
     # Channels with a reply window (WhatsApp: 24 h after the customer last wrote): when it
     # closes or closed. Filled in by the conversation API; None elsewhere and on other channels.
     reply_window_closes_at: datetime | None = None
+    # Merged into that conversation: its messages live there now.
+    merged_into_id: int | None = None
+    # Other people on the thread (email To/Cc), copied on replies unless the agent says not.
+    cc: list[IdentityView] = Field(default_factory=list)
 
 
 class MessageView(View):

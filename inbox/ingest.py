@@ -50,6 +50,7 @@ from inbox.ingest_store import (
     Item,
     Retry,
     UnknownInbox,
+    direct_target,
     find,
     insert_contacts,
     insert_conversations,
@@ -202,7 +203,7 @@ def _decide(
                 None, m.sender.display_name, {}, created=True)
         item.contact = contact
         if conversation is None and m.conversation_ref is not None:
-            named = found.conversations.get(m.conversation_ref)
+            named = direct_target(found, m.conversation_ref)
             if named is not None and named.inbox_id == inbox_id and contact.id is not None \
                     and named.contact_id == contact.id and not _stale(named, now, window):
                 conversation = named
@@ -236,7 +237,7 @@ def _by_keys(
     candidates = [keys.get((inbox_id, k)) for k in parent_keys(m)]
     direct = direct_conversation(m)
     if direct is not None:
-        named = found.conversations.get(direct)
+        named = direct_target(found, direct)
         candidates.append(named if named is not None and named.inbox_id == inbox_id else None)
     hint = hint_key(m)
     if hint is not None:
@@ -416,7 +417,7 @@ def _view(snap: ConversationState, channel: str, conv: ConversationState) -> Con
         last_message_preview=snap.last_message_preview, unread_count=snap.unread_count,
         snoozed_until=snap.snoozed_until, priority=snap.priority, labels=snap.labels,
         waiting_since=snap.waiting_since, last_activity_at=snap.last_activity_at,
-        created_at=snap.created_at,
+        created_at=snap.created_at, cc=[IdentityView.model_validate(p) for p in snap.cc],
     )
 
 

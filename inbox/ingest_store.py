@@ -16,8 +16,10 @@ from typing import Any
 
 from sqlalchemy import (
     Executable,
+    String,
     bindparam,
     case,
+    cast,
     func,
     literal_column,
     null,
@@ -142,6 +144,8 @@ class Found:
     stored: dict[tuple[int, str], tuple[int, int]] = field(default_factory=dict)
     # (inbox, contact) -> the contact's running conversation.
     running: dict[tuple[int, int], int] = field(default_factory=dict)
+    # A conversation a message names -> the one it stands for now (itself, or its survivor).
+    direct: dict[int, int] = field(default_factory=dict)
 
 
 def sender_of(item: Item) -> tuple[str, str]:
@@ -251,7 +255,10 @@ def _find_statement(direct: bool, contacts: bool) -> Callable[[bool], Executable
             .where(t.c.inbox_id.in_(inboxes), t.c.key.in_(keys)),
         ]
         if direct:
-            parts.append(select(c.c.inbox_id, null(), c.c.id, null(), literal_column("2"))
+            # A conversation merged into another stands for its survivor.
+            parts.append(select(c.c.inbox_id, cast(c.c.id, String),
+                                func.coalesce(c.c.merged_into_id, c.c.id), null(),
+                                literal_column("2"))
                          .where(c.c.id.in_(bindparam("direct", expanding=True))))
         if contacts:
             newest = func.row_number().over(
@@ -262,7 +269,7 @@ def _find_statement(direct: bool, contacts: bool) -> Callable[[bool], Executable
             ranked = (select(c.c.inbox_id.label("inbox_id"), c.c.id.label("id"),
                              newest.label("n"))
                       .where(c.c.contact_id.in_(bindparam("contact_ids", expanding=True)),
-                             c.c.inbox_id.in_(inboxes))
+                             c.c.inbox_id.in_(inboxes), c.c.merged_into_id.is_(None))
                       .subquery())
             parts.append(select(ranked.c.inbox_id, null(), ranked.c.id, null(),
                                 literal_column("3")).where(ranked.c.n == 1))
@@ -316,6 +323,8 @@ async def find(
             found.by_key[(inbox_id, key)] = conversation_id
         elif row.hit_rank == 1:
             found.by_key.setdefault((inbox_id, key), conversation_id)
+        elif row.hit_rank == 2:
+            found.direct[int(key)] = conversation_id
         elif row.hit_rank == 3:
             found.running[(inbox_id, row.contact_id)] = conversation_id
     return found
@@ -334,6 +343,12 @@ def _from_row(row: Any) -> ConversationState:
         resolved_at=row.resolved_at, created_at=row.created_at, cc=list(row.cc or []),
         labels=sorted(names, key=lambda name: (name.lower(), name)),
     )
+
+
+def direct_target(found: Found, named: int) -> ConversationState | None:
+    """The conversation a message names itself stands for now, if it exists."""
+    actual = found.direct.get(named)
+    return found.conversations.get(actual) if actual is not None else None
 
 
 # -- writing -----------------------------------------------------------------------------

@@ -217,6 +217,11 @@ class Conversation(SQLModel, table=True):
     # Other people on the thread besides the contact (email To/Cc), offered as Cc on replies:
     # [{"kind": "email", "value": ..., "display_name": ...}].
     cc: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Set when this conversation was merged into another (of the same inbox: both go when
+    # the inbox goes): its messages live there now.
+    merged_into_id: int | None = Field(
+        default=None, foreign_key="conversations.id", nullable=True
+    )
     unread_count: int = 0
     snoozed_until: datetime | None = _ts(default=None, nullable=True)
     last_activity_at: datetime = _ts(default_factory=utcnow)

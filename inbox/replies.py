@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, null, or_, select, update
 from sqlmodel import col
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.events import ConversationView, MessageCreated, MessageView
+from hub.events import ConversationView, IdentityView, MessageCreated, MessageView
 from hub.identity import InvalidIdentity, normalize_email
 from hub.types import AttachmentRef, Identity, OutboundMessage, utcnow
 from inbox.agents import Principal
@@ -269,7 +269,8 @@ async def _target(
         snoozed_until=row.snoozed_until, priority=row.priority,
         labels=sorted(_json(row.labels) or [], key=lambda n: (str(n).lower(), str(n))),
         waiting_since=row.waiting_since, last_activity_at=row.last_activity_at,
-        created_at=row.created_at,
+        created_at=row.created_at, merged_into_id=row.merged_into_id,
+        cc=[IdentityView.model_validate(p) for p in row.cc or []],
     )
     return _Target(
         id=row.id, inbox_id=row.inbox_id, channel=row.channel, contact_id=row.contact_id,

@@ -71,6 +71,8 @@ def conversation_view(
         priority=conversation.priority,
         labels=list(labels),
         waiting_since=conversation.waiting_since,
+        merged_into_id=conversation.merged_into_id,
+        cc=[IdentityView.model_validate(p) for p in conversation.cc or []],
         last_activity_at=conversation.last_activity_at,
         created_at=conversation.created_at,
     )

@@ -72,6 +72,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/v1/files/{attachment_id}"): Route("public"),
     ("GET", "/api/v1/admin/agents"): Route("admin"),
     ("GET", "/api/v1/admin/dead-letters"): Route("admin"),
+    ("POST", "/api/v1/conversations/{conversation_id}/merge"): Route(
+        "scoped", lambda i: {"other_conversation_id": i["conversation"]}),
+    ("POST", "/api/v1/messages/{message_id}/split"): Route("scoped"),
     ("POST", "/api/v1/admin/dead-letters/{stream}/{entry}/replay"): Route("admin"),
     ("DELETE", "/api/v1/admin/dead-letters/{stream}/{entry}"): Route("admin"),
     ("PATCH", "/api/v1/admin/agents/{agent_id}"): Route("admin", lambda i: {"role": "admin"}),

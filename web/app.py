@@ -18,6 +18,7 @@ from web.api_admin import admin_routes
 from web.api_assign import assignment_routes
 from web.api_collab import collab_routes
 from web.api_files import file_routes
+from web.api_moves import move_routes
 from web.api_operations import operation_routes
 from web.api_search import search_routes
 from web.context import WebContext
@@ -37,7 +38,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 # Each part of the JSON API builds its routes and their OpenAPI descriptions.
 API_SECTIONS = (
     api_routes, file_routes, admin_routes, assignment_routes, collab_routes, search_routes,
-    operation_routes, message_html_routes,
+    operation_routes, message_html_routes, move_routes,
 )
 
 

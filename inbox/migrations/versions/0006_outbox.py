@@ -5,7 +5,8 @@
   statement trigger NOTIFYs `switchboard_outbox`, delivered at commit: a relay in any
   process wakes at once.
 - `consumed_events`: the events each durable consumer has handled (its dedupe record).
-- `conversations.cc`: other people on an email thread, offered as Cc on replies.
+- `conversations.cc`: other people on an email thread, offered as Cc on replies;
+  `conversations.merged_into_id`: where a merged conversation's messages went.
 
 Revision ID: 0006
 Revises: 0005
@@ -46,6 +47,14 @@ def upgrade() -> None:
     # ADD COLUMN, not a batch rebuild: on SQLite a rebuild would drop the search triggers.
     op.add_column('conversations',
                   sa.Column('cc', sa.JSON(), nullable=False, server_default='[]'))
+    if op.get_bind().dialect.name == 'sqlite':
+        # SQLite adds a column with its reference in place; alembic would want a rebuild.
+        op.execute("ALTER TABLE conversations ADD COLUMN merged_into_id INTEGER "
+                   "REFERENCES conversations (id)")
+    else:
+        op.add_column('conversations', sa.Column(
+            'merged_into_id', sa.Integer(),
+            sa.ForeignKey('conversations.id'), nullable=True))
     if op.get_bind().dialect.name == 'postgresql':
         op.execute(f"""
             CREATE FUNCTION switchboard_outbox_notify() RETURNS trigger AS $$
@@ -65,6 +74,7 @@ def downgrade() -> None:
         op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
         op.execute("DROP FUNCTION IF EXISTS switchboard_outbox_notify()")
     with op.batch_alter_table('conversations', schema=None) as batch_op:
+        batch_op.drop_column('merged_into_id')
         batch_op.drop_column('cc')
     op.drop_table('consumed_events')
     op.drop_table('outbox')

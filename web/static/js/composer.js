@@ -4,7 +4,7 @@
 
 import { $, el, randomKey } from "./dom.js";
 import { ApiError, api, postWithRetry } from "./api.js";
-import { agentName, meId, state } from "./state.js";
+import { agentName, meId, onHeaderRender, state } from "./state.js";
 import { addMessage, loadThread, onThreadChange, renderMessages, signalTyping, stopTyping } from "./thread.js";
 import { inboxAgents } from "./conversation-meta.js";
 
@@ -51,6 +51,8 @@ export async function send({ force = false } = {}) {
   if (!text.trim() && !files.length) return;
   const kind = state.mode;
   const body = { text, kind, idempotency_key: randomKey() };
+  const copied = ccFor(open);
+  if (kind === "message" && copied.removed) body.cc = copied.kept;
   if (files.length) body.attachment_ids = files.map((file) => file.id);
   if (kind === "note") {
     const mentions = mentionedIds(text);
@@ -86,6 +88,41 @@ export async function send({ force = false } = {}) {
     textarea.readOnly = false;
     $("#send").disabled = false;
   }
+}
+
+// ---- people on copy (email) ---------------------------------------------------------
+
+/** Addresses the agent took off this conversation's next reply, by conversation id. */
+const uncopied = new Map();
+
+/** Who the next reply copies: the conversation's other participants bar those removed. */
+function ccFor(open) {
+  const all = ((open.conversation && open.conversation.cc) || []).map((p) => p.value);
+  const removed = uncopied.get(open.id) || new Set();
+  return { kept: all.filter((value) => !removed.has(value)), removed: removed.size > 0 };
+}
+
+onHeaderRender(() => renderCc());
+
+/** Show the Cc chips of the open conversation (email replies copy them; × leaves one out). */
+export function renderCc() {
+  const open = state.open;
+  const people = (open && open.conversation && open.conversation.cc) || [];
+  const row = $("#cc");
+  row.hidden = !people.length || state.mode !== "message";
+  if (row.hidden) return;
+  const removed = uncopied.get(open.id) || new Set();
+  $("#cc-list").replaceChildren(...people.filter((p) => !removed.has(p.value)).map((p) =>
+    el("li", { class: "cc-chip" },
+      el("span", {}, p.display_name ? `${p.display_name} <${p.value}>` : p.value),
+      el("button", {
+        type: "button", class: "ghost", "aria-label": `Do not copy ${p.value}`,
+        onclick: () => {
+          removed.add(p.value);
+          uncopied.set(open.id, removed);
+          renderCc();
+        },
+      }, "×"))));
 }
 
 /** "Bob just replied — send anyway?": the text stays; the colleague's reply is loaded to read first. */

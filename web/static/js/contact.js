@@ -97,14 +97,22 @@ function fillView(open) {
       el("span", { class: "identity-value" }, identity.value),
       identity.display_name ? el("span", { class: "muted" }, ` (${identity.display_name})`) : null)));
 
-  const others = open.others.filter((c) => c.id !== open.id);
+  const others = open.others.filter((c) => c.id !== open.id && !c.merged_into_id);
+  const here = open.conversation;
   view.conversations.replaceChildren(others.length
     ? el("ul", { class: "other-conversations", id: "other-conversations" }, others.map((c) =>
       el("li", {}, el("a", { href: `#/conversations/${c.id}` },
         el("span", { class: "inbox" }, `${inboxName(c.inbox_id)} · ${c.channel}`), " ",
         el("span", { class: `status-chip status-${c.status}` }, STATUS_WORDS[c.status] || c.status),
         el("div", { class: "preview" }, c.last_message_preview || c.subject || ""),
-        el("time", { datetime: c.last_activity_at }, formatTime(c.last_activity_at))))))
+        el("time", { datetime: c.last_activity_at }, formatTime(c.last_activity_at))),
+        here && here.inbox_id === c.inbox_id && !here.merged_into_id
+          ? el("button", {
+            type: "button", class: "link merge-conversation", dataset: { id: String(c.id) },
+            title: "Move its messages into the conversation open here",
+            onclick: () => mergeInto(open, c),
+          }, "Merge into this one")
+          : null)))
     : el("p", { class: "muted" }, "None."));
 
   const attributes = Object.entries(contact.attributes || {}).sort(([a], [b]) => a.localeCompare(b));
@@ -162,6 +170,20 @@ async function patchContact(change, failure) {
   renameConversations(updated.id, updated.id, updated.name);
   renderContact();
   return true;
+}
+
+/** Merge another conversation of the contact into the open one (its messages move here). */
+async function mergeInto(open, other) {
+  const about = other.subject || other.last_message_preview || `conversation #${other.id}`;
+  if (!window.confirm(`Move every message of “${about}” into this conversation?`)) return;
+  try {
+    const merged = await api("POST", `/api/v1/conversations/${open.id}/merge`,
+      { other_conversation_id: other.id });
+    upsertConversation(merged);
+    await loadContact(merged.contact_id);
+  } catch (error) {
+    toast(`Not merged: ${error.message}`);
+  }
 }
 
 /** The contact's conversations as the list and the thread show them: its name, its id. */

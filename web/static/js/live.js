@@ -118,9 +118,18 @@ export function applyEvent(event) {
     case "conversation.assigned":
     case "conversation.status_changed":
     case "conversation.read":
-    case "conversation.updated":
       upsertConversation(event.conversation);
       break;
+    case "conversation.updated": {
+      upsertConversation(event.conversation);
+      const open = state.open;
+      // Messages moved in (a merge) or out (a split): read the thread again.
+      if (open && open.id === event.conversation.id &&
+          (event.changes || []).some((c) => c === "merged" || c === "messages")) {
+        loadThread(open.id).catch(() => {});
+      }
+      break;
+    }
     case "conversation.typing":
       showTyping(event);
       break;

@@ -10,6 +10,12 @@ const eventHandlers = [];
 export const onEvent = (handler) => eventHandlers.push(handler);
 export const dispatchEvent = (event) => { for (const handler of eventHandlers) handler(event); };
 
+// Feature modules redraw their part of the open conversation when its header is drawn again
+// (the conversation changed, or the reply mode did).
+const headerHandlers = [];
+export const onHeaderRender = (handler) => headerHandlers.push(handler);
+export const headerRendered = () => { for (const handler of headerHandlers) handler(); };
+
 // ---- state -------------------------------------------------------------------------
 
 export const state = {

@@ -3,7 +3,7 @@
 
 import { $, el, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, contactName, inboxName, meId, state } from "./state.js";
+import { STATUS_WORDS, agentName, contactName, headerRendered, inboxName, meId, state } from "./state.js";
 import { renderList, rows, upsertConversation } from "./list.js";
 import { showPane } from "./nav.js";
 import { loadContact, renderContact } from "./contact.js";
@@ -134,6 +134,11 @@ export function renderThreadHeader() {
   statusButton.textContent = reopen ? "Reopen" : "Resolve";
   statusButton.classList.toggle("primary", !reopen);
   $("#act-snooze").disabled = conversation.status === "resolved";
+  if (conversation.merged_into_id) {
+    $("#thread-meta").append(" · ", el("a", { href: `#/conversations/${conversation.merged_into_id}` },
+      `Merged into #${conversation.merged_into_id}`));
+  }
+  headerRendered();
 }
 
 export const messageRows = new Map(); // id -> li
@@ -150,6 +155,12 @@ export function messageElement(message) {
     : agentName(message.agent_id) || "Switchboard";
   const label = message.kind === "note" ? `Note · ${author}` : author;
   const meta = el("div", { class: "meta" }, when);
+  if (message.kind === "message" && message.direction === "in") {
+    meta.append(" · ", el("button", {
+      type: "button", class: "link split-message", title: "Move this message into a conversation of its own",
+      onclick: () => splitMessage(message),
+    }, "Split"));
+  }
   if (message.kind === "message" && message.direction === "out" && message.status) {
     meta.append(" · ", el("span", { class: `delivery delivery-${message.status}` }, message.status));
     if (message.status_reason) {
@@ -189,6 +200,24 @@ export function mailFrame(message) {
     if (root) frame.style.height = `${Math.min(root.scrollHeight + 2, 3000)}px`;
   });
   return frame;
+}
+
+/** Move a customer's message out into a new conversation, and open that one. */
+async function splitMessage(message) {
+  if (!window.confirm("Move this message into a new conversation of its own, assigned to you?")) return;
+  try {
+    const created = await api("POST", `/api/v1/messages/${message.id}/split`);
+    const open = state.open;
+    if (open) {
+      open.messages.delete(message.id);
+      messageRows.get(message.id)?.remove();
+      messageRows.delete(message.id);
+    }
+    upsertConversation(created);
+    window.location.hash = `#/conversations/${created.id}`;
+  } catch (error) {
+    toast(`Not split: ${error.message}`);
+  }
 }
 
 export function renderMessages({ scroll }) {
@@ -303,6 +332,7 @@ export function setMode(mode) {
     ? "Internal note, only agents see it… (Enter to save)"
     : "Reply… (Enter to send, Shift+Enter for a new line)";
   $("#send").textContent = mode === "note" ? "Add note" : "Send";
+  headerRendered();
 }
 
 export async function act(path, body, failure) {
