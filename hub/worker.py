@@ -45,6 +45,7 @@ from inbox.attachments import attachment_loader, attachment_store
 from inbox.context import InboxContext
 from inbox.db import is_unavailable
 from inbox.delivery import apply_statuses, set_send_result
+from inbox.event_consumers import EventConsumer
 from inbox.inboxes import inbox_settings
 from inbox.ingest import Ingested, UnknownInbox, ingest_batch
 from inbox.models import Message
@@ -71,11 +72,13 @@ class Worker:
     """Handlers of the bus streams for one process."""
 
     def __init__(
-        self, ctx: InboxContext, channels: Mapping[str, ChannelAdapter], *, name: str
+        self, ctx: InboxContext, channels: Mapping[str, ChannelAdapter], *, name: str,
+        event_consumers: Sequence[EventConsumer] = (),
     ) -> None:
         self.ctx = ctx
         self.channels = channels
         self.name = name
+        self.event_consumers = tuple(event_consumers)
         self.send_wait = wait_exponential(multiplier=0.5, max=8)
         self.load_file = attachment_loader(ctx.db)
         self.relay = Relay(ctx, owner=name)
@@ -101,6 +104,8 @@ class Worker:
                     rescan_s=s.poller_rescan_seconds).run(stop),
             self.wake_snoozed(stop),
             self.keep_assigning(stop),
+            *(consumer.run(self.ctx, worker=self.name, **common)
+              for consumer in self.event_consumers),
         )
 
     async def healthy(self) -> bool:

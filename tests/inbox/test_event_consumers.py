@@ -1,0 +1,64 @@
+"""A durable consumer of the events stream applies each event once, and catches up."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from config import Settings
+from hub.app import build_bus
+from hub.bus import EVENTS
+from hub.events import InboxChanged, encode_event
+from hub.types import utcnow
+from inbox.context import InboxContext
+from inbox.db import Database
+from inbox.event_consumers import EventConsumer
+
+
+@pytest.fixture
+async def ctx(settings: Settings) -> AsyncIterator[InboxContext]:
+    db = Database(settings.sqlalchemy_url)
+    bus = build_bus(settings)
+    await bus.start()
+    try:
+        yield InboxContext(settings=settings, db=db, bus=bus)
+    finally:
+        await bus.close()
+        await db.close()
+
+
+async def _publish(ctx: InboxContext, payloads: list[bytes]) -> None:
+    assert await ctx.bus.acquire_lease("relay", "test", 60_000)
+    await ctx.bus.relay([(EVENTS, p) for p in payloads], marker="x", lease="relay",
+                        owner="test", maxlen=5)
+
+
+async def test_each_event_applies_once_even_when_delivered_again(ctx: InboxContext) -> None:
+    seen: list[int] = []
+
+    async def handle(session: AsyncSession, event: Any) -> None:
+        seen.append(event.changed_inbox_id)
+
+    consumer = EventConsumer("crm-test", handle)
+    events = [encode_event(InboxChanged(inbox_id=None, at=utcnow(), changed_inbox_id=n))
+              for n in range(20)]
+    # Published while the consumer is away (but registered): more than maxlen, all kept.
+    await ctx.bus.ensure_group(EVENTS, "crm-test", from_start=False)
+    await _publish(ctx, events)
+    # The first and the fifth again, as a redelivery after a crash would bring them.
+    await _publish(ctx, [events[0], events[4]])
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(ctx, worker="w", stop=stop, block_ms=20,
+                                            claim_idle_ms=200))
+    for _ in range(500):
+        if len(seen) >= 20 and await ctx.bus.pending_count(EVENTS, "crm-test") == 0:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert seen == list(range(20))
