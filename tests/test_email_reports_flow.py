@@ -15,9 +15,7 @@ from inbox.db import Database
 from inbox.models import Conversation, Message
 from tests.helpers import Stack, count_rows, eventually
 from tests.mail_services import DovecotServer, SmtpRecorder, imap_append
-from tests.test_email_flow import _customer_conversation, mail_stack
-
-__all__ = ["mail_stack"]  # the fixture, shared with the other email flow tests
+from tests.test_email_flow import _customer_conversation
 
 FIXTURES = Path(__file__).parent / "channels" / "fixtures" / "email"
 QUOTED_ID = b"reply-7f3a@acme.test"  # the reply the fixtures quote, replaced by ours

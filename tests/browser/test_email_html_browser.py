@@ -17,9 +17,7 @@ from tests.browser.conftest import DOCS
 from tests.browser.test_agent_ui import open_inbox
 from tests.helpers import Stack
 from tests.mail_services import DovecotServer, SmtpRecorder, imap_append
-from tests.test_email_flow import _email_inbox, mail_stack
-
-__all__ = ["mail_stack"]
+from tests.test_email_flow import _email_inbox
 
 PNG = base64.b64encode(bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
