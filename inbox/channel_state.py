@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -50,3 +52,52 @@ async def list_quarantined(session: AsyncSession, *, limit: int = 100) -> list[Q
         select(QuarantinedMessage).order_by(col(QuarantinedMessage.id).desc()).limit(limit)
     )
     return list(rows)
+
+
+class FolderSync(BaseModel):
+    """How far a pulled channel has read one of its sources (an IMAP folder), and its last
+    import: a catch-up of many messages, with its progress."""
+
+    key: str
+    last_uid: int
+    fetched: int | None = None
+    total: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    eta_seconds: float | None = None
+    updated_at: datetime
+
+
+def folder_sync(row: ChannelState, now: datetime) -> FolderSync:
+    """One cursor row as the admin sees it; the ETA from the import's pace so far."""
+    value = row.value or {}
+    progress = value.get("sync") or {}
+    fetched, total = progress.get("fetched"), progress.get("total")
+    started = _moment(progress.get("started_at"))
+    finished = _moment(progress.get("finished_at"))
+    eta: float | None = None
+    if started is not None and finished is None and fetched and total:
+        elapsed = max((now - started).total_seconds(), 0.001)
+        eta = round((total - fetched) * elapsed / fetched, 1)
+    return FolderSync(key=row.key, last_uid=int(value.get("last_uid", 0)), fetched=fetched,
+                      total=total, started_at=started, finished_at=finished, eta_seconds=eta,
+                      updated_at=row.updated_at)
+
+
+async def sync_status(session: AsyncSession, *, inbox_id: int) -> list[FolderSync]:
+    """The state of every source the inbox's poller follows, by key."""
+    rows = await session.exec(
+        select(ChannelState).where(ChannelState.inbox_id == inbox_id)
+        .order_by(col(ChannelState.key)))
+    now = utcnow()
+    return [folder_sync(row, now) for row in rows]
+
+
+def _moment(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -302,8 +303,12 @@ protocol imap {{
         return " | ".join(text.strip().splitlines()[-lines:])
 
 
-async def imap_append(server: DovecotServer, user: str, raw: bytes, folder: str = "INBOX") -> None:
-    """Deliver one message into a user's folder over IMAP APPEND, as an MTA would file it."""
+async def imap_append(
+    server: DovecotServer, user: str, raw: bytes, folder: str = "INBOX",
+    *, arrived: datetime | None = None,
+) -> None:
+    """Deliver one message into a user's folder over IMAP APPEND, as an MTA would file it
+    (`arrived`: its internal date, when not now)."""
     import aioimaplib
 
     if server.tls is not None:  # it takes no login before TLS
@@ -313,8 +318,23 @@ async def imap_append(server: DovecotServer, user: str, raw: bytes, folder: str 
         client = aioimaplib.IMAP4(host=LOOPBACK, port=server.port, timeout=10)
     await client.wait_hello_from_server()
     await client.login(user, PASSWORD)
-    answer = await client.append(raw, mailbox=folder)
+    answer = await client.append(raw, mailbox=folder, date=arrived)
     assert answer.result == "OK", answer
+    await client.logout()
+
+
+async def imap_append_many(
+    server: DovecotServer, user: str, raws: list[bytes], folder: str = "INBOX"
+) -> None:
+    """Deliver many messages over one IMAP connection, in order."""
+    import aioimaplib
+
+    client = aioimaplib.IMAP4(host=LOOPBACK, port=server.port, timeout=30)
+    await client.wait_hello_from_server()
+    await client.login(user, PASSWORD)
+    for raw in raws:
+        answer = await client.append(raw, mailbox=folder)
+        assert answer.result == "OK", answer
     await client.logout()
 
 

@@ -21,6 +21,7 @@ from web.api_files import file_routes
 from web.api_moves import move_routes
 from web.api_operations import operation_routes
 from web.api_search import search_routes
+from web.api_sync import sync_routes
 from web.context import WebContext
 from web.health import health_routes
 from web.http import HTTPProblem, problem_response
@@ -38,7 +39,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 # Each part of the JSON API builds its routes and their OpenAPI descriptions.
 API_SECTIONS = (
     api_routes, file_routes, admin_routes, assignment_routes, collab_routes, search_routes,
-    operation_routes, message_html_routes, move_routes,
+    operation_routes, message_html_routes, move_routes, sync_routes,
 )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any, ClassVar
 
@@ -21,8 +22,9 @@ from channels.base import (
     WebhookRequest,
 )
 from channels.email.html import link_inline_images
-from channels.email.imap import ImapPoller
+from channels.email.imap import ImapPoller, initial_sync
 from channels.email.parse import ParsedEmail, UnparseableEmail, parse_email
+from channels.email.parse_pool import Outcome, parse_many
 from channels.email.smtp import (
     build_message,
     conversation_of_token,
@@ -196,6 +198,9 @@ class EmailChannel:
                     required=False),
         SettingSpec("imap_idle_seconds", "re-issue IDLE after this long (default 1500)",
                     required=False),
+        SettingSpec("imap_initial_sync", "what the first sync of the folder imports: all "
+                    "(default), new (only mail arriving from now on), or a number of days",
+                    required=False),
         SettingSpec("imap_poll_seconds", "poll interval without IDLE (default 60)",
                     required=False),
         SettingSpec("smtp_host", "SMTP server host name"),
@@ -225,8 +230,14 @@ class EmailChannel:
         return {"reply_secret": secrets.token_urlsafe(32)}
 
     def check_settings(self, settings: Mapping[str, Any]) -> list[str]:
-        """TLS modes, ports and the CA file; no password in clear beyond this machine."""
-        return check_tls_settings(settings)
+        """TLS modes, ports and the CA file; no password in clear beyond this machine; the
+        initial sync."""
+        problems = check_tls_settings(settings)
+        try:
+            initial_sync(settings)
+        except ValueError as exc:
+            problems.append(str(exc))
+        return problems
 
     def verify(self, request: WebhookRequest) -> None:
         """Email arrives over IMAP, never by webhook: every webhook is refused."""
@@ -284,16 +295,24 @@ class EmailChannel:
         keep_original = str(inbox_settings.get("keep_original", "yes")).lower() not in (
             "no", "false", "0")
 
-        async def deliver(raw: bytes) -> InboundMessage | None:
+        async def keep(raw: bytes, parsed: Outcome) -> InboundMessage | None:
             try:
-                mail = parse_email(raw)
-                refs, notes = await store_files(raw, mail, store, keep_original=keep_original)
-                return to_inbound(mail, inbox_id=inbox_id, settings=inbox_settings,
+                if isinstance(parsed, UnparseableEmail):
+                    raise parsed
+                refs, notes = await store_files(raw, parsed, store, keep_original=keep_original)
+                return to_inbound(parsed, inbox_id=inbox_id, settings=inbox_settings,
                                   attachments=refs, notes=notes)
             except (UnparseableEmail, ValueError) as exc:
                 log.warning("quarantining a message of inbox %s: %s", inbox_id, exc)
                 await state.quarantine(str(exc), raw)
                 return None
+
+        async def deliver(raws: Sequence[bytes]) -> list[InboundMessage | None]:
+            # Parsed together (in the parse pool when there are many), then their files
+            # stored together.
+            parsed = await parse_many(raws)
+            kept = (keep(raw, mail) for raw, mail in zip(raws, parsed, strict=True))
+            return list(await asyncio.gather(*kept))
 
         poller = ImapPoller(inbox_settings, emit=emit, deliver=deliver, state=state,
                             tls_context=self._tls_context)

@@ -3,7 +3,13 @@
 The cursor is (UIDVALIDITY, last UID) per folder, saved only after every message up to that
 UID was emitted (durably on the bus). A crash in between re-fetches, and ingest deduplicates
 on the Message-ID; a new UIDVALIDITY starts over from UID 1, deduplicated the same way.
-UNSEEN, dates and "last N" windows are never used: a cursor cannot miss what it has not seen.
+UNSEEN and dates are never used to follow a folder: a cursor cannot miss what it has not
+seen. Only the first sync of a folder may be limited (`imap_initial_sync`): everything (the
+default), only mail newer than N days, or only mail arriving from now on.
+
+A catch-up fetches in batches bounded by count and by bytes (the sizes are asked first), the
+next batch on the wire while the last one is parsed and stored; its progress (fetched of
+total, since when) is saved with the cursor, so an admin sees an import advance.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import logging
 import random
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aioimaplib  # type: ignore[import-untyped]
@@ -24,15 +31,21 @@ from hub.types import InboundMessage
 
 log = logging.getLogger("switchboard.email.imap")
 
-FETCH_BATCH = 100
+FETCH_BATCH = 200  # messages per UID FETCH, at most
+FETCH_BATCH_BYTES = 16 * 1024 * 1024  # and at most this much mail (a bigger one goes alone)
+SIZES_PER_COMMAND = 400  # UIDs whose sizes one command asks for
+IMPORT_AT_LEAST = FETCH_BATCH  # a catch-up of this many messages reports its progress
 IDLE_SECONDS = 25 * 60  # RFC 2177: servers may drop an IDLE after 30 minutes
 POLL_SECONDS = 60
 MAX_BACKOFF_S = 60.0
 _UIDVALIDITY = re.compile(rb"\[UIDVALIDITY (\d+)\]")
+_UIDNEXT = re.compile(rb"\[UIDNEXT (\d+)\]")
 _FETCH_UID = re.compile(rb"UID (\d+)")
+_FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-# Turns one raw message into what to emit (None: it was quarantined or dropped).
-Deliver = Callable[[bytes], Awaitable[InboundMessage | None]]
+# Turns raw messages into what to emit, in order (None: quarantined or dropped).
+Deliver = Callable[[Sequence[bytes]], Awaitable[Sequence[InboundMessage | None]]]
 
 
 class ImapError(Exception):
@@ -78,6 +91,70 @@ def parse_fetch(lines: list[Any]) -> list[tuple[int, bytes]]:
             found.append((uid, body))
             uid, body = None, None
     return found
+
+
+def parse_sizes(lines: list[Any]) -> dict[int, int]:
+    """UID -> size of a UID FETCH (UID RFC822.SIZE) answer."""
+    sizes: dict[int, int] = {}
+    for line in lines[:-1]:
+        raw = bytes(line)
+        uid, size = _FETCH_UID.search(raw), _FETCH_SIZE.search(raw)
+        if uid and size:
+            sizes[int(uid.group(1))] = int(size.group(1))
+    return sizes
+
+
+def uid_set(uids: Sequence[int]) -> str:
+    """An IMAP sequence set for sorted UIDs, runs folded into ranges: 1:5,9,12:14."""
+    parts: list[str] = []
+    start = prev = uids[0]
+    for uid in [*uids[1:], None]:
+        if uid is not None and uid == prev + 1:
+            prev = uid
+            continue
+        parts.append(f"{start}:{prev}" if prev > start else str(start))
+        if uid is not None:
+            start = prev = uid
+    return ",".join(parts)
+
+
+def plan_batches(
+    uids: Sequence[int], sizes: Mapping[int, int], *,
+    max_count: int = FETCH_BATCH, max_bytes: int = FETCH_BATCH_BYTES,
+) -> list[list[int]]:
+    """UIDs in fetch batches of at most max_count messages and max_bytes (one at least)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    weight = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if batch and (len(batch) >= max_count or weight + size > max_bytes):
+            batches.append(batch)
+            batch, weight = [], 0
+        batch.append(uid)
+        weight += size
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def initial_sync(settings: Mapping[str, Any]) -> str | int:
+    """The first sync of a folder: "all", "new", or a number of days back."""
+    value = str(settings.get("imap_initial_sync") or "all").strip().lower()
+    if value in ("all", "new"):
+        return value
+    if value.isdigit() and 0 < int(value) <= 36500:
+        return int(value)
+    raise ValueError("imap_initial_sync is all, new, or a number of days (1 to 36500)")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def imap_date(moment: datetime) -> str:
+    """A date as IMAP SEARCH takes it (RFC 3501 date: 1-Feb-2026)."""
+    return f"{moment.day}-{_MONTHS[moment.month - 1]}-{moment.year}"
 
 
 async def starttls(client: Any, context: ssl.SSLContext, host: str) -> None:
@@ -189,13 +266,15 @@ class ImapPoller:
         try:
             selected = _check(await _unless_lost(lost, client.select(self.folder)),
                               f"SELECT {self.folder}")
-            validity = next((int(m.group(1)) for line in selected.lines
-                             if (m := _UIDVALIDITY.search(bytes(line)))), 0)
+            validity, uidnext = (
+                next((int(m.group(1)) for line in selected.lines
+                      if (m := pattern.search(bytes(line)))), 0)
+                for pattern in (_UIDVALIDITY, _UIDNEXT))
             cursor = await self.state.load(self.key) or {}
             if cursor.get("uidvalidity") != validity:
                 if cursor:
                     log.warning("UIDVALIDITY of %s changed: full resync", self.key)
-                cursor = {"uidvalidity": validity, "last_uid": 0}
+                cursor = await self._first_cursor(client, lost, validity, uidnext)
                 await self.state.save(self.key, cursor)
             self.sessions += 1
             self.last_error = None
@@ -216,6 +295,87 @@ class ImapPoller:
             transport = client.protocol.transport
             if transport is not None:
                 transport.close()
+
+    async def _first_cursor(
+        self, client: Any, lost: asyncio.Event, validity: int, uidnext: int
+    ) -> dict[str, Any]:
+        """The cursor a folder starts from, by the inbox's initial-sync setting."""
+        policy = initial_sync(self.settings)
+        cursor: dict[str, Any] = {"uidvalidity": validity, "last_uid": 0}
+        if policy == "new":
+            if not uidnext:  # the server did not say: the highest UID there is
+                found = _check(await _unless_lost(
+                    lost, client.uid_search("UID *", charset=None)), "UID SEARCH")
+                uidnext = max(parse_search(found.lines), default=0) + 1
+            cursor["last_uid"] = max(uidnext - 1, 0)
+        elif isinstance(policy, int):
+            since = datetime.now(UTC) - timedelta(days=policy)
+            cursor["since"] = imap_date(since)  # until the first catch-up is done
+            cursor["floor"] = max(uidnext - 1, 0)  # what it must move the cursor past
+        return cursor
+
+    async def _catch_up(
+        self, client: Any, cursor: dict[str, Any], lost: asyncio.Event
+    ) -> dict[str, Any]:
+        """Fetch and emit every message after the cursor, oldest first; advance as it goes."""
+        last = int(cursor.get("last_uid", 0))
+        query = f"UID {last + 1}:*"
+        if cursor.get("since"):
+            query += f" SINCE {cursor['since']}"
+        found = _check(await _unless_lost(lost, client.uid_search(query, charset=None)),
+                       "UID SEARCH")
+        # "N:*" always matches the newest message, even when its UID is below N.
+        uids = sorted(uid for uid in parse_search(found.lines) if uid > last)
+        sizes: dict[int, int] = {}
+        # Asked in slices: aioimaplib reads the lines of one network read recursively, and
+        # overflows the stack on about a thousand short ones.
+        for start in range(0, len(uids) if len(uids) > 1 else 0, SIZES_PER_COMMAND):
+            sizes |= parse_sizes(_check(await _unless_lost(lost, client.uid(
+                "fetch", uid_set(uids[start:start + SIZES_PER_COMMAND]), "(UID RFC822.SIZE)")),
+                "UID FETCH").lines)
+        batches = plan_batches(uids, sizes)
+        importing = len(uids) >= IMPORT_AT_LEAST
+        if importing:
+            cursor = {**cursor, "sync": {
+                "fetched": 0, "total": len(uids), "started_at": _now(), "finished_at": None}}
+        fetching = self._fetch(client, lost, batches[0]) if batches else None
+        try:
+            for number, batch in enumerate(batches):
+                assert fetching is not None
+                raws = await fetching
+                # The next batch comes over the wire while this one is parsed and stored.
+                fetching = (self._fetch(client, lost, batches[number + 1])
+                            if number + 1 < len(batches) else None)
+                delivered = await self.deliver(raws)
+                await asyncio.gather(*(self.emit(m) for m in delivered if m is not None))
+                # Every message up to here is on the bus (or quarantined): move the cursor.
+                cursor = {**cursor, "last_uid": batch[-1]}
+                if importing:
+                    progress = cursor["sync"]
+                    done = progress["fetched"] + len(batch)
+                    cursor["sync"] = {**progress, "fetched": done,
+                                      "finished_at": _now() if done >= len(uids) else None}
+                await self.state.save(self.key, cursor)
+        finally:
+            if fetching is not None:
+                fetching.cancel()
+        if cursor.get("since"):  # the first, limited sync is done: follow from here on
+            floor = int(cursor.get("floor", 0))
+            cursor = {key: value for key, value in cursor.items()
+                      if key not in ("since", "floor")}
+            cursor["last_uid"] = max(int(cursor["last_uid"]), floor)
+            await self.state.save(self.key, cursor)
+        return cursor
+
+    def _fetch(
+        self, client: Any, lost: asyncio.Event, batch: list[int]
+    ) -> asyncio.Task[list[bytes]]:
+        """The batch's messages (in UID order), fetched in a task of their own."""
+        async def fetch() -> list[bytes]:
+            fetched = _check(await _unless_lost(
+                lost, client.uid("fetch", uid_set(batch), "(UID BODY.PEEK[])")), "UID FETCH")
+            return [raw for _uid, raw in sorted(parse_fetch(fetched.lines))]
+        return asyncio.ensure_future(fetch())
 
     async def _wait(self, lost: asyncio.Event, seconds: float) -> None:
         try:
@@ -239,27 +399,3 @@ class ImapPoller:
             raise ConnectionLost("the server closed the connection during IDLE")
         client.idle_done()
         _check(await asyncio.wait_for(idle, 30), "IDLE")
-
-    async def _catch_up(
-        self, client: Any, cursor: dict[str, Any], lost: asyncio.Event
-    ) -> dict[str, Any]:
-        """Fetch and emit every message after the cursor, oldest first; advance as it goes."""
-        last = int(cursor.get("last_uid", 0))
-        found = _check(await _unless_lost(
-            lost, client.uid_search(f"UID {last + 1}:*", charset=None)), "UID SEARCH")
-        # "N:*" always matches the newest message, even when its UID is below N.
-        uids = sorted(uid for uid in parse_search(found.lines) if uid > last)
-        for start in range(0, len(uids), FETCH_BATCH):
-            batch = uids[start:start + FETCH_BATCH]
-            fetched = _check(await _unless_lost(
-                lost, client.uid("fetch", ",".join(map(str, batch)), "(UID BODY.PEEK[])")),
-                "UID FETCH")
-            # Delivered together (their files stored in one go), then emitted together, in
-            # UID order.
-            delivered = await asyncio.gather(
-                *(self.deliver(raw) for _uid, raw in sorted(parse_fetch(fetched.lines))))
-            await asyncio.gather(*(self.emit(m) for m in delivered if m is not None))
-            # Every message up to here is on the bus (or quarantined): move the cursor.
-            cursor = {**cursor, "last_uid": batch[-1]}
-            await self.state.save(self.key, cursor)
-        return cursor

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ async def poller(box: Mailbox, **overrides: Any) -> AsyncIterator[ImapPoller]:
     async def emit(item: InboundMessage | StatusUpdate) -> None:
         raise AssertionError(f"nothing should arrive here, got {item}")
 
-    async def deliver(raw: bytes) -> InboundMessage | None:
+    async def deliver(raws: Sequence[bytes]) -> list[InboundMessage | None]:
         raise AssertionError("nothing should be fetched")
 
     running = ImapPoller({**box.settings, **overrides}, emit=emit, deliver=deliver,
