@@ -54,7 +54,7 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set, taking over whenever the lease is free."""
         unhook = self.ctx.db.on_outbox_commit(self.wake)
-        listener = asyncio.create_task(self._listen(stop), name="outbox-listen")
+        listener = asyncio.create_task(self._listen(), name="outbox-listen")
         try:
             while not stop.is_set():
                 try:
@@ -156,24 +156,27 @@ class Relay:
         OUTBOX_RELAYED.inc(len(ids))
         return len(ids)
 
-    async def _listen(self, stop: asyncio.Event) -> None:
+    async def _listen(self) -> None:
         """Wake on PostgreSQL's NOTIFY from other processes' commits (reconnecting)."""
         dsn = self.ctx.db.asyncpg_dsn
         if dsn is None:
             return  # SQLite: one process, the commit hook is enough
         import asyncpg  # type: ignore[import-untyped]
 
+        # It runs until `run` cancels it, after the leader's loop has ended: closing the
+        # connection on `stop` could cut the leader's last DELETE in half.
         delay = 0.5
-        while not stop.is_set():
+        while True:
             connection = None
             try:
                 connection = await asyncpg.connect(dsn, timeout=10)
+                closed = asyncio.Event()
+                connection.add_termination_listener(lambda *_, done=closed: done.set())
                 await connection.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake())
                 self._pg = connection
                 delay = 0.5
                 self.wake()  # anything committed while we were not listening
-                while not stop.is_set() and not connection.is_closed():
-                    await self._pause(stop, 5.0)
+                await closed.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -183,5 +186,5 @@ class Relay:
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         await connection.close(timeout=2)
-            await self._pause(stop, delay)
+            await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)

@@ -237,6 +237,15 @@ class EmailChannel:
             initial_sync(settings)
         except ValueError as exc:
             problems.append(str(exc))
+        for key, low, high in (("imap_poll_seconds", 0.05, 3600.0),
+                               ("imap_idle_seconds", 1.0, 1740.0)):
+            value = settings.get(key)
+            try:
+                ok = value is None or value == "" or low <= float(value) <= high
+            except (TypeError, ValueError):
+                ok = False
+            if not ok:
+                problems.append(f"{key} is a number of seconds from {low:g} to {high:g}")
         return problems
 
     def verify(self, request: WebhookRequest) -> None:

@@ -316,3 +316,8 @@ def test_the_initial_sync_setting_is_validated() -> None:
             initial_sync({"imap_initial_sync": wrong})
     problems = EmailChannel().check_settings({"imap_initial_sync": "lots"})
     assert any("imap_initial_sync" in p for p in problems)
+    for key, wrong in (("imap_poll_seconds", "0.001"), ("imap_poll_seconds", "soon"),
+                       ("imap_idle_seconds", 86400)):
+        problems = EmailChannel().check_settings({key: wrong})
+        assert any(key in p for p in problems), (key, wrong)
+    assert EmailChannel().check_settings({"imap_poll_seconds": 0.1}) == []

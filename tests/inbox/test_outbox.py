@@ -164,6 +164,34 @@ async def test_one_relay_leads_and_another_takes_over_when_it_stops(
     assert first.relayed == 1 and second.relayed == 1
 
 
+async def test_a_stopping_relay_finishes_its_batch_before_its_connection_closes(
+    room: Room, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    relay = Relay(room.ctx, owner="a")
+    deleting, proceed = asyncio.Event(), asyncio.Event()
+    delete = relay._delete
+
+    async def held_delete(ids: list[int]) -> None:
+        deleting.set()
+        await proceed.wait()
+        await delete(ids)
+
+    monkeypatch.setattr(relay, "_delete", held_delete)
+    stop, task = await _running(relay)
+    await _commit(room.ctx.db, 1)
+    await asyncio.wait_for(deleting.wait(), 10)
+    stop.set()  # asked to stop between publishing a batch and deleting it
+    await asyncio.sleep(0.3)
+    if room.ctx.db.asyncpg_dsn is not None:  # PostgreSQL: the relay's own connection
+        assert relay._pg is not None and not relay._pg.is_closed()
+    proceed.set()
+    await asyncio.wait_for(task, 10)
+    assert relay.relayed == 1
+    assert _numbers(room.heard) == [1]
+    async with room.ctx.db.read() as session:
+        assert (await session.exec(select(func.count()).select_from(OutboxEntry))).one() == 0
+
+
 async def test_a_send_request_goes_to_the_senders(room: Room) -> None:
     from hub.types import Identity, OutboundMessage
     from inbox.outbox import stage_send
