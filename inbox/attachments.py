@@ -6,16 +6,25 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.batching import Coalescer
-from hub.types import AttachmentRef, AttachmentRefused, LoadAttachment, StoreAttachment
+from hub.types import (
+    AttachmentRef,
+    AttachmentRefused,
+    LoadAttachment,
+    StoreAttachment,
+    utcnow,
+)
 from inbox.agents import Principal
-from inbox.db import Database
-from inbox.models import Attachment
+from inbox.db import Database, execute
+from inbox.models import Attachment, table_of
 
+_INSERT = insert(table_of(Attachment))
 _UNSAFE_FILENAME = re.compile(r"[^\w.\- ()\[\]+@,]")
 _ATTACHMENT_ID = re.compile(r"[0-9a-f]{32}")
 # Path separators and control characters: an uploaded name with them is refused, not fixed.
@@ -58,25 +67,28 @@ def attachment_store(db: Database, *, inbox_id: int, max_bytes: int) -> StoreAtt
             raise AttachmentRefused(
                 f"the file is {len(data)} bytes; the limit is {max_bytes} bytes"
             )
-        row = Attachment(
-            id=secrets.token_hex(16),
-            inbox_id=inbox_id,
-            filename=clean_filename(filename),
-            content_type=clean_content_type(content_type),
-            size=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
-            data=data,
-        )
+        row = {
+            "id": secrets.token_hex(16),
+            "inbox_id": inbox_id,
+            "filename": clean_filename(filename),
+            "content_type": clean_content_type(content_type),
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "data": data,
+            "created_at": utcnow(),
+        }
         return await writer.submit(row)
 
-    async def write(rows: Sequence[Attachment]) -> list[AttachmentRef]:
+    async def write(rows: Sequence[dict[str, Any]]) -> list[AttachmentRef]:
+        # One prebuilt INSERT for the whole batch: no ORM objects for files that are only
+        # written here.
         async with db.write() as session:
-            session.add_all(rows)
-        return [AttachmentRef(id=r.id, filename=r.filename, content_type=r.content_type,
-                              size=r.size) for r in rows]
+            await execute(session, _INSERT, list(rows))
+        return [AttachmentRef(id=r["id"], filename=r["filename"],
+                              content_type=r["content_type"], size=r["size"]) for r in rows]
 
     # Files stored at once (a fetched batch of mail) share one transaction.
-    writer: Coalescer[Attachment, AttachmentRef] = Coalescer(write, max_batch=100)
+    writer: Coalescer[dict[str, Any], AttachmentRef] = Coalescer(write, max_batch=200)
     return store
 
 

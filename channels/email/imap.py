@@ -157,6 +157,39 @@ def imap_date(moment: datetime) -> str:
     return f"{moment.day}-{_MONTHS[moment.month - 1]}-{moment.year}"
 
 
+class _FetchCommand(aioimaplib.FetchCommand):  # type: ignore[misc]
+    """A FETCH that knows incrementally when a message's data is complete.
+
+    aioimaplib's FETCH rescans every line of the answer so far at each new line to see
+    whether the parentheses of the last message balance: quadratic in the batch, a large
+    share of an import's CPU. This keeps the two counts as lines arrive instead, with the
+    same rule (from the last "N FETCH (" line on, literal data left out).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._opened = self._closed = 0
+        super().__init__(*args, **kwargs)
+
+    def append_to_resp(self, line: bytes, result: str = "Pending") -> None:
+        super().append_to_resp(line, result)
+        if isinstance(line, bytes):
+            if self.FETCH_MESSAGE_DATA_RE.match(line):
+                self._opened = self._closed = 0
+            self._opened += line.count(b"(")
+            self._closed += line.count(b")")
+
+    def wait_data(self) -> bool:
+        return self._opened != self._closed
+
+
+async def uid_fetch(client: Any, uids: str, parts: str) -> Any:
+    """UID FETCH through the incremental command above."""
+    protocol = client.protocol
+    return await protocol.execute(_FetchCommand(
+        protocol.new_tag(), uids, parts, prefix="UID", loop=protocol.loop,
+        timeout=client.timeout))
+
+
 async def starttls(client: Any, context: ssl.SSLContext, host: str) -> None:
     """Upgrade a fresh connection to TLS (RFC 3501 STARTTLS), before any login.
 
@@ -330,8 +363,8 @@ class ImapPoller:
         # Asked in slices: aioimaplib reads the lines of one network read recursively, and
         # overflows the stack on about a thousand short ones.
         for start in range(0, len(uids) if len(uids) > 1 else 0, SIZES_PER_COMMAND):
-            sizes |= parse_sizes(_check(await _unless_lost(lost, client.uid(
-                "fetch", uid_set(uids[start:start + SIZES_PER_COMMAND]), "(UID RFC822.SIZE)")),
+            sizes |= parse_sizes(_check(await _unless_lost(lost, uid_fetch(
+                client, uid_set(uids[start:start + SIZES_PER_COMMAND]), "(UID RFC822.SIZE)")),
                 "UID FETCH").lines)
         batches = plan_batches(uids, sizes)
         importing = len(uids) >= IMPORT_AT_LEAST
@@ -373,7 +406,7 @@ class ImapPoller:
         """The batch's messages (in UID order), fetched in a task of their own."""
         async def fetch() -> list[bytes]:
             fetched = _check(await _unless_lost(
-                lost, client.uid("fetch", uid_set(batch), "(UID BODY.PEEK[])")), "UID FETCH")
+                lost, uid_fetch(client, uid_set(batch), "(UID BODY.PEEK[])")), "UID FETCH")
             return [raw for _uid, raw in sorted(parse_fetch(fetched.lines))]
         return asyncio.ensure_future(fetch())
 
