@@ -26,7 +26,11 @@ class UnknownMessage(Exception):
 
 
 def moves_forward(current: str | None, new: str) -> bool:
-    """Whether `new` is a later delivery state than `current`."""
+    """Whether `new` is a later delivery state than `current`. A failure is news only
+    before the message reached anyone: once delivered or read, a late "failed" (a retried
+    callback, a confused provider) never takes that back."""
+    if new == "failed":
+        return (current or "queued") in ("queued", "sent")
     return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current or "queued", -1)
 
 

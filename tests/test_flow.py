@@ -52,15 +52,17 @@ async def test_inbound_message_reaches_agent_live_and_reply_goes_out(stack: Stac
     external_id = status["event"]["message"]["external_id"]
     assert external_id == "ext-1"
 
-    # The provider reports delivery, then read; a late "sent" must not go backwards.
+    # The provider reports delivery, then read; a late "sent" or "failed" must not go
+    # backwards.
     for state in ("delivered", "read"):
         answer = await stack.inbound("support", statuses=[{"message_id": external_id,
                                                            "status": state}])
         assert answer.status_code == 202
         await ws.wait_event(of_type("message.status_changed", status=state))
-    late = await stack.inbound("support", statuses=[{"message_id": external_id,
-                                                      "status": "sent"}])
-    assert late.status_code == 202
+    for state in ("sent", "failed"):
+        late = await stack.inbound("support", statuses=[{"message_id": external_id,
+                                                          "status": state}])
+        assert late.status_code == 202
 
     async def final_status() -> str | None:
         page = (await alice.http.get(f"/api/v1/conversations/{conversation['id']}/messages")
@@ -69,7 +71,7 @@ async def test_inbound_message_reaches_agent_live_and_reply_goes_out(stack: Stac
         return out[0]["status"] if out and out[0]["status"] == "read" else None
 
     assert await eventually(final_status) == "read"
-    await asyncio.sleep(0.3)  # give the late "sent" time to be (wrongly) applied
+    await asyncio.sleep(0.3)  # give the late ones time to be (wrongly) applied
     assert await final_status() == "read"
     await ws.close()
 
