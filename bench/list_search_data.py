@@ -178,8 +178,9 @@ async def generate(conn: asyncpg.Connection, size: Size, password_hash: str, say
         FROM generate_series(2, {n_agents}) a, generate_series(0, 5) j
         WHERE j < 3 + a % 4""")
     await conn.execute(f"""
-        INSERT INTO labels (id, name, color, created_at)
-        SELECT g, ({_arr(LABELS)})[g], '#6b7280', now() FROM generate_series(1, {len(LABELS)}) g
+        INSERT INTO labels (id, name, name_key, color, created_at)
+        SELECT g, ({_arr(LABELS)})[g], lower(({_arr(LABELS)})[g]), '#6b7280', now()
+        FROM generate_series(1, {len(LABELS)}) g
         """)
 
     n_contacts = size.contacts

@@ -8,8 +8,10 @@ conversation's inbox as a ConversationUpdated event.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from sqlalchemy import delete, func
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,10 +39,13 @@ async def list_labels(session: AsyncSession) -> list[Label]:
     return list(await session.exec(select(Label).order_by(func.lower(Label.name), col(Label.id))))
 
 
+def label_key(name: str) -> str:
+    """A label name as names are compared: NFKC, case-folded (ß = SS, Ä = ä), spaces single."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
 async def _label_named(session: AsyncSession, name: str) -> Label | None:
-    return (
-        await session.exec(select(Label).where(func.lower(Label.name) == name.strip().lower()))
-    ).first()
+    return (await session.exec(select(Label).where(Label.name_key == label_key(name)))).first()
 
 
 async def create_label(
@@ -53,12 +58,15 @@ async def create_label(
         raise Refused("name: 1 to 60 characters, no comma (the list filter separates by comma)")
     if color is not None and not COLOR.match(color):
         raise Refused("color: a hex colour like #2563eb")
-    async with ctx.db.write() as session:
-        if await _label_named(session, name) is not None:
-            raise Refused(f"a label named {name!r} exists already")
-        label = Label(name=name, color=(color or "#6b7280").lower())
-        session.add(label)
-        await session.flush()
+    try:
+        async with ctx.db.write() as session:
+            if await _label_named(session, name) is not None:
+                raise Refused(f"a label named {name!r} exists already")
+            label = Label(name=name, name_key=label_key(name), color=(color or "#6b7280").lower())
+            session.add(label)
+            await session.flush()
+    except IntegrityError:  # created by someone else at the same moment
+        raise Refused(f"a label named {name!r} exists already") from None
     return label
 
 
@@ -95,16 +103,14 @@ async def set_conversation_labels(
     ctx: InboxContext, principal: Principal, *, conversation_id: int, names: list[str]
 ) -> ConversationView:
     """Put exactly these labels (by name) on a conversation; unknown names are refused."""
-    wanted = list(dict.fromkeys(n.strip().lower() for n in names if n.strip()))
+    wanted = list(dict.fromkeys(label_key(n) for n in names if n.strip()))
     if len(wanted) > MAX_LABELS:
         raise Refused(f"a conversation may have at most {MAX_LABELS} labels")
     async with ctx.db.write() as session:
         conversation = await conversation_to_change(session, principal, conversation_id)
         known = {
-            label.name.lower(): label
-            for label in await session.exec(
-                select(Label).where(func.lower(Label.name).in_(wanted))
-            )
+            label.name_key: label
+            for label in await session.exec(select(Label).where(col(Label.name_key).in_(wanted)))
         } if wanted else {}
         unknown = [n for n in wanted if n not in known]
         if unknown:

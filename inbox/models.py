@@ -324,6 +324,9 @@ class Label(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=60, sa_column_kwargs={"unique": True})
+    # The name folded for comparison (labels.label_key): unique, so "VIP" and "vip" are one
+    # label in any script, on both databases (SQLite's lower() folds only ASCII).
+    name_key: str = Field(max_length=120, sa_column_kwargs={"unique": True})
     color: str = Field(default="#6b7280", max_length=7)
     created_at: datetime = _ts(default_factory=utcnow)
 

@@ -51,6 +51,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         "admin", lambda i: {"name": "X", "channel": "api", "settings": {"secret": "s" * 16}}),
     ("PUT", "/api/v1/inboxes/{inbox_id}/members"): Route(
         "admin", lambda i: {"agent_ids": [i["bob"], i["lena"]]}),
+    ("GET", "/api/v1/inboxes/{inbox_id}/sync"): Route("admin"),
     ("GET", "/api/v1/conversations"): Route("self"),
     ("GET", "/api/v1/conversations/{conversation_id}"): Route("scoped"),
     ("GET", "/api/v1/conversations/{conversation_id}/messages"): Route("scoped"),

@@ -45,3 +45,18 @@ async def _table_exists(url: str, table: str) -> bool:
         return bool(await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table))
     finally:
         await conn.close()
+
+
+def test_label_keys_are_filled_and_old_case_twins_kept(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'l.db'}"
+    command.upgrade(alembic_config(url), "0006")
+    with sqlite3.connect(tmp_path / "l.db") as conn:
+        conn.executemany(
+            "INSERT INTO labels (name, color, created_at) VALUES (?, '#6b7280', '2026-01-01')",
+            [("VIP",), ("vip",), ("Straße",)])
+    upgrade(url)
+    with sqlite3.connect(tmp_path / "l.db") as conn:
+        rows = conn.execute("SELECT name, name_key FROM labels ORDER BY id").fetchall()
+    assert rows == [("VIP", "vip"), ("vip", "vip#2"), ("Straße", "strasse")]

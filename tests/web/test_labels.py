@@ -99,3 +99,22 @@ async def test_only_leads_and_admins_manage_labels(stack: Stack) -> None:
     assert (await lee.http.delete("/api/v1/labels/999999")).status_code == 404
     assert (await lee.http.delete(f"/api/v1/labels/{label_id}")).status_code == 204
     assert (await alice.http.get("/api/v1/labels")).json() == []
+
+
+async def test_label_names_are_one_label_whatever_the_case_in_any_script(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    alice = await stack.login("alice")
+    for name in ("Ärger", "Straße", "ΣΟΦΙΑ"):
+        created = await admin.http.post("/api/v1/labels", json={"name": name})
+        assert created.status_code == 201, created.text
+    # The same names in another case (and ß as SS, a compatibility form) are refused, 422.
+    for name in ("ärger", "ÄRGER", "STRASSE", "σοφια", "\uff33traße"):
+        answer = await admin.http.post("/api/v1/labels", json={"name": name})
+        assert answer.status_code == 422, (name, answer.text)
+        assert "exists already" in answer.json()["error"]["message"]
+    conversation = await open_conversation(stack, alice)
+    labelled = await alice.http.put(f"/api/v1/conversations/{conversation['id']}/labels",
+                                    json={"labels": ["ärger", "strasse", "Σοφια"]})
+    assert labelled.status_code == 200, labelled.text
+    assert sorted(labelled.json()["labels"]) == sorted(["Ärger", "Straße", "ΣΟΦΙΑ"])
+    assert len((await alice.http.get("/api/v1/labels")).json()) == 3

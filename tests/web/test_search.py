@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from inbox.db import Database
+from inbox.labels import label_key
 from inbox.models import ConversationLabel, Label
 from tests.helpers import Agent, Stack, eventually
 
@@ -135,7 +136,7 @@ async def _label(stack: Stack, conversation_id: int, name: str) -> None:
     db = Database(stack.settings.sqlalchemy_url)
     try:
         async with db.write() as session:
-            label = Label(name=name)
+            label = Label(name=name, name_key=label_key(name))
             session.add(label)
             await session.flush()
             assert label.id is not None
