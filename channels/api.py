@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from channels.base import (
     BadPayload,
-    Capabilities,
     Parsed,
     PermanentSendError,
     SettingSpec,
@@ -31,6 +30,7 @@ from channels.base import (
 from hub.identity import InvalidIdentity, email_identity, phone_identity
 from hub.security import constant_time_equal, file_link
 from hub.types import (
+    Capabilities,
     DeliveryStatus,
     Identity,
     InboundMessage,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from hub.types import (
+    Capabilities,
     InboundMessage,
     LoadAttachment,
     OutboundMessage,
@@ -30,18 +31,6 @@ class WebhookRequest:
     body: bytes
     inbox_id: int
     inbox_settings: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a channel can do, declared as data."""
-
-    attachments: bool = False
-    templates: bool = False
-    read_receipts: bool = False
-    reply_window_hours: int | None = None
-    max_text: int = 20_000
-    max_attachments: int = 10  # files one reply may carry (with `attachments`)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from channels.base import (
     BadPayload,
-    Capabilities,
     Parsed,
     SettingSpec,
     VerificationFailed,
@@ -31,7 +30,7 @@ from channels.base import (
     language_tag,
 )
 from hub.security import constant_time_equal
-from hub.types import Identity, InboundMessage, OutboundMessage, SendReceipt, utcnow
+from hub.types import Capabilities, Identity, InboundMessage, OutboundMessage, SendReceipt, utcnow
 
 TOKEN_DAYS = 180
 MAX_TEXT = 5000

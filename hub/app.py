@@ -16,6 +16,7 @@ from channels.registry import build_channels
 from config import Settings
 from hub.bus import Bus
 from hub.realtime import Fanout
+from hub.types import ChannelProfile
 from hub.worker import Worker, default_worker_name
 from inbox.context import InboxContext
 from inbox.db import Database
@@ -53,13 +54,16 @@ class Runtime:
         db = Database(settings.sqlalchemy_url)
         bus = build_bus(settings)
         http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+        channels = build_channels(settings, http)
+        profiles = {kind: ChannelProfile(adapter.display_name, adapter.capabilities)
+                    for kind, adapter in channels.items()}
         return cls(
             settings=settings,
             db=db,
             bus=bus,
             http=http,
-            channels=build_channels(settings, http),
-            inbox=InboxContext(settings=settings, db=db, bus=bus),
+            channels=channels,
+            inbox=InboxContext(settings=settings, db=db, bus=bus, channels=profiles),
         )
 
     async def start(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,26 @@ Threading = Literal["contact", "headers"]
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a channel can do, declared as data by its adapter and enforced by inbox actions."""
+
+    attachments: bool = False
+    templates: bool = False
+    read_receipts: bool = False
+    reply_window_hours: int | None = None
+    max_text: int = 20_000
+    max_attachments: int = 10  # files one reply may carry (with `attachments`)
+
+
+@dataclass(frozen=True)
+class ChannelProfile:
+    """A channel as the inbox's rules see it: its name for people and what it can do."""
+
+    display_name: str
+    capabilities: Capabilities
 
 
 class Frozen(BaseModel):

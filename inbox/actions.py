@@ -24,6 +24,7 @@ from inbox.activity import change_with_activity as _change_with_activity
 from inbox.agents import Principal
 from inbox.assignment import drain_queue
 from inbox.context import InboxContext
+from inbox.db import is_postgresql
 from inbox.errors import NotFound, Refused
 from inbox.models import (
     CONVERSATION_STATUSES,
@@ -40,7 +41,7 @@ async def _conversation(
     conversation = await visible_conversation(session, principal, conversation_id)
     if conversation is None:
         raise NotFound(f"conversation {conversation_id} not found")
-    if lock and session.bind is not None and session.bind.dialect.name == "postgresql":
+    if lock and is_postgresql(session):
         await session.refresh(conversation, with_for_update=True)
     return conversation
 
@@ -153,7 +154,7 @@ async def wake_snoozed(ctx: InboxContext, *, limit: int = 200) -> int:
             .order_by(col(Conversation.snoozed_until))
             .limit(limit)
         )
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
+        if is_postgresql(session):
             # Several workers may run this at once: each takes different conversations.
             query = query.with_for_update(skip_locked=True)
         for conversation in await session.exec(query):

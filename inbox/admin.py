@@ -19,6 +19,7 @@ from inbox import assignment
 from inbox.agent_events import agent_updated, is_online
 from inbox.agents import Principal
 from inbox.context import InboxContext
+from inbox.db import is_postgresql
 from inbox.errors import NotFound, Refused
 from inbox.memberships import check_ids, links_by, replace_links
 from inbox.models import Agent, AgentSession, Inbox, InboxMember, Team, TeamMember
@@ -107,7 +108,7 @@ async def _lock_agent_and_admins(session: AsyncSession, agent_id: int) -> tuple[
         .where(or_(col(Agent.id) == agent_id, col(Agent.role) == "admin"))
         .order_by(col(Agent.id))
     )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if is_postgresql(session):
         query = query.with_for_update()
     rows = list(await session.exec(query))
     agent = next((row for row in rows if row.id == agent_id), None)

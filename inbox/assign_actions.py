@@ -23,6 +23,7 @@ from inbox.agent_events import agent_updated
 from inbox.agents import Principal, visible_inbox_ids
 from inbox.assignment import Placer, Scope, drain_queue, place
 from inbox.context import InboxContext
+from inbox.db import is_postgresql
 from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import (
     ASSIGNMENT_POLICIES,
@@ -220,7 +221,7 @@ async def bulk_assign(
                    col(Conversation.inbox_id).in_(sorted(principal.inbox_ids)))
             .order_by(col(Conversation.id))  # locked in id order: no deadlock between two
         )
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
+        if is_postgresql(session):
             query = query.with_for_update()
         found = {c.id: c for c in await session.exec(query)}
         usable: list[Conversation] = []

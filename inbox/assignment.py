@@ -33,7 +33,7 @@ from hub.events import ConversationAssigned, View
 from hub.types import InboundMessage, utcnow
 from inbox.activity import agent_name, change_with_activity
 from inbox.context import InboxContext
-from inbox.db import execute
+from inbox.db import execute, is_postgresql
 from inbox.models import (
     Agent,
     Contact,
@@ -104,9 +104,6 @@ class Pool:
             return min(free, key=lambda c: (c.load, *round_robin(c)))
         return min(free, key=round_robin)
 
-
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 def _available(now: datetime, presence_seconds: int) -> list[Any]:
@@ -233,7 +230,7 @@ def _members_of(scope: Scope) -> tuple[type[InboxMember | TeamMember], type[Inbo
 
 async def lock_agents(session: AsyncSession, agent_ids: list[int]) -> None:
     """Hold the assignment locks of these agents until the transaction ends (PostgreSQL)."""
-    if not agent_ids or not _is_postgresql(session):
+    if not agent_ids or not is_postgresql(session):
         return  # SQLite runs one write transaction at a time already
     names = [f"agent-load:{agent_id}" for agent_id in sorted(set(agent_ids))]
     connection = await session.connection()
@@ -367,7 +364,7 @@ async def drain_queue(ctx: InboxContext) -> int:
                 )
                 if after is not None:
                     query = query.where(_after(after))
-                if _is_postgresql(session):
+                if is_postgresql(session):
                     # Another process draining at once takes other conversations.
                     query = query.with_for_update(skip_locked=True)
                 batch = list(await session.exec(query))
@@ -448,7 +445,7 @@ async def _release(
         )
     else:
         query = query.where(col(Conversation.status).in_(("open", "pending", "snoozed")))
-    if _is_postgresql(session):
+    if is_postgresql(session):
         query = query.with_for_update()
     conversations = list(await session.exec(query.order_by(col(Conversation.id))))
     if not conversations:

@@ -27,6 +27,7 @@ from hub.identity import InvalidIdentity, normalize_email, normalize_phone
 from hub.types import utcnow
 from inbox.agents import Principal
 from inbox.context import InboxContext
+from inbox.db import is_postgresql
 from inbox.errors import NotFound, Refused
 from inbox.models import Contact, ContactIdentity, ContactNote, Conversation, Message
 from inbox.outbox import stage_events
@@ -75,15 +76,12 @@ async def _resolve(
         await contact_is_visible(session, principal, contact.id)
     ):
         raise NotFound(f"contact {contact_id} not found")
-    if lock and _is_postgresql(session):
+    if lock and is_postgresql(session):
         # Threading locks a contact before it opens a conversation for them: the same lock
         # keeps a merge or an address change from crossing a message on its way in.
         await session.refresh(contact, with_for_update=True)
     return contact, (contact_id if contact.id != contact_id else None)
 
-
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 async def contact_detail(

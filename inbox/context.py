@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -10,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from config import Settings
 from hub.bus import Bus
 from hub.events import View, encode_event
+from hub.types import Capabilities, ChannelProfile
 from inbox.db import Database
 from inbox.models import Inbox
 
@@ -51,12 +53,21 @@ class InboxCache:
 
 @dataclass(frozen=True)
 class InboxContext:
-    """The database, the bus and the settings of one process."""
+    """The database, the bus, the settings and the channels' profiles of one process.
+
+    `channels` says what each channel can do (reply window, templates, attachments), so
+    every action that sends enforces it whoever calls it: the API, the UI, a rule, a script.
+    """
 
     settings: Settings
     db: Database
     bus: Bus
     inboxes: InboxCache = field(default_factory=InboxCache)
+    channels: Mapping[str, ChannelProfile] = field(default_factory=dict)
+
+    def channel(self, kind: str) -> ChannelProfile:
+        """The channel's profile; a channel this process does not run can do nothing extra."""
+        return self.channels.get(kind) or ChannelProfile(kind, Capabilities())
 
     async def publish(self, events: list[View]) -> list[str]:
         """Broadcast events, in order; call only after their transaction has committed."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Executable, Table, event, insert, text
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -139,6 +140,23 @@ def _ensure_parent(url: str) -> None:
 # enough resources, operator intervention (shutting down, starting up), system errors.
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
 _SQLITE_TRANSIENT = ("database is locked", "disk i/o error", "unable to open", "database is full")
+
+
+def is_postgresql(session: AsyncSession) -> bool:
+    """Whether the session talks to PostgreSQL (else SQLite): the one place that asks.
+
+    The domain branches on it only where the two databases need different SQL (row locks,
+    upserts' dialect constructs, JSON aggregation, full-text search)."""
+    return session.bind is not None and session.bind.dialect.name == "postgresql"
+
+
+Insert = postgresql.Insert | sqlite.Insert
+
+
+def conflict_insert(table: Table, postgres: bool) -> Insert:
+    """A Core INSERT that can say ON CONFLICT, in the database's dialect (both spell it
+    alike: `.on_conflict_do_nothing(...)`, `.on_conflict_do_update(...)`)."""
+    return (postgresql.insert if postgres else sqlite.insert)(table)
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -12,7 +12,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from hub.events import MessageStatusChanged, View
 from hub.types import StatusUpdate, utcnow
 from inbox.context import InboxContext
-from inbox.db import execute
+from inbox.db import execute, is_postgresql
 from inbox.models import Message, table_of
 from inbox.outbox import stage_events
 from inbox.views import message_view
@@ -34,9 +34,6 @@ def moves_forward(current: str | None, new: str) -> bool:
     return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current or "queued", -1)
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
-
 
 async def _outgoing(
     session: AsyncSession, pairs: Sequence[tuple[int, str]]
@@ -49,7 +46,7 @@ async def _outgoing(
                Message.direction == "out")
         .order_by(col(Message.id))
     )
-    if _is_postgresql(session):
+    if is_postgresql(session):
         query = query.with_for_update()
     rows = list(await session.exec(query))
     for row in rows:
@@ -121,7 +118,7 @@ async def set_send_result(
     """Record what a channel's send did to an outgoing message."""
     async with ctx.db.write() as session:
         # Locked for the same reason as apply_statuses: a callback may race the send result.
-        row = await session.get(Message, message_id, with_for_update=_is_postgresql(session))
+        row = await session.get(Message, message_id, with_for_update=is_postgresql(session))
         if row is None:
             return
         session.expunge(row)  # written by _save

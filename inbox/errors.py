@@ -24,9 +24,10 @@ class Collision(Exception):
 class WindowClosed(Refused):
     """Free text outside the channel's reply window: only an approved template may go out."""
 
-    def __init__(self, hours: int, closed_at: datetime) -> None:
+    def __init__(self, hours: int, closed_at: datetime, *, channel: str = "this channel") -> None:
         super().__init__(
-            f"the {hours}-hour reply window of this channel is closed; send an approved template"
+            f"the {channel} {hours}-hour window is closed; send an approved template"
         )
         self.hours = hours
         self.closed_at = closed_at
+        self.channel = channel

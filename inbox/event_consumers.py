@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.bus import EVENTS, Entry
@@ -22,7 +21,7 @@ from hub.consumer import Outage, run_batch_consumer
 from hub.events import decode_event
 from hub.types import utcnow
 from inbox.context import InboxContext
-from inbox.db import execute, is_unavailable
+from inbox.db import conflict_insert, execute, is_postgresql, is_unavailable
 from inbox.models import ConsumedEvent, table_of
 
 # Handles one event inside the transaction that records it as consumed.
@@ -31,9 +30,7 @@ Handle = Callable[[AsyncSession, Any], Awaitable[None]]
 
 async def first_time(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
     """Record that `consumer` handles this event now; False when it did already."""
-    dialect = postgresql if session.bind is not None and \
-        session.bind.dialect.name == "postgresql" else sqlite
-    statement = (dialect.insert(table_of(ConsumedEvent))
+    statement = (conflict_insert(table_of(ConsumedEvent), is_postgresql(session))
                  .values(consumer=consumer, event_id=event_id, consumed_at=utcnow())
                  .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
                  .returning(table_of(ConsumedEvent).c.event_id))

@@ -29,12 +29,11 @@ from sqlalchemy import (
     union_all,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import InboundMessage
 from inbox.context import InboxInfo
-from inbox.db import execute, insert_ids
+from inbox.db import Insert, conflict_insert, execute, insert_ids, is_postgresql
 from inbox.models import (
     Contact,
     ContactIdentity,
@@ -153,11 +152,6 @@ def sender_of(item: Item) -> tuple[str, str]:
     return (item.message.sender.kind, item.message.sender.value)
 
 
-def is_postgresql(session: AsyncSession) -> bool:
-    """Whether the session talks to PostgreSQL (else SQLite)."""
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
-
-
 _STATEMENTS: dict[tuple[str, bool], Executable] = {}
 
 
@@ -171,9 +165,9 @@ def _statement(session: AsyncSession, name: str, build: Callable[[bool], Executa
     return found
 
 
-def _insert(model: type[Any], pg: bool) -> postgresql.Insert | sqlite.Insert:
-    """A Core INSERT with the dialect's ON CONFLICT support (both spell it alike)."""
-    return (postgresql.insert if pg else sqlite.insert)(table_of(model))
+def _insert(model: type[Any], pg: bool) -> Insert:
+    """A Core INSERT of the model's table that can say ON CONFLICT (inbox/db.py)."""
+    return conflict_insert(table_of(model), pg)
 
 
 # -- reading -----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from sqlalchemy import delete, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from inbox.db import is_postgresql
 from inbox.models import LoginAttempt
 
 WINDOW = timedelta(minutes=15)
@@ -90,7 +91,7 @@ async def forget_attempt(
 
 async def _lock(session: AsyncSession, keys: list[str]) -> None:
     """Serialise attempts on the same keys (PostgreSQL; SQLite writers are serial already)."""
-    if session.bind is None or session.bind.dialect.name != "postgresql":
+    if not is_postgresql(session):
         return
     connection = await session.connection()
     # Sorted: two attempts take the locks in one order, so they never deadlock.

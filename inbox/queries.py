@@ -14,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ConversationView, MessageView
 from inbox.agents import Principal
+from inbox.db import is_postgresql
 from inbox.models import (
     CONVERSATION_STATUSES,
     PRIORITIES,
@@ -139,7 +140,7 @@ async def list_conversations(
         query = query.where(
             tuple_(col(Conversation.last_activity_at), col(Conversation.id)) < tuple_(at, row_id)
         )
-    postgresql = session.bind is not None and session.bind.dialect.name == "postgresql"
+    postgresql = is_postgresql(session)
     if postgresql and _merge_inboxes(principal, filters, inbox_ids):
         query = _newest_of_each_inbox(query, inbox_ids, limit + 1)
     query = query.order_by(

@@ -23,11 +23,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ConversationView, IdentityView, MessageCreated, MessageView
 from hub.identity import InvalidIdentity, normalize_email
-from hub.types import AttachmentRef, Identity, OutboundMessage, utcnow
+from hub.types import AttachmentRef, ChannelProfile, Identity, OutboundMessage, utcnow
 from inbox.agents import Principal
 from inbox.attachments import inbox_attachments
 from inbox.context import InboxContext
-from inbox.db import execute
+from inbox.db import execute, is_postgresql
 from inbox.errors import Collision, NotFound, Refused, WindowClosed
 from inbox.mentions import MAX_MENTIONS, notify_mentioned, unmentionable
 from inbox.models import (
@@ -61,7 +61,6 @@ async def reply(
     idempotency_key: str | None = None,
     template: str | None = None,
     template_variables: dict[str, str] | None = None,
-    reply_window_hours: int | None = None,
     attachment_ids: list[str] | None = None,
     mention_ids: list[int] | None = None,
     after_message_id: int | None = None,
@@ -70,13 +69,16 @@ async def reply(
 ) -> MessageView:
     """Send a reply on the customer's channel (queued) or leave an internal note.
 
-    On a channel with a reply window (`reply_window_hours`, from its capabilities) free
-    text goes out only while the window is open; a template (with its variables) always may.
-    `attachment_ids` are files uploaded to the conversation's inbox; with them, the text
-    may be empty. A note may mention agents of the inbox (`mention_ids`): each is notified.
-    A reply with `after_message_id` (the newest message the agent saw) raises Collision
-    when another agent replied after it in the last minutes, unless `force`. `cc`: the
-    addresses copied on an email reply (None: the conversation's other participants).
+    The conversation's channel decides what may go out (`ctx.channel(...).capabilities`):
+    templates and attachments only where the channel takes them, the text within its
+    length, and on a channel with a reply window free text only while the window is open
+    (WindowClosed); a template (with its variables) always may. Every caller gets these
+    checks: the API, the UI, automation, a script. `attachment_ids` are files uploaded to
+    the conversation's inbox; with them, the text may be empty. A note may mention agents
+    of the inbox (`mention_ids`): each is notified. A reply with `after_message_id` (the
+    newest message the agent saw) raises Collision when another agent replied after it in
+    the last minutes, unless `force`. `cc`: the addresses copied on an email reply (None:
+    the conversation's other participants).
     """
     request = _Request.check(
         text=text, kind=kind, template=template, variables=template_variables,
@@ -96,11 +98,8 @@ async def reply(
                                      agent_ids=request.mentioned)
         if cannot:
             raise Refused(f"mention_ids: agent {cannot[0]} cannot see this conversation's inbox")
-        if kind == "message" and template is None and reply_window_hours is not None:
-            closes_at = (target.created_at if target.last_in_at is None
-                         else target.last_in_at + timedelta(hours=reply_window_hours))
-            if closes_at <= now:
-                raise WindowClosed(reply_window_hours, closes_at)
+        if kind == "message":
+            _channel_allows(ctx.channel(target.channel), request, target, now)
         files: list[AttachmentRef] = []
         if request.file_ids:
             files, unknown = await inbox_attachments(
@@ -124,6 +123,27 @@ async def reply(
         if kind == "message":
             stage_send(session, _send_request(target, message, key, files, request.cc))
     return view
+
+
+def _channel_allows(
+    channel: ChannelProfile, request: _Request, target: _Target, now: datetime
+) -> None:
+    """Refuse what the conversation's channel cannot carry, in the channel's own words."""
+    name, can = channel.display_name, channel.capabilities
+    if request.template is not None and not can.templates:
+        raise Refused(f"{name} conversations take no templates")
+    if request.file_ids and not can.attachments:
+        raise Refused(f"{name} conversations take no attachments")
+    if len(request.file_ids) > can.max_attachments:
+        raise Refused(f"a {name} message carries at most {can.max_attachments} attachment(s)")
+    if len(request.text) > can.max_text:
+        raise Refused(f"a {name} message may have at most {can.max_text} characters")
+    hours = can.reply_window_hours
+    if request.template is None and hours is not None:
+        closes_at = (target.created_at if target.last_in_at is None
+                     else target.last_in_at + timedelta(hours=hours))
+        if closes_at <= now:
+            raise WindowClosed(hours, closes_at, channel=name)
 
 
 @dataclass(frozen=True)
@@ -227,7 +247,7 @@ async def _target(
         if after is not None else null()
     )
     labels = (
-        select(func.json_agg(col(Label.name)) if _is_postgresql(session)
+        select(func.json_agg(col(Label.name)) if is_postgresql(session)
                else func.json_group_array(col(Label.name)))
         .join(ConversationLabel, col(ConversationLabel.label_id) == col(Label.id))
         .where(col(ConversationLabel.conversation_id) == c.c.id)
@@ -253,7 +273,7 @@ async def _target(
         .outerjoin(ContactIdentity, col(ContactIdentity.id) == c.c.identity_id)
         .where(c.c.id == conversation_id, c.c.inbox_id.in_(sorted(principal.inbox_ids)))
     )
-    if _is_postgresql(session):
+    if is_postgresql(session):
         query = query.with_for_update(of=c)
     row = (await execute(session, query)).first()
     if row is None:
@@ -284,9 +304,6 @@ async def _target(
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
-
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
 
 
 async def _retried(session: AsyncSession, target: _Target, conversation_id: int) -> MessageView:

@@ -39,6 +39,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ContactView, ConversationView, MessageView
 from inbox.agents import Principal
+from inbox.db import is_postgresql
 from inbox.models import (
     CONVERSATION_STATUSES,
     Contact,
@@ -276,9 +277,6 @@ async def _scope(
     return _Scope(principal, filters, frozenset(inbox_ids), label_ids)
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    return session.bind is not None and session.bind.dialect.name == "postgresql"
-
 
 async def _plan_each_time(session: AsyncSession) -> None:
     """PostgreSQL: plan these statements for their actual words, every time, with room.
@@ -289,7 +287,7 @@ async def _plan_each_time(session: AsyncSession) -> None:
     looked up as a bitmap of every matching row, which turns lossy, and slow to recheck,
     in the default 4 MB of work memory. For this transaction only.
     """
-    if _is_postgresql(session):
+    if is_postgresql(session):
         connection = await session.connection()
         await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         await connection.execute(text("SET LOCAL work_mem = '32MB'"))
@@ -501,7 +499,7 @@ async def search(
     scope = await _scope(session, principal, filters)
     if not terms or scope is None:
         return [], None
-    match = _Match(_is_postgresql(session), terms)
+    match = _Match(is_postgresql(session), terms)
     await _plan_each_time(session)
     found = sorted(await _rows(session, scope, match, position, limit),
                    key=lambda r: (r[0], r[1], r[2]), reverse=True)
@@ -587,7 +585,7 @@ async def search_contacts(
     scope = await _scope(session, principal, SearchFilter())
     if terms == [] or scope is None:
         return [], None
-    match = _Match(_is_postgresql(session), terms) if terms else None
+    match = _Match(is_postgresql(session), terms) if terms else None
     await _plan_each_time(session)
     at, pid = col(Contact.created_at), col(Contact.id)
 

@@ -319,8 +319,7 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
         return json_response(ConversationPage(items=items, next_cursor=cursor))
 
     def window_hours(channel: str) -> int | None:
-        adapter = ctx.channels.get(channel)
-        return adapter.capabilities.reply_window_hours if adapter is not None else None
+        return ctx.inbox.channel(channel).capabilities.reply_window_hours
 
     async def get_conversation(request: Request, principal: Principal) -> Response:
         """One conversation; on channels with a reply window, when it closes."""
@@ -357,30 +356,13 @@ def api_routes(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
     async def post_message(request: Request, principal: Principal) -> Response:
         """Reply on the customer's channel, or leave an internal note."""
         body = await parse_json(request, ReplyRequest)
-        conversation_id = int(request.path_params["conversation_id"])
-        async with db.read() as session:
-            found = await queries.get_conversation(session, principal, conversation_id)
-        if found is None:
-            raise _not_found("conversation")
-        adapter = ctx.channels.get(found.channel)
-        name = adapter.display_name if adapter is not None else found.channel
-        if body.template is not None and (adapter is None or not adapter.capabilities.templates):
-            raise HTTPProblem(422, "refused", f"{name} conversations take no templates")
-        if body.attachment_ids and body.kind == "message":
-            limit = adapter.capabilities.max_attachments if adapter is not None else 0
-            if adapter is None or not adapter.capabilities.attachments:
-                raise HTTPProblem(422, "refused", f"{name} conversations take no attachments")
-            if len(set(body.attachment_ids)) > limit:
-                raise HTTPProblem(422, "refused",
-                                  f"a {name} message carries at most {limit} attachment(s)")
-        view = await _act(_window_refusal(name, replies.reply(
-            ctx.inbox, principal, conversation_id=conversation_id,
+        view = await _act(replies.reply(
+            ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
             text=body.text, kind=body.kind, idempotency_key=body.idempotency_key,
             template=body.template, template_variables=body.template_variables,
-            reply_window_hours=window_hours(found.channel),
             attachment_ids=body.attachment_ids, mention_ids=body.mention_ids,
             after_message_id=body.after_message_id, force=body.force, cc=body.cc,
-        )))
+        ))
         return json_response(view, status=201)
 
     async def post_assignment(request: Request, principal: Principal) -> Response:
@@ -525,22 +507,13 @@ def _flag(value: str | None, name: str) -> bool | None:
     return value in ("1", "true")
 
 
-async def _window_refusal(channel_name: str, action: Any) -> Any:
-    """The action, its closed-window refusal told in the channel's own name."""
-    try:
-        return await action
-    except errors.WindowClosed as exc:
-        raise HTTPProblem(
-            422, "reply_window_closed",
-            f"the {channel_name} {exc.hours}-hour window is closed; send an approved template",
-        ) from None
-
-
 async def _act(action: Any) -> Any:
     try:
         return await action
     except errors.NotFound as exc:
         raise HTTPProblem(404, "not_found", str(exc)) from None
+    except errors.WindowClosed as exc:
+        raise HTTPProblem(422, "reply_window_closed", str(exc)) from None
     except errors.Refused as exc:
         raise HTTPProblem(422, "refused", str(exc)) from None
     except errors.Forbidden as exc:

@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 from channels.base import (
     BadPayload,
-    Capabilities,
     Emit,
     Parsed,
     PermanentSendError,
@@ -37,6 +36,7 @@ from hub.identity import InvalidIdentity, email_identity
 from hub.types import (
     AttachmentRef,
     AttachmentRefused,
+    Capabilities,
     Identity,
     InboundMessage,
     LoadAttachment,

@@ -14,10 +14,10 @@ from typing import Any, ClassVar
 
 import httpx
 
-from channels.base import Acknowledgement, Capabilities, Parsed, SettingSpec, WebhookRequest
+from channels.base import Acknowledgement, Parsed, SettingSpec, WebhookRequest
 from channels.twilio import media, rest, webhooks
 from hub.security import file_link
-from hub.types import InboundMessage, OutboundMessage, SendReceipt, StoreAttachment
+from hub.types import Capabilities, InboundMessage, OutboundMessage, SendReceipt, StoreAttachment
 
 TWILIO_SETTINGS = (
     SettingSpec("account_sid", "Twilio Account SID (AC…)"),

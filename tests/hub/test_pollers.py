@@ -10,11 +10,11 @@ from typing import Any, ClassVar
 import pytest
 from sqlmodel import delete
 
-from channels.base import Capabilities, Emit, PollerState, SettingSpec
+from channels.base import Emit, PollerState, SettingSpec
 from config import Settings
 from hub.app import build_bus
 from hub.pollers import Pollers
-from hub.types import StoreAttachment
+from hub.types import Capabilities, StoreAttachment
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
