@@ -179,6 +179,11 @@ async def principal_for(session: AsyncSession, token: str) -> Principal | None:
     )
 
 
+async def agent_by_id(session: AsyncSession, agent_id: int) -> Agent:
+    """An agent by id (the principal's own row: it exists while its session does)."""
+    return await session.get_one(Agent, agent_id)
+
+
 async def visible_inbox_ids(session: AsyncSession, agent: Agent) -> frozenset[int]:
     """The inboxes whose conversations the agent may see: their own and their teams'."""
     if agent.role == "admin":

@@ -54,6 +54,11 @@ async def list_quarantined(session: AsyncSession, *, limit: int = 100) -> list[Q
     return list(rows)
 
 
+async def quarantined_message(session: AsyncSession, item_id: int) -> QuarantinedMessage | None:
+    """One quarantined message (raw bytes included), or None."""
+    return await session.get(QuarantinedMessage, item_id)
+
+
 class FolderSync(BaseModel):
     """How far a pulled channel has read one of its sources (an IMAP folder), and its last
     import: a catch-up of many messages, with its progress."""

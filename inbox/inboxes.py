@@ -66,6 +66,16 @@ async def visible_inboxes(session: AsyncSession, principal: Principal) -> list[I
     return list(rows)
 
 
+async def inbox_by_id(session: AsyncSession, inbox_id: int) -> Inbox | None:
+    """An inbox by id, or None."""
+    return await session.get(Inbox, inbox_id)
+
+
+async def all_inboxes(session: AsyncSession) -> list[Inbox]:
+    """Every inbox, oldest first."""
+    return list(await session.exec(select(Inbox).order_by(col(Inbox.id))))
+
+
 async def inbox_settings(session: AsyncSession, inbox_id: int) -> tuple[str, dict[str, Any]] | None:
     """The channel and settings of an inbox, or None when it does not exist."""
     inbox = await session.get(Inbox, inbox_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -45,6 +47,14 @@ async def visitor_thread(
         .limit(limit)
     )
     return list(reversed(list(rows)))
+
+
+def event_shape(message: Message) -> dict[str, Any]:
+    """A stored message in the shape of a message.created event's message (what the
+    widget's view of a message is made from)."""
+    return {"id": message.id, "direction": message.direction, "text": message.text,
+            "external_id": message.external_id, "attachments": message.attachments,
+            "accepted_at": message.accepted_at.isoformat()}
 
 
 async def visitor_attachment(

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
-from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -22,13 +21,16 @@ from starlette.routing import BaseRoute, Route
 from hub import dead_letters
 from hub.security import constant_time_equal
 from inbox import admin, invitations, teams, totp
-from inbox.agents import MIN_PASSWORD, Principal
+from inbox.agents import MIN_PASSWORD, Principal, agent_by_id
 from inbox.inboxes import visible_inboxes
-from inbox.models import Agent
-from web.api_admin import guarded
+from web.admin import guarded
 from web.context import WebContext
 from web.http import SESSION_COOKIE, HTTPProblem, current_principal, set_session_cookie
 from web.ui import Pages, form_lists
+
+if TYPE_CHECKING:  # row types of what inbox/ returns; web/ never queries
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
 
 T = TypeVar("T")
 Form = dict[str, list[str]]
@@ -80,7 +82,7 @@ def _model(build: Callable[[], T]) -> T:
         raise FormError(f"{where}: {first['msg']}") from None
 
 
-async def _act(action: Awaitable[T]) -> T:
+async def form_act(action: Awaitable[T]) -> T:
     """Run an action as the API does; its refusal becomes a FormError with the same status."""
     try:
         return await guarded(action)
@@ -171,7 +173,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
                     inbox_ids=_ids(form, "inbox_ids"), team_ids=_ids(form, "team_ids"),
                 ))
                 done = "saved"
-            await _act(admin.update_agent(ctx.inbox, principal, agent_id, patch))
+            await form_act(admin.update_agent(ctx.inbox, principal, agent_id, patch))
         except FormError as exc:
             return await agents_page(principal, exc.status, error=_sentence(str(exc)),
                                      error_for=agent_id)
@@ -187,7 +189,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
                 inbox_ids=_ids(form, "inbox_ids"), team_ids=_ids(form, "team_ids"),
                 expires_in_hours=int(hours) if hours.isdigit() else 0,
             ))
-            created = await _act(invitations.create_invitation(ctx.inbox, principal, body))
+            created = await form_act(invitations.create_invitation(ctx.inbox, principal, body))
         except FormError as exc:
             return await agents_page(principal, exc.status, invite_error=_sentence(str(exc)))
         # Shown this once: only the token's hash is kept, nobody can see the link again.
@@ -195,7 +197,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
 
     async def revoke_post(request: Request, principal: Principal, form: Form | None) -> Response:
         try:
-            await _act(invitations.revoke_invitation(
+            await form_act(invitations.revoke_invitation(
                 ctx.inbox, principal, int(request.path_params["invitation_id"])))
         except FormError as exc:
             return await agents_page(principal, exc.status, invite_error=_sentence(str(exc)))
@@ -215,7 +217,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
         assert form is not None
         try:
             body = _model(lambda: teams.TeamCreate(**team_fields(form)))
-            team = await _act(teams.create_team(ctx.inbox, principal, body))
+            team = await form_act(teams.create_team(ctx.inbox, principal, body))
         except FormError as exc:
             return await teams_page(principal, exc.status, error=_sentence(str(exc)),
                                     error_for="new")
@@ -226,7 +228,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
         team_id = int(request.path_params["team_id"])
         try:
             body = _model(lambda: teams.TeamPatch(**team_fields(form)))
-            await _act(teams.update_team(ctx.inbox, principal, team_id, body))
+            await form_act(teams.update_team(ctx.inbox, principal, team_id, body))
         except FormError as exc:
             return await teams_page(principal, exc.status, error=_sentence(str(exc)),
                                     error_for=team_id)
@@ -234,7 +236,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
 
     async def team_delete(request: Request, principal: Principal, form: Form | None) -> Response:
         try:
-            await _act(teams.delete_team(ctx.inbox, principal,
+            await form_act(teams.delete_team(ctx.inbox, principal,
                                          int(request.path_params["team_id"])))
         except FormError as exc:
             return await teams_page(principal, exc.status, error=_sentence(str(exc)))
@@ -254,7 +256,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
         token = request.path_params["token"]
         try:
             async with db.read() as session:
-                invitation = await _act(invitations.open_invitation(session, token))
+                invitation = await form_act(invitations.open_invitation(session, token))
         except FormError as exc:
             return refusal(exc.status, "This invitation cannot be used", _sentence(str(exc)))
         if request.method == "GET":
@@ -270,7 +272,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
             return invite_form(token, invitation, 422, name=name,
                                error="The passwords do not match.")
         try:
-            logged = await _act(invitations.accept_invitation(
+            logged = await form_act(invitations.accept_invitation(
                 ctx.inbox, token=token, name=name, password=password))
         except FormError as exc:
             return invite_form(token, invitation, exc.status, name=name,
@@ -295,7 +297,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
             except FormError as exc:
                 status, values["error"] = exc.status, _sentence(str(exc))
         async with db.read() as session:
-            agent = await session.get_one(Agent, principal.agent_id)
+            agent = await agent_by_id(session, principal.agent_id)
         if agent.totp_secret and not agent.totp_enabled:
             values["otpauth_uri"] = totp.otpauth_uri(agent.totp_secret, agent.email)
         return page("two_factor.html", status, agent=agent, **values)
@@ -303,7 +305,7 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
     async def two_factor_action(principal: Principal, form: Form) -> str:
         action = _one(form, "action")
         async with db.write() as session:
-            return await _act(_two_factor_step(session, principal, action, form))
+            return await form_act(_two_factor_step(session, principal, action, form))
 
     async def dead_letters_get(
         request: Request, principal: Principal, form: Form | None

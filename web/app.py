@@ -12,21 +12,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from web import (
+    admin,
+    agents,
+    assignment,
+    auth,
+    canned,
+    contacts,
+    conversations,
+    dead_letters,
+    files,
+    inboxes,
+    invitations,
+    labels,
+    messages,
+    notifications,
+    search,
+    teams,
+)
 from web.admin_ui import admin_ui_routes
-from web.api import api_routes
-from web.api_admin import admin_routes
-from web.api_assign import assignment_routes
-from web.api_collab import collab_routes
-from web.api_files import file_routes
-from web.api_moves import move_routes
-from web.api_operations import operation_routes
-from web.api_search import search_routes
-from web.api_sync import sync_routes
 from web.context import WebContext
 from web.health import health_routes
-from web.http import HTTPProblem, problem_response
-from web.message_html import message_html_routes
-from web.openapi import Doc, build_openapi
+from web.http import HTTPProblem, Operation, problem_response, routes_of
+from web.openapi import build_openapi
 from web.realtime import Presence, websocket_routes
 from web.ui import static_files, ui_routes
 from web.webhooks import webhook_routes
@@ -36,35 +44,29 @@ log = logging.getLogger("switchboard.web")
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
-# Each part of the JSON API builds its routes and their OpenAPI descriptions.
-API_SECTIONS = (
-    api_routes, file_routes, admin_routes, assignment_routes, collab_routes, search_routes,
-    operation_routes, message_html_routes, move_routes, sync_routes,
+# Each module of the JSON API ends with its table of operations: served and documented here.
+API_MODULES = (
+    auth, agents, inboxes, conversations, messages, files, admin, invitations, teams,
+    assignment, notifications, labels, canned, contacts, search, dead_letters,
 )
 
 
-def api_sections(ctx: WebContext) -> tuple[list[Route], list[Doc]]:
-    """Every JSON API route and its description, in the order the sections are listed."""
-    routes: list[Route] = []
-    docs: list[Doc] = []
-    for section in API_SECTIONS:
-        more_routes, more_docs = section(ctx)
-        routes += more_routes
-        docs += more_docs
-    return routes, docs
+def api_operations_table() -> list[Operation]:
+    """Every JSON API operation, in the order the modules are listed."""
+    return [operation for module in API_MODULES for operation in module.OPERATIONS]
 
 
 def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starlette, Presence]:
     """The ASGI app of one web process, and its presence tracker (started by the lifespan)."""
     presence = Presence(ctx)
-    routes, docs = api_sections(ctx)
-    spec = build_openapi(docs, title="Switchboard API", version="1")
+    operations = api_operations_table()
+    spec = build_openapi([doc for doc, _ in operations], title="Switchboard API", version="1")
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(spec)
 
     all_routes: list[BaseRoute] = [
-        *routes,
+        *routes_of(operations),
         Route("/api/openapi.json", openapi, methods=["GET"]),
         *webhook_routes(ctx),
         *websocket_routes(ctx, presence),
@@ -95,6 +97,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
     }
     app = Starlette(routes=all_routes, exception_handlers=handlers,
                     lifespan=lifespan)
+    app.state.switchboard = ctx  # what web_context(request) answers
     return app, presence
 
 

@@ -1,8 +1,14 @@
-"""What every route needs, passed to the route factories instead of a global `app.state`."""
+"""What every route needs: one typed context per process, on the app's state.
+
+`build_web` puts the WebContext on `app.state.switchboard`; a handler reaches it with
+`web_context(request)` (typed), never through a module global or a closure.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
 
 from channels.base import ChannelAdapter
 from config import Settings
@@ -23,3 +29,11 @@ class WebContext:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", InboxDirectory(self.inbox.db))
+
+
+def web_context(conn: HTTPConnection) -> WebContext:
+    """The process's context, from the application serving this request or websocket."""
+    found = getattr(conn.app.state, "switchboard", None)
+    if not isinstance(found, WebContext):
+        raise RuntimeError("the app has no WebContext: build it with web.app.build_web")
+    return found

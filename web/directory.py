@@ -14,12 +14,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlmodel import col, select
+from inbox.inboxes import all_inboxes
 
-from inbox.db import Database
-from inbox.models import Inbox
+if TYPE_CHECKING:  # the type of what hub/app.py hands in
+    from inbox.db import Database
+
 
 log = logging.getLogger("switchboard.directory")
 
@@ -88,7 +89,7 @@ class InboxDirectory:
         self._stale = False  # a change arriving while we read marks it stale again
         started = time.monotonic()
         async with self._db.read() as session:
-            rows = list(await session.exec(select(Inbox).order_by(col(Inbox.id))))
+            rows = await all_inboxes(session)
         by_id = {row.id: KnownInbox(row.id, row.name, row.channel, dict(row.settings))
                  for row in rows if row.id is not None}
         self._by_id = by_id

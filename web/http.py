@@ -5,25 +5,40 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from config import Settings
 from hub.security import constant_time_equal
+from inbox import errors
 from inbox.agents import Principal, principal_for
 from inbox.queries import is_row_id
-from web.context import WebContext
+from web.context import WebContext, web_context
+from web.openapi import Doc
 
 SESSION_COOKIE = "switchboard_session"
 CSRF_HEADER = "x-csrf-token"
 MAX_JSON_BODY = 256 * 1024
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+# A route's function: `Endpoint` as Starlette calls it; `Handler` behind `authenticated`.
+Endpoint = Callable[[Request], Awaitable[Response]]
 Handler = Callable[[Request, Principal], Awaitable[Response]]
+# One operation of the JSON API: its OpenAPI description and its endpoint. Each module of
+# web/ ends with its table of these; web/app.py serves them and documents them alike.
+Operation = tuple[Doc, Endpoint]
 
 
 RETRY_AFTER_S = 5
+
+
+class RequestModel(BaseModel):
+    """A JSON request body: unknown fields are refused (422), not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class HTTPProblem(Exception):
@@ -110,11 +125,11 @@ async def current_principal(ctx: WebContext, conn: HTTPConnection) -> Principal 
         return await principal_for(session, token)
 
 
-def authenticated(ctx: WebContext, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+def authenticated(handler: Handler) -> Endpoint:
     """Wrap a route: 401 without a session; unsafe methods need the session's CSRF token."""
 
     async def endpoint(request: Request) -> Response:
-        principal = await current_principal(ctx, request)
+        principal = await current_principal(web_context(request), request)
         if principal is None:
             raise HTTPProblem(401, "unauthenticated", "log in first")
         uses_cookie = SESSION_COOKIE in request.cookies
@@ -148,3 +163,45 @@ def set_session_cookie(response: Response, token: str, settings: Settings) -> No
 def client_address(conn: HTTPConnection) -> str:
     """The client's address (uvicorn puts a trusted proxy's X-Forwarded-For here)."""
     return conn.client.host if conn.client is not None else "unknown"
+
+
+def routes_of(operations: list[Operation]) -> list[Route]:
+    """The Starlette routes of a table of operations."""
+    return [Route(doc.path, endpoint, methods=[doc.method]) for doc, endpoint in operations]
+
+
+async def act(action: Awaitable[T]) -> T:
+    """Run an inbox action; its refusals become the API's error answers."""
+    try:
+        return await action
+    except errors.NotFound as exc:
+        raise HTTPProblem(404, "not_found", str(exc)) from None
+    except errors.WindowClosed as exc:
+        raise HTTPProblem(422, "reply_window_closed", str(exc)) from None
+    except errors.Refused as exc:
+        raise HTTPProblem(422, "refused", str(exc)) from None
+    except errors.Forbidden as exc:
+        raise HTTPProblem(403, "forbidden", str(exc)) from None
+    except errors.Collision as exc:
+        raise HTTPProblem(409, "conflict", str(exc)) from None
+
+
+def path_id(request: Request, name: str) -> int:
+    """A row id from the path (the route's `{name:int}` already matched digits)."""
+    return int(request.path_params[name])
+
+
+# What the OpenAPI document says of operations some roles may not use.
+LEAD_ONLY = {403: "Only team leads and admins"}
+AUTHOR_ONLY = {403: "Only its author, a team lead or an admin"}
+
+
+def admin_only(principal: Principal, what: str) -> None:
+    """403 unless the agent is an admin: `what` completes "only admins ..."."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", f"only admins {what}")
+
+
+def not_found(what: str) -> HTTPProblem:
+    """404 for something that does not exist or that the agent may not see (alike)."""
+    return HTTPProblem(404, "not_found", f"{what} not found")

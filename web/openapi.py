@@ -34,42 +34,7 @@ def build_openapi(docs: list[Doc], *, title: str, version: str) -> dict[str, Any
     )
     paths: dict[str, dict[str, Any]] = {}
     for doc in docs:
-        operation: dict[str, Any] = {"summary": doc.summary, "responses": {}}
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
-            for name, kind in _path_params(doc.path)
-        ]
-        params += [
-            {"name": name, "in": "query", "required": False, "description": text,
-             "schema": {"type": "string"}}
-            for name, text in doc.query
-        ]
-        if params:
-            operation["parameters"] = params
-        if doc.body is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": _ref(doc.body)}},
-            }
-        ok: dict[str, Any] = {"description": "OK"}
-        if doc.response is not None:
-            item = _ref(doc.response)
-            ok["content"] = {
-                "application/json": {"schema": {"type": "array", "items": item} if doc.many
-                                     else item}
-            }
-        operation["responses"][str(doc.status)] = ok
-        errors = {400: "Bad request", 422: "Invalid field"} if doc.body or doc.query else {}
-        if doc.auth:
-            errors |= {401: "Not logged in", 403: "CSRF token missing", 404: "Not found"}
-        for code, text in (errors | doc.extra_responses).items():
-            operation["responses"][str(code)] = {
-                "description": text,
-                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-            }
-        if doc.auth:
-            operation["security"] = [{"session": []}, {"bearer": []}]
-        paths.setdefault(_openapi_path(doc.path), {})[doc.method.lower()] = operation
+        paths.setdefault(_openapi_path(doc.path), {})[doc.method.lower()] = _operation(doc)
     components = dict(schema.get("$defs", {}))
     components["Error"] = {
         "type": "object",
@@ -94,6 +59,46 @@ def build_openapi(docs: list[Doc], *, title: str, version: str) -> dict[str, Any
             },
         },
     }
+
+
+def _operation(doc: Doc) -> dict[str, Any]:
+    """One operation of the document: parameters, body, answers, security."""
+    operation: dict[str, Any] = {"summary": doc.summary, "responses": {}}
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": kind}}
+        for name, kind in _path_params(doc.path)
+    ]
+    params += [
+        {"name": name, "in": "query", "required": False, "description": text,
+         "schema": {"type": "string"}}
+        for name, text in doc.query
+    ]
+    if params:
+        operation["parameters"] = params
+    if doc.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(doc.body)}},
+        }
+    ok: dict[str, Any] = {"description": "OK"}
+    if doc.response is not None:
+        item = _ref(doc.response)
+        ok["content"] = {
+            "application/json": {"schema": {"type": "array", "items": item} if doc.many
+                                 else item}
+        }
+    operation["responses"][str(doc.status)] = ok
+    errors = {400: "Bad request", 422: "Invalid field"} if doc.body or doc.query else {}
+    if doc.auth:
+        errors |= {401: "Not logged in", 403: "CSRF token missing", 404: "Not found"}
+    for code, text in (errors | doc.extra_responses).items():
+        operation["responses"][str(code)] = {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    if doc.auth:
+        operation["security"] = [{"session": []}, {"bearer": []}]
+    return operation
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:

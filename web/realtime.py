@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from dataclasses import dataclass
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -123,8 +124,8 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
 
 
 async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) -> None:
-    allowed = {"inboxes": principal.inbox_ids}
     send_lock = asyncio.Lock()  # the receiver answers pings while this task sends events
+    allowed = {"inboxes": principal.inbox_ids}
     listener = ctx.fanout.listen(lambda inbox_id: inbox_id in allowed["inboxes"],
                                  agent_id=principal.agent_id)
     receiver: asyncio.Task[None] | None = None
@@ -140,60 +141,84 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
         last = await _catch_up(ctx, websocket, listener, principal,
                                websocket.query_params.get("last_event_id"))
         receiver = asyncio.create_task(_receive(websocket, send_lock))
-        recheck = asyncio.get_running_loop().time() + RECHECK_SECONDS
-        while not receiver.done():
-            getter = asyncio.ensure_future(listener.queue.get())
-            overflow = asyncio.ensure_future(listener.overflowed.wait())
-            timeout = max(0.0, recheck - asyncio.get_running_loop().time())
-            done, _ = await asyncio.wait(
-                {getter, overflow, receiver}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            for pending in (getter, overflow):
-                if pending not in done:
-                    pending.cancel()
-            if getter in done:
-                event_id, payload = getter.result()
-                if last is None or parse_id(event_id) > parse_id(last):
-                    async with send_lock:
-                        await websocket.send_text(_frame(event_id, payload))
-                    EVENTS_DELIVERED.inc()
-                    last = event_id
-                if _about_agent(payload, principal.agent_id):
-                    # Deactivated, logged out, role or inboxes changed: act on it at once.
-                    recheck = 0.0
-            if overflow in done:
-                listener.overflowed.clear()
-                _drain(listener)
-                RESYNCS.inc()
-                async with send_lock:
-                    await websocket.send_text(
-                        '{"type":"resync","reason":"too many events missed"}'
-                    )
-            if asyncio.get_running_loop().time() >= recheck:
-                recheck = asyncio.get_running_loop().time() + RECHECK_SECONDS
-                fresh = await current_principal(ctx, websocket)
-                if fresh is None:
-                    await websocket.close(code=4401, reason="session ended")
-                    return
-                allowed["inboxes"] = fresh.inbox_ids
+        await _pump(ctx, websocket, principal, _Stream(listener, receiver, send_lock, allowed),
+                    last)
         if receiver.exception() is not None and not isinstance(
             receiver.exception(), WebSocketDisconnect
         ):
             raise receiver.exception()  # type: ignore[misc]
     finally:
         ctx.fanout.unlisten(listener)
-        if receiver is not None and not receiver.done():
-            receiver.cancel()
-        if receiver is not None:
-            # Collect its end (cancelled, disconnected) so it is never reported as lost.
-            try:
-                await receiver
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
-            except Exception:  # noqa: S110 - its end was already handled above
-                pass
+        await _stop(receiver)
+
+
+@dataclass
+class _Stream:
+    """One agent socket's live side: its fan-out listener, the task reading the client,
+    the lock both send under, and the inboxes it may hear (rechecked)."""
+
+    listener: Listener
+    receiver: asyncio.Task[None]
+    send_lock: asyncio.Lock
+    allowed: dict[str, frozenset[int]]
+
+
+async def _pump(ctx: WebContext, websocket: WebSocket, principal: Principal, stream: _Stream,
+                last: str | None) -> None:
+    """Send live events until the client leaves; every RECHECK_SECONDS (or at once after an
+    event about this agent) check that the session still stands and what it may see."""
+    loop = asyncio.get_running_loop()
+    listener, receiver = stream.listener, stream.receiver
+    recheck = loop.time() + RECHECK_SECONDS
+    while not receiver.done():
+        getter = asyncio.ensure_future(listener.queue.get())
+        overflow = asyncio.ensure_future(listener.overflowed.wait())
+        done, _ = await asyncio.wait({getter, overflow, receiver},
+                                     timeout=max(0.0, recheck - loop.time()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+        for pending in (getter, overflow):
+            if pending not in done:
+                pending.cancel()
+        if getter in done:
+            event_id, payload = getter.result()
+            if last is None or parse_id(event_id) > parse_id(last):
+                async with stream.send_lock:
+                    await websocket.send_text(_frame(event_id, payload))
+                EVENTS_DELIVERED.inc()
+                last = event_id
+            if _about_agent(payload, principal.agent_id):
+                # Deactivated, logged out, role or inboxes changed: act on it at once.
+                recheck = 0.0
+        if overflow in done:
+            listener.overflowed.clear()
+            _drain(listener)
+            RESYNCS.inc()
+            async with stream.send_lock:
+                await websocket.send_text('{"type":"resync","reason":"too many events missed"}')
+        if loop.time() >= recheck:
+            recheck = loop.time() + RECHECK_SECONDS
+            fresh = await current_principal(ctx, websocket)
+            if fresh is None:
+                await websocket.close(code=4401, reason="session ended")
+                return
+            stream.allowed["inboxes"] = fresh.inbox_ids
+
+
+async def _stop(receiver: asyncio.Task[None] | None) -> None:
+    """End the task reading the client, and collect its end (cancelled, disconnected) so it
+    is never reported as lost."""
+    if receiver is None:
+        return
+    if not receiver.done():
+        receiver.cancel()
+    try:
+        await receiver
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    except Exception:  # noqa: S110 - its end was already handled above
+        pass
 
 
 async def _catch_up(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from jinja2 import Environment, FileSystemLoader
@@ -22,9 +22,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from hub.security import constant_time_equal
-from inbox.agents import MIN_PASSWORD, AgentError, Principal, token_hash
+from inbox.agents import MIN_PASSWORD, AgentError, Principal, agent_by_id, token_hash
 from inbox.auth import LoginRefused, log_in, log_out, update_password
-from inbox.models import Agent
 from web.context import WebContext
 from web.http import (
     SESSION_COOKIE,
@@ -33,6 +32,10 @@ from web.http import (
     read_body,
     set_session_cookie,
 )
+
+if TYPE_CHECKING:  # row types of what inbox/ returns; web/ never queries
+    from inbox.models import Agent
+
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
@@ -143,7 +146,7 @@ def ui_routes(ctx: WebContext) -> list[BaseRoute]:
 
     async def agent_of(principal: Principal) -> Agent:
         async with db.read() as session:
-            return await session.get_one(Agent, principal.agent_id)
+            return await agent_by_id(session, principal.agent_id)
 
     async def inbox_page(request: Request) -> Response:
         principal = await current_principal(ctx, request)

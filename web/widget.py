@@ -41,17 +41,17 @@ from hub.identity import InvalidIdentity
 from hub.types import encode, utcnow
 from inbox.assignment import online_member_count
 from inbox.inboxes import inboxes_of_channel
-from inbox.models import Message
 from inbox.visitors import (
     contact_of,
+    event_shape,
     leave_email,
     thread_conversation,
     visitor_attachment,
     visitor_thread,
 )
-from web.api_files import attachment_response
 from web.context import WebContext
 from web.directory import DirectoryUnavailable
+from web.files import attachment_response
 from web.http import HTTPProblem, read_body, unavailable
 
 log = logging.getLogger("switchboard.widget")
@@ -91,12 +91,9 @@ class RateLimiter:
         return allowed
 
 
-def _visitor_view(message: Message | dict[str, Any]) -> dict[str, Any]:
-    """What a visitor sees of a message: no agent ids, no internal fields."""
-    if isinstance(message, Message):
-        message = {"id": message.id, "direction": message.direction, "text": message.text,
-                   "external_id": message.external_id, "attachments": message.attachments,
-                   "accepted_at": message.accepted_at.isoformat()}
+def _visitor_view(message: dict[str, Any]) -> dict[str, Any]:
+    """What a visitor sees of a message (as events carry it): no agent ids, no internal
+    fields."""
     view = {
         "id": message["id"],
         "from": "visitor" if message["direction"] == "in" else "agent",
@@ -189,7 +186,7 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
             )
             if conversation is None or conversation.id is None:
                 return []
-            return [_visitor_view(m) for m in await visitor_thread(
+            return [_visitor_view(event_shape(m)) for m in await visitor_thread(
                 session, conversation_id=conversation.id)]
 
     async def preflight(request: Request) -> Response:

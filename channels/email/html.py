@@ -53,7 +53,7 @@ _STYLE_PROPERTIES = {
 _SAFE_VALUE = re.compile(r"^(?:[\w\s#%.,'\"!/+-]|(?:rgba?|hsla?)\([\d\s.,%/]*\))*$", re.ASCII)
 _SCHEMES = {"http", "https", "mailto", "tel", "cid"}
 CID_PREFIX = "cid:"
-# Where the web app serves a stored file to agents (web/api.py, the attachments route).
+# Where the web app serves a stored file to agents (web/files.py, the attachments route).
 ATTACHMENT_PATH = "/api/v1/attachments/"
 _BREAK_TAGS = re.compile(
     r"<(?:br|hr)\b[^>]*>|</(?:p|div|tr|li|h[1-6]|blockquote|table|ul|ol|pre|dt|dd)>",

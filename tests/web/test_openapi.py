@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from starlette.routing import Route
 
 from hub.app import create_app
@@ -38,3 +40,14 @@ async def test_spec_covers_the_route_table(stack: Stack) -> None:
     spec = (await stack.client().get("/api/openapi.json")).json()
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert served == documented
+
+
+async def test_the_api_keeps_its_operations(stack: Stack) -> None:
+    """The operations are those listed in openapi_operations.txt, with their summaries:
+    reshaping web/ (or anything else) must not add, drop or rename one by accident."""
+    spec = (await stack.client().get("/api/openapi.json")).json()
+    served = sorted(f"{method.upper()} {path}  {operation['summary']}"
+                    for path, item in spec["paths"].items() for method, operation in item.items())
+    listed = [line for line in (Path(__file__).parent / "openapi_operations.txt")
+              .read_text().splitlines() if line and not line.startswith("#")]
+    assert served == listed
