@@ -3,8 +3,8 @@
 
 import { $, el, toast } from "./dom.js";
 import { api } from "./api.js";
-import { contactName, state } from "./state.js";
-import { loadDirectory, onSelectionChange, renderList, rows, selectAll, selectRow, selection, teams, unselect, upsertConversation } from "./list.js";
+import { contactName, state, upsertConversation } from "./state.js";
+import { loadDirectory, onSelectionChange, renderList, rows, selectAll, selectRow, selection, teams, unselect } from "./list.js";
 import { inboxAgents } from "./conversation-meta.js";
 import { isLead, loadMe, onMeChange } from "./availability.js";
 

@@ -4,8 +4,7 @@
 
 import { $, el, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, inboxName, onEvent, state } from "./state.js";
-import { upsertConversation } from "./list.js";
+import { STATUS_WORDS, agentName, inboxName, on, onEvent, state, upsertConversation } from "./state.js";
 
 // The panel's parts are built once per contact, so a re-render never loses what is being typed.
 let view = null;
@@ -345,3 +344,6 @@ export function init() {
     }
   });
 }
+
+on("contact", () => renderContact());
+on("load-contact", loadContact);

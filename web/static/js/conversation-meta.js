@@ -4,11 +4,7 @@
 
 import { $, el, toast } from "./dom.js";
 import { api } from "./api.js";
-import { meId, onEvent, state } from "./state.js";
-import { upsertConversation } from "./list.js";
-import { onThreadChange } from "./thread.js";
-
-export const PRIORITY_WORDS = { none: "None", low: "Low", medium: "Medium", high: "High", urgent: "Urgent" };
+import { PRIORITY_WORDS, meId, on, onEvent, onThreadChange, state, upsertConversation } from "./state.js";
 
 const meta = {
   role: "agent",      // from GET /api/v1/me: agents only take or drop a conversation themselves
@@ -169,3 +165,5 @@ export async function init() {
   meta.teams = teams;
   renderMeta(openConversation());
 }
+
+on("meta", renderMeta);

@@ -3,9 +3,7 @@
 
 import { $, el, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, contactName, inboxName, listQuery, matchesFilter, newerFirst, saveFilter, state } from "./state.js";
-import { openConversation, renderContact, renderThreadHeader } from "./thread.js";
-import { PRIORITY_WORDS } from "./conversation-meta.js";
+import { PRIORITY_WORDS, STATUS_WORDS, agentName, contactName, emit, inboxName, listQuery, on, saveFilter, sortList, state } from "./state.js";
 
 // ---- the conversation list ---------------------------------------------------------
 
@@ -39,39 +37,6 @@ export async function loadMore() {
   } finally {
     button.disabled = false;
   }
-}
-
-export function sortList() {
-  state.order.sort((a, b) => newerFirst(state.conversations.get(a), state.conversations.get(b)));
-}
-
-/** Apply a conversation's new state to the list, the open thread and the contact panel. */
-export function upsertConversation(conversation) {
-  const open = state.open;
-  if (open && open.id === conversation.id) {
-    open.conversation = conversation;
-    renderThreadHeader();
-  }
-  if (open && open.others.some((c) => c.id === conversation.id)) {
-    open.others = open.others.map((c) => (c.id === conversation.id ? conversation : c));
-    renderContact();
-  }
-  const listed = state.conversations.has(conversation.id);
-  if (matchesFilter(conversation)) {
-    // With more pages to load, an older conversation belongs to a page not fetched yet.
-    const lastId = state.order[state.order.length - 1];
-    const last = lastId === undefined ? null : state.conversations.get(lastId);
-    if (!listed && state.nextCursor && last && newerFirst(conversation, last) > 0) return;
-    if (!listed) state.order.push(conversation.id);
-    state.conversations.set(conversation.id, conversation);
-    sortList();
-  } else if (listed) {
-    state.conversations.delete(conversation.id);
-    state.order = state.order.filter((id) => id !== conversation.id);
-  } else {
-    return;
-  }
-  renderList();
 }
 
 export const rows = new Map(); // id -> {li, parts}
@@ -142,7 +107,7 @@ export function makeRow(id) {
     }),
   };
   // Open at once on click; the hashchange that follows finds it already open.
-  const link = el("a", { class: "conversation", href: `#/conversations/${id}`, onclick: () => openConversation(id) },
+  const link = el("a", { class: "conversation", href: `#/conversations/${id}`, onclick: () => emit("open", id) },
     el("div", { class: "row-top" }, parts.name, parts.badge, parts.time),
     el("div", { class: "row-preview" }, parts.preview),
     el("div", { class: "row-meta" }, parts.inbox, parts.assignee, parts.status, parts.priority, parts.labels));
@@ -283,6 +248,18 @@ function showMoreFilters(show) {
   $("#more-filters").hidden = !show;
   $("#more-filters-toggle").setAttribute("aria-expanded", String(show));
 }
+
+/** j / k: open the next or previous conversation of the list, and keep its row in sight. */
+export function move(step) {
+  if (!state.order.length) return;
+  const index = state.open ? state.order.indexOf(state.open.id) : -1;
+  const next = index === -1 ? 0 : Math.min(state.order.length - 1, Math.max(0, index + step));
+  window.location.hash = `#/conversations/${state.order[next]}`;
+  const row = rows.get(state.order[next]);
+  if (row) row.li.scrollIntoView({ block: "nearest" });
+}
+
+on("list", () => renderList());
 
 export function init() {
   for (const [id, key] of [["#label-filter", "label"], ["#priority-filter", "priority"], ["#team-filter", "team"]]) {

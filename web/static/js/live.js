@@ -3,8 +3,8 @@
 
 import { $, toast } from "./dom.js";
 import { api } from "./api.js";
-import { agentName, contactName, dispatchEvent, state } from "./state.js";
-import { loadList, upsertConversation } from "./list.js";
+import { agentName, contactName, dispatchEvent, state, upsertConversation } from "./state.js";
+import { loadList } from "./list.js";
 import { addMessage, loadThread, markRead, setTyping, showTyping } from "./thread.js";
 
 // ---- live: the agent websocket -----------------------------------------------------

@@ -4,16 +4,16 @@
 import { $, el, toast } from "./dom.js";
 import { api } from "./api.js";
 import { meId, state } from "./state.js";
-import { init as initList, loadMore, renderFilters, setFilter } from "./list.js";
+import { init as initList, loadMore, move, renderFilters, setFilter } from "./list.js";
 import { init as initBulk, toggleFocusedRow } from "./bulk.js";
 import { init as initAvailability } from "./availability.js";
 import { init as initNotifications } from "./notifications.js";
 import { focusSearch, init as initSearch } from "./search.js";
-import { assignMe, currentStatus, focusReply, loadOlder, markRead, move, openSnooze, renderContact, reopen, resolve, send, setMode, signalTyping, snooze, snoozeUntil, stopTyping, unassign } from "./thread.js";
-import { init as initComposer } from "./composer.js";
+import { assignMe, currentStatus, focusReply, loadOlder, markRead, openSnooze, reopen, resolve, setMode, signalTyping, snooze, snoozeUntil, stopTyping, unassign } from "./thread.js";
+import { init as initComposer, send } from "./composer.js";
 import { init as initViewers } from "./viewers.js";
 import { init as initConversationMeta } from "./conversation-meta.js";
-import { init as initContact } from "./contact.js";
+import { init as initContact, renderContact } from "./contact.js";
 import { route, showPane } from "./nav.js";
 import { connect } from "./live.js";
 

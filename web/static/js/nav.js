@@ -2,8 +2,7 @@
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
 import { $ } from "./dom.js";
-import { renderList } from "./list.js";
-import { closeConversation, openConversation } from "./thread.js";
+import { emit, on } from "./state.js";
 
 // ---- navigation (hash routes, and one pane at a time on a phone) -------------------
 
@@ -14,10 +13,12 @@ export function showPane(name) {
 export function route() {
   const match = /^#\/conversations\/(\d+)$/.exec(window.location.hash);
   if (match) {
-    openConversation(Number(match[1]));
+    emit("open", Number(match[1]));
     return;
   }
-  closeConversation();
-  renderList();
+  emit("close");
+  emit("list");
   showPane("list");
 }
+
+on("pane", showPane);

@@ -1,20 +1,61 @@
-// What the agent inbox holds: the list, the open conversation, the live connection.
+// The store: what the agent inbox holds (the list, the open conversation, the live
+// connection), the changes that apply to it, and the names by which modules hear of them.
+//
+// Modules never call each other's views. API answers and live events change the store here
+// (upsertConversation) or in the module that owns that data; the change is announced by
+// name, and the module that draws that part listens (`on`). A view asks for something done
+// by emitting an intent, which its owner handles. Every module imports this one; this one
+// imports nothing of ours, so there are no import cycles (tests/web/test_ui_modules.py).
+//
+//   changes  "list"     the list's data changed: redraw it              (list.js)
+//            "header"   the open conversation changed: redraw its head  (thread.js)
+//            "meta"     (conversation) its priority, labels, assignee   (conversation-meta.js)
+//            "contact"  the open contact or its conversations changed   (contact.js)
+//            "thread"   (previousId, id) another conversation is open   (any)
+//            "event"    (event) a live event, after the core applied it (any)
+//   intents  "open" (id), "close"                                       (thread.js)
+//            "pane" (name): show one pane on a phone                    (nav.js)
+//            "load-contact" (id) -> Promise                             (contact.js)
+//
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
 export const meId = Number(document.querySelector('meta[name="agent-id"]').content);
 export const STATUS_WORDS = { open: "Open", pending: "Pending", snoozed: "Snoozed", resolved: "Resolved" };
 export const PAGE = 25;
 
-/** Feature modules register here to see every live event after the core has applied it. */
-const eventHandlers = [];
-export const onEvent = (handler) => eventHandlers.push(handler);
-export const dispatchEvent = (event) => { for (const handler of eventHandlers) handler(event); };
+export const PRIORITY_WORDS = { none: "None", low: "Low", medium: "Medium", high: "High", urgent: "Urgent" };
+
+// ---- changes and intents, by name ----------------------------------------------------
+
+const listeners = new Map(); // name -> [handler]
+
+/** Listen to a change or handle an intent (see the names above). */
+export function on(name, handler) {
+  if (!listeners.has(name)) listeners.set(name, []);
+  listeners.get(name).push(handler);
+}
+
+/** Announce a change or ask for an intent; answers what the first handler returned. */
+export function emit(name, ...args) {
+  let answer;
+  for (const handler of listeners.get(name) || []) {
+    const result = handler(...args);
+    if (answer === undefined) answer = result;
+  }
+  return answer;
+}
+
+/** Feature modules see every live event after the core has applied it. */
+export const onEvent = (handler) => on("event", handler);
+export const dispatchEvent = (event) => emit("event", event);
 
 // Feature modules redraw their part of the open conversation when its header is drawn again
 // (the conversation changed, or the reply mode did).
-const headerHandlers = [];
-export const onHeaderRender = (handler) => headerHandlers.push(handler);
-export const headerRendered = () => { for (const handler of headerHandlers) handler(); };
+export const onHeaderRender = (handler) => on("header-drawn", handler);
+export const headerRendered = () => emit("header-drawn");
+
+/** Hear that the open conversation changed: (previousId, id), ids or null. */
+export const onThreadChange = (handler) => on("thread", handler);
 
 // ---- state -------------------------------------------------------------------------
 
@@ -78,4 +119,40 @@ export function listQuery(cursor) {
   if (state.filter.team) params.set("team_id", state.filter.team);
   if (cursor) params.set("cursor", cursor);
   return `/api/v1/conversations?${params}`;
+}
+
+// ---- changes to the store ------------------------------------------------------------
+
+export function sortList() {
+  state.order.sort((a, b) => newerFirst(state.conversations.get(a), state.conversations.get(b)));
+}
+
+/** Apply a conversation's new state (an API answer or a live event) to the list, the open
+ * thread and the contact panel's conversations; each view that shows it redraws. */
+export function upsertConversation(conversation) {
+  const open = state.open;
+  if (open && open.id === conversation.id) {
+    open.conversation = conversation;
+    emit("header");
+  }
+  if (open && open.others.some((c) => c.id === conversation.id)) {
+    open.others = open.others.map((c) => (c.id === conversation.id ? conversation : c));
+    emit("contact");
+  }
+  const listed = state.conversations.has(conversation.id);
+  if (matchesFilter(conversation)) {
+    // With more pages to load, an older conversation belongs to a page not fetched yet.
+    const lastId = state.order[state.order.length - 1];
+    const last = lastId === undefined ? null : state.conversations.get(lastId);
+    if (!listed && state.nextCursor && last && newerFirst(conversation, last) > 0) return;
+    if (!listed) state.order.push(conversation.id);
+    state.conversations.set(conversation.id, conversation);
+    sortList();
+  } else if (listed) {
+    state.conversations.delete(conversation.id);
+    state.order = state.order.filter((id) => id !== conversation.id);
+  } else {
+    return;
+  }
+  emit("list");
 }

@@ -3,29 +3,19 @@
 
 import { $, el, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, contactName, headerRendered, inboxName, meId, state } from "./state.js";
-import { renderList, rows, upsertConversation } from "./list.js";
-import { showPane } from "./nav.js";
-import { loadContact, renderContact } from "./contact.js";
-import { renderMeta } from "./conversation-meta.js";
+import { STATUS_WORDS, agentName, contactName, emit, headerRendered, inboxName, meId, on, state, upsertConversation } from "./state.js";
 
-// The composer and the contact panel live in their own modules; these names stay here too.
-export { send } from "./composer.js";
-export { loadContact, renderContact } from "./contact.js";
+export { onThreadChange } from "./state.js";
 
 // ---- the open conversation -----------------------------------------------------------
 
-/** Feature modules register here to hear that the open conversation changed: (previousId, id), ids or null. */
-const threadHandlers = [];
-export const onThreadChange = (handler) => threadHandlers.push(handler);
 function threadChanged(previousId, id) {
-  if (previousId === id) return;
-  for (const handler of threadHandlers) handler(previousId, id);
+  if (previousId !== id) emit("thread", previousId, id);
 }
 
 export async function openConversation(id) {
   if (state.open && state.open.id === id) {
-    showPane("thread");
+    emit("pane", "thread");
     return;
   }
   stopTyping();
@@ -42,9 +32,9 @@ export async function openConversation(id) {
   $("#typing").hidden = true;
   $("#composer-error").textContent = "";
   renderThreadHeader();
-  renderList();
-  renderContact();
-  showPane("thread");
+  emit("list");
+  emit("contact");
+  emit("pane", "thread");
   try {
     await loadThread(id);
   } catch (error) {
@@ -56,7 +46,7 @@ export async function openConversation(id) {
   }
   const conversation = state.open && state.open.id === id ? state.open.conversation : null;
   if (!conversation) return;
-  loadContact(conversation.contact_id).catch(() => {});
+  Promise.resolve(emit("load-contact", conversation.contact_id)).catch(() => {});
   if (conversation.unread_count > 0) markRead(id);
 }
 
@@ -83,7 +73,7 @@ export function closeConversation() {
   state.open = null;
   $("#thread").hidden = true;
   $("#thread-empty").hidden = false;
-  renderContact();
+  emit("contact");
   threadChanged(previousId, null);
 }
 
@@ -110,7 +100,7 @@ export function renderThreadHeader() {
   if (!conversation) {
     $("#thread-title").textContent = "Loading…";
     $("#thread-meta").replaceChildren();
-    renderMeta(null);
+    emit("meta", null);
     return;
   }
   $("#thread-title").textContent = contactName(conversation);
@@ -125,7 +115,7 @@ export function renderThreadHeader() {
     meta.push(el("span", {}, ` · until ${new Date(conversation.snoozed_until).toLocaleString()}`));
   }
   $("#thread-meta").replaceChildren(...meta);
-  renderMeta(conversation);
+  emit("meta", conversation);
   const mine = conversation.assignee_id === meId;
   const assign = $("#act-assign");
   assign.textContent = mine ? "Unassign" : "Assign to me";
@@ -383,18 +373,13 @@ export function snooze(at) {
   act("status", { status: "snoozed", snoozed_until: at.toISOString() }, "Could not snooze");
 }
 
-export function move(step) {
-  if (!state.order.length) return;
-  const index = state.open ? state.order.indexOf(state.open.id) : -1;
-  const next = index === -1 ? 0 : Math.min(state.order.length - 1, Math.max(0, index + step));
-  window.location.hash = `#/conversations/${state.order[next]}`;
-  const row = rows.get(state.order[next]);
-  if (row) row.li.scrollIntoView({ block: "nearest" });
-}
-
 export function focusReply(mode) {
   if (!state.open) return;
   setMode(mode);
-  showPane("thread");
+  emit("pane", "thread");
   $("#reply").focus();
 }
+
+on("open", openConversation);
+on("close", closeConversation);
+on("header", renderThreadHeader);
