@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +22,17 @@ ARGS = [
     "--disable-quic",
     "--no-first-run",
 ]
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where browser tests save what they saw: a temporary folder (the run never rewrites
+    tracked files such as docs/screenshots/; scripts/screenshots makes those from the demo).
+    SWITCHBOARD_TEST_SCREENSHOTS names a folder to keep them in instead."""
+    kept = os.environ.get("SWITCHBOARD_TEST_SCREENSHOTS")
+    folder = Path(kept) if kept else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture

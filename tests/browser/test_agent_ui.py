@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import (
@@ -16,7 +17,6 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.browser.conftest import DOCS
 from tests.helpers import PASSWORD, Stack, eventually, message
 
 DESKTOP = {"width": 1280, "height": 800}
@@ -324,7 +324,9 @@ async def _seed_showcase(stack: Stack) -> None:
         "Ada Lovelace", "ada@example.com")])
 
 
-async def test_screenshots_and_the_phone_layout(stack: Stack, browser: Browser) -> None:
+async def test_screenshots_and_the_phone_layout(
+    stack: Stack, browser: Browser, screenshots: Path
+) -> None:
     await _seed_showcase(stack)
     desk = await open_inbox(browser, stack, "admin")
     page = desk.page
@@ -349,8 +351,7 @@ async def test_screenshots_and_the_phone_layout(stack: Stack, browser: Browser) 
     await reply.click()
     await reply.press_sequentially("Anything else I can help with?")
     await page.locator("#reply").blur()
-    (DOCS / "screenshots").mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(DOCS / "screenshots" / "agent-inbox.png"))
+    await page.screenshot(path=str(screenshots / "agent-inbox.png"))
 
     phone = await open_inbox(browser, stack, "admin", viewport=PHONE)
     mobile = phone.page
@@ -363,7 +364,7 @@ async def test_screenshots_and_the_phone_layout(stack: Stack, browser: Browser) 
     await expect(thread_pane).to_be_visible()
     await expect(list_pane).to_be_hidden()
     await expect(mobile.locator("#message-list .msg.out:not(.note)")).to_have_count(1)
-    await mobile.screenshot(path=str(DOCS / "screenshots" / "agent-inbox-phone.png"))
+    await mobile.screenshot(path=str(screenshots / "agent-inbox-phone.png"))
     await mobile.click(".contact-toggle")
     await expect(contact_pane).to_be_visible()
     other = mobile.locator("#other-conversations a")

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 import re
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Request, expect
 
-from tests.browser.conftest import DOCS
 from tests.browser.test_agent_ui import open_inbox
 from tests.helpers import Stack
 from tests.mail_services import DovecotServer, SmtpRecorder, imap_append
@@ -61,7 +61,7 @@ Content-Transfer-Encoding: base64
 
 
 async def test_an_html_mail_shows_formatted_and_nothing_in_it_runs(
-    mail_stack: tuple[Stack, DovecotServer, SmtpRecorder], browser: Browser
+    mail_stack: tuple[Stack, DovecotServer, SmtpRecorder], browser: Browser, screenshots: Path,
 ) -> None:
     stack, dovecot, smtp = mail_stack
     admin = await stack.login("admin")
@@ -125,7 +125,7 @@ async def test_an_html_mail_shows_formatted_and_nothing_in_it_runs(
     assert alice.errors and "/api/v1/messages/" in alice.errors[0]
     assert await page.evaluate("window.__pwned") is None
     assert dialogs == [] and outside == []
-    await page.screenshot(path=str(DOCS / "screenshots" / "email-html-thread.png"))
+    await page.screenshot(path=str(screenshots / "email-html-thread.png"))
     # The one error of the page is Chromium refusing the script added above.
     [refused] = alice.errors
     assert refused.startswith("Blocked script execution in ") and "allow-scripts" in refused

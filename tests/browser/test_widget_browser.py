@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 from playwright.async_api import Browser, Page, expect
@@ -10,7 +11,6 @@ from playwright.async_api import Browser, Page, expect
 from channels.webchat import WebchatChannel
 from inbox.db import Database
 from inbox.inboxes import create_inbox, set_members
-from tests.browser.conftest import DOCS
 from tests.helpers import Stack, eventually
 
 
@@ -33,7 +33,9 @@ async def _open_widget(page: Page, base: str) -> None:
     await expect(page.locator("textarea")).to_be_visible()
 
 
-async def test_visitor_chats_from_the_demo_website(stack: Stack, browser: Browser) -> None:
+async def test_visitor_chats_from_the_demo_website(
+    stack: Stack, browser: Browser, screenshots: Path
+) -> None:
     inbox_id = await _demo_widget(stack)
     alice = await stack.login("alice")
     agent_ws = await alice.ws()  # Alice is online: the widget says so
@@ -70,8 +72,7 @@ async def test_visitor_chats_from_the_demo_website(stack: Stack, browser: Browse
     await page.locator("textarea").press("Enter")
     await expect(page.locator(".msg.visitor").last).to_have_text(hostile)
     assert await page.locator(".msg img, .msg script").count() == 0
-    DOCS.joinpath("screenshots").mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(DOCS / "screenshots" / "widget.png"))
+    await page.screenshot(path=str(screenshots / "widget.png"))
 
     # A reload (and a new tab) keeps the thread.
     await page.reload()
