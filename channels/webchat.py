@@ -171,6 +171,8 @@ def visitor_message(
         raise BadPayload("text must be a non-empty string")
     if len(text) > MAX_TEXT:
         raise BadPayload(f"a message may have at most {MAX_TEXT} characters")
+    if "\x00" in text:
+        raise BadPayload("text may not contain NUL (\\u0000)")
     tag = language_tag(language)
     return InboundMessage(
         channel=WebchatChannel.kind,

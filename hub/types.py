@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 # 2: InboundMessage gained references, automated and bounce_of; OutboundMessage gained
 # subject, references and automated. 3: InboundMessage gained threading, conversation_ref
@@ -47,6 +47,13 @@ class ChannelProfile:
     capabilities: Capabilities
 
 
+# The largest row id: ids are 32-bit integer columns (PostgreSQL `integer`).
+MAX_ROW_ID = 2**31 - 1
+# An id in a request (a path, a JSON field): a whole number in the database's range, never
+# a string or a boolean that happens to convert. Out of range is a 422, not a 500.
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID, strict=True)]
+
+
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -57,6 +64,11 @@ class Identity(Frozen):
     kind: IdentityKind
     value: str = Field(min_length=1, max_length=320)
     display_name: str | None = Field(default=None, max_length=200)
+
+    @field_validator("value", "display_name", mode="before")
+    @classmethod
+    def _without_nul(cls, value: Any) -> Any:
+        return without_nul(value)
 
 
 class AttachmentRef(Frozen):
@@ -108,6 +120,27 @@ class InboundMessage(Frozen):
     conversation_ref: int | None = Field(default=None, ge=1, le=2**53)
     # Other people the customer wrote to along with us (email To/Cc): replies may copy them.
     cc: tuple[Identity, ...] = Field(default=(), max_length=50)
+
+    @field_validator("text", "html", "thread_hint", "in_reply_to", mode="before")
+    @classmethod
+    def _text_without_nul(cls, value: Any) -> Any:
+        return without_nul(value)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_without_nul(cls, value: Any) -> Any:
+        if isinstance(value, dict) and any("\x00" in str(v) for v in value.values()):
+            return {k: without_nul(v) for k, v in value.items()}
+        return value
+
+
+def without_nul(value: Any) -> Any:
+    """Text without NUL characters: they carry nothing a person reads, and PostgreSQL
+    refuses them, so a provider's message is kept without them rather than failing after
+    it was accepted."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "")
+    return value
 
 
 class StatusUpdate(Frozen):

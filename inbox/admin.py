@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import View
+from hub.types import RowId
 from inbox import assignment
 from inbox.agent_events import agent_updated, is_online
 from inbox.agents import Principal
@@ -49,15 +50,15 @@ class AgentAdminView(BaseModel):
 class AgentPatch(BaseModel):
     """What an admin may change of an agent; fields left out stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     role: Literal["admin", "lead", "agent"] | None = None
     # null: no limit on open conversations auto-assigned to the agent.
     capacity: int | None = Field(default=None, ge=0, le=MAX_CAPACITY)
     is_active: bool | None = None
-    inbox_ids: list[int] | None = Field(default=None, max_length=1000)
-    team_ids: list[int] | None = Field(default=None, max_length=1000)
+    inbox_ids: list[RowId] | None = Field(default=None, max_length=1000)
+    team_ids: list[RowId] | None = Field(default=None, max_length=1000)
 
 
 async def list_agents(session: AsyncSession, *, presence_seconds: int) -> list[AgentAdminView]:

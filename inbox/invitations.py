@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.types import utcnow
+from hub.types import RowId, utcnow
 from inbox.agent_events import agent_updated
 from inbox.agents import AgentError, Principal, create_agent, start_session, token_hash
 from inbox.auth import LoggedIn
@@ -36,13 +36,13 @@ class InvitationGone(Exception):
 class InvitationCreate(BaseModel):
     """Who to invite, as what, to which inboxes and teams, for how long."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     email: str = Field(min_length=3, max_length=320)
     name: str = Field(default="", max_length=200)
     role: Literal["admin", "lead", "agent"] = "agent"
-    inbox_ids: list[int] = Field(default_factory=list, max_length=1000)
-    team_ids: list[int] = Field(default_factory=list, max_length=1000)
+    inbox_ids: list[RowId] = Field(default_factory=list, max_length=1000)
+    team_ids: list[RowId] = Field(default_factory=list, max_length=1000)
     expires_in_hours: int = Field(default=72, ge=1, le=720)
 
 

@@ -13,6 +13,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ConversationView, MessageView
+from hub.types import MAX_ROW_ID
 from inbox.agents import Principal
 from inbox.db import is_postgresql
 from inbox.models import (
@@ -57,7 +58,7 @@ class ConversationFilter:
             raise InvalidQuery("assignee must be 'me', 'none' or an agent id")
 
 
-MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+MAX_ID = MAX_ROW_ID  # ids are 32-bit integers in the database
 
 
 def is_row_id(value: str) -> bool:

@@ -16,6 +16,7 @@ from sqlalchemy import or_
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from hub.types import RowId
 from inbox.agents import Principal
 from inbox.assign_actions import leads_inbox
 from inbox.context import InboxContext
@@ -47,12 +48,12 @@ class RuleView(BaseModel):
 class RuleCreate(BaseModel):
     """A new rule: conditions that must all hold, and the team it sends conversations to."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200)
     position: int = Field(default=0, ge=0, le=MAX_POSITION)
-    inbox_id: int | None = None  # None: every inbox (admins only)
-    team_id: int
+    inbox_id: RowId | None = None  # None: every inbox (admins only)
+    team_id: RowId
     is_active: bool = True
     conditions: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_CONDITIONS)
 
@@ -60,12 +61,12 @@ class RuleCreate(BaseModel):
 class RulePatch(BaseModel):
     """Changes to a rule; fields left out stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     position: int | None = Field(default=None, ge=0, le=MAX_POSITION)
-    inbox_id: int | None = None
-    team_id: int | None = None
+    inbox_id: RowId | None = None
+    team_id: RowId | None = None
     is_active: bool | None = None
     conditions: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_CONDITIONS)
 

@@ -15,6 +15,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import View
+from hub.types import RowId
 from inbox import assignment
 from inbox.agent_events import agents_updated
 from inbox.agents import Principal
@@ -45,23 +46,23 @@ class TeamView(TeamSummary):
 class TeamCreate(BaseModel):
     """A new team."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=200)
     assignment_policy: Policy = "round_robin"
-    member_ids: list[int] = Field(default_factory=list, max_length=10_000)
-    inbox_ids: list[int] = Field(default_factory=list, max_length=1000)
+    member_ids: list[RowId] = Field(default_factory=list, max_length=10_000)
+    inbox_ids: list[RowId] = Field(default_factory=list, max_length=1000)
 
 
 class TeamPatch(BaseModel):
     """Changes to a team; fields left out stay as they are."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     assignment_policy: Policy | None = None
-    member_ids: list[int] | None = Field(default=None, max_length=10_000)
-    inbox_ids: list[int] | None = Field(default=None, max_length=1000)
+    member_ids: list[RowId] | None = Field(default=None, max_length=10_000)
+    inbox_ids: list[RowId] | None = Field(default=None, max_length=1000)
 
 
 async def list_teams(session: AsyncSession) -> list[TeamView]:

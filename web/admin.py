@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 async def guarded(action: Awaitable[T]) -> T:
@@ -38,7 +38,7 @@ async def guarded(action: Awaitable[T]) -> T:
         raise HTTPProblem(422, "invalid_field", str(exc)) from None
 
 
-AGENT = "/api/v1/admin/agents/{agent_id:int}"
+AGENT = "/api/v1/admin/agents/{agent_id:id}"
 
 
 async def list_agents(request: Request, principal: Principal) -> Response:

@@ -167,11 +167,11 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
                 capacity = _one(form, "capacity")
                 if capacity and not capacity.isdigit():
                     raise FormError("capacity: a whole number, or empty for no limit")
-                patch = _model(lambda: admin.AgentPatch(
-                    name=_one(form, "name") or None, role=_one(form, "role") or None,
-                    capacity=int(capacity) if capacity else None,
-                    inbox_ids=_ids(form, "inbox_ids"), team_ids=_ids(form, "team_ids"),
-                ))
+                patch = _model(lambda: admin.AgentPatch.model_validate({
+                    "name": _one(form, "name") or None, "role": _one(form, "role") or None,
+                    "capacity": int(capacity) if capacity else None,
+                    "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
+                }))
                 done = "saved"
             await form_act(admin.update_agent(ctx.inbox, principal, agent_id, patch))
         except FormError as exc:
@@ -183,12 +183,12 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
         assert form is not None
         hours = _one(form, "expires_in_hours") or "72"
         try:
-            body = _model(lambda: invitations.InvitationCreate(
-                email=_one(form, "email"), name=_one(form, "name"),
-                role=_one(form, "role") or "agent",
-                inbox_ids=_ids(form, "inbox_ids"), team_ids=_ids(form, "team_ids"),
-                expires_in_hours=int(hours) if hours.isdigit() else 0,
-            ))
+            body = _model(lambda: invitations.InvitationCreate.model_validate({
+                "email": _one(form, "email"), "name": _one(form, "name"),
+                "role": _one(form, "role") or "agent",
+                "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
+                "expires_in_hours": int(hours) if hours.isdigit() else 0,
+            }))
             created = await form_act(invitations.create_invitation(ctx.inbox, principal, body))
         except FormError as exc:
             return await agents_page(principal, exc.status, invite_error=_sentence(str(exc)))
@@ -351,14 +351,14 @@ def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
     return [
         Route("/admin", admin_home, methods=["GET"]),
         Route("/admin/agents", admin_page(agents_get), methods=["GET"]),
-        Route("/admin/agents/{agent_id:int}", admin_page(agent_post), methods=["POST"]),
+        Route("/admin/agents/{agent_id:id}", admin_page(agent_post), methods=["POST"]),
         Route("/admin/invitations", admin_page(invite_post), methods=["POST"]),
-        Route("/admin/invitations/{invitation_id:int}/revoke", admin_page(revoke_post),
+        Route("/admin/invitations/{invitation_id:id}/revoke", admin_page(revoke_post),
               methods=["POST"]),
         Route("/admin/teams", admin_page(teams_get), methods=["GET"]),
         Route("/admin/teams", admin_page(team_create), methods=["POST"]),
-        Route("/admin/teams/{team_id:int}", admin_page(team_update), methods=["POST"]),
-        Route("/admin/teams/{team_id:int}/delete", admin_page(team_delete), methods=["POST"]),
+        Route("/admin/teams/{team_id:id}", admin_page(team_update), methods=["POST"]),
+        Route("/admin/teams/{team_id:id}/delete", admin_page(team_delete), methods=["POST"]),
         Route("/admin/dead-letters", admin_page(dead_letters_get), methods=["GET"]),
         Route("/admin/dead-letters/{stream:str}/{action:str}", admin_page(dead_letter_post),
               methods=["POST"]),

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -33,7 +34,7 @@ from web import (
 from web.admin_ui import admin_ui_routes
 from web.context import WebContext
 from web.health import health_routes
-from web.http import HTTPProblem, Operation, problem_response, routes_of
+from web.http import HTTPProblem, Operation, SameOrigin, problem_response, routes_of
 from web.openapi import build_openapi
 from web.realtime import Presence, websocket_routes
 from web.ui import static_files, ui_routes
@@ -84,7 +85,9 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "error")
-        return problem_response(HTTPProblem(exc.status_code, code, str(exc.detail)))
+        # Starlette's own answers carry headers that matter (405: Allow).
+        return problem_response(HTTPProblem(exc.status_code, code, str(exc.detail),
+                                            headers=dict(exc.headers or {})))
 
     async def on_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -95,8 +98,8 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         HTTPException: on_http,
         Exception: on_error,
     }
-    app = Starlette(routes=all_routes, exception_handlers=handlers,
-                    lifespan=lifespan)
+    app = Starlette(routes=all_routes, exception_handlers=handlers, lifespan=lifespan,
+                    middleware=[Middleware(SameOrigin, origins=ctx.settings.origins)])
     app.state.switchboard = ctx  # what web_context(request) answers
     return app, presence
 

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.events import ConversationView
+from hub.types import RowId
 from inbox import assign_actions, rules
 from inbox.agent_events import is_online
 from inbox.agents import Principal
@@ -27,15 +28,15 @@ MAX_CAPACITY = 1000
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class BulkAssignRequest(_In):
-    conversation_ids: list[int] = Field(min_length=1, max_length=assign_actions.MAX_BULK)
+    conversation_ids: list[RowId] = Field(min_length=1, max_length=assign_actions.MAX_BULK)
     # An agent, or null: with a team_id the team's policy picks one, else unassigned.
-    assignee_id: int | None
+    assignee_id: RowId | None
     # A team working on each conversation's inbox; null: no team; left out: unchanged.
-    team_id: int | None = None
+    team_id: RowId | None = None
 
 
 class BulkError(BaseModel):
@@ -154,10 +155,10 @@ OPERATIONS: list[Operation] = [
     (Doc("POST", "/api/v1/conversations/bulk-assign",
          "Reassign many conversations (lead/admin)", BulkAssignRequest, BulkAssignResult),
      authenticated(bulk_assign)),
-    (Doc("PATCH", "/api/v1/inboxes/{inbox_id:int}/assignment",
+    (Doc("PATCH", "/api/v1/inboxes/{inbox_id:id}/assignment",
          "Change an inbox's assignment settings (lead/admin)", InboxAssignmentRequest,
          InboxView), authenticated(patch_inbox)),
-    (Doc("PUT", "/api/v1/agents/{agent_id:int}/capacity",
+    (Doc("PUT", "/api/v1/agents/{agent_id:id}/capacity",
          "Set an agent's capacity (lead/admin)", CapacityRequest, CapacityView),
      authenticated(put_capacity)),
     (Doc("GET", "/api/v1/reports/load", "Load per agent, team and inbox (lead/admin)",
@@ -166,9 +167,9 @@ OPERATIONS: list[Operation] = [
          many=True), authenticated(list_rules)),
     (Doc("POST", rule_path, "Add a routing rule (lead/admin)", rules.RuleCreate,
          rules.RuleView, status=201), authenticated(create_rule)),
-    (Doc("PATCH", rule_path + "/{rule_id:int}", "Change a routing rule (lead/admin)",
+    (Doc("PATCH", rule_path + "/{rule_id:id}", "Change a routing rule (lead/admin)",
          rules.RulePatch, rules.RuleView), authenticated(patch_rule)),
-    (Doc("DELETE", rule_path + "/{rule_id:int}", "Remove a routing rule (lead/admin)",
+    (Doc("DELETE", rule_path + "/{rule_id:id}", "Remove a routing rule (lead/admin)",
          status=204), authenticated(delete_rule)),
     ]
 

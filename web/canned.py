@@ -129,7 +129,7 @@ async def render_canned(request: Request, principal: Principal) -> Response:
 
 
 OPERATIONS: list[Operation] = [
-    (Doc("POST", CONV + "/canned-responses/{canned_id:int}/render",
+    (Doc("POST", CONV + "/canned-responses/{canned_id:id}/render",
          "Fill a canned response in for a conversation", response=RenderedView),
      authenticated(render_canned)),
     (Doc("GET", "/api/v1/canned-responses", "Canned responses", response=CannedView,
@@ -137,8 +137,8 @@ OPERATIONS: list[Operation] = [
      authenticated(get_canned)),
     (Doc("POST", "/api/v1/canned-responses", "Save a canned response", CannedRequest,
          CannedView, status=201), authenticated(post_canned)),
-    (Doc("PATCH", "/api/v1/canned-responses/{canned_id:int}", "Change a canned response",
+    (Doc("PATCH", "/api/v1/canned-responses/{canned_id:id}", "Change a canned response",
          CannedChange, CannedView, extra_responses=AUTHOR_ONLY), authenticated(patch_canned)),
-    (Doc("DELETE", "/api/v1/canned-responses/{canned_id:int}", "Remove a canned response",
+    (Doc("DELETE", "/api/v1/canned-responses/{canned_id:id}", "Remove a canned response",
          status=204, extra_responses=AUTHOR_ONLY), authenticated(delete_canned)),
 ]

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.events import ContactView, ConversationView
+from hub.types import RowId
 from inbox import contacts
 from inbox.agents import Principal
 from web.context import web_context
@@ -60,7 +61,7 @@ class ContactNoteRequest(RequestModel):
 
 
 class MergeRequest(RequestModel):
-    other_contact_id: int
+    other_contact_id: RowId
 
 
 def _note_view(row: ContactNote) -> ContactNoteView:
@@ -69,7 +70,7 @@ def _note_view(row: ContactNote) -> ContactNoteView:
                            text=row.text, created_at=row.created_at)
 
 
-CONTACT = "/api/v1/contacts/{contact_id:int}"
+CONTACT = "/api/v1/contacts/{contact_id:id}"
 
 
 async def get_contact(request: Request, principal: Principal) -> Response:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.events import ConversationView, MessageView
+from hub.types import RowId
 from inbox import actions, assign_actions, labels, queries, replies, viewers
 from inbox.agents import Principal
 from inbox.conversation_moves import merge_conversations
@@ -52,10 +53,10 @@ class ReplyRequest(RequestModel):
     # Files uploaded first (POST .../attachments); with them the text may be empty.
     attachment_ids: list[str] = Field(default_factory=list, max_length=replies.MAX_ATTACHMENTS)
     # Notes only: agents to notify (each must see the conversation's inbox).
-    mention_ids: list[int] = Field(default_factory=list, max_length=20)
+    mention_ids: list[RowId] = Field(default_factory=list, max_length=20)
     # Collision check: the newest message the agent saw; a reply by someone else after it
     # (in the last 10 minutes) answers 409 unless `force`. Null: no check.
-    after_message_id: int | None = None
+    after_message_id: RowId | None = None
     force: bool = False
     # Email: the addresses to copy; left out, the conversation's other participants are
     # (reply-all); an empty list copies nobody.
@@ -64,9 +65,9 @@ class ReplyRequest(RequestModel):
 
 class AssignRequest(RequestModel):
     # An agent, or null to unassign; left out with a team_id: the team's policy picks one.
-    assignee_id: int | None = None
+    assignee_id: RowId | None = None
     # A team working on the conversation's inbox (leads and admins); null: no team.
-    team_id: int | None = None
+    team_id: RowId | None = None
 
 
 class StatusRequest(RequestModel):
@@ -79,7 +80,7 @@ class TypingRequest(RequestModel):
     typing: bool = True
 
 
-CONV = "/api/v1/conversations/{conversation_id:int}"
+CONV = "/api/v1/conversations/{conversation_id:id}"
 
 
 async def list_conversations(request: Request, principal: Principal) -> Response:
@@ -276,9 +277,9 @@ async def put_priority(request: Request, principal: Principal) -> Response:
 
 
 class MergeConversationRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     # The conversation whose messages move into this one (same inbox, same customer).
-    other_conversation_id: int
+    other_conversation_id: RowId
 
 
 async def merge(request: Request, principal: Principal) -> Response:
@@ -329,7 +330,7 @@ OPERATIONS: list[Operation] = [
          ConversationView), authenticated(put_conversation_labels)),
     (Doc("PUT", CONV + "/priority", "Set a conversation's priority", PriorityRequest,
          ConversationView), authenticated(put_priority)),
-    (Doc("POST", "/api/v1/conversations/{conversation_id:int}/merge",
+    (Doc("POST", "/api/v1/conversations/{conversation_id:id}/merge",
          "Merge another conversation into this one", MergeConversationRequest,
          ConversationView), authenticated(merge)),
 ]

@@ -64,7 +64,7 @@ def attachment_response(row: Attachment, *, cache: str = "private, max-age=3600"
     )
 
 
-CONV = "/api/v1/conversations/{conversation_id:int}"
+CONV = "/api/v1/conversations/{conversation_id:id}"
 
 
 async def upload(request: Request, principal: Principal) -> Response:

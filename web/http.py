@@ -6,12 +6,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.datastructures import Headers
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from config import Settings
 from hub.security import constant_time_equal
+from hub.types import MAX_ROW_ID
 from inbox import errors
 from inbox.agents import Principal, principal_for
 from inbox.queries import is_row_id
@@ -19,6 +23,7 @@ from web.context import WebContext, web_context
 from web.openapi import Doc
 
 SESSION_COOKIE = "switchboard_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 MAX_JSON_BODY = 256 * 1024
 
@@ -38,7 +43,7 @@ RETRY_AFTER_S = 5
 class RequestModel(BaseModel):
     """A JSON request body: unknown fields are refused (422), not ignored."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class HTTPProblem(Exception):
@@ -53,11 +58,16 @@ class HTTPProblem(Exception):
         self.headers = headers
 
 
+# On every JSON answer: never sniffed as something else, never kept by a cache (it is one
+# agent's data, and it changes).
+JSON_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
 def problem_response(problem: HTTPProblem) -> JSONResponse:
     """The JSON body of an error."""
     return JSONResponse(
         {"error": {"code": problem.code, "message": problem.message}}, status_code=problem.status,
-        headers=problem.headers,
+        headers=JSON_HEADERS | (problem.headers or {}),
     )
 
 
@@ -70,7 +80,7 @@ def unavailable(what: str) -> HTTPProblem:
 
 def json_response(data: Any, status: int = 200) -> JSONResponse:
     """A JSON answer from models, lists of models or plain data."""
-    return JSONResponse(_jsonable(data), status_code=status)
+    return JSONResponse(_jsonable(data), status_code=status, headers=JSON_HEADERS)
 
 
 def _jsonable(data: Any) -> Any:
@@ -99,18 +109,51 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def parse_json(request: Request, model: type[M]) -> M:
-    """The JSON body validated into `model`; 400/422 with the first problem otherwise."""
+    """The JSON body validated into `model`; 400/422 with the first problem otherwise.
+
+    Only a body sent as `application/json` is read (415 otherwise): an HTML form on another
+    site can send `text/plain` without asking, never `application/json`, so no page
+    elsewhere can make a browser log in, accept an invitation or change anything."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise HTTPProblem(415, "unsupported_media_type",
+                          "send the body as JSON, with Content-Type: application/json")
     body = await read_body(request, MAX_JSON_BODY)
     if not body:
         raise HTTPProblem(400, "invalid_body", "a JSON body is required")
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         if first["type"] == "json_invalid":
             raise HTTPProblem(400, "invalid_json", "the body is not valid JSON") from None
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise HTTPProblem(422, "invalid_field", f"{where}: {first['msg']}") from None
+    nul = _nul_at(parsed.model_dump())
+    if nul is not None:
+        # PostgreSQL stores no NUL in text; SQLite would, and the two would disagree.
+        raise HTTPProblem(422, "invalid_field",
+                          f"{nul or 'body'}: text may not contain NUL (\\u0000)")
+    return parsed
+
+
+def _nul_at(value: Any, where: str = "") -> str | None:
+    """The place of the first text holding a NUL character, or None."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        if isinstance(key, str) and "\x00" in key:
+            return where or "body"
+        found = _nul_at(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 async def current_principal(ctx: WebContext, conn: HTTPConnection) -> Principal | None:
@@ -133,7 +176,7 @@ def authenticated(handler: Handler) -> Endpoint:
         if principal is None:
             raise HTTPProblem(401, "unauthenticated", "log in first")
         uses_cookie = SESSION_COOKIE in request.cookies
-        if uses_cookie and request.method not in ("GET", "HEAD", "OPTIONS"):
+        if uses_cookie and request.method not in SAFE_METHODS:
             if not constant_time_equal(request.headers.get(CSRF_HEADER, ""), principal.csrf_token):
                 raise HTTPProblem(403, "csrf", "missing or wrong X-CSRF-Token header")
         return await handler(request, principal)
@@ -165,6 +208,63 @@ def client_address(conn: HTTPConnection) -> str:
     return conn.client.host if conn.client is not None else "unknown"
 
 
+class SameOrigin:
+    """ASGI middleware: an unsafe request to the API (/api/...) that a browser sends from
+    another site's page is refused (403) before any handler runs, login and invitation
+    acceptance included. Browsers name the page's origin in `Origin` on every POST, PUT,
+    PATCH and DELETE; scripts and integrations send none and are unaffected (they
+    authenticate with a bearer token or a signature)."""
+
+    def __init__(self, app: ASGIApp, origins: frozenset[str]) -> None:
+        self.app = app
+        self.origins = origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope["method"] not in SAFE_METHODS
+                and scope["path"].startswith("/api/")):
+            origin = Headers(scope=scope).get("origin")
+            if origin is not None and origin not in self.origins:
+                response = problem_response(HTTPProblem(
+                    403, "forbidden_origin",
+                    "this request came from a page of another site; it was not carried out"))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def digits_up_to(limit: int) -> str:
+    """A regular expression for the decimal numbers 0..limit (no sign, no leading zeros
+    beyond the limit's length): what a path may carry as a row id."""
+    top = str(limit)
+    parts = [f"[0-9]{{1,{len(top) - 1}}}"] if len(top) > 1 else []
+    for i, digit in enumerate(top):
+        if digit != "0":
+            low = "1" if i == 0 and len(top) > 1 else "0"
+            if int(digit) - 1 >= int(low):
+                rest = len(top) - i - 1
+                tail = f"[0-9]{{{rest}}}" if rest else ""
+                parts.append(f"{top[:i]}[{low}-{int(digit) - 1}]{tail}")
+    parts.append(top)
+    return "|".join(parts)
+
+
+class RowIdConvertor(Convertor[int]):
+    """`{name:id}` in a route: a row id, ASCII digits in the database's range. Anything
+    else (letters, 2**63, "²") matches no route: 404, and no handler ever sees an id the
+    database cannot hold."""
+
+    regex = f"(?:{digits_up_to(MAX_ROW_ID)})"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", RowIdConvertor())
+
+
 def routes_of(operations: list[Operation]) -> list[Route]:
     """The Starlette routes of a table of operations."""
     return [Route(doc.path, endpoint, methods=[doc.method]) for doc, endpoint in operations]
@@ -187,7 +287,7 @@ async def act(action: Awaitable[T]) -> T:
 
 
 def path_id(request: Request, name: str) -> int:
-    """A row id from the path (the route's `{name:int}` already matched digits)."""
+    """A row id from the path (the route's `{name:id}` already matched digits)."""
     return int(request.path_params[name])
 
 

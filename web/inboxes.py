@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from channels.base import settings_for_new_inbox, validate_settings
+from hub.types import RowId
 from inbox.agents import Principal
 from inbox.assignment import drain_queue
 from inbox.channel_state import FolderSync, list_quarantined, quarantined_message, sync_status
@@ -56,7 +57,7 @@ class CreateInboxRequest(RequestModel):
 
 
 class MembersRequest(RequestModel):
-    agent_ids: list[int] = Field(max_length=10_000)
+    agent_ids: list[RowId] = Field(max_length=10_000)
 
 
 class QuarantinedView(BaseModel):
@@ -188,13 +189,13 @@ OPERATIONS: list[Operation] = [
      authenticated(inboxes)),
     (Doc("POST", "/api/v1/inboxes", "Connect an inbox (admin)", CreateInboxRequest,
          InboxView, status=201), authenticated(add_inbox)),
-    (Doc("PUT", "/api/v1/inboxes/{inbox_id:int}/members", "Set an inbox's members (admin)",
+    (Doc("PUT", "/api/v1/inboxes/{inbox_id:id}/members", "Set an inbox's members (admin)",
          MembersRequest, status=204), authenticated(put_members)),
     (Doc("GET", "/api/v1/quarantine", "Messages kept aside unparsed (admin)",
          response=QuarantinedView, many=True), authenticated(quarantine)),
-    (Doc("GET", "/api/v1/quarantine/{item_id:int}/raw", "Download one (admin)"),
+    (Doc("GET", "/api/v1/quarantine/{item_id:id}/raw", "Download one (admin)"),
      authenticated(quarantined_raw)),
-    (Doc("GET", "/api/v1/inboxes/{inbox_id:int}/sync",
+    (Doc("GET", "/api/v1/inboxes/{inbox_id:id}/sync",
          "How far the inbox's poller has read, and its import's progress (admin)",
          response=InboxSync),
      authenticated(sync)),

@@ -64,7 +64,7 @@ OPERATIONS: list[Operation] = [
     (Doc("POST", "/api/v1/admin/invitations", "Invite an agent (admin)",
          invitations.InvitationCreate, invitations.InvitationCreated, status=201),
      authenticated(post_invitation)),
-    (Doc("DELETE", "/api/v1/admin/invitations/{invitation_id:int}",
+    (Doc("DELETE", "/api/v1/admin/invitations/{invitation_id:id}",
          "Withdraw an invitation (admin)", status=204), authenticated(delete_invitation)),
     (Doc("POST", "/api/v1/auth/invitations/accept", "Accept an invitation and log in",
          AcceptInvitationRequest, LoginResponse, auth=False,

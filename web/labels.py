@@ -73,6 +73,6 @@ OPERATIONS: list[Operation] = [
      authenticated(get_labels)),
     (Doc("POST", "/api/v1/labels", "Add a label (lead/admin)", LabelRequest, LabelView,
          status=201, extra_responses=LEAD_ONLY), authenticated(post_label)),
-    (Doc("DELETE", "/api/v1/labels/{label_id:int}", "Remove a label (lead/admin)",
+    (Doc("DELETE", "/api/v1/labels/{label_id:id}", "Remove a label (lead/admin)",
          status=204, extra_responses=LEAD_ONLY), authenticated(delete_label)),
 ]

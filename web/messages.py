@@ -64,11 +64,11 @@ async def split(request: Request, principal: Principal) -> Response:
 
 
 OPERATIONS: list[Operation] = [
-    (Doc("GET", "/api/v1/messages/{message_id:int}/html",
+    (Doc("GET", "/api/v1/messages/{message_id:id}/html",
          "A message's sanitised HTML, as a document for a sandboxed frame",
          extra_responses={404: "No such message, not yours, or it has no HTML"}),
      authenticated(message_html)),
-    (Doc("POST", "/api/v1/messages/{message_id:int}/split",
+    (Doc("POST", "/api/v1/messages/{message_id:id}/split",
          "Split a customer's message into a new conversation", response=ConversationView,
          status=201), authenticated(split)),
 ]

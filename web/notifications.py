@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hub.events import NotificationView
+from hub.types import RowId
 from inbox.agents import Principal
 from inbox.notifications import list_notifications, mark_notifications_read
 from inbox.queries import InvalidQuery
@@ -30,7 +31,7 @@ class NotificationPage(BaseModel):
 
 
 class ReadRequest(RequestModel):
-    ids: list[int] = Field(default_factory=list, max_length=500)
+    ids: list[RowId] = Field(default_factory=list, max_length=500)
     all: bool = False
 
 

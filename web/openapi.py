@@ -89,6 +89,10 @@ def _operation(doc: Doc) -> dict[str, Any]:
         }
     operation["responses"][str(doc.status)] = ok
     errors = {400: "Bad request", 422: "Invalid field"} if doc.body or doc.query else {}
+    if doc.body is not None:
+        errors[415] = "The body was not sent as application/json"
+    if doc.method not in ("GET", "HEAD", "OPTIONS"):
+        errors[403] = "Sent from a page of another site"
     if doc.auth:
         errors |= {401: "Not logged in", 403: "CSRF token missing", 404: "Not found"}
     for code, text in (errors | doc.extra_responses).items():
@@ -110,7 +114,7 @@ def _path_params(path: str) -> list[tuple[str, str]]:
     for part in path.split("/"):
         if part.startswith("{"):
             name, _, converter = part[1:-1].partition(":")
-            found.append((name, "integer" if converter == "int" else "string"))
+            found.append((name, "integer" if converter in ("int", "id") else "string"))
     return found
 
 

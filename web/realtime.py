@@ -265,7 +265,7 @@ async def _receive(websocket: WebSocket, send_lock: asyncio.Lock) -> None:
         text = await websocket.receive_text()
         try:
             kind = json.loads(text).get("type")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             continue
         if kind == "ping":
             async with send_lock:

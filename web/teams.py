@@ -12,7 +12,7 @@ from web.context import web_context
 from web.http import Operation, admin_only, authenticated, json_response, parse_json
 from web.openapi import Doc
 
-TEAM = "/api/v1/teams/{team_id:int}"
+TEAM = "/api/v1/teams/{team_id:id}"
 
 
 async def list_teams(request: Request, principal: Principal) -> Response:

@@ -72,4 +72,4 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
             return Response(ack.body, status_code=ack.status, media_type=ack.content_type)
         return JSONResponse({"accepted": len(parsed)}, status_code=202)
 
-    return [Route("/webhooks/{channel:str}/{inbox_id:int}", receive, methods=["POST"])]
+    return [Route("/webhooks/{channel:str}/{inbox_id:id}", receive, methods=["POST"])]

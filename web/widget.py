@@ -156,7 +156,7 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
         raw = await read_body(request, MAX_BODY)
         try:
             data = json.loads(raw or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
             raise HTTPProblem(400, "invalid_json", "the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise HTTPProblem(400, "invalid_json", "the body must be a JSON object")
@@ -301,7 +301,7 @@ def widget_routes(ctx: WebContext) -> list[BaseRoute]:
             hello = json.loads(await asyncio.wait_for(websocket.receive_text(), 10))
             visitor = read_token(inbox.settings["secret"], str(hello.get("token", "")),
                                  inbox_id=inbox.id)
-        except (TimeoutError, ValueError, AttributeError, TokenRefused) as exc:
+        except (TimeoutError, ValueError, AttributeError, RecursionError, TokenRefused) as exc:
             reason = str(exc) if isinstance(exc, TokenRefused) else "send a valid hello first"
             await websocket.send_text(json.dumps({"type": "error", "message": reason}))
             await websocket.close(code=4401, reason=reason[:100])
@@ -430,7 +430,7 @@ class VisitorSocket:
         while True:
             try:
                 frame = json.loads(await self.ws.receive_text())
-            except ValueError:
+            except (ValueError, RecursionError):
                 await self.send({"type": "error", "message": "frames must be JSON"})
                 continue
             if not isinstance(frame, dict):

@@ -167,3 +167,67 @@ async def test_the_login_form_asks_for_the_code_in_a_second_step(stack: Stack) -
         "totp_code": totp.at(now + timedelta(seconds=30))})
     assert done.status_code == 303 and done.headers["location"] == "/"
     assert (await client.get("/api/v1/me")).json()["email"] == "alice@example.com"
+
+
+async def test_no_page_of_another_site_can_log_a_browser_in(stack: Stack) -> None:
+    """Login CSRF: a form on any site can post text/plain (no preflight), and fetch can post
+    JSON with the visitor's browser. Neither may log the visitor into someone's account."""
+    client = stack.client()
+    body = b'{"email": "alice@example.com", "password": "' + PASSWORD.encode() + b'"}'
+    # What <form enctype="text/plain"> on evil.example sends: refused by its Origin, and
+    # without one (an old browser, a proxy stripping it) by its type. No session either way.
+    form = await client.post("/api/v1/auth/login", content=body, headers={
+        "Content-Type": "text/plain", "Origin": "https://evil.example"})
+    assert form.status_code == 403
+    assert "switchboard_session" not in form.cookies
+    plain = await client.post("/api/v1/auth/login", content=body,
+                              headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415
+    assert plain.json()["error"]["code"] == "unsupported_media_type"
+    assert "switchboard_session" not in plain.cookies
+    # JSON from another site's script: refused by its Origin before any handler runs.
+    foreign = await client.post("/api/v1/auth/login", content=body, headers={
+        "Content-Type": "application/json", "Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert foreign.json()["error"]["code"] == "forbidden_origin"
+    assert "switchboard_session" not in foreign.cookies
+    for origin in ("null", "http://localhost.evil.example"):
+        refused = await client.post("/api/v1/auth/login", content=body, headers={
+            "Content-Type": "application/json", "Origin": origin})
+        assert refused.status_code == 403, origin
+    # Invitation acceptance is held to the same: nothing is looked up or created.
+    invite = await client.post("/api/v1/auth/invitations/accept", content=b'{"token": "t"}',
+                               headers={"Content-Type": "text/plain"})
+    assert invite.status_code == 415
+    invite = await client.post("/api/v1/auth/invitations/accept", json={"token": "t" * 20,
+                               "password": "x" * 12}, headers={"Origin": "https://evil.example"})
+    assert invite.status_code == 403
+    # The app's own page (same origin) and scripts (no Origin) log in as before.
+    own = await client.post("/api/v1/auth/login", content=body, headers={
+        "Content-Type": "application/json; charset=utf-8", "Origin": stack.base})
+    assert own.status_code == 200 and "switchboard_session" in own.cookies
+    assert (await _login(stack.client(), "bob@example.com")).status_code == 200
+
+
+async def test_every_json_endpoint_wants_json_and_its_own_origin(stack: Stack) -> None:
+    alice = await stack.login("alice")
+    token = (await alice.http.get("/api/v1/me")).json()
+    assert token["email"] == "alice@example.com"
+    wrong_type = await alice.http.post("/api/v1/canned-responses", content=b'{"shortcut": "x"}',
+                                       headers={"Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415
+    # Even with the session's cookie and CSRF token, a foreign page's request is refused.
+    foreign = await alice.http.post("/api/v1/canned-responses",
+                                    json={"shortcut": "hi", "text": "Hello"},
+                                    headers={"Origin": "https://evil.example"})
+    assert foreign.status_code == 403
+    assert foreign.json()["error"]["code"] == "forbidden_origin"
+    assert (await alice.http.get("/api/v1/canned-responses")).json() == []
+    # Reading is not an unsafe request: no Origin check on GET.
+    listed = await alice.http.get("/api/v1/canned-responses",
+                                  headers={"Origin": "https://evil.example"})
+    assert listed.status_code == 200
+    own = await alice.http.post("/api/v1/canned-responses",
+                                json={"shortcut": "hi", "text": "Hello"},
+                                headers={"Origin": stack.base})
+    assert own.status_code == 201, own.text

@@ -210,6 +210,10 @@ async def test_bad_visitor_input_is_refused_clearly(stack: Stack) -> None:
     assert not_json.status_code == 400
     huge = await visitor.http.post(api, content=b"x" * 20_000)
     assert huge.status_code == 413
+    deep = await visitor.http.post(api, content=b"[" * 5000 + b"]" * 5000)
+    assert deep.status_code == 400 and deep.json()["error"]["code"] == "invalid_json"
+    nul = await visitor.http.post(api, json={"id": "nul-0001", "text": "a\u0000b"})
+    assert nul.status_code == 422 and "NUL" in nul.json()["error"]["message"]
 
     forged = stack.client()
     forged.headers.update({"Origin": SITE, "Authorization": f"Bearer {visitor.token}x"})
