@@ -44,6 +44,31 @@ class TokenRefused(Exception):
     """A visitor token that is forged, expired or for another inbox."""
 
 
+_ADJECTIVES = (
+    "Amber", "Azure", "Bold", "Brave", "Bright", "Calm", "Clever", "Coral", "Cosy", "Crisp",
+    "Daring", "Eager", "Fair", "Gentle", "Golden", "Happy", "Hazel", "Honest", "Jolly", "Keen",
+    "Kind", "Lively", "Lucky", "Lunar", "Mellow", "Merry", "Misty", "Nimble", "Olive", "Patient",
+    "Polite", "Proud", "Quick", "Quiet", "Rosy", "Ruby", "Sandy", "Silver", "Sunny", "Swift",
+    "Teal", "Tidy", "Upbeat", "Velvet", "Violet", "Warm", "Witty", "Zesty",
+)
+_ANIMALS = (
+    "Badger", "Bear", "Beaver", "Bison", "Crane", "Deer", "Dolphin", "Eagle", "Falcon",
+    "Finch", "Fox", "Gecko", "Hare", "Hedgehog", "Heron", "Ibis", "Koala", "Lark", "Lemur",
+    "Lynx", "Marten", "Moose", "Newt", "Otter", "Owl", "Panda", "Parrot", "Pelican", "Penguin",
+    "Puffin", "Quail", "Rabbit", "Raven", "Robin", "Salmon", "Seal", "Sparrow", "Squirrel",
+    "Stork", "Swan", "Tapir", "Tiger", "Toucan", "Turtle", "Walrus", "Whale", "Wolf", "Wren",
+)
+
+
+def friendly_name(visitor_id: str) -> str:
+    """A name for an anonymous visitor until they give one: the same for the same visitor,
+    different enough that agents tell two visitors apart ("Teal Otter 42"; 230,400 names)."""
+    digest = hashlib.sha256(visitor_id.encode()).digest()
+    adjective = _ADJECTIVES[digest[0] % len(_ADJECTIVES)]
+    animal = _ANIMALS[digest[1] % len(_ANIMALS)]
+    return f"{adjective} {animal} {int.from_bytes(digest[2:4], 'big') % 100}"
+
+
 @dataclass(frozen=True)
 class Visitor:
     """Who is behind a widget: an anonymous visitor or a user the host site vouched for."""
@@ -60,7 +85,7 @@ class Visitor:
             return Identity(kind="visitor", value=f"{self.inbox_id}:user:{self.identifier}",
                             display_name=self.name)
         return Identity(kind="visitor", value=f"{self.inbox_id}:anon:{self.visitor_id}",
-                        display_name=self.name)
+                        display_name=self.name or friendly_name(self.visitor_id))
 
     @property
     def thread(self) -> str:

@@ -74,9 +74,21 @@ class Settings(BaseSettings):
         15.0, gt=0, description="How often workers wake conversations whose snooze ended."
     )
     demo_page: bool = Field(False, description="Serve the demo website at /demo (demo only).")
+    metrics_token: str = Field(
+        "", description="Bearer token a scraper sends for /metrics; without one, /metrics "
+        "answers only on the loopback interface.")
     poller_rescan_seconds: float = Field(
         5.0, gt=0, description="How often workers look for new or changed polled inboxes."
     )
+    widget_sessions_per_minute: int = Field(
+        30, ge=1, le=100_000,
+        description="New chat-widget sessions one address may start per minute (429 beyond).")
+    widget_sockets_per_address: int = Field(
+        20, ge=1, le=100_000,
+        description="Chat-widget websockets one address may hold open at once.")
+    widget_sockets_total: int = Field(
+        5000, ge=1, le=1_000_000,
+        description="Chat-widget websockets one web process holds open at once.")
     presence_seconds: int = Field(
         60, ge=5, description="An agent counts as online this long after their last heartbeat."
     )

@@ -506,11 +506,20 @@ async def online_member_count(
     session: AsyncSession, *, inbox_id: int, now: datetime, presence_seconds: int
 ) -> int:
     """How many of the inbox's agents are online and available right now."""
-    found = await session.exec(
-        select(func.count())
-        .select_from(InboxMember)
+    counts = await online_member_counts(session, inbox_ids=[inbox_id], now=now,
+                                        presence_seconds=presence_seconds)
+    return counts.get(inbox_id, 0)
+
+
+async def online_member_counts(
+    session: AsyncSession, *, inbox_ids: list[int], now: datetime, presence_seconds: int
+) -> dict[int, int]:
+    """For each inbox, how many of its agents are online and available right now (inboxes
+    with none are left out), in one statement."""
+    rows = await session.exec(
+        select(col(InboxMember.inbox_id), func.count())
         .join(Agent, col(Agent.id) == col(InboxMember.agent_id))
-        .where(InboxMember.inbox_id == inbox_id,
-               *_available(now, presence_seconds))
+        .where(col(InboxMember.inbox_id).in_(inbox_ids), *_available(now, presence_seconds))
+        .group_by(col(InboxMember.inbox_id))
     )
-    return int(found.one())
+    return {inbox_id: int(count) for inbox_id, count in rows}

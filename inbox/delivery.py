@@ -4,6 +4,7 @@ callbacks, and bounces. A status only moves forward: a late "sent" never hides "
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from sqlalchemy import bindparam, tuple_, update
 from sqlmodel import col, select
@@ -105,6 +106,37 @@ async def apply_status(ctx: InboxContext, update_: StatusUpdate) -> bool:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+MAX_RECEIPTS = 200  # message ids one receipt from a widget may name
+
+
+async def visitor_receipt(
+    ctx: InboxContext, *, conversation_id: int, message_ids: Sequence[int],
+    status: Literal["delivered", "read"],
+) -> int:
+    """The visitor's own widget received ("delivered") or showed ("read") replies of their
+    conversation: those replies move forward (never back, never a note, never another
+    conversation's message). Answers how many changed; two statements at most."""
+    ids = sorted({i for i in message_ids if isinstance(i, int)})[:MAX_RECEIPTS]
+    if not ids:
+        return 0
+    async with ctx.db.write() as session:
+        query = (select(Message)
+                 .where(col(Message.id).in_(ids), Message.conversation_id == conversation_id,
+                        Message.direction == "out", Message.kind == "message")
+                 .order_by(col(Message.id)))
+        if is_postgresql(session):
+            query = query.with_for_update()
+        rows = list(await session.exec(query))
+        changed = []
+        for row in rows:
+            session.expunge(row)  # written by _save
+            if moves_forward(row.status, status):
+                row.status, row.status_reason = status, None
+                changed.append(row)
+        stage_events(session, await _save(session, changed))
+    return len(changed)
 
 
 async def set_send_result(

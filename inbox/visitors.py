@@ -9,7 +9,15 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.identity import normalize_email
 from inbox.attachments import attachment_by_id
-from inbox.models import Attachment, Contact, ContactIdentity, Conversation, Message, ThreadKey
+from inbox.models import (
+    Agent,
+    Attachment,
+    Contact,
+    ContactIdentity,
+    Conversation,
+    Message,
+    ThreadKey,
+)
 
 
 async def contact_of(session: AsyncSession, *, kind: str, value: str) -> Contact | None:
@@ -54,7 +62,16 @@ def event_shape(message: Message) -> dict[str, Any]:
     widget's view of a message is made from)."""
     return {"id": message.id, "direction": message.direction, "text": message.text,
             "external_id": message.external_id, "attachments": message.attachments,
-            "accepted_at": message.accepted_at.isoformat()}
+            "accepted_at": message.accepted_at.isoformat(), "agent_id": message.agent_id}
+
+
+async def agent_first_names(session: AsyncSession, agent_ids: set[int]) -> dict[int, str]:
+    """What a visitor sees of the agents who answered: their first names."""
+    if not agent_ids:
+        return {}
+    rows = await session.exec(select(Agent.id, Agent.name).where(col(Agent.id).in_(agent_ids)))
+    return {agent_id: (name.split() or ["Agent"])[0] for agent_id, name in rows
+            if agent_id is not None}
 
 
 async def visitor_attachment(

@@ -203,6 +203,26 @@ class Stack:
         self._clients.append(client)
         return client
 
+    async def add_agent(self, name: str, *, role: str = "agent",
+                        inboxes: tuple[str, ...] = ()) -> int:
+        """Create another agent (`name`@example.com, the test password), a member of these
+        inboxes (by name: support, sales); their id is kept in `ids` for `login`."""
+        from inbox.agents import add_to_inbox, create_agent
+        from inbox.db import Database
+
+        db = Database(self.settings.sqlalchemy_url)
+        try:
+            async with db.write() as session:
+                agent = await create_agent(session, email=f"{name}@example.com",
+                                           name=name.title(), password=PASSWORD, role=role)
+                assert agent.id is not None
+                for inbox in inboxes:
+                    await add_to_inbox(session, agent_id=agent.id, inbox_id=self.ids[inbox])
+        finally:
+            await db.close()
+        self.ids[name] = agent.id
+        return agent.id
+
     async def login(self, name: str) -> Agent:
         """Log in a seeded agent by name (admin, alice, bob)."""
         client = self.client()

@@ -15,9 +15,7 @@ from typing import Any
 
 import httpx
 
-from inbox.agents import create_agent
-from inbox.db import Database
-from tests.helpers import PASSWORD, Agent, Socket, Stack, eventually, message, of_type
+from tests.helpers import Agent, Socket, Stack, eventually, message, of_type
 
 # Every piece of the support inbox's data carries one of these; no outsider may see them.
 MARKERS = ("matrix-secret", "matrixada")
@@ -157,15 +155,7 @@ def expected(kind: str, actor: str, status: int) -> bool:
 
 
 async def _setup(stack: Stack) -> tuple[dict[str, Any], Agent, Agent, Agent, Agent]:
-    db = Database(stack.settings.sqlalchemy_url)
-    try:
-        async with db.write() as session:
-            lena = await create_agent(session, email="lena@example.com", name="Lena",
-                                      password=PASSWORD, role="lead")
-            assert lena.id is not None
-            stack.ids["lena"] = lena.id
-    finally:
-        await db.close()
+    await stack.add_agent("lena", role="lead")
     admin = await stack.login("admin")
     alice = await stack.login("alice")
     bob = await stack.login("bob")

@@ -20,13 +20,13 @@ from starlette.routing import BaseRoute, Route
 
 from hub import dead_letters
 from hub.security import constant_time_equal
-from inbox import admin, invitations, teams, totp
+from inbox import admin, canned, invitations, labels, teams, totp
 from inbox.agents import MIN_PASSWORD, Principal, agent_by_id
 from inbox.inboxes import visible_inboxes
 from web.admin import guarded
-from web.context import WebContext
+from web.context import WebContext, web_context
 from web.http import SESSION_COOKIE, HTTPProblem, current_principal, set_session_cookie
-from web.ui import Pages, form_lists
+from web.ui import PAGES, form_lists
 
 if TYPE_CHECKING:  # row types of what inbox/ returns; web/ never queries
     from sqlmodel.ext.asyncio.session import AsyncSession
@@ -45,6 +45,11 @@ DONE = {
     "replayed": "Put back on its stream: the workers handle it again.",
     "replayed_all": "Every dead letter was put back on its stream.",
     "discarded": "The dead letter was deleted.",
+    "label_created": "The label was added: agents can put it on conversations now.",
+    "label_deleted": "The label was removed from the list and from every conversation.",
+    "canned_created": "The canned response was saved: type / and its shortcut in a reply.",
+    "canned_saved": "The canned response was saved.",
+    "canned_deleted": "The canned response was deleted.",
 }
 
 
@@ -90,283 +95,406 @@ async def form_act(action: Awaitable[T]) -> T:
         raise FormError(problem.message, problem.status) from None
 
 
-def admin_ui_routes(ctx: WebContext) -> list[BaseRoute]:
-    """The admin pages, the invitation page and the two-factor settings page."""
-    db = ctx.inbox.db
-    presence = ctx.settings.presence_seconds
-    pages = Pages()
-    page, redirect = pages.page, pages.redirect
+page, redirect = PAGES.page, PAGES.redirect
 
-    def refusal(status: int, title: str, text: str) -> HTMLResponse:
-        return page("message.html", status, title=title, text=text)
 
-    async def session_principal(request: Request) -> Principal | None:
-        if not request.cookies.get(SESSION_COOKIE):
-            return None
-        return await current_principal(ctx, request)
+def refusal(status: int, title: str, text: str) -> HTMLResponse:
+    return page("message.html", status, title=title, text=text)
 
-    def admin_page(
-        handler: Callable[[Request, Principal, Form | None], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        """Only admins; a POST must carry the session's CSRF token."""
 
-        async def endpoint(request: Request) -> Response:
-            principal = await session_principal(request)
-            if principal is None:
-                return redirect("/login")
-            if not principal.is_admin:
-                return refusal(403, "Admins only", "Only admins manage agents and teams.")
-            form = None
-            if request.method == "POST":
-                form = await form_lists(request)
-                if not constant_time_equal(_one(form, "csrf_token"), principal.csrf_token):
-                    return refusal(403, "Not saved",
-                                   "This form expired or was not sent from this site. "
-                                   "Reload the page and try again.")
-            return await handler(request, principal, form)
+async def session_principal(request: Request) -> Principal | None:
+    ctx = web_context(request)
+    if not request.cookies.get(SESSION_COOKIE):
+        return None
+    return await current_principal(ctx, request)
 
-        return endpoint
 
-    async def agents_page(
-        principal: Principal, status: int = 200, **values: Any
-    ) -> HTMLResponse:
-        async with db.read() as session:
-            return page(
-                "admin_agents.html", status, csrf_token=principal.csrf_token,
-                me=principal.agent_id, agents=await admin.list_agents(
-                    session, presence_seconds=presence),
-                inboxes=await visible_inboxes(session, principal),
-                teams=await teams.list_teams(session),
-                invitations=await invitations.pending_invitations(session),
-                min_hours=1, max_hours=720, **values,
-            )
+def admin_page(
+    handler: Callable[[Request, Principal, Form | None], Awaitable[Response]],
+    *, leads: bool = False,
+) -> Callable[[Request], Awaitable[Response]]:
+    """Only admins (with `leads`, team leads too); a POST must carry the session's CSRF
+    token."""
 
-    async def teams_page(principal: Principal, status: int = 200, **values: Any) -> HTMLResponse:
-        async with db.read() as session:
-            return page(
-                "admin_teams.html", status, csrf_token=principal.csrf_token,
-                teams=await teams.list_teams(session),
-                agents=await admin.list_agents(session, presence_seconds=presence),
-                inboxes=await visible_inboxes(session, principal), **values,
-            )
-
-    def notice(request: Request) -> str | None:
-        return DONE.get(request.query_params.get("done", ""))
-
-    async def agents_get(request: Request, principal: Principal, form: Form | None) -> Response:
-        return await agents_page(principal, notice=notice(request))
-
-    async def agent_post(request: Request, principal: Principal, form: Form | None) -> Response:
-        assert form is not None
-        agent_id = int(request.path_params["agent_id"])
-        try:
-            if "is_active" in form:
-                patch = _model(lambda: admin.AgentPatch(is_active=_one(form, "is_active") == "1"))
-                done = "reactivated" if patch.is_active else "deactivated"
-            else:
-                capacity = _one(form, "capacity")
-                if capacity and not capacity.isdigit():
-                    raise FormError("capacity: a whole number, or empty for no limit")
-                patch = _model(lambda: admin.AgentPatch.model_validate({
-                    "name": _one(form, "name") or None, "role": _one(form, "role") or None,
-                    "capacity": int(capacity) if capacity else None,
-                    "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
-                }))
-                done = "saved"
-            await form_act(admin.update_agent(ctx.inbox, principal, agent_id, patch))
-        except FormError as exc:
-            return await agents_page(principal, exc.status, error=_sentence(str(exc)),
-                                     error_for=agent_id)
-        return redirect(f"/admin/agents?done={done}#agent-{agent_id}")
-
-    async def invite_post(request: Request, principal: Principal, form: Form | None) -> Response:
-        assert form is not None
-        hours = _one(form, "expires_in_hours") or "72"
-        try:
-            body = _model(lambda: invitations.InvitationCreate.model_validate({
-                "email": _one(form, "email"), "name": _one(form, "name"),
-                "role": _one(form, "role") or "agent",
-                "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
-                "expires_in_hours": int(hours) if hours.isdigit() else 0,
-            }))
-            created = await form_act(invitations.create_invitation(ctx.inbox, principal, body))
-        except FormError as exc:
-            return await agents_page(principal, exc.status, invite_error=_sentence(str(exc)))
-        # Shown this once: only the token's hash is kept, nobody can see the link again.
-        return await agents_page(principal, 201, new_invitation=created)
-
-    async def revoke_post(request: Request, principal: Principal, form: Form | None) -> Response:
-        try:
-            await form_act(invitations.revoke_invitation(
-                ctx.inbox, principal, int(request.path_params["invitation_id"])))
-        except FormError as exc:
-            return await agents_page(principal, exc.status, invite_error=_sentence(str(exc)))
-        return redirect("/admin/agents?done=revoked#invitations")
-
-    async def teams_get(request: Request, principal: Principal, form: Form | None) -> Response:
-        return await teams_page(principal, notice=notice(request))
-
-    def team_fields(form: Form) -> dict[str, Any]:
-        return {
-            "name": _one(form, "name"),
-            "assignment_policy": _one(form, "assignment_policy") or "round_robin",
-            "member_ids": _ids(form, "member_ids"), "inbox_ids": _ids(form, "inbox_ids"),
-        }
-
-    async def team_create(request: Request, principal: Principal, form: Form | None) -> Response:
-        assert form is not None
-        try:
-            body = _model(lambda: teams.TeamCreate(**team_fields(form)))
-            team = await form_act(teams.create_team(ctx.inbox, principal, body))
-        except FormError as exc:
-            return await teams_page(principal, exc.status, error=_sentence(str(exc)),
-                                    error_for="new")
-        return redirect(f"/admin/teams?done=created#team-{team.id}")
-
-    async def team_update(request: Request, principal: Principal, form: Form | None) -> Response:
-        assert form is not None
-        team_id = int(request.path_params["team_id"])
-        try:
-            body = _model(lambda: teams.TeamPatch(**team_fields(form)))
-            await form_act(teams.update_team(ctx.inbox, principal, team_id, body))
-        except FormError as exc:
-            return await teams_page(principal, exc.status, error=_sentence(str(exc)),
-                                    error_for=team_id)
-        return redirect(f"/admin/teams?done=saved#team-{team_id}")
-
-    async def team_delete(request: Request, principal: Principal, form: Form | None) -> Response:
-        try:
-            await form_act(teams.delete_team(ctx.inbox, principal,
-                                         int(request.path_params["team_id"])))
-        except FormError as exc:
-            return await teams_page(principal, exc.status, error=_sentence(str(exc)))
-        return redirect("/admin/teams?done=deleted")
-
-    def invite_form(token: str, invitation: invitations.InvitationView, status: int = 200,
-                    **values: Any) -> Response:
-        csrf = secrets.token_urlsafe(32)
-        response = page("invite.html", status, invitation=invitation, token=token,
-                        csrf_token=csrf, min_length=MIN_PASSWORD, **values)
-        response.set_cookie(INVITE_CSRF_COOKIE, csrf, max_age=3600, httponly=True,
-                            secure=ctx.settings.base_url.startswith("https://"),
-                            samesite="strict", path="/invite")
-        return response
-
-    async def invite_page(request: Request) -> Response:
-        token = request.path_params["token"]
-        try:
-            async with db.read() as session:
-                invitation = await form_act(invitations.open_invitation(session, token))
-        except FormError as exc:
-            return refusal(exc.status, "This invitation cannot be used", _sentence(str(exc)))
-        if request.method == "GET":
-            return invite_form(token, invitation)
-        form = await form_lists(request)
-        name = _one(form, "name")[:200]
-        expected = request.cookies.get(INVITE_CSRF_COOKIE, "")
-        if not expected or not constant_time_equal(expected, _one(form, "csrf_token")):
-            return invite_form(token, invitation, 403, name=name,
-                               error="This form expired. Please try again.")
-        password = form.get("password", [""])[0]
-        if password != form.get("confirm_password", [""])[0]:
-            return invite_form(token, invitation, 422, name=name,
-                               error="The passwords do not match.")
-        try:
-            logged = await form_act(invitations.accept_invitation(
-                ctx.inbox, token=token, name=name, password=password))
-        except FormError as exc:
-            return invite_form(token, invitation, exc.status, name=name,
-                               error=_sentence(str(exc)))
-        response = redirect("/")
-        set_session_cookie(response, logged.token, ctx.settings)
-        response.delete_cookie(INVITE_CSRF_COOKIE, path="/invite")
-        return response
-
-    async def two_factor(request: Request) -> Response:
+    async def endpoint(request: Request) -> Response:
         principal = await session_principal(request)
         if principal is None:
             return redirect("/login")
-        values: dict[str, Any] = {"csrf_token": principal.csrf_token}
-        status = 200
+        if leads and principal.role not in ("admin", "lead"):
+            return refusal(403, "Leads and admins only",
+                           "Only team leads and admins manage labels and canned responses.")
+        if not leads and not principal.is_admin:
+            return refusal(403, "Admins only", "Only admins manage agents and teams.")
+        form = None
         if request.method == "POST":
             form = await form_lists(request)
             if not constant_time_equal(_one(form, "csrf_token"), principal.csrf_token):
-                return refusal(403, "Not saved", "This form expired. Reload and try again.")
-            try:
-                values["notice"] = await two_factor_action(principal, form)
-            except FormError as exc:
-                status, values["error"] = exc.status, _sentence(str(exc))
-        async with db.read() as session:
-            agent = await agent_by_id(session, principal.agent_id)
-        if agent.totp_secret and not agent.totp_enabled:
-            values["otpauth_uri"] = totp.otpauth_uri(agent.totp_secret, agent.email)
-        return page("two_factor.html", status, agent=agent, **values)
+                return refusal(403, "Not saved",
+                               "This form expired or was not sent from this site. "
+                               "Reload the page and try again.")
+        return await handler(request, principal, form)
 
-    async def two_factor_action(principal: Principal, form: Form) -> str:
-        action = _one(form, "action")
-        async with db.write() as session:
-            return await form_act(_two_factor_step(session, principal, action, form))
+    return endpoint
 
-    async def dead_letters_get(
-        request: Request, principal: Principal, form: Form | None
-    ) -> Response:
-        stream = request.query_params.get("stream", "inbound")
-        if stream not in dead_letters.STREAMS:
-            stream = "inbound"
-        bus = ctx.inbox.bus
-        return page("admin_dead_letters.html", 200, csrf_token=principal.csrf_token,
-                    stream=stream, streams=dead_letters.STREAMS,
-                    counts=await dead_letters.count(bus),
-                    letters=await dead_letters.list_dead_letters(bus, stream, limit=200),
-                    notice=notice(request))
 
-    async def dead_letter_post(
-        request: Request, principal: Principal, form: Form | None
-    ) -> Response:
-        stream, action = request.path_params["stream"], request.path_params["action"]
-        if stream not in dead_letters.STREAMS:
-            return refusal(404, "Not found", "There is no such stream.")
-        entry = request.path_params.get("entry")
-        bus = ctx.inbox.bus
+async def agents_page(
+    ctx: WebContext, principal: Principal, status: int = 200, **values: Any
+) -> HTMLResponse:
+    async with ctx.inbox.db.read() as session:
+        return page(
+            "admin_agents.html", status, csrf_token=principal.csrf_token,
+            me=principal.agent_id, agents=await admin.list_agents(
+                session, presence_seconds=ctx.settings.presence_seconds),
+            inboxes=await visible_inboxes(session, principal),
+            teams=await teams.list_teams(session),
+            invitations=await invitations.pending_invitations(session),
+            min_hours=1, max_hours=720, **values,
+        )
+
+
+async def teams_page(
+    ctx: WebContext, principal: Principal, status: int = 200, **values: Any
+) -> HTMLResponse:
+    async with ctx.inbox.db.read() as session:
+        return page(
+            "admin_teams.html", status, csrf_token=principal.csrf_token,
+            teams=await teams.list_teams(session),
+            agents=await admin.list_agents(session, presence_seconds=ctx.settings.presence_seconds),
+            inboxes=await visible_inboxes(session, principal), **values,
+        )
+
+
+def notice(request: Request) -> str | None:
+    return DONE.get(request.query_params.get("done", ""))
+
+
+async def agents_get(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    return await agents_page(ctx, principal, notice=notice(request))
+
+
+async def agent_post(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    assert form is not None
+    agent_id = int(request.path_params["agent_id"])
+    try:
+        if "is_active" in form:
+            patch = _model(lambda: admin.AgentPatch(is_active=_one(form, "is_active") == "1"))
+            done = "reactivated" if patch.is_active else "deactivated"
+        else:
+            capacity = _one(form, "capacity")
+            if capacity and not capacity.isdigit():
+                raise FormError("capacity: a whole number, or empty for no limit")
+            patch = _model(lambda: admin.AgentPatch.model_validate({
+                "name": _one(form, "name") or None, "role": _one(form, "role") or None,
+                "capacity": int(capacity) if capacity else None,
+                "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
+            }))
+            done = "saved"
+        await form_act(admin.update_agent(ctx.inbox, principal, agent_id, patch))
+    except FormError as exc:
+        return await agents_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+                                 error_for=agent_id)
+    return redirect(f"/admin/agents?done={done}#agent-{agent_id}")
+
+
+async def invite_post(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    assert form is not None
+    hours = _one(form, "expires_in_hours") or "72"
+    try:
+        body = _model(lambda: invitations.InvitationCreate.model_validate({
+            "email": _one(form, "email"), "name": _one(form, "name"),
+            "role": _one(form, "role") or "agent",
+            "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
+            "expires_in_hours": int(hours) if hours.isdigit() else 0,
+        }))
+        created = await form_act(invitations.create_invitation(ctx.inbox, principal, body))
+    except FormError as exc:
+        return await agents_page(ctx, principal, exc.status, invite_error=_sentence(str(exc)))
+    # Shown this once: only the token's hash is kept, nobody can see the link again.
+    return await agents_page(ctx, principal, 201, new_invitation=created)
+
+
+async def revoke_post(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    try:
+        await form_act(invitations.revoke_invitation(
+            ctx.inbox, principal, int(request.path_params["invitation_id"])))
+    except FormError as exc:
+        return await agents_page(ctx, principal, exc.status, invite_error=_sentence(str(exc)))
+    return redirect("/admin/agents?done=revoked#invitations")
+
+
+async def teams_get(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    return await teams_page(ctx, principal, notice=notice(request))
+
+
+def team_fields(form: Form) -> dict[str, Any]:
+    return {
+        "name": _one(form, "name"),
+        "assignment_policy": _one(form, "assignment_policy") or "round_robin",
+        "member_ids": _ids(form, "member_ids"), "inbox_ids": _ids(form, "inbox_ids"),
+    }
+
+
+async def team_create(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    assert form is not None
+    try:
+        body = _model(lambda: teams.TeamCreate(**team_fields(form)))
+        team = await form_act(teams.create_team(ctx.inbox, principal, body))
+    except FormError as exc:
+        return await teams_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+                                error_for="new")
+    return redirect(f"/admin/teams?done=created#team-{team.id}")
+
+
+async def team_update(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    assert form is not None
+    team_id = int(request.path_params["team_id"])
+    try:
+        body = _model(lambda: teams.TeamPatch(**team_fields(form)))
+        await form_act(teams.update_team(ctx.inbox, principal, team_id, body))
+    except FormError as exc:
+        return await teams_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+                                error_for=team_id)
+    return redirect(f"/admin/teams?done=saved#team-{team_id}")
+
+
+async def team_delete(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    try:
+        await form_act(teams.delete_team(ctx.inbox, principal,
+                                     int(request.path_params["team_id"])))
+    except FormError as exc:
+        return await teams_page(ctx, principal, exc.status, error=_sentence(str(exc)))
+    return redirect("/admin/teams?done=deleted")
+
+
+def invite_form(ctx: WebContext, token: str, invitation: invitations.InvitationView,
+                status: int = 200, **values: Any) -> Response:
+    csrf = secrets.token_urlsafe(32)
+    response = page("invite.html", status, invitation=invitation, token=token,
+                    csrf_token=csrf, min_length=MIN_PASSWORD, **values)
+    response.set_cookie(INVITE_CSRF_COOKIE, csrf, max_age=3600, httponly=True,
+                        secure=ctx.settings.base_url.startswith("https://"),
+                        samesite="strict", path="/invite")
+    return response
+
+
+async def invite_page(request: Request) -> Response:
+    ctx = web_context(request)
+    token = request.path_params["token"]
+    try:
+        async with ctx.inbox.db.read() as session:
+            invitation = await form_act(invitations.open_invitation(session, token))
+    except FormError as exc:
+        return refusal(exc.status, "This invitation cannot be used", _sentence(str(exc)))
+    if request.method == "GET":
+        return invite_form(ctx, token, invitation)
+    form = await form_lists(request)
+    name = _one(form, "name")[:200]
+    expected = request.cookies.get(INVITE_CSRF_COOKIE, "")
+    if not expected or not constant_time_equal(expected, _one(form, "csrf_token")):
+        return invite_form(ctx, token, invitation, 403, name=name,
+                           error="This form expired. Please try again.")
+    password = form.get("password", [""])[0]
+    if password != form.get("confirm_password", [""])[0]:
+        return invite_form(ctx, token, invitation, 422, name=name,
+                           error="The passwords do not match.")
+    try:
+        logged = await form_act(invitations.accept_invitation(
+            ctx.inbox, token=token, name=name, password=password))
+    except FormError as exc:
+        return invite_form(ctx, token, invitation, exc.status, name=name,
+                           error=_sentence(str(exc)))
+    response = redirect("/")
+    set_session_cookie(response, logged.token, ctx.settings)
+    response.delete_cookie(INVITE_CSRF_COOKIE, path="/invite")
+    return response
+
+
+async def two_factor(request: Request) -> Response:
+    ctx = web_context(request)
+    principal = await session_principal(request)
+    if principal is None:
+        return redirect("/login")
+    values: dict[str, Any] = {"csrf_token": principal.csrf_token}
+    status = 200
+    if request.method == "POST":
+        form = await form_lists(request)
+        if not constant_time_equal(_one(form, "csrf_token"), principal.csrf_token):
+            return refusal(403, "Not saved", "This form expired. Reload and try again.")
         try:
-            if action == "replay-all":
-                await dead_letters.replay_all(bus, stream)
-                done = "replayed_all"
-            elif action == "replay" and entry:
-                found = await dead_letters.replay(bus, stream, entry) is not None
-                done = "replayed" if found else ""
-            elif action == "discard" and entry:
-                done = "discarded" if await dead_letters.discard(bus, stream, entry) else ""
+            values["notice"] = await two_factor_action(ctx, principal, form)
+        except FormError as exc:
+            status, values["error"] = exc.status, _sentence(str(exc))
+    async with ctx.inbox.db.read() as session:
+        agent = await agent_by_id(session, principal.agent_id)
+    if agent.totp_secret and not agent.totp_enabled:
+        values["otpauth_uri"] = totp.otpauth_uri(agent.totp_secret, agent.email)
+    return page("two_factor.html", status, agent=agent, **values)
+
+
+async def two_factor_action(ctx: WebContext, principal: Principal, form: Form) -> str:
+    action = _one(form, "action")
+    async with ctx.inbox.db.write() as session:
+        return await form_act(_two_factor_step(session, principal, action, form))
+
+
+async def dead_letters_get(
+    request: Request, principal: Principal, form: Form | None
+) -> Response:
+    ctx = web_context(request)
+    stream = request.query_params.get("stream", "inbound")
+    if stream not in dead_letters.STREAMS:
+        stream = "inbound"
+    bus = ctx.inbox.bus
+    return page("admin_dead_letters.html", 200, csrf_token=principal.csrf_token,
+                stream=stream, streams=dead_letters.STREAMS,
+                counts=await dead_letters.count(bus),
+                letters=await dead_letters.list_dead_letters(bus, stream, limit=200),
+                notice=notice(request))
+
+
+async def dead_letter_post(
+    request: Request, principal: Principal, form: Form | None
+) -> Response:
+    ctx = web_context(request)
+    stream, action = request.path_params["stream"], request.path_params["action"]
+    if stream not in dead_letters.STREAMS:
+        return refusal(404, "Not found", "There is no such stream.")
+    entry = request.path_params.get("entry")
+    bus = ctx.inbox.bus
+    try:
+        if action == "replay-all":
+            await dead_letters.replay_all(bus, stream)
+            done = "replayed_all"
+        elif action == "replay" and entry:
+            found = await dead_letters.replay(bus, stream, entry) is not None
+            done = "replayed" if found else ""
+        elif action == "discard" and entry:
+            done = "discarded" if await dead_letters.discard(bus, stream, entry) else ""
+        else:
+            return refusal(404, "Not found", "There is no such action.")
+    except ValueError:
+        done = ""
+    if not done:
+        return refusal(404, "Not found", "That dead letter is gone (replayed or deleted).")
+    return redirect(f"/admin/dead-letters?stream={stream}&done={done}")
+
+
+async def labels_page(ctx: WebContext, principal: Principal, status: int = 200,
+                      **values: Any) -> HTMLResponse:
+    async with ctx.inbox.db.read() as db_session:
+        found = await labels.list_labels(db_session)
+    return page("admin_labels.html", status, csrf_token=principal.csrf_token, labels=found,
+                is_admin=principal.is_admin, **values)
+
+
+async def labels_get(request: Request, principal: Principal, form: Form | None) -> Response:
+    return await labels_page(web_context(request), principal, notice=notice(request))
+
+
+async def label_create(request: Request, principal: Principal, form: Form | None) -> Response:
+    assert form is not None
+    ctx = web_context(request)
+    try:
+        await form_act(labels.create_label(ctx.inbox, principal, name=_one(form, "name"),
+                                           color=_one(form, "color") or None))
+    except FormError as exc:
+        return await labels_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+                                 name=_one(form, "name"))
+    return redirect("/admin/labels?done=label_created")
+
+
+async def label_delete(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    try:
+        await form_act(labels.delete_label(ctx.inbox, principal,
+                                           label_id=int(request.path_params["label_id"])))
+    except FormError as exc:
+        return await labels_page(ctx, principal, exc.status, error=_sentence(str(exc)))
+    return redirect("/admin/labels?done=label_deleted")
+
+
+async def canned_page(ctx: WebContext, principal: Principal, status: int = 200,
+                      **values: Any) -> HTMLResponse:
+    async with ctx.inbox.db.read() as db_session:
+        found = await canned.list_canned(db_session)
+    return page("admin_canned.html", status, csrf_token=principal.csrf_token, canned=found,
+                variables=sorted(canned.VARIABLES), is_admin=principal.is_admin, **values)
+
+
+async def canned_get(request: Request, principal: Principal, form: Form | None) -> Response:
+    return await canned_page(web_context(request), principal, notice=notice(request))
+
+
+async def canned_post(request: Request, principal: Principal, form: Form | None) -> Response:
+    """Create (no id), change or delete a canned response."""
+    assert form is not None
+    ctx = web_context(request)
+    raw_id = request.path_params.get("canned_id")
+    delete = request.url.path.endswith("/delete")
+    fields = {"shortcut": _one(form, "shortcut"), "title": _one(form, "title"),
+              "text": form.get("text", [""])[0]}
+    try:
+        async with ctx.inbox.db.write() as db_session:
+            if raw_id is None:
+                await form_act(canned.create_canned(db_session, principal, **fields))
+                done = "canned_created"
+            elif delete:
+                await form_act(canned.delete_canned(db_session, principal, int(raw_id)))
+                done = "canned_deleted"
             else:
-                return refusal(404, "Not found", "There is no such action.")
-        except ValueError:
-            done = ""
-        if not done:
-            return refusal(404, "Not found", "That dead letter is gone (replayed or deleted).")
-        return redirect(f"/admin/dead-letters?stream={stream}&done={done}")
+                await form_act(canned.update_canned(db_session, principal, int(raw_id),
+                                                    **fields))
+                done = "canned_saved"
+    except FormError as exc:
+        return await canned_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+                                 error_for=raw_id or "new", values=fields)
+    return redirect(f"/admin/canned?done={done}")
 
-    async def admin_home(request: Request) -> Response:
-        return redirect("/admin/agents")
 
-    return [
-        Route("/admin", admin_home, methods=["GET"]),
-        Route("/admin/agents", admin_page(agents_get), methods=["GET"]),
-        Route("/admin/agents/{agent_id:id}", admin_page(agent_post), methods=["POST"]),
-        Route("/admin/invitations", admin_page(invite_post), methods=["POST"]),
-        Route("/admin/invitations/{invitation_id:id}/revoke", admin_page(revoke_post),
-              methods=["POST"]),
-        Route("/admin/teams", admin_page(teams_get), methods=["GET"]),
-        Route("/admin/teams", admin_page(team_create), methods=["POST"]),
-        Route("/admin/teams/{team_id:id}", admin_page(team_update), methods=["POST"]),
-        Route("/admin/teams/{team_id:id}/delete", admin_page(team_delete), methods=["POST"]),
-        Route("/admin/dead-letters", admin_page(dead_letters_get), methods=["GET"]),
-        Route("/admin/dead-letters/{stream:str}/{action:str}", admin_page(dead_letter_post),
-              methods=["POST"]),
-        Route("/admin/dead-letters/{stream:str}/{entry:str}/{action:str}",
-              admin_page(dead_letter_post), methods=["POST"]),
-        Route("/invite/{token:str}", invite_page, methods=["GET", "POST"]),
-        Route("/settings/two-factor", two_factor, methods=["GET", "POST"]),
-    ]
+async def admin_home(request: Request) -> Response:
+    """Admins land on the agents, team leads on what they manage: the labels."""
+    principal = await session_principal(request)
+    if principal is None:
+        return redirect("/login")
+    return redirect("/admin/agents" if principal.is_admin else "/admin/labels")
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/admin/labels", admin_page(labels_get, leads=True), methods=["GET"]),
+    Route("/admin/labels", admin_page(label_create, leads=True), methods=["POST"]),
+    Route("/admin/labels/{label_id:id}/delete", admin_page(label_delete, leads=True),
+          methods=["POST"]),
+    Route("/admin/canned", admin_page(canned_get, leads=True), methods=["GET"]),
+    Route("/admin/canned", admin_page(canned_post, leads=True), methods=["POST"]),
+    Route("/admin/canned/{canned_id:id}", admin_page(canned_post, leads=True), methods=["POST"]),
+    Route("/admin/canned/{canned_id:id}/delete", admin_page(canned_post, leads=True),
+          methods=["POST"]),
+    Route("/admin", admin_home, methods=["GET"]),
+    Route("/admin/agents", admin_page(agents_get), methods=["GET"]),
+    Route("/admin/agents/{agent_id:id}", admin_page(agent_post), methods=["POST"]),
+    Route("/admin/invitations", admin_page(invite_post), methods=["POST"]),
+    Route("/admin/invitations/{invitation_id:id}/revoke", admin_page(revoke_post),
+          methods=["POST"]),
+    Route("/admin/teams", admin_page(teams_get), methods=["GET"]),
+    Route("/admin/teams", admin_page(team_create), methods=["POST"]),
+    Route("/admin/teams/{team_id:id}", admin_page(team_update), methods=["POST"]),
+    Route("/admin/teams/{team_id:id}/delete", admin_page(team_delete), methods=["POST"]),
+    Route("/admin/dead-letters", admin_page(dead_letters_get), methods=["GET"]),
+    Route("/admin/dead-letters/{stream:str}/{action:str}", admin_page(dead_letter_post),
+          methods=["POST"]),
+    Route("/admin/dead-letters/{stream:str}/{entry:str}/{action:str}",
+          admin_page(dead_letter_post), methods=["POST"]),
+    Route("/invite/{token:str}", invite_page, methods=["GET", "POST"]),
+    Route("/settings/two-factor", two_factor, methods=["GET", "POST"]),
+]
 
 
 async def _two_factor_step(

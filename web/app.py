@@ -31,15 +31,16 @@ from web import (
     search,
     teams,
 )
-from web.admin_ui import admin_ui_routes
+from web.admin_ui import ROUTES as ADMIN_UI_ROUTES
 from web.context import WebContext
 from web.health import health_routes
 from web.http import HTTPProblem, Operation, SameOrigin, problem_response, routes_of
 from web.openapi import build_openapi
 from web.realtime import Presence, websocket_routes
-from web.ui import static_files, ui_routes
+from web.ui import ROUTES as UI_ROUTES
+from web.ui import static_files
 from web.webhooks import webhook_routes
-from web.widget import widget_routes
+from web.widget import ROUTES as WIDGET_ROUTES
 
 log = logging.getLogger("switchboard.web")
 
@@ -71,10 +72,10 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         Route("/api/openapi.json", openapi, methods=["GET"]),
         *webhook_routes(ctx),
         *websocket_routes(ctx, presence),
-        *widget_routes(ctx),
+        *WIDGET_ROUTES,
         *health_routes(ctx),
-        *ui_routes(ctx),
-        *admin_ui_routes(ctx),
+        *UI_ROUTES,
+        *ADMIN_UI_ROUTES,
         static_files(),
     ]
 

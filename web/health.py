@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -12,7 +13,21 @@ from starlette.routing import Route
 
 from hub import dead_letters
 from hub.metrics import DEAD_LETTERS
+from hub.security import constant_time_equal
 from web.context import WebContext
+
+
+def _may_scrape(request: Request, token: str) -> bool:
+    """A loopback peer (a sidecar, an SSH tunnel), or anyone with the configured token."""
+    if token:
+        given = request.headers.get("authorization", "")
+        if constant_time_equal(given, f"Bearer {token}"):
+            return True
+    host = request.client.host if request.client is not None else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def health_routes(ctx: WebContext) -> list[Route]:
@@ -37,6 +52,10 @@ def health_routes(ctx: WebContext) -> list[Route]:
         )
 
     async def metrics(request: Request) -> Response:
+        if not _may_scrape(request, ctx.settings.metrics_token):
+            return JSONResponse({"error": {"code": "forbidden", "message": (
+                "metrics are served on the loopback interface or with the metrics token")}},
+                status_code=403)
         # The dead letters live on the bus, shared by every process: count them now.
         with contextlib.suppress(Exception):
             counts = await asyncio.wait_for(dead_letters.count(ctx.inbox.bus), timeout=2)

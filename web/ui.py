@@ -21,10 +21,11 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from config import Settings
 from hub.security import constant_time_equal
 from inbox.agents import MIN_PASSWORD, AgentError, Principal, agent_by_id, token_hash
 from inbox.auth import LoginRefused, log_in, log_out, update_password
-from web.context import WebContext
+from web.context import WebContext, web_context
 from web.http import (
     SESSION_COOKIE,
     client_address,
@@ -125,108 +126,122 @@ def _session_token(request: Request) -> str:
     return request.cookies.get(SESSION_COOKIE, "")
 
 
-def ui_routes(ctx: WebContext) -> list[BaseRoute]:
-    """The page routes of the agent inbox."""
-    db = ctx.inbox.db
-    secure_cookie = ctx.settings.base_url.startswith("https://")
-    pages = Pages()
-    page, redirect = pages.page, pages.redirect
+PAGES = Pages()
+page, redirect = PAGES.page, PAGES.redirect
 
-    def login_form(
-        status: int = 200, *, email: str = "", error: str | None = None, need_code: bool = False
-    ) -> Response:
-        token = secrets.token_urlsafe(32)
-        response = page("login.html", status, csrf_token=token, email=email, error=error,
-                        need_code=need_code)
-        response.set_cookie(
-            LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True, secure=secure_cookie,
-            samesite="strict", path="/login",
-        )
-        return response
 
-    async def agent_of(principal: Principal) -> Agent:
-        async with db.read() as session:
-            return await agent_by_id(session, principal.agent_id)
+def _login_form(
+    settings: Settings, status: int = 200, *, email: str = "", error: str | None = None,
+    need_code: bool = False,
+) -> Response:
+    token = secrets.token_urlsafe(32)
+    response = page("login.html", status, csrf_token=token, email=email, error=error,
+                    need_code=need_code)
+    response.set_cookie(
+        LOGIN_CSRF_COOKIE, token, max_age=3600, httponly=True,
+        secure=settings.base_url.startswith("https://"), samesite="strict", path="/login",
+    )
+    return response
 
-    async def inbox_page(request: Request) -> Response:
-        principal = await current_principal(ctx, request)
-        if principal is None or not _session_token(request):
-            return redirect("/login")
-        agent = await agent_of(principal)
-        return page("inbox.html", agent=agent, csrf_token=principal.csrf_token,
-                    attachment_max_bytes=ctx.settings.attachment_max_bytes)
 
-    async def login_get(request: Request) -> Response:
-        if _session_token(request) and await current_principal(ctx, request) is not None:
-            return redirect("/")
-        return login_form()
+async def _agent_of(ctx: WebContext, principal: Principal) -> Agent:
+    async with ctx.inbox.db.read() as session:
+        return await agent_by_id(session, principal.agent_id)
 
-    async def login_post(request: Request) -> Response:
-        form = await _form(request)
-        email = form.get("email", "")[:320]
-        expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-        if not expected or not constant_time_equal(expected, form.get("csrf_token", "")):
-            return login_form(403, email=email,
-                              error="This form expired. Please log in again.")
-        try:
-            logged = await log_in(ctx.inbox, email=email, password=form.get("password", ""),
-                                  totp_code=form.get("totp_code"), address=client_address(request))
-        except LoginRefused as exc:
-            refused = login_form(429 if exc.code == "rate_limited" else 401, email=email,
-                                 error=exc.message[:1].upper() + exc.message[1:] + ".",
-                                 need_code=exc.code in ("totp_required", "invalid_totp"))
-            if exc.retry_after is not None:
-                refused.headers["Retry-After"] = str(exc.retry_after)
-            return refused
-        response = redirect("/")
-        set_session_cookie(response, logged.token, ctx.settings)
-        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
-        return response
 
-    async def logout(request: Request) -> Response:
-        principal = await current_principal(ctx, request)
-        token = _session_token(request)
-        if principal is None or not token:
-            return redirect("/login")
-        form = await _form(request)
-        if not constant_time_equal(form.get("csrf_token", ""), principal.csrf_token):
-            return page("message.html", 403, title="Not logged out",
-                        text="The logout form was not sent from this page. Try again.")
-        await log_out(ctx.inbox, principal, token)
-        response = redirect("/login")
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+async def inbox_page(request: Request) -> Response:
+    """The agent inbox app (its modules do the rest), or the login page."""
+    ctx = web_context(request)
+    principal = await current_principal(ctx, request)
+    if principal is None or not _session_token(request):
+        return redirect("/login")
+    agent = await _agent_of(ctx, principal)
+    return page("inbox.html", agent=agent, csrf_token=principal.csrf_token,
+                attachment_max_bytes=ctx.settings.attachment_max_bytes)
 
-    async def password(request: Request) -> Response:
-        principal = await current_principal(ctx, request)
-        token = _session_token(request)
-        if principal is None or not token:
-            return redirect("/login")
-        agent = await agent_of(principal)
-        values: dict[str, Any] = {
-            "agent": agent, "csrf_token": principal.csrf_token, "min_length": MIN_PASSWORD,
-        }
-        if request.method == "GET":
-            return page("password.html", **values)
-        form = await _form(request)
-        if not constant_time_equal(form.get("csrf_token", ""), principal.csrf_token):
-            return page("password.html", 403, error="This form expired. Please try again.",
-                        **values)
-        new = form.get("new_password", "")
-        if new != form.get("confirm_password", ""):
-            return page("password.html", 422, error="The new passwords do not match.",
-                        **values)
-        try:
-            await update_password(ctx.inbox, principal, current=form.get("current_password", ""),
-                                  new=new, keep_token_hash=token_hash(token))
-        except AgentError as exc:
-            return page("password.html", 422, error=str(exc).capitalize() + ".", **values)
-        return page("password.html", done=True, **values)
 
-    return [
-        Route("/", inbox_page, methods=["GET"]),
-        Route("/login", login_get, methods=["GET"]),
-        Route("/login", login_post, methods=["POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/settings/password", password, methods=["GET", "POST"]),
-    ]
+async def login_get(request: Request) -> Response:
+    """The login form (the inbox when already logged in)."""
+    ctx = web_context(request)
+    if _session_token(request) and await current_principal(ctx, request) is not None:
+        return redirect("/")
+    return _login_form(ctx.settings)
+
+
+async def login_post(request: Request) -> Response:
+    """Log in from the form: email, password and, once asked for, the two-factor code."""
+    ctx = web_context(request)
+    form = await _form(request)
+    email = form.get("email", "")[:320]
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not expected or not constant_time_equal(expected, form.get("csrf_token", "")):
+        return _login_form(ctx.settings, 403, email=email,
+                           error="This form expired. Please log in again.")
+    try:
+        logged = await log_in(ctx.inbox, email=email, password=form.get("password", ""),
+                              totp_code=form.get("totp_code"), address=client_address(request))
+    except LoginRefused as exc:
+        refused = _login_form(ctx.settings, 429 if exc.code == "rate_limited" else 401,
+                              email=email, error=exc.message[:1].upper() + exc.message[1:] + ".",
+                              need_code=exc.code in ("totp_required", "invalid_totp"))
+        if exc.retry_after is not None:
+            refused.headers["Retry-After"] = str(exc.retry_after)
+        return refused
+    response = redirect("/")
+    set_session_cookie(response, logged.token, ctx.settings)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """End the session from the page's logout form."""
+    ctx = web_context(request)
+    principal = await current_principal(ctx, request)
+    token = _session_token(request)
+    if principal is None or not token:
+        return redirect("/login")
+    form = await _form(request)
+    if not constant_time_equal(form.get("csrf_token", ""), principal.csrf_token):
+        return page("message.html", 403, title="Not logged out",
+                    text="The logout form was not sent from this page. Try again.")
+    await log_out(ctx.inbox, principal, token)
+    response = redirect("/login")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def password(request: Request) -> Response:
+    """Change your password (the other sessions end)."""
+    ctx = web_context(request)
+    principal = await current_principal(ctx, request)
+    token = _session_token(request)
+    if principal is None or not token:
+        return redirect("/login")
+    agent = await _agent_of(ctx, principal)
+    values: dict[str, Any] = {
+        "agent": agent, "csrf_token": principal.csrf_token, "min_length": MIN_PASSWORD,
+    }
+    if request.method == "GET":
+        return page("password.html", **values)
+    form = await _form(request)
+    if not constant_time_equal(form.get("csrf_token", ""), principal.csrf_token):
+        return page("password.html", 403, error="This form expired. Please try again.",
+                    **values)
+    new = form.get("new_password", "")
+    if new != form.get("confirm_password", ""):
+        return page("password.html", 422, error="The new passwords do not match.", **values)
+    try:
+        await update_password(ctx.inbox, principal, current=form.get("current_password", ""),
+                              new=new, keep_token_hash=token_hash(token))
+    except AgentError as exc:
+        return page("password.html", 422, error=str(exc).capitalize() + ".", **values)
+    return page("password.html", done=True, **values)
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/", inbox_page, methods=["GET"]),
+    Route("/login", login_get, methods=["GET"]),
+    Route("/login", login_post, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/settings/password", password, methods=["GET", "POST"]),
+]

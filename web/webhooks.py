@@ -26,12 +26,15 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
         channel = request.path_params["channel"]
         inbox_id = request.path_params["inbox_id"]
         adapter = ctx.channels.get(channel)
+        # Metric labels only from known values: a made-up channel in the URL must not add
+        # a new series each time.
+        label = channel if adapter is not None else "unknown"
         try:
             found = await ctx.directory.get(inbox_id) if adapter is not None else None
         except DirectoryUnavailable:
             raise unavailable("the database") from None
         if adapter is None or found is None or found.channel != channel:
-            WEBHOOKS.labels(channel=channel[:20], outcome="unknown_inbox").inc()
+            WEBHOOKS.labels(channel=label, outcome="unknown_inbox").inc()
             raise HTTPProblem(404, "not_found", "no such inbox for this channel")
         body = await read_body(request, ctx.settings.webhook_max_bytes)
         # Behind a TLS-terminating proxy the request URL is not what the provider signed.
@@ -49,7 +52,7 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
         try:
             adapter.verify(hook)
         except VerificationFailed as exc:
-            WEBHOOKS.labels(channel=channel, outcome="unverified").inc()
+            WEBHOOKS.labels(channel=label, outcome="unverified").inc()
             log.warning("webhook refused: channel=%s inbox=%s reason=%s", channel, inbox_id, exc)
             return JSONResponse(
                 {"error": {"code": "unverified", "message": str(exc)}}, status_code=exc.status
@@ -57,15 +60,15 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
         try:
             parsed = adapter.parse(hook)
         except BadPayload as exc:
-            WEBHOOKS.labels(channel=channel, outcome="bad_payload").inc()
+            WEBHOOKS.labels(channel=label, outcome="bad_payload").inc()
             raise HTTPProblem(400, "invalid_payload", str(exc)) from None
         try:
             await ctx.inbox.bus.add_many(INBOUND, [encode(item) for item in parsed])
         except BusUnavailable as exc:
-            WEBHOOKS.labels(channel=channel, outcome="unavailable").inc()
+            WEBHOOKS.labels(channel=label, outcome="unavailable").inc()
             log.warning("webhook answered 503: the bus is unavailable (%s)", exc)
             raise unavailable("the message bus") from None
-        WEBHOOKS.labels(channel=channel, outcome="accepted").inc()
+        WEBHOOKS.labels(channel=label, outcome="accepted").inc()
         # Only now, with everything durable on the bus, do we acknowledge.
         if isinstance(adapter, Acknowledges):
             ack = adapter.acknowledge(hook, parsed)

@@ -55,3 +55,43 @@ async def test_invite_join_and_deactivate_across_three_people(
     await expect(joining.locator("body")).to_have_attribute("data-live", "true")
     admin.assert_clean()
     await invitee.close()
+
+
+async def test_a_lead_makes_a_label_and_a_canned_response_and_uses_both(
+    stack: Stack, browser: Browser
+) -> None:
+    from tests.browser.test_collaboration_browser import _customer, _open
+
+    await stack.add_agent("lena", role="lead", inboxes=("support",))
+    await _customer(stack, "lead-1", "My invoice is wrong", "ada", "Ada Lovelace")
+    desk = await open_inbox(browser, stack, "lena")
+    page = desk.page
+    await page.click("#admin-link")
+    await expect(page).to_have_url(stack.base + "/admin/labels")
+    await page.locator("#label-new input[name=name]").fill("Billing")
+    await page.locator("#label-new button[type=submit]").click()
+    await expect(page.locator("#notice")).to_contain_text("The label was added")
+    await page.get_by_role("link", name="Canned responses").click()
+    new = page.locator("#canned-new")
+    await new.locator("input[name=shortcut]").fill("invoice")
+    await new.locator("input[name=title]").fill("Invoice check")
+    await new.locator("textarea[name=text]").fill(
+        "Hi {{contact.first_name}}, I am checking your invoice now.")
+    await new.locator("button[type=submit]").click()
+    await expect(page.locator("#notice")).to_contain_text("The canned response was saved")
+
+    await page.get_by_role("link", name="Back to the inbox").click()
+    await _open(desk, "My invoice is wrong")
+    await page.select_option("#label-add", "Billing")
+    await expect(page.locator("#labels .label-chip .label-name")).to_have_text(["Billing"])
+    reply = page.locator("#reply")
+    await reply.click()
+    await reply.press_sequentially("/invo")
+    await expect(page.locator("#suggestions .suggestion")).to_have_count(1)
+    await reply.press("Enter")
+    await expect(reply).to_have_value("Hi Ada, I am checking your invoice now.")
+    await reply.press("Enter")
+    await stack.receiver.wait(1)
+    assert stack.receiver.received[0]["text"] == "Hi Ada, I am checking your invoice now."
+    await expect(desk.row("Ada Lovelace").locator(".label-chip")).to_have_text(["Billing"])
+    desk.assert_clean()

@@ -228,3 +228,108 @@ async def test_visitor_sees_and_downloads_the_agents_files(
     path = await download.path()
     assert path is not None and path.read_bytes() == pdf
     await visitor.close()
+
+
+async def test_the_widget_learns_live_that_an_agent_came_online_and_went_away(
+    stack: Stack, browser: Browser,
+) -> None:
+    await _demo_widget(stack)  # nobody online yet
+    visitor = await browser.new_context()
+    page = await visitor.new_page()
+    await _open_widget(page, stack.base)
+    head = page.locator(".head span")
+    await expect(head).to_have_text("We're away right now")
+    await page.locator("textarea").fill("Anyone there?")
+    await page.locator("textarea").press("Enter")
+    await expect(page.locator(".away")).to_be_visible()
+
+    alice = await stack.login("alice")
+    agent_ws = await alice.ws()  # Alice opens her inbox: she is online
+    # The open widget says so without a reload, and stops asking for an email.
+    await expect(head).to_have_text("We usually reply in a few minutes", timeout=10_000)
+    await expect(page.locator(".away")).to_be_hidden()
+    navigations: list[str] = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+    away = await alice.http.put("/api/v1/me/availability", json={"availability": "away"})
+    assert away.status_code == 200
+    await expect(head).to_have_text("We're away right now", timeout=10_000)
+    back = await alice.http.put("/api/v1/me/availability", json={"availability": "online"})
+    assert back.status_code == 200
+    await expect(head).to_have_text("We usually reply in a few minutes", timeout=10_000)
+    assert navigations == []  # all of it live, the page never reloaded
+    await agent_ws.close()
+    await visitor.close()
+
+
+async def test_a_reply_turns_delivered_then_read_in_the_agents_thread(
+    stack: Stack, browser: Browser,
+) -> None:
+    from tests.browser.test_agent_ui import open_inbox
+
+    await _demo_widget(stack)
+    alice = await open_inbox(browser, stack, "alice")
+    visitor = await browser.new_context()
+    page = await visitor.new_page()
+    await _open_widget(page, stack.base)
+    await page.locator("textarea").fill("Do you ship to Norway?")
+    await page.locator("textarea").press("Enter")
+    await alice.row("Do you ship to Norway?").click()
+    # The visitor minimises the chat: the reply reaches the page but is not seen yet.
+    await page.locator("button.launch").click()
+    await expect(page.locator(".panel")).to_be_hidden()
+    reply = alice.page.locator("#reply")
+    await reply.click()
+    await reply.fill("Yes, in 3-5 days.")
+    await reply.press("Enter")
+    delivery = alice.page.locator("#message-list .msg.out .delivery")
+    await expect(delivery).to_have_text("delivered", timeout=10_000)
+    # Minimised, the widget counts the unread reply and the page's title blinks.
+    await expect(page.locator(".unread")).to_have_text("1")
+    await expect(page).to_have_title("(1) New message", timeout=5_000)
+    # The visitor opens the chat and sees it, with who answered.
+    await page.locator("button.launch").click()
+    await expect(page.locator(".msg.agent")).to_have_text(["Yes, in 3-5 days."])
+    await expect(page.locator(".who")).to_have_text(["Alice"])
+    await expect(delivery).to_have_text("read", timeout=10_000)
+    await expect(page.locator(".unread")).to_be_hidden()
+    await expect(page).not_to_have_title("(1) New message")
+    await visitor.close()
+    alice.assert_clean()
+
+
+async def test_two_anonymous_visitors_have_two_different_names(
+    stack: Stack, browser: Browser,
+) -> None:
+    from tests.browser.test_agent_ui import open_inbox
+
+    await _demo_widget(stack)
+    alice = await open_inbox(browser, stack, "alice")
+    for text in ("First visitor here", "Second visitor here"):
+        visitor = await browser.new_context()
+        page = await visitor.new_page()
+        await _open_widget(page, stack.base)
+        await page.locator("textarea").fill(text)
+        await page.locator("textarea").press("Enter")
+        await expect(alice.row(text)).to_be_visible()
+        await visitor.close()
+    names = await alice.page.locator("#conversation-list .name").all_inner_texts()
+    assert len(names) == 2 and len(set(names)) == 2, names
+    for name in names:
+        assert re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+ \d{1,2}", name), name
+    alice.assert_clean()
+
+
+async def test_the_demo_website_loads_without_an_error(stack: Stack, browser: Browser) -> None:
+    await _demo_widget(stack)
+    visitor = await browser.new_context()
+    page = await visitor.new_page()
+    failures: list[str] = []
+    page.on("console", lambda m: failures.append(m.text) if m.type == "error" else None)
+    page.on("response", lambda r: failures.append(f"{r.status} {r.url}")
+            if r.status >= 400 else None)
+    await _open_widget(page, stack.base)
+    icon = await page.evaluate("document.querySelector('link[rel=icon]').href")
+    assert (await visitor.request.get(icon)).ok
+    assert failures == []
+    await visitor.close()

@@ -312,3 +312,15 @@ async def test_widget_send_needs_no_provider_and_its_webhook_does_not_exist() ->
     with pytest.raises(VerificationFailed) as refused:
         adapter.verify(_request(case, b"{}", {}))
     assert refused.value.status == 404
+
+
+def test_an_anonymous_visitor_has_a_stable_friendly_name() -> None:
+    from channels.webchat import Visitor, friendly_name
+
+    ada = Visitor(inbox_id=7, visitor_id="Qj4maPWJ1")
+    assert ada.identity.display_name == friendly_name("Qj4maPWJ1")
+    assert Visitor(inbox_id=7, visitor_id="Qj4maPWJ1").identity == ada.identity
+    names = {friendly_name(f"visitor-{n}") for n in range(200)}
+    assert len(names) >= 195  # 200 visitors, next to no two alike
+    # A name the visitor gave, or one the site vouched for, wins.
+    assert Visitor(inbox_id=7, visitor_id="x", name="Vera").identity.display_name == "Vera"

@@ -177,3 +177,62 @@ async def test_two_factor_settings_page(stack: Stack) -> None:
     assert off.status_code == 200 and "is <strong>off</strong>" in off.text
     forged = await alice.post("/settings/two-factor", data={"action": "setup"})
     assert forged.status_code == 403
+
+
+async def test_leads_manage_labels_from_the_admin_pages(stack: Stack) -> None:
+    await stack.add_agent("lena", role="lead")
+    lena, csrf = await _form_login(stack, "lena")
+    home = await lena.get("/")
+    assert re.search(r'id="admin-link" class="ghost-link">Admin</a>', home.text)
+    assert (await lena.get("/admin")).headers["location"] == "/admin/labels"
+    assert (await lena.get("/admin/agents")).status_code == 403  # agents stay the admins'
+    page = await lena.get("/admin/labels")
+    assert page.status_code == 200 and "No labels yet." in page.text
+    assert 'href="/admin/agents"' not in page.text  # the nav shows what a lead may open
+    made = await lena.post("/admin/labels", data={"csrf_token": csrf, "name": "Billing",
+                                                  "color": "#1c7ed6"})
+    assert made.status_code == 303 and made.headers["location"].endswith("done=label_created")
+    listed = await lena.get("/admin/labels?done=label_created")
+    assert 'class="label-name">Billing<' in listed.text and "The label was added" in listed.text
+    twice = await lena.post("/admin/labels", data={"csrf_token": csrf, "name": "BILLING"})
+    assert twice.status_code == 422 and "exists already" in twice.text
+    forged = await lena.post("/admin/labels", data={"name": "Sneaky"})
+    assert forged.status_code == 403
+    label_id = re.search(r'action="/admin/labels/(\d+)/delete"', listed.text)
+    assert label_id
+    gone = await lena.post(f"/admin/labels/{label_id.group(1)}/delete", data={"csrf_token": csrf})
+    assert gone.status_code == 303
+    assert 'class="label-name">Billing<' not in (await lena.get("/admin/labels")).text
+
+    alice, alice_csrf = await _form_login(stack, "alice")
+    assert (await alice.get("/admin/labels")).status_code == 403
+    refused = await alice.post("/admin/labels", data={"csrf_token": alice_csrf, "name": "Mine"})
+    assert refused.status_code == 403
+
+
+async def test_leads_manage_canned_responses_with_checked_placeholders(stack: Stack) -> None:
+    await stack.add_agent("lena", role="lead")
+    lena, csrf = await _form_login(stack, "lena")
+    page = await lena.get("/admin/canned")
+    assert page.status_code == 200 and "{{contact.first_name}}" in page.text
+    bad = await lena.post("/admin/canned", data={
+        "csrf_token": csrf, "shortcut": "hi", "title": "Hi", "text": "Hi {{contact.nmae}}"})
+    assert bad.status_code == 422 and "contact.nmae" in html.unescape(bad.text)
+    assert "Hi {{contact.nmae}}" in html.unescape(bad.text)  # what was typed is kept
+    made = await lena.post("/admin/canned", data={
+        "csrf_token": csrf, "shortcut": "hi", "title": "Greeting",
+        "text": "Hi {{contact.first_name}}!"})
+    assert made.status_code == 303
+    listed = await lena.get("/admin/canned")
+    item = re.search(r'action="/admin/canned/(\d+)"', listed.text)
+    assert item and "/hi" in listed.text
+    saved = await lena.post(f"/admin/canned/{item.group(1)}", data={
+        "csrf_token": csrf, "shortcut": "hello", "title": "Greeting",
+        "text": "Hello {{contact.first_name}}!"})
+    assert saved.status_code == 303
+    admin = await stack.login("admin")
+    [row] = (await admin.http.get("/api/v1/canned-responses")).json()
+    assert (row["shortcut"], row["text"]) == ("hello", "Hello {{contact.first_name}}!")
+    deleted = await lena.post(f"/admin/canned/{item.group(1)}/delete", data={"csrf_token": csrf})
+    assert deleted.status_code == 303
+    assert (await admin.http.get("/api/v1/canned-responses")).json() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from config import load_settings
+from config import Settings, load_settings
 from tests.helpers import Stack, eventually, message, running_stack
 from tests.services import PostgresDatabase, RedisServer, free_port
 
@@ -55,3 +55,31 @@ async def test_readyz_reports_a_lost_bus_and_recovers(tmp_path: Path, pg_templat
     finally:
         redis.stop()
         db.drop()
+
+
+async def test_metrics_keep_their_series_and_their_readers(settings: Settings) -> None:
+    def webhook_series(text: str) -> list[str]:
+        return [line.split(" ")[0] for line in text.splitlines()
+                if line.startswith("switchboard_webhooks_total{")]
+
+    async with running_stack(settings.model_copy(update={"metrics_token": "scrape-me"})
+                             ) as stack:
+        client = stack.client()
+        before = webhook_series((await client.get("/metrics")).text)
+        # Made-up channel names in webhook URLs are counted under one label, not one each.
+        for n in range(30):
+            answer = await client.post(f"/webhooks/made-up-{n}/1", content=b"{}")
+            assert answer.status_code == 404
+        after = webhook_series((await client.get("/metrics")).text)
+        assert not [s for s in after if "made-up" in s]
+        assert 'switchboard_webhooks_total{channel="unknown",outcome="unknown_inbox"}' in after
+        assert len(after) <= len(before) + 1
+        # Another host (here through a trusted proxy's X-Forwarded-For) needs the token.
+        remote = {"X-Forwarded-For": "203.0.113.7"}
+        refused = await client.get("/metrics", headers=remote)
+        assert refused.status_code == 403
+        wrong = await client.get("/metrics", headers={**remote, "Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
+        allowed = await client.get("/metrics",
+                                   headers={**remote, "Authorization": "Bearer scrape-me"})
+        assert allowed.status_code == 200 and "switchboard_webhooks_total" in allowed.text

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from inbox.agents import create_agent
-from inbox.db import Database
-from tests.helpers import PASSWORD, Stack, message, of_type
+from tests.helpers import Stack, message, of_type
 from tests.web.collab import open_conversation
 
 
@@ -76,15 +74,7 @@ async def test_labels_and_priority_reach_the_inbox_live(stack: Stack) -> None:
 
 
 async def test_only_leads_and_admins_manage_labels(stack: Stack) -> None:
-    db = Database(stack.settings.sqlalchemy_url)
-    try:
-        async with db.write() as session:
-            lead = await create_agent(session, email="lee@example.com", name="Lee",
-                                      password=PASSWORD, role="lead")
-            assert lead.id is not None
-            stack.ids["lee"] = lead.id
-    finally:
-        await db.close()
+    await stack.add_agent("lee", role="lead")
     lee = await stack.login("lee")
     alice = await stack.login("alice")
     assert (await alice.http.post("/api/v1/labels", json={"name": "x"})).status_code == 403

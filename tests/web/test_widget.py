@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
@@ -20,7 +21,8 @@ from channels.webchat import (
     issue_token,
     read_token,
 )
-from tests.helpers import Stack, eventually, of_type
+from config import Settings
+from tests.helpers import Stack, eventually, of_type, running_stack
 
 SITE = "https://shop.example"
 
@@ -143,7 +145,8 @@ async def test_visitor_and_agent_talk_live_and_notes_never_reach_the_visitor(sta
                                   json={"text": "Hi Vera, how can I help?"})
     assert reply.status_code == 201
     got = await visitor.wait("message")
-    assert got["message"] == {"id": reply.json()["id"], "from": "agent",
+    # The visitor sees who answered (a first name), never an agent id or anything internal.
+    assert got["message"] == {"id": reply.json()["id"], "from": "agent", "agent": "Alice",
                               "text": "Hi Vera, how can I help?", "at": got["message"]["at"]}
     assert all("VIP" not in json.dumps(f) for f in visitor.frames)
     assert all(f["type"] not in ("message", "typing") for f in other.frames)
@@ -156,6 +159,7 @@ async def test_visitor_and_agent_talk_live_and_notes_never_reach_the_visitor(sta
     assert texts == ["<script>alert('x')</script> hello", "Hi Vera, how can I help?"]
     history = (await visitor.http.get(visitor.api + "/messages")).json()["messages"]
     assert [m["from"] for m in history] == ["visitor", "agent"]
+    assert history[1]["agent"] == "Alice" and "agent_id" not in history[1]
 
     # The visitor typing shows to agents.
     assert visitor.ws is not None
@@ -372,3 +376,34 @@ async def test_the_visitors_browser_language_routes_by_rule(stack: Stack) -> Non
     assert odd["team_id"] is None
     await watch.close()
     await bob_ws.close()
+
+
+async def test_one_address_cannot_flood_sessions_or_hold_every_socket(settings: Settings) -> None:
+    limited = settings.model_copy(update={"widget_sessions_per_minute": 5,
+                                          "widget_sockets_per_address": 3})
+    async with running_stack(limited) as stack:
+        widget = await _widget(stack)
+        visitors = [VisitorClient(stack, widget) for _ in range(6)]
+        answers = [(await v.session()).status_code for v in visitors]
+        assert answers == [200] * 5 + [429]
+        refused = await visitors[5].http.post(visitors[5].api + "/session", json={})
+        assert refused.json()["error"]["code"] == "slow_down"
+        assert 1 <= int(refused.headers["retry-after"]) <= 12
+        # Resuming a session is not starting one: a returning visitor is never refused.
+        assert (await visitors[0].session()).status_code == 200
+
+        for visitor in visitors[:3]:
+            assert (await visitor.connect())["type"] == "ready"
+        with pytest.raises(InvalidStatus):
+            await visitors[3].connect()
+        await visitors[0].ws.close()  # type: ignore[union-attr]
+
+        async def connects() -> bool:
+            try:
+                return (await visitors[3].connect())["type"] == "ready"
+            except InvalidStatus:
+                return False
+
+        assert await eventually(connects, timeout=5)
+        for visitor in visitors[1:4]:
+            await visitor.close()

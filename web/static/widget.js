@@ -20,7 +20,10 @@
     name: script.getAttribute("data-name") || undefined
   };
   var state = { token: null, config: null, socket: null, retry: 1000, shown: {}, open: false,
-                online: true, sentOnce: false, typingAt: 0, closed: false };
+                online: true, sentOnce: false, typingAt: 0, closed: false, agentIds: [] };
+  // Receipts told to the team already: "delivered" once a reply reached this page, "read"
+  // once the visitor had the chat open on a visible page.
+  var told = { delivered: {}, read: {} };
 
   function store(key, value) {
     try {
@@ -71,16 +74,21 @@
     ".sb .status{font-size:12px;color:#a33;padding:0 12px}",
     ".sb .head b{font-weight:600;font-size:15px}.sb .head span{font-size:12px}",
     ".sb .file{display:block;margin-top:4px;text-decoration:underline;cursor:pointer;color:inherit}",
-    ".sb .msg img{display:block;max-width:100%;max-height:180px;margin-top:4px;border-radius:8px;cursor:pointer}"
+    ".sb .msg img{display:block;max-width:100%;max-height:180px;margin-top:4px;border-radius:8px;cursor:pointer}",
+    ".sb .who{font-size:11px;font-weight:600;color:#5b6275;margin:8px 0 0 4px}",
+    ".sb .launch{position:relative}",
+    ".sb .unread{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#e03131;color:#fff;font-size:12px;font-weight:700;line-height:20px;text-align:center;box-sizing:border-box}"
   ].join("\n");
   root.appendChild(css);
   var launch = el("button", "launch");
+  var unreadBadge = el("span", "unread");
+  unreadBadge.style.display = "none";
   var svgNs = "http://www.w3.org/2000/svg", icon = document.createElementNS(svgNs, "svg");
   var path = document.createElementNS(svgNs, "path");
   icon.setAttribute("viewBox", "0 0 24 24"); icon.setAttribute("width", "26"); icon.setAttribute("height", "26");
   path.setAttribute("fill", "currentColor");
   path.setAttribute("d", "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z");
-  icon.appendChild(path); launch.appendChild(icon);
+  icon.appendChild(path); launch.appendChild(icon); launch.appendChild(unreadBadge);
   launch.setAttribute("aria-label", "Open chat");
   var panel = el("div", "panel");
   panel.setAttribute("role", "dialog");
@@ -121,10 +129,17 @@
     }
     if (message.id && state.shown["s" + message.id]) return;
     var b = el("div", "msg " + (message.from === "visitor" ? "visitor" : "agent"), message.text);
+    // Who answered, above their reply (not when they answer twice in a row).
+    var last = log.lastElementChild;
+    if (message.from === "agent" && message.agent && (!last || last.dataset.agent !== message.agent)) {
+      log.appendChild(el("div", "who", message.agent));
+    }
+    if (message.from === "agent" && message.agent) b.dataset.agent = message.agent;
     (message.attachments || []).forEach(function (file) { b.appendChild(fileView(file)); });
     if (pending) b.classList.add("pending");
     if (message.client_id) state.shown[message.client_id] = b;
     if (message.id) state.shown["s" + message.id] = b;
+    if (message.id && message.from === "agent") state.agentIds.push(message.id);
     log.appendChild(b);
     log.scrollTop = log.scrollHeight;
     return key;
@@ -165,8 +180,38 @@
     return box;
   }
 
+  function tell(kind) {
+    if (!state.socket || state.socket.readyState !== 1) return;
+    var ids = state.agentIds.filter(function (id) { return !told[kind][id]; }).slice(-200);
+    if (!ids.length) return;
+    ids.forEach(function (id) { told[kind][id] = true; });
+    state.socket.send(JSON.stringify({ type: kind, ids: ids }));
+  }
+  function receipts() {
+    tell("delivered");
+    if (state.open && document.visibilityState === "visible") { tell("read"); unread(0); }
+  }
+  // Replies while the chat is minimised or the page hidden: a count on the launcher, and the
+  // page's title blinks until the visitor looks.
+  var pageTitle = document.title, blink = null;
+  function unread(count) {
+    state.unread = count;
+    unreadBadge.textContent = count > 9 ? "9+" : String(count);
+    unreadBadge.style.display = count ? "block" : "none";
+    if (count && !blink) {
+      pageTitle = document.title;
+      blink = setInterval(function () {
+        document.title = document.title === pageTitle
+          ? "(" + state.unread + ") New message" : pageTitle;
+      }, 1000);
+    } else if (!count && blink) {
+      clearInterval(blink); blink = null; document.title = pageTitle;
+    }
+  }
+  document.addEventListener("visibilitychange", receipts);
+
   function render(messages) {
-    log.textContent = ""; state.shown = {};
+    log.textContent = ""; state.shown = {}; state.agentIds = [];
     if (state.config) log.appendChild(el("div", "note", state.config.greeting));
     (messages || []).forEach(function (m) { bubble(m); });
     outbox().forEach(function (m) { bubble({ client_id: m.id, from: "visitor", text: m.text }, true); });
@@ -215,12 +260,18 @@
       var frame = JSON.parse(e.data);
       if (frame.type === "ready") {
         state.retry = 1000; status.textContent = "";
-        showConfig(frame.config); render(frame.messages); flush();
+        showConfig(frame.config); render(frame.messages); flush(); receipts();
       } else if (frame.type === "reload") {
-        render(frame.messages);
+        render(frame.messages); receipts();
+      } else if (frame.type === "config") {
+        showConfig(frame.config); // an agent came online or went away: no reload needed
       } else if (frame.type === "message") {
         bubble(frame.message);
-        if (frame.message.from === "agent") typing.textContent = "";
+        if (frame.message.from === "agent") {
+          typing.textContent = "";
+          if (!state.open || document.visibilityState !== "visible") unread((state.unread || 0) + 1);
+          receipts();
+        }
       } else if (frame.type === "ack") {
         store(keyOutbox, outbox().filter(function (m) { return m.id !== frame.id; }));
       } else if (frame.type === "typing") {
@@ -298,7 +349,7 @@
   launch.addEventListener("click", function () {
     state.open = !state.open;
     panel.classList.toggle("open", state.open);
-    if (state.open) input.focus();
+    if (state.open) { input.focus(); receipts(); }
   });
 
   window.Switchboard = {
@@ -307,7 +358,7 @@
       return restart();
     },
     reset: function () { who = {}; store(keyToken, null); return restart(); },
-    open: function () { state.open = true; panel.classList.add("open"); }
+    open: function () { state.open = true; panel.classList.add("open"); receipts(); }
   };
   function restart() {
     state.closed = true;

@@ -45,7 +45,7 @@ function renderAvailability() {
     ? "You are online: new conversations may be assigned to you. Click to go away."
     : "You are away: nothing new is assigned to you. Click to go online.";
   $("#load-button").hidden = !isLead();
-  $("#admin-link").hidden = me.role !== "admin";
+  $("#admin-link").hidden = !isLead(); // leads manage labels and canned responses
 }
 
 async function toggleAvailability() {

@@ -122,8 +122,10 @@ export function fillRow(row, conversation) {
   parts.time.setAttribute("datetime", conversation.last_activity_at);
   parts.preview.textContent = conversation.last_message_preview || conversation.subject || "";
   parts.inbox.textContent = inboxName(conversation.inbox_id);
+  parts.inbox.title = parts.inbox.textContent; // the whole name when it is cut short
   const assignee = agentName(conversation.assignee_id);
   parts.assignee.textContent = assignee ? `· ${assignee}` : "· Unassigned";
+  parts.assignee.title = assignee || "Unassigned";
   parts.status.textContent = conversation.status === "open" ? "" : STATUS_WORDS[conversation.status] || conversation.status;
   parts.status.hidden = conversation.status === "open";
   parts.status.className = `status-chip status-${conversation.status}`;
@@ -134,7 +136,8 @@ export function fillRow(row, conversation) {
   const labels = conversation.labels || [];
   if (parts.labels.dataset.value !== labels.join("\n")) {
     parts.labels.dataset.value = labels.join("\n");
-    parts.labels.replaceChildren(...labels.map((name) => el("span", { class: "label-chip" }, name)));
+    parts.labels.replaceChildren(...labels.map((name) => el("span", { class: "label-chip", title: name }, name)));
+    parts.labels.title = labels.join(", ");
   }
   parts.badge.textContent = conversation.unread_count > 99 ? "99+" : String(conversation.unread_count);
   parts.badge.hidden = conversation.unread_count === 0;

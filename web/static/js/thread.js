@@ -115,6 +115,7 @@ export function renderThreadHeader() {
     meta.push(el("span", {}, ` · until ${new Date(conversation.snoozed_until).toLocaleString()}`));
   }
   $("#thread-meta").replaceChildren(...meta);
+  $("#thread-meta").title = $("#thread-meta").textContent;
   emit("meta", conversation);
   const mine = conversation.assignee_id === meId;
   const assign = $("#act-assign");
