@@ -106,9 +106,28 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from hub.seed import seed_demo
 
     settings = _settings(args).model_copy(update={"demo_page": True})
+    if getattr(args, "reset", False):
+        _reset_demo(settings)
     _migrate(settings)
     print(asyncio.run(seed_demo(settings)))
+    print(f"Listening on {settings.host}:{settings.port} only. Stop with Ctrl+C; "
+          "start over with ./scripts/demo --reset.", flush=True)
     _serve(settings, with_worker=True)
+
+
+def _reset_demo(settings: Settings) -> None:
+    """Delete the embedded database and bus of the demo, so it starts over seeded afresh."""
+    if settings.database_url or settings.redis_url:
+        raise SystemExit("demo --reset starts over the embedded demo data only; "
+                         "SWITCHBOARD_DATABASE_URL / SWITCHBOARD_REDIS_URL are set")
+    removed = 0
+    for name in ("switchboard.db", "bus.db"):
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            path = settings.data_dir / (name + suffix)
+            if path.exists():
+                path.unlink()
+                removed += 1
+    print(f"Demo data in {settings.data_dir}/ removed ({removed} files): starting over.")
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> None:
@@ -211,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("--role", choices=["agent", "lead", "admin"], default="agent")
     user.add_argument("--inbox", type=int, action="append", default=[],
                       help="inbox id to join (repeatable)")
-    add("demo", cmd_demo, "Seed demo data, print the logins, and serve.", listens=True)
+    demo = add("demo", cmd_demo, "Seed demo data, print the logins, and serve.", listens=True)
+    demo.add_argument("--reset", action="store_true",
+                      help="delete the demo's database and bus first, and seed afresh")
     dead = add("dead-letters", cmd_dead_letters,
                "List, show, replay or discard bus entries that failed too often "
                "(outages never put anything here).")

@@ -7,12 +7,15 @@ from sqlmodel import select
 from channels.webchat import WebchatChannel
 from config import Settings
 from hub.types import Identity, InboundMessage
-from inbox.agents import AgentError, add_to_inbox, add_to_team, create_agent
+from inbox.agents import AgentError, Principal, add_to_inbox, add_to_team, create_agent
+from inbox.canned import create_canned
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.inboxes import create_inbox
 from inbox.ingest import ingest
+from inbox.labels import create_label, set_conversation_labels, set_priority
 from inbox.models import Agent, Inbox, Team, TeamInbox
+from inbox.teams import TeamCreate, create_team
 
 # Demo credentials are printed on purpose: the demo is for trying Switchboard locally.
 DEMO_PASSWORD = "switchboard-demo"  # noqa: S105
@@ -41,6 +44,68 @@ async def create_user(
             return agent.id, agent.email
     finally:
         await db.close()
+
+
+DEMO_LABELS = (("VIP", "#d9480f"), ("Billing", "#1c7ed6"), ("Delivery", "#2f9e44"),
+               ("Bug", "#c92a2a"))
+DEMO_CANNED = (
+    ("hello", "Greeting", "Hi {{contact.first_name}}, thanks for writing to Acme Garden "
+     "Supplies! {{agent.first_name}} here, let me check that for you."),
+    ("tracking", "Tracking link", "Your parcel is on its way: you can follow it at "
+     "https://tracking.example/acme. It usually arrives within 2 working days."),
+    ("thanks", "Closing", "Glad I could help, {{contact.first_name}}. Have a lovely day in "
+     "the garden!"),
+)
+
+
+async def _seed_story(ctx: InboxContext, api_inbox_id: int) -> None:
+    """What makes every feature show something: labels, canned responses, a second team, a
+    WhatsApp-like inbox (through the API channel: the real one needs Twilio credentials),
+    and conversations by email, phone and chat, some labelled and prioritised."""
+    async with ctx.db.write() as session:
+        admin = (await session.exec(select(Agent).where(Agent.email == DEMO_AGENTS[0][0]))).one()
+        lead = (await session.exec(select(Agent).where(Agent.email == DEMO_AGENTS[1][0]))).one()
+        phone_inbox = await create_inbox(session, name="WhatsApp (demo, API channel)",
+                                         channel="api",
+                                         settings={"secret": DEMO_API_SECRET + "-whatsapp"})
+        assert admin.id is not None and lead.id is not None and phone_inbox.id is not None
+        for agent in await session.exec(select(Agent)):
+            await add_to_inbox(session, agent_id=agent.id or 0, inbox_id=phone_inbox.id)
+        everything = frozenset({api_inbox_id, phone_inbox.id})
+        principal = Principal(agent_id=admin.id, role="admin", inbox_ids=everything,
+                              csrf_token="")
+        for shortcut, title, text in DEMO_CANNED:
+            await create_canned(session, principal, shortcut=shortcut, title=title, text=text)
+    for name, color in DEMO_LABELS:
+        await create_label(ctx, principal, name=name, color=color)
+    await create_team(ctx, principal, TeamCreate(
+        name="Billing desk", member_ids=[lead.id], inbox_ids=[api_inbox_id, phone_inbox.id]))
+    samples = [
+        (api_inbox_id, Identity(kind="email", value="grace@example.com",
+                                display_name="Grace Hopper"),
+         "Hi! My order #1042 has not arrived yet.", {"subject": "Order #1042 missing"}),
+        (api_inbox_id, Identity(kind="email", value="linus@example.com", display_name="Linus T."),
+         "Can I change the delivery address?", {"subject": "Delivery address"}),
+        (api_inbox_id, Identity(kind="email", value="grace@example.com",
+                                display_name="Grace Hopper"),
+         "It was due last Friday.", {"subject": "Order #1042 missing"}),
+        (phone_inbox.id, Identity(kind="phone", value="+4915112345678",
+                                  display_name="Mila Novak"),
+         "Hallo! Is your rose fertiliser organic? I was charged twice for invoice 2026-117.",
+         {}),
+    ]
+    opened: list[int] = []
+    for n, (inbox_id, sender, text, metadata) in enumerate(samples):
+        done = await ingest(ctx, InboundMessage(
+            channel="api", inbox_id=inbox_id, external_id=f"demo-{n}", sender=sender, text=text,
+            metadata=metadata))
+        if done.conversation_id is not None and done.conversation_id not in opened:
+            opened.append(done.conversation_id)
+    grace, _, mila = opened
+    await set_conversation_labels(ctx, principal, conversation_id=grace,
+                                  names=["Delivery", "VIP"])
+    await set_priority(ctx, principal, conversation_id=grace, priority="high")
+    await set_conversation_labels(ctx, principal, conversation_id=mila, names=["Billing"])
 
 
 async def seed_demo(settings: Settings) -> str:
@@ -83,17 +148,7 @@ async def seed_demo(settings: Settings) -> str:
         inbox_id = inbox_row.id
         assert inbox_id is not None
         if seeded is None:
-            ctx = InboxContext(settings=settings, db=db, bus=bus)
-            samples = [
-                ("grace@example.com", "Grace Hopper", "Hi! My order #1042 has not arrived yet."),
-                ("linus@example.com", "Linus T.", "Can I change the delivery address?"),
-                ("grace@example.com", "Grace Hopper", "It was due last Friday."),
-            ]
-            for n, (email, name, text) in enumerate(samples):
-                await ingest(ctx, InboundMessage(
-                    channel="api", inbox_id=inbox_id, external_id=f"demo-{n}",
-                    sender=Identity(kind="email", value=email, display_name=name), text=text,
-                ))
+            await _seed_story(InboxContext(settings=settings, db=db, bus=bus), inbox_id)
     finally:
         await bus.close()
         await db.close()

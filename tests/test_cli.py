@@ -48,3 +48,21 @@ def test_migrate_then_createuser(tmp_path: Path) -> None:
     assert short.returncode == 2 and "at least 8" in short.stderr
     no_inbox = _run("createuser", "--email", "y@example.com", "--inbox", "42", env=env)
     assert no_inbox.returncode == 2 and "no inbox with id 42" in no_inbox.stderr
+
+
+def test_demo_reset_starts_over_and_touches_only_the_embedded_demo(tmp_path: Path) -> None:
+    from config import Settings
+    from hub.cli import _reset_demo
+
+    data = tmp_path / "var"
+    data.mkdir()
+    kept = data / "notes.txt"
+    kept.write_text("mine")
+    for name in ("switchboard.db", "switchboard.db-wal", "bus.db", "bus.db-shm"):
+        (data / name).write_bytes(b"old demo")
+    _reset_demo(Settings(data_dir=data, database_url="", redis_url=""))
+    assert sorted(p.name for p in data.iterdir()) == ["notes.txt"]
+    assert kept.read_text() == "mine"
+    with pytest.raises(SystemExit, match="embedded demo data only"):
+        _reset_demo(Settings(data_dir=data, database_url="postgresql+asyncpg://x/y"))
+    assert "--reset" in _run("demo", "--help").stdout
