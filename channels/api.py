@@ -27,6 +27,7 @@ from channels.base import (
     VerificationFailed,
     WebhookRequest,
 )
+from hub.fetch import TargetRefused
 from hub.identity import InvalidIdentity, email_identity, phone_identity
 from hub.security import constant_time_equal, file_link
 from hub.types import (
@@ -225,14 +226,17 @@ class ApiChannel:
         headers["Idempotency-Key"] = message.idempotency_key
         try:
             response = await self._http.post(url, content=body, headers=headers, timeout=10)
+        except TargetRefused as exc:
+            raise PermanentSendError(f"{url} may not be reached: {exc}") from None
         except httpx.HTTPError as exc:
             raise TransientSendError(f"could not reach {url}: {type(exc).__name__}") from exc
         if response.status_code in (408, 425, 429) or response.status_code >= 500:
             raise TransientSendError(f"{url} answered {response.status_code}")
         if response.status_code >= 400:
-            raise PermanentSendError(
-                f"{url} refused the message: {response.status_code} {response.text[:300]}"
-            )
+            # The status and its standard reason only: what the target says in its body is
+            # never shown to agents (an outbound URL must not become a way to read a service).
+            raise PermanentSendError(f"{url} refused the message: {response.status_code} "
+                                     f"{response.reason_phrase}")
         external_id = message.idempotency_key
         try:
             answer = response.json()

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
         15.0, gt=0, description="How often workers wake conversations whose snooze ended."
     )
     demo_page: bool = Field(False, description="Serve the demo website at /demo (demo only).")
+    outbound_http: bool = Field(
+        False, description="Let outbound requests (API-channel replies, provider calls) use "
+        "plain http:// (development only; https otherwise).")
+    outbound_allow: list[str] = Field(
+        default_factory=list, description="Networks (10.0.0.0/8) or host names outbound "
+        "requests may reach although they are private or loopback (self-hosted targets).")
     metrics_token: str = Field(
         "", description="Bearer token a scraper sends for /metrics; without one, /metrics "
         "answers only on the loopback interface.")

@@ -15,6 +15,7 @@ from channels.base import ChannelAdapter
 from channels.registry import build_channels
 from config import Settings
 from hub.bus import Bus
+from hub.fetch import FetchPolicy, build_http
 from hub.realtime import Fanout
 from hub.types import ChannelProfile
 from hub.worker import Worker, default_worker_name
@@ -53,7 +54,8 @@ class Runtime:
         """Build (without connecting) the parts named by the settings."""
         db = Database(settings.sqlalchemy_url)
         bus = build_bus(settings)
-        http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0), follow_redirects=False)
+        http = build_http(FetchPolicy.from_entries(settings.outbound_allow,
+                                                   allow_http=settings.outbound_http))
         channels = build_channels(settings, http)
         profiles = {kind: ChannelProfile(adapter.display_name, adapter.capabilities)
                     for kind, adapter in channels.items()}

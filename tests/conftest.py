@@ -6,6 +6,7 @@ bus) and on the production shape (a fresh PostgreSQL database + a private Redis 
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
@@ -17,9 +18,14 @@ from config import Settings, load_settings
 from inbox.migrate import upgrade
 from tests.helpers import Stack, running_stack
 from tests.mail_services import DovecotServer, SmtpRecorder
-from tests.services import PostgresDatabase, RedisServer, free_port
+from tests.services import LOCAL_TARGETS, PostgresDatabase, RedisServer, free_port
 
 SHAPES = ["embedded", "production"]
+
+# Every Settings made in the tests may reach the local fake providers and reply receivers
+# (loopback, http); tests/hub/test_fetch.py checks the policy itself with its own settings.
+for _name, _value in LOCAL_TARGETS.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture(scope="session")

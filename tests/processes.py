@@ -39,7 +39,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
 from channels.api import signed_headers
-from tests.services import LOOPBACK, PostgresDatabase, RedisServer, free_port
+from tests.services import LOCAL_TARGETS, LOOPBACK, PostgresDatabase, RedisServer, free_port
 
 ADMIN_EMAIL = "admin@proc.switchboard.test"
 ADMIN_PASSWORD = "correct horse battery staple"
@@ -294,6 +294,7 @@ class ProcessStack:
             SWITCHBOARD_DATABASE_URL=self.database.url if self.database else "",
             SWITCHBOARD_REDIS_URL=self.redis.url if self.redis else "",
             SWITCHBOARD_REDIS_PREFIX=REDIS_PREFIX,
+            **LOCAL_TARGETS,
         )
         if self.claim_idle_ms is not None:
             env["SWITCHBOARD_CLAIM_IDLE_MS"] = str(self.claim_idle_ms)

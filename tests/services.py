@@ -36,6 +36,10 @@ from redis.retry import Retry
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
+# The providers and receivers the tests and benchmarks stand up listen on loopback, over
+# plain http: outbound requests may reach them (hub/fetch.py refuses both by default).
+LOCAL_TARGETS = {"SWITCHBOARD_OUTBOUND_HTTP": "true",
+                 "SWITCHBOARD_OUTBOUND_ALLOW": '["127.0.0.0/8", "::1"]'}
 PG_ADMIN_URL_ENV = "SWITCHBOARD_TEST_PG_ADMIN_URL"
 DEFAULT_PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 TEST_DB_PREFIX = "sbtest_"

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from hub.fetch import TargetRefused
 from hub.types import AttachmentRef, AttachmentRefused, InboundMessage, StoreAttachment
 
 log = logging.getLogger("switchboard.channels.twilio")
@@ -126,6 +127,8 @@ async def _download(
     for attempt in range(DOWNLOAD_ATTEMPTS):
         try:
             return await _get(url, declared, auth, http=http, max_bytes=max_bytes)
+        except TargetRefused as exc:  # a redirect to an address the policy refuses
+            raise _Refused(f"the file may not be fetched from there: {exc}") from None
         except (_Retry, httpx.HTTPError) as exc:
             log.warning("media download failed (attempt %d): %s", attempt + 1, exc)
             if attempt + 1 < DOWNLOAD_ATTEMPTS:
@@ -136,6 +139,8 @@ async def _download(
 async def _get(
     url: str, declared: str, auth: httpx.BasicAuth, *, http: httpx.AsyncClient, max_bytes: int
 ) -> bytes:
+    # Redirects are followed (Twilio serves files from its CDN), each hop checked again by the
+    # outbound policy (hub/fetch.py) and bounded by the client's max_redirects.
     async with http.stream("GET", url, auth=auth, follow_redirects=True,
                            timeout=httpx.Timeout(30.0, connect=5.0)) as response:
         if response.status_code == 429 or response.status_code >= 500:

@@ -263,7 +263,7 @@ async def test_keyboard_shortcuts_notes_snooze_and_assignment(
     await reply.press("Enter")
     out = page.locator("#message-list .msg.out")
     await expect(out.locator(".delivery")).to_have_text("failed")
-    await expect(out.locator(".delivery-reason")).to_contain_text("unknown recipient")
+    await expect(out.locator(".delivery-reason")).to_contain_text("400 Bad Request")
     assert [m["text"] for m in stack.receiver.received] == ["Are you still there?"]
     alice.assert_clean()
 

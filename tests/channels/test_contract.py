@@ -146,6 +146,9 @@ class ChannelCase:
     provider: Callable[[], LocalProvider] | None = HttpProvider
     webhook: bool = True  # pulled channels (email) and the widget have no webhook to verify
     fixture_glob: str = "*.json"
+    # What a permanent refusal tells the agent: the provider's reason, or (the API channel,
+    # whose target is any URL) only the status, never what the target's body says.
+    refusal_shows: str = "recipient unknown"
 
 
 CASES = {
@@ -154,6 +157,7 @@ CASES = {
         settings={"secret": "contract-secret"},
         sign=lambda body, settings: signed_headers(settings["secret"], body),
         recipient=Identity(kind="api", value="7:cust-1", display_name="Cust"),
+        refusal_shows="refused the message: 400 Bad Request",
     ),
     "email": ChannelCase(
         kind="email",
@@ -274,8 +278,10 @@ async def test_send_success_permanent_and_transient(kind: str) -> None:
             assert receipt.external_id and receipt.status in ("sent", "delivered")
             assert provider.texts()[0] == "Thanks, fixed!"
             provider.refuse(permanent=True, reason="recipient unknown")
-            with pytest.raises(PermanentSendError, match="recipient unknown"):
+            with pytest.raises(PermanentSendError, match=case.refusal_shows) as refused:
                 await adapter.send(_outbound(case), settings)
+            if case.refusal_shows != "recipient unknown":
+                assert "recipient unknown" not in str(refused.value)
             provider.refuse(permanent=False, reason="busy")
             with pytest.raises(TransientSendError):
                 await adapter.send(_outbound(case), settings)
