@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -206,24 +206,24 @@ class WidgetState:
     availability: Availability
     sockets_per_address: int
     sockets_total: int
-    open_sockets: dict[str, int] = field(default_factory=dict)
+    open_sockets: Counter[str] = field(default_factory=Counter)
+    open_total: int = 0
 
     def take_socket(self, address: str) -> bool:
         """Count a new websocket from `address`, unless it is over a limit."""
-        held = self.open_sockets.get(address, 0)
-        if held >= self.sockets_per_address or sum(self.open_sockets.values()) >= \
-                self.sockets_total:
+        if (self.open_sockets[address] >= self.sockets_per_address
+                or self.open_total >= self.sockets_total):
             return False
-        self.open_sockets[address] = held + 1
+        self.open_sockets[address] += 1
+        self.open_total += 1
         return True
 
     def give_socket(self, address: str) -> None:
         """A websocket from `address` closed."""
-        left = self.open_sockets.get(address, 1) - 1
-        if left > 0:
-            self.open_sockets[address] = left
-        else:
-            self.open_sockets.pop(address, None)
+        self.open_total -= 1
+        self.open_sockets[address] -= 1
+        if self.open_sockets[address] <= 0:
+            del self.open_sockets[address]
 
 
 def widget_state(conn: HTTPConnection) -> WidgetState:

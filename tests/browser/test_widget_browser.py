@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from channels.webchat import WebchatChannel
 from inbox.db import Database
@@ -25,6 +25,20 @@ async def _demo_widget(stack: Stack) -> int:
             return inbox.id
     finally:
         await db.close()
+
+
+async def _visitor(browser: Browser, base: str) -> tuple[BrowserContext, Page]:
+    """A new visitor (a browser context of their own) with the demo page's widget open."""
+    visitor = await browser.new_context()
+    page = await visitor.new_page()
+    await _open_widget(page, base)
+    return visitor, page
+
+
+async def _say(page: Page, text: str) -> None:
+    """The visitor types `text` in the widget and presses Enter."""
+    await page.locator("textarea").fill(text)
+    await page.locator("textarea").press("Enter")
 
 
 async def _open_widget(page: Page, base: str) -> None:
@@ -50,8 +64,7 @@ async def test_visitor_chats_from_the_demo_website(
     font = await page.locator("textarea").evaluate("e => getComputedStyle(e).fontFamily")
     assert "Comic Sans" not in font
 
-    await page.locator("textarea").fill("hello")
-    await page.locator("textarea").press("Enter")
+    await _say(page, "hello")
     await expect(page.locator(".msg.visitor")).to_have_text(["hello"])
     await expect(page.locator(".msg.visitor.pending")).to_have_count(0)
 
@@ -68,8 +81,7 @@ async def test_visitor_chats_from_the_demo_website(
     await expect(page.locator(".msg.agent")).to_have_text(["Hello! How can I help?"])
 
     hostile = "<img src=x onerror=alert(1)><script>alert(2)</script>"
-    await page.locator("textarea").fill(hostile)
-    await page.locator("textarea").press("Enter")
+    await _say(page, hostile)
     await expect(page.locator(".msg.visitor").last).to_have_text(hostile)
     assert await page.locator(".msg img, .msg script").count() == 0
     await page.screenshot(path=str(screenshots / "widget.png"))
@@ -88,12 +100,9 @@ async def test_visitor_chats_from_the_demo_website(
 
 async def test_offline_widget_asks_for_an_email(stack: Stack, browser: Browser) -> None:
     await _demo_widget(stack)  # nobody has a websocket open: nobody is online
-    visitor = await browser.new_context()
-    page = await visitor.new_page()
-    await _open_widget(page, stack.base)
+    visitor, page = await _visitor(browser, stack.base)
     await expect(page.locator(".head span")).to_have_text("We're away right now")
-    await page.locator("textarea").fill("Is the shop open on Sunday?")
-    await page.locator("textarea").press("Enter")
+    await _say(page, "Is the shop open on Sunday?")
     await expect(page.locator(".away")).to_be_visible()
     await expect(page.locator(".msg.visitor.pending")).to_have_count(0)
     await page.locator(".away input").fill("sunday@example.com")
@@ -125,11 +134,8 @@ async def test_visitor_and_agents_end_to_end_in_two_browsers(
     alice = await open_inbox(browser, stack, "alice")
     bob = await open_inbox(browser, stack, "bob")
 
-    visitor = await browser.new_context()
-    page = await visitor.new_page()
-    await _open_widget(page, stack.base)
-    await page.locator("textarea").fill("hello")
-    await page.locator("textarea").press("Enter")
+    visitor, page = await _visitor(browser, stack.base)
+    await _say(page, "hello")
 
     row = alice.row("hello")
     await expect(row).to_be_visible()
@@ -191,8 +197,7 @@ async def test_visitor_sees_and_downloads_the_agents_files(
     visitor = await browser.new_context(accept_downloads=True)
     page = await visitor.new_page()
     await _open_widget(page, stack.base)
-    await page.locator("textarea").fill("Can I have the invoice?")
-    await page.locator("textarea").press("Enter")
+    await _say(page, "Can I have the invoice?")
 
     async def conversation() -> int | None:
         items = (await alice.http.get(f"/api/v1/conversations?inbox_id={inbox_id}")
@@ -234,13 +239,10 @@ async def test_the_widget_learns_live_that_an_agent_came_online_and_went_away(
     stack: Stack, browser: Browser,
 ) -> None:
     await _demo_widget(stack)  # nobody online yet
-    visitor = await browser.new_context()
-    page = await visitor.new_page()
-    await _open_widget(page, stack.base)
+    visitor, page = await _visitor(browser, stack.base)
     head = page.locator(".head span")
     await expect(head).to_have_text("We're away right now")
-    await page.locator("textarea").fill("Anyone there?")
-    await page.locator("textarea").press("Enter")
+    await _say(page, "Anyone there?")
     await expect(page.locator(".away")).to_be_visible()
 
     alice = await stack.login("alice")
@@ -269,11 +271,8 @@ async def test_a_reply_turns_delivered_then_read_in_the_agents_thread(
 
     await _demo_widget(stack)
     alice = await open_inbox(browser, stack, "alice")
-    visitor = await browser.new_context()
-    page = await visitor.new_page()
-    await _open_widget(page, stack.base)
-    await page.locator("textarea").fill("Do you ship to Norway?")
-    await page.locator("textarea").press("Enter")
+    visitor, page = await _visitor(browser, stack.base)
+    await _say(page, "Do you ship to Norway?")
     await alice.row("Do you ship to Norway?").click()
     # The visitor minimises the chat: the reply reaches the page but is not seen yet.
     await page.locator("button.launch").click()
@@ -306,11 +305,8 @@ async def test_two_anonymous_visitors_have_two_different_names(
     await _demo_widget(stack)
     alice = await open_inbox(browser, stack, "alice")
     for text in ("First visitor here", "Second visitor here"):
-        visitor = await browser.new_context()
-        page = await visitor.new_page()
-        await _open_widget(page, stack.base)
-        await page.locator("textarea").fill(text)
-        await page.locator("textarea").press("Enter")
+        visitor, page = await _visitor(browser, stack.base)
+        await _say(page, text)
         await expect(alice.row(text)).to_be_visible()
         await visitor.close()
     names = await alice.page.locator("#conversation-list .name").all_inner_texts()
