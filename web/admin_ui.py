@@ -433,30 +433,44 @@ async def canned_get(request: Request, principal: Principal, form: Form | None) 
     return await canned_page(web_context(request), principal, notice=notice(request))
 
 
-async def canned_post(request: Request, principal: Principal, form: Form | None) -> Response:
-    """Create (no id), change or delete a canned response."""
+async def _canned_change(
+    request: Request, principal: Principal, form: Form | None,
+    change: Callable[[AsyncSession, dict[str, str]], Awaitable[object]], done: str,
+) -> Response:
+    """Carry out one change of the canned responses; on a refusal, the page again with the
+    message and what was typed."""
     assert form is not None
     ctx = web_context(request)
-    raw_id = request.path_params.get("canned_id")
-    delete = request.url.path.endswith("/delete")
     fields = {"shortcut": _one(form, "shortcut"), "title": _one(form, "title"),
               "text": form.get("text", [""])[0]}
     try:
         async with ctx.inbox.db.write() as db_session:
-            if raw_id is None:
-                await form_act(canned.create_canned(db_session, principal, **fields))
-                done = "canned_created"
-            elif delete:
-                await form_act(canned.delete_canned(db_session, principal, int(raw_id)))
-                done = "canned_deleted"
-            else:
-                await form_act(canned.update_canned(db_session, principal, int(raw_id),
-                                                    **fields))
-                done = "canned_saved"
+            await form_act(change(db_session, fields))
     except FormError as exc:
         return await canned_page(ctx, principal, exc.status, error=_sentence(str(exc)),
-                                 error_for=raw_id or "new", values=fields)
+                                 error_for=str(request.path_params.get("canned_id", "new")),
+                                 values=fields)
     return redirect(f"/admin/canned?done={done}")
+
+
+async def canned_create(request: Request, principal: Principal, form: Form | None) -> Response:
+    return await _canned_change(request, principal, form, lambda db_session, fields:
+                                canned.create_canned(db_session, principal, **fields),
+                                "canned_created")
+
+
+async def canned_update(request: Request, principal: Principal, form: Form | None) -> Response:
+    canned_id = int(request.path_params["canned_id"])
+    return await _canned_change(request, principal, form, lambda db_session, fields:
+                                canned.update_canned(db_session, principal, canned_id, **fields),
+                                "canned_saved")
+
+
+async def canned_delete(request: Request, principal: Principal, form: Form | None) -> Response:
+    canned_id = int(request.path_params["canned_id"])
+    return await _canned_change(request, principal, form, lambda db_session, fields:
+                                canned.delete_canned(db_session, principal, canned_id),
+                                "canned_deleted")
 
 
 async def admin_home(request: Request) -> Response:
@@ -473,9 +487,10 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/labels/{label_id:id}/delete", admin_page(label_delete, leads=True),
           methods=["POST"]),
     Route("/admin/canned", admin_page(canned_get, leads=True), methods=["GET"]),
-    Route("/admin/canned", admin_page(canned_post, leads=True), methods=["POST"]),
-    Route("/admin/canned/{canned_id:id}", admin_page(canned_post, leads=True), methods=["POST"]),
-    Route("/admin/canned/{canned_id:id}/delete", admin_page(canned_post, leads=True),
+    Route("/admin/canned", admin_page(canned_create, leads=True), methods=["POST"]),
+    Route("/admin/canned/{canned_id:id}", admin_page(canned_update, leads=True),
+          methods=["POST"]),
+    Route("/admin/canned/{canned_id:id}/delete", admin_page(canned_delete, leads=True),
           methods=["POST"]),
     Route("/admin", admin_home, methods=["GET"]),
     Route("/admin/agents", admin_page(agents_get), methods=["GET"]),

@@ -226,6 +226,11 @@ async def test_leads_manage_canned_responses_with_checked_placeholders(stack: St
     listed = await lena.get("/admin/canned")
     item = re.search(r'action="/admin/canned/(\d+)"', listed.text)
     assert item and "/hi" in listed.text
+    wrong = await lena.post(f"/admin/canned/{item.group(1)}", data={
+        "csrf_token": csrf, "shortcut": "hi", "title": "Greeting", "text": "{{agent.nmae}}"})
+    assert wrong.status_code == 422
+    section = html.unescape(wrong.text).split(f'id="canned-{item.group(1)}"', 1)[1]
+    assert "agent.nmae" in section.split("</section>", 1)[0]  # shown beside that response
     saved = await lena.post(f"/admin/canned/{item.group(1)}", data={
         "csrf_token": csrf, "shortcut": "hello", "title": "Greeting",
         "text": "Hello {{contact.first_name}}!"})
