@@ -121,7 +121,8 @@ class ApiChannel:
     display_name: ClassVar[str] = "API"
     settings: ClassVar[tuple[SettingSpec, ...]] = (
         SettingSpec("secret", "shared HMAC-SHA256 secret of signed requests", secret=True),
-        SettingSpec("outbound_url", "URL replies are POSTed to", required=False),
+        SettingSpec("outbound_url", "URL replies are POSTed to", required=False,
+                    form="url"),
     )
     capabilities: ClassVar[Capabilities] = Capabilities(attachments=True)
 

@@ -41,6 +41,9 @@ class SettingSpec:
     description: str
     secret: bool = False
     required: bool = True
+    # How a form asks for it: "text", "color" (#RRGGBB), "lines" (a list, one per line),
+    # "json" (an object), "flag" (a yes/no checkbox), "number", "url".
+    form: str = "text"
 
 
 class VerificationFailed(Exception):

@@ -220,15 +220,16 @@ class WebchatChannel:
         SettingSpec("secret", "signs visitor tokens and verifies identifier_hash (generated)",
                     secret=True),
         SettingSpec("greeting", "first line visitors see", required=False),
-        SettingSpec("accent_color", "#RRGGBB colour of the widget", required=False),
+        SettingSpec("accent_color", "#RRGGBB colour of the widget", required=False,
+                    form="color"),
         SettingSpec("allowed_origins", "website origins allowed to embed it (empty: any)",
-                    required=False),
+                    required=False, form="lines"),
         SettingSpec("business_hours", '{"timezone": "Europe/Paris", "days": {"mon": '
-                    '"09:00-17:00", ...}}', required=False),
+                    '"09:00-17:00", ...}}', required=False, form="json"),
         SettingSpec("away_message", "shown outside business hours or with nobody online",
                     required=False),
         SettingSpec("enforce_identity", "refuse identifiers without a valid identifier_hash",
-                    required=False),
+                    required=False, form="flag"),
     )
     capabilities: ClassVar[Capabilities] = Capabilities(attachments=True, max_text=MAX_TEXT)
 

@@ -558,7 +558,7 @@ class RedisBus:
                 yield raw_id.decode(), payload
         finally:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     async def replay(self, after_id: str, limit: int) -> list[tuple[str, bytes]] | None:
         """XRANGE after `after_id`; None when XINFO shows an entry after it was trimmed."""

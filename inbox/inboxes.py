@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import col, select
+from pydantic import BaseModel
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import InboxChanged
 from hub.types import utcnow
 from inbox.agents import Principal
-from inbox.models import Agent, Inbox, InboxMember
+from inbox.context import InboxContext
+from inbox.errors import Forbidden, NotFound, Refused
+from inbox.models import Agent, Conversation, Inbox, InboxMember, Invitation
 from inbox.outbox import stage_events
 
 
@@ -35,6 +38,80 @@ async def create_inbox(
     assert inbox.id is not None
     stage_events(session, [InboxChanged(inbox_id=None, at=utcnow(), changed_inbox_id=inbox.id)])
     return inbox
+
+
+async def update_inbox(
+    ctx: InboxContext,
+    principal: Principal,
+    inbox_id: int,
+    *,
+    name: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Inbox:
+    """Rename an inbox or replace its settings (admins; the caller has validated the channel's
+    settings). Every process reads the inbox again."""
+    if not principal.is_admin:
+        raise Forbidden("only admins change inboxes")
+    async with ctx.db.write() as session:
+        inbox = await session.get(Inbox, inbox_id)
+        if inbox is None:
+            raise NotFound(f"inbox {inbox_id} not found")
+        if name is not None:
+            if not name.strip():
+                raise Refused("name: may not be blank")
+            inbox.name = name.strip()[:200]
+        if settings is not None:
+            inbox.settings = dict(settings)
+        session.add(inbox)
+        await session.flush()
+        stage_events(session, [InboxChanged(inbox_id=None, at=utcnow(), changed_inbox_id=inbox_id)])
+    ctx.inboxes.forget(inbox_id)
+    return inbox
+
+
+async def member_ids(session: AsyncSession, inbox_id: int) -> set[int]:
+    """The ids of the agents who belong to an inbox."""
+    return set(await session.exec(
+        select(InboxMember.agent_id).where(InboxMember.inbox_id == inbox_id)))
+
+
+async def member_counts(session: AsyncSession) -> dict[int, int]:
+    """How many agents belong to each inbox."""
+    rows = await session.exec(
+        select(InboxMember.inbox_id, func.count()).group_by(col(InboxMember.inbox_id)))
+    return dict(rows.all())
+
+
+class SetupProgress(BaseModel):
+    """What a new installation has done of its first steps (the first admin's checklist)."""
+
+    inboxes: int
+    widget_inboxes: int
+    agents: int
+    invitations: int
+    conversations: int
+
+    @property
+    def done(self) -> bool:
+        return bool(self.inboxes and self.widget_inboxes and (self.agents > 1 or self.invitations)
+                    and self.conversations)
+
+
+async def setup_progress(session: AsyncSession) -> SetupProgress:
+    """Counts behind the first admin's checklist."""
+    queries = {
+        "inboxes": select(func.count()).select_from(Inbox),
+        "widget_inboxes": select(func.count()).select_from(Inbox).where(
+            Inbox.channel == "webchat"),
+        "agents": select(func.count()).select_from(Agent).where(col(Agent.is_active)),
+        "invitations": select(func.count()).select_from(Invitation).where(
+            col(Invitation.accepted_at).is_(None), col(Invitation.revoked_at).is_(None)),
+        # Whether there is any: counting a million conversations would be wasted work.
+        "conversations": select(func.count()).select_from(
+            select(Conversation.id).limit(1).subquery()),
+    }
+    return SetupProgress(**{name: (await session.exec(query)).one()
+                            for name, query in queries.items()})
 
 
 async def set_members(session: AsyncSession, *, inbox_id: int, agent_ids: list[int]) -> None:

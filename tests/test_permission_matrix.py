@@ -45,6 +45,9 @@ ROUTES: dict[tuple[str, str], Route] = {
         "self", lambda i: {"current_password": "wrong-password-1", "new_password": "x" * 12}),
     ("GET", "/api/v1/agents"): Route("self"),
     ("GET", "/api/v1/inboxes"): Route("self"),
+    ("GET", "/api/v1/channels"): Route("admin"),
+    ("GET", "/api/v1/inboxes/{inbox_id}"): Route("admin"),
+    ("PATCH", "/api/v1/inboxes/{inbox_id}"): Route("admin", lambda i: {"name": "Mine now"}),
     ("POST", "/api/v1/inboxes"): Route(
         "admin", lambda i: {"name": "X", "channel": "api", "settings": {"secret": "s" * 16}}),
     ("PUT", "/api/v1/inboxes/{inbox_id}/members"): Route(

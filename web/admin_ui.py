@@ -20,12 +20,19 @@ from starlette.routing import BaseRoute, Route
 
 from hub import dead_letters
 from hub.security import constant_time_equal
-from inbox import admin, canned, invitations, labels, teams, totp
+from inbox import admin, assign_actions, canned, invitations, labels, teams, totp
 from inbox.agents import MIN_PASSWORD, Principal, agent_by_id
+from inbox.errors import NotFound
 from inbox.inboxes import visible_inboxes
 from web.admin import guarded
 from web.context import WebContext, web_context
-from web.http import SESSION_COOKIE, HTTPProblem, current_principal, set_session_cookie
+from web.http import (
+    SESSION_COOKIE,
+    HTTPProblem,
+    current_principal,
+    path_id,
+    set_session_cookie,
+)
 from web.ui import PAGES, form_lists
 
 if TYPE_CHECKING:  # row types of what inbox/ returns; web/ never queries
@@ -61,23 +68,23 @@ class FormError(ValueError):
         self.status = status
 
 
-def _one(form: Form, name: str) -> str:
+def form_value(form: Form, name: str) -> str:
     return form.get(name, [""])[0].strip()
 
 
-def _ids(form: Form, name: str) -> list[int]:
+def form_ids(form: Form, name: str) -> list[int]:
     values = form.get(name, [])
     if not all(v.isdigit() for v in values):
         raise FormError(f"{name}: ids must be numbers")
     return [int(v) for v in values]
 
 
-def _sentence(text: str) -> str:
+def sentence(text: str) -> str:
     text = text.strip()
     return (text[:1].upper() + text[1:]).rstrip(".") + "." if text else text
 
 
-def _model(build: Callable[[], T]) -> T:
+def form_model(build: Callable[[], T]) -> T:
     """Build a request model from form values; a validation problem becomes a FormError."""
     try:
         return build()
@@ -128,7 +135,7 @@ def admin_page(
         form = None
         if request.method == "POST":
             form = await form_lists(request)
-            if not constant_time_equal(_one(form, "csrf_token"), principal.csrf_token):
+            if not constant_time_equal(form_value(form, "csrf_token"), principal.csrf_token):
                 return refusal(403, "Not saved",
                                "This form expired or was not sent from this site. "
                                "Reload the page and try again.")
@@ -173,45 +180,80 @@ async def agents_get(request: Request, principal: Principal, form: Form | None) 
     return await agents_page(ctx, principal, notice=notice(request))
 
 
+async def agent_page(ctx: WebContext, principal: Principal, agent_id: int, status: int = 200,
+                     **values: Any) -> HTMLResponse:
+    async with ctx.inbox.db.read() as session:
+        try:
+            agent = await admin.get_agent(session, agent_id,
+                                          presence_seconds=ctx.settings.presence_seconds)
+        except NotFound:
+            return refusal(404, "No such agent", "This agent does not exist.")
+        return page("admin_agent.html", status, csrf_token=principal.csrf_token,
+                    me=principal.agent_id, agent=agent,
+                    inboxes=await visible_inboxes(session, principal),
+                    teams=await teams.list_teams(session), **values)
+
+
+async def agent_get(request: Request, principal: Principal, form: Form | None) -> Response:
+    return await agent_page(web_context(request), principal, path_id(request, "agent_id"),
+                            notice=notice(request))
+
+
+def _agent_patch(form: Form) -> tuple[admin.AgentPatch, str]:
+    """The change a form asks for: (de)activation, a row of the table (role and capacity),
+    or the detail page's whole form."""
+    if "is_active" in form:
+        patch = form_model(lambda: admin.AgentPatch(
+            is_active=form_value(form, "is_active") == "1"))
+        return patch, "reactivated" if patch.is_active else "deactivated"
+    capacity = form_value(form, "capacity")
+    if capacity and not capacity.isdigit():
+        raise FormError("capacity: a whole number, or empty for no limit")
+    fields: dict[str, Any] = {"role": form_value(form, "role") or None,
+                              "capacity": int(capacity) if capacity else None}
+    if "inline" not in form:
+        fields |= {"name": form_value(form, "name") or None,
+                   "inbox_ids": form_ids(form, "inbox_ids"),
+                   "team_ids": form_ids(form, "team_ids")}
+    return form_model(lambda: admin.AgentPatch.model_validate(fields)), "saved"
+
+
 async def agent_post(request: Request, principal: Principal, form: Form | None) -> Response:
     ctx = web_context(request)
     assert form is not None
-    agent_id = int(request.path_params["agent_id"])
+    agent_id = path_id(request, "agent_id")
+    inline = "inline" in form
     try:
-        if "is_active" in form:
-            patch = _model(lambda: admin.AgentPatch(is_active=_one(form, "is_active") == "1"))
-            done = "reactivated" if patch.is_active else "deactivated"
-        else:
-            capacity = _one(form, "capacity")
-            if capacity and not capacity.isdigit():
-                raise FormError("capacity: a whole number, or empty for no limit")
-            patch = _model(lambda: admin.AgentPatch.model_validate({
-                "name": _one(form, "name") or None, "role": _one(form, "role") or None,
-                "capacity": int(capacity) if capacity else None,
-                "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
-            }))
-            done = "saved"
+        patch, done = _agent_patch(form)
         await form_act(admin.update_agent(ctx.inbox, principal, agent_id, patch))
+        availability = form_value(form, "availability")
+        if inline and availability:
+            await form_act(assign_actions.set_availability(
+                ctx.inbox, agent_id=agent_id, availability=availability))
     except FormError as exc:
-        return await agents_page(ctx, principal, exc.status, error=_sentence(str(exc)),
-                                 error_for=agent_id)
-    return redirect(f"/admin/agents?done={done}#agent-{agent_id}")
+        if inline:
+            return await agents_page(ctx, principal, exc.status, error=sentence(str(exc)),
+                                     error_for=agent_id)
+        return await agent_page(ctx, principal, agent_id, exc.status, error=sentence(str(exc)))
+    if inline:
+        return redirect(f"/admin/agents?done={done}#agent-{agent_id}")
+    return redirect(f"/admin/agents/{agent_id}?done={done}")
 
 
 async def invite_post(request: Request, principal: Principal, form: Form | None) -> Response:
     ctx = web_context(request)
     assert form is not None
-    hours = _one(form, "expires_in_hours") or "72"
+    hours = form_value(form, "expires_in_hours") or "72"
     try:
-        body = _model(lambda: invitations.InvitationCreate.model_validate({
-            "email": _one(form, "email"), "name": _one(form, "name"),
-            "role": _one(form, "role") or "agent",
-            "inbox_ids": _ids(form, "inbox_ids"), "team_ids": _ids(form, "team_ids"),
+        body = form_model(lambda: invitations.InvitationCreate.model_validate({
+            "email": form_value(form, "email"), "name": form_value(form, "name"),
+            "role": form_value(form, "role") or "agent",
+            "inbox_ids": form_ids(form, "inbox_ids"), "team_ids": form_ids(form, "team_ids"),
             "expires_in_hours": int(hours) if hours.isdigit() else 0,
         }))
         created = await form_act(invitations.create_invitation(ctx.inbox, principal, body))
     except FormError as exc:
-        return await agents_page(ctx, principal, exc.status, invite_error=_sentence(str(exc)))
+        return await agents_page(ctx, principal, exc.status, invite_error=sentence(str(exc)))
     # Shown this once: only the token's hash is kept, nobody can see the link again.
     return await agents_page(ctx, principal, 201, new_invitation=created)
 
@@ -222,7 +264,7 @@ async def revoke_post(request: Request, principal: Principal, form: Form | None)
         await form_act(invitations.revoke_invitation(
             ctx.inbox, principal, int(request.path_params["invitation_id"])))
     except FormError as exc:
-        return await agents_page(ctx, principal, exc.status, invite_error=_sentence(str(exc)))
+        return await agents_page(ctx, principal, exc.status, invite_error=sentence(str(exc)))
     return redirect("/admin/agents?done=revoked#invitations")
 
 
@@ -233,9 +275,9 @@ async def teams_get(request: Request, principal: Principal, form: Form | None) -
 
 def team_fields(form: Form) -> dict[str, Any]:
     return {
-        "name": _one(form, "name"),
-        "assignment_policy": _one(form, "assignment_policy") or "round_robin",
-        "member_ids": _ids(form, "member_ids"), "inbox_ids": _ids(form, "inbox_ids"),
+        "name": form_value(form, "name"),
+        "assignment_policy": form_value(form, "assignment_policy") or "round_robin",
+        "member_ids": form_ids(form, "member_ids"), "inbox_ids": form_ids(form, "inbox_ids"),
     }
 
 
@@ -243,10 +285,10 @@ async def team_create(request: Request, principal: Principal, form: Form | None)
     ctx = web_context(request)
     assert form is not None
     try:
-        body = _model(lambda: teams.TeamCreate(**team_fields(form)))
+        body = form_model(lambda: teams.TeamCreate(**team_fields(form)))
         team = await form_act(teams.create_team(ctx.inbox, principal, body))
     except FormError as exc:
-        return await teams_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+        return await teams_page(ctx, principal, exc.status, error=sentence(str(exc)),
                                 error_for="new")
     return redirect(f"/admin/teams?done=created#team-{team.id}")
 
@@ -256,10 +298,10 @@ async def team_update(request: Request, principal: Principal, form: Form | None)
     assert form is not None
     team_id = int(request.path_params["team_id"])
     try:
-        body = _model(lambda: teams.TeamPatch(**team_fields(form)))
+        body = form_model(lambda: teams.TeamPatch(**team_fields(form)))
         await form_act(teams.update_team(ctx.inbox, principal, team_id, body))
     except FormError as exc:
-        return await teams_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+        return await teams_page(ctx, principal, exc.status, error=sentence(str(exc)),
                                 error_for=team_id)
     return redirect(f"/admin/teams?done=saved#team-{team_id}")
 
@@ -270,7 +312,7 @@ async def team_delete(request: Request, principal: Principal, form: Form | None)
         await form_act(teams.delete_team(ctx.inbox, principal,
                                      int(request.path_params["team_id"])))
     except FormError as exc:
-        return await teams_page(ctx, principal, exc.status, error=_sentence(str(exc)))
+        return await teams_page(ctx, principal, exc.status, error=sentence(str(exc)))
     return redirect("/admin/teams?done=deleted")
 
 
@@ -292,13 +334,13 @@ async def invite_page(request: Request) -> Response:
         async with ctx.inbox.db.read() as session:
             invitation = await form_act(invitations.open_invitation(session, token))
     except FormError as exc:
-        return refusal(exc.status, "This invitation cannot be used", _sentence(str(exc)))
+        return refusal(exc.status, "This invitation cannot be used", sentence(str(exc)))
     if request.method == "GET":
         return invite_form(ctx, token, invitation)
     form = await form_lists(request)
-    name = _one(form, "name")[:200]
+    name = form_value(form, "name")[:200]
     expected = request.cookies.get(INVITE_CSRF_COOKIE, "")
-    if not expected or not constant_time_equal(expected, _one(form, "csrf_token")):
+    if not expected or not constant_time_equal(expected, form_value(form, "csrf_token")):
         return invite_form(ctx, token, invitation, 403, name=name,
                            error="This form expired. Please try again.")
     password = form.get("password", [""])[0]
@@ -310,7 +352,7 @@ async def invite_page(request: Request) -> Response:
             ctx.inbox, token=token, name=name, password=password))
     except FormError as exc:
         return invite_form(ctx, token, invitation, exc.status, name=name,
-                           error=_sentence(str(exc)))
+                           error=sentence(str(exc)))
     response = redirect("/")
     set_session_cookie(response, logged.token, ctx.settings)
     response.delete_cookie(INVITE_CSRF_COOKIE, path="/invite")
@@ -326,12 +368,12 @@ async def two_factor(request: Request) -> Response:
     status = 200
     if request.method == "POST":
         form = await form_lists(request)
-        if not constant_time_equal(_one(form, "csrf_token"), principal.csrf_token):
+        if not constant_time_equal(form_value(form, "csrf_token"), principal.csrf_token):
             return refusal(403, "Not saved", "This form expired. Reload and try again.")
         try:
             values["notice"] = await two_factor_action(ctx, principal, form)
         except FormError as exc:
-            status, values["error"] = exc.status, _sentence(str(exc))
+            status, values["error"] = exc.status, sentence(str(exc))
     async with ctx.inbox.db.read() as session:
         agent = await agent_by_id(session, principal.agent_id)
     if agent.totp_secret and not agent.totp_enabled:
@@ -340,7 +382,7 @@ async def two_factor(request: Request) -> Response:
 
 
 async def two_factor_action(ctx: WebContext, principal: Principal, form: Form) -> str:
-    action = _one(form, "action")
+    action = form_value(form, "action")
     async with ctx.inbox.db.write() as session:
         return await form_act(_two_factor_step(session, principal, action, form))
 
@@ -403,11 +445,11 @@ async def label_create(request: Request, principal: Principal, form: Form | None
     assert form is not None
     ctx = web_context(request)
     try:
-        await form_act(labels.create_label(ctx.inbox, principal, name=_one(form, "name"),
-                                           color=_one(form, "color") or None))
+        await form_act(labels.create_label(ctx.inbox, principal, name=form_value(form, "name"),
+                                           color=form_value(form, "color") or None))
     except FormError as exc:
-        return await labels_page(ctx, principal, exc.status, error=_sentence(str(exc)),
-                                 name=_one(form, "name"))
+        return await labels_page(ctx, principal, exc.status, error=sentence(str(exc)),
+                                 name=form_value(form, "name"))
     return redirect("/admin/labels?done=label_created")
 
 
@@ -417,7 +459,7 @@ async def label_delete(request: Request, principal: Principal, form: Form | None
         await form_act(labels.delete_label(ctx.inbox, principal,
                                            label_id=int(request.path_params["label_id"])))
     except FormError as exc:
-        return await labels_page(ctx, principal, exc.status, error=_sentence(str(exc)))
+        return await labels_page(ctx, principal, exc.status, error=sentence(str(exc)))
     return redirect("/admin/labels?done=label_deleted")
 
 
@@ -441,13 +483,13 @@ async def _canned_change(
     message and what was typed."""
     assert form is not None
     ctx = web_context(request)
-    fields = {"shortcut": _one(form, "shortcut"), "title": _one(form, "title"),
+    fields = {"shortcut": form_value(form, "shortcut"), "title": form_value(form, "title"),
               "text": form.get("text", [""])[0]}
     try:
         async with ctx.inbox.db.write() as db_session:
             await form_act(change(db_session, fields))
     except FormError as exc:
-        return await canned_page(ctx, principal, exc.status, error=_sentence(str(exc)),
+        return await canned_page(ctx, principal, exc.status, error=sentence(str(exc)),
                                  error_for=str(request.path_params.get("canned_id", "new")),
                                  values=fields)
     return redirect(f"/admin/canned?done={done}")
@@ -494,6 +536,7 @@ ROUTES: list[BaseRoute] = [
           methods=["POST"]),
     Route("/admin", admin_home, methods=["GET"]),
     Route("/admin/agents", admin_page(agents_get), methods=["GET"]),
+    Route("/admin/agents/{agent_id:id}", admin_page(agent_get), methods=["GET"]),
     Route("/admin/agents/{agent_id:id}", admin_page(agent_post), methods=["POST"]),
     Route("/admin/invitations", admin_page(invite_post), methods=["POST"]),
     Route("/admin/invitations/{invitation_id:id}/revoke", admin_page(revoke_post),
@@ -520,7 +563,7 @@ async def _two_factor_step(
         await totp.start_setup(session, agent_id=principal.agent_id)
         return "A new key was made for you: one more step below."
     if action == "enable":
-        await totp.enable(session, agent_id=principal.agent_id, code=_one(form, "code"))
+        await totp.enable(session, agent_id=principal.agent_id, code=form_value(form, "code"))
         return "Two-factor authentication is on. You will need a code each time you log in."
     if action == "disable":
         await totp.disable(session, agent_id=principal.agent_id,

@@ -31,6 +31,7 @@ from web import (
     search,
     teams,
 )
+from web.admin_inboxes import ROUTES as ADMIN_INBOX_ROUTES
 from web.admin_ui import ROUTES as ADMIN_UI_ROUTES
 from web.context import WebContext
 from web.health import health_routes
@@ -76,6 +77,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *health_routes(ctx),
         *UI_ROUTES,
         *ADMIN_UI_ROUTES,
+        *ADMIN_INBOX_ROUTES,
         static_files(),
     ]
 

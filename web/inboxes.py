@@ -3,6 +3,7 @@ aside (quarantine)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from channels.base import settings_for_new_inbox, validate_settings
+from channels.base import ChannelAdapter, settings_for_new_inbox, validate_settings
 from hub.types import RowId
 from inbox.agents import Principal
 from inbox.assignment import drain_queue
@@ -20,19 +21,23 @@ from inbox.inboxes import (
     create_inbox,
     inbox_by_id,
     inbox_settings,
+    member_ids,
     set_members,
+    update_inbox,
     visible_inboxes,
 )
 from inbox.queries import is_row_id
-from web.context import web_context
+from web.context import WebContext, web_context
 from web.http import (
     HTTPProblem,
     Operation,
     RequestModel,
+    act,
     authenticated,
     json_response,
     not_found,
     parse_json,
+    path_id,
 )
 from web.openapi import Doc
 
@@ -56,6 +61,37 @@ class CreateInboxRequest(RequestModel):
     auto_assign: bool = True
 
 
+class UpdateInboxRequest(RequestModel):
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    # Settings to change; a setting given as null or "" is removed (optional ones only).
+    # Secrets left out keep their value.
+    settings: dict[str, Any] | None = None
+
+
+class SettingView(BaseModel):
+    """One setting of a channel, as a form asks for it; a secret's value is never shown."""
+
+    name: str
+    description: str
+    required: bool
+    secret: bool
+    form: str
+    generated: bool
+    value: Any = None
+    is_set: bool = False
+
+
+class ChannelView(BaseModel):
+    kind: str
+    display_name: str
+    settings: list[SettingView]
+
+
+class InboxDetail(InboxView):
+    settings: list[SettingView]
+    member_ids: list[int]
+
+
 class MembersRequest(RequestModel):
     agent_ids: list[RowId] = Field(max_length=10_000)
 
@@ -75,6 +111,124 @@ def inbox_view(inbox: Inbox) -> InboxView:
                      requeue_on_offline=inbox.requeue_on_offline)
 
 
+def channel_adapter(ctx: WebContext, channel: str) -> ChannelAdapter:
+    """The adapter of a channel kind; 422 naming the known ones."""
+    adapter = ctx.channels.get(channel)
+    if adapter is None:
+        known = ", ".join(sorted(ctx.channels))
+        raise HTTPProblem(422, "invalid_field", f"channel: unknown; use one of {known}")
+    return adapter
+
+
+def checked_settings(
+    adapter: ChannelAdapter, given: Mapping[str, Any], current: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The settings an inbox will have: a new inbox's generated defaults, or its current
+    settings, with what was given on top (None or "" removes one); 422 naming each problem."""
+    merged = dict(current) if current is not None else settings_for_new_inbox(adapter, {})
+    for name, value in given.items():
+        if value is None or value == "":
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    problems = validate_settings(adapter, merged)
+    if problems:
+        raise HTTPProblem(422, "invalid_field", "settings." + "; settings.".join(problems))
+    return merged
+
+
+def settings_view(adapter: ChannelAdapter, values: Mapping[str, Any] | None) -> list[SettingView]:
+    """A channel's settings for a form: values of plain ones, only whether secrets are set."""
+    generated = set(settings_for_new_inbox(adapter, {}))
+    views = []
+    for spec in adapter.settings:
+        value = (values or {}).get(spec.name)
+        views.append(SettingView(
+            name=spec.name, description=spec.description, required=spec.required,
+            secret=spec.secret, form=spec.form,
+            generated=spec.name in generated and spec.name not in ("greeting", "accent_color"),
+            value=None if spec.secret else value, is_set=value not in (None, "")))
+    return views
+
+
+def channel_views(ctx: WebContext) -> list[ChannelView]:
+    """Every channel this installation runs, with the settings a new inbox of it asks for."""
+    return [ChannelView(kind=kind, display_name=adapter.display_name,
+                        settings=settings_view(adapter, None))
+            for kind, adapter in sorted(ctx.channels.items())]
+
+
+async def channels(request: Request, principal: Principal) -> Response:
+    """The channels an inbox can be connected to, and their settings (admin)."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", "only admins connect inboxes")
+    return json_response(channel_views(web_context(request)))
+
+
+async def inbox_detail(ctx: WebContext, inbox_id: int) -> InboxDetail:
+    """An inbox with its settings (secrets masked) and members; 404 when there is none."""
+    async with ctx.inbox.db.read() as session:
+        inbox = await inbox_by_id(session, inbox_id)
+        if inbox is None:
+            raise not_found("inbox")
+        members = await member_ids(session, inbox_id)
+    adapter = ctx.channels.get(inbox.channel)
+    settings = settings_view(adapter, inbox.settings) if adapter is not None else []
+    return InboxDetail(**inbox_view(inbox).model_dump(), settings=settings,
+                       member_ids=sorted(members))
+
+
+async def get_inbox(request: Request, principal: Principal) -> Response:
+    """One inbox with its settings, secrets masked, and its members (admin)."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", "only admins see an inbox's settings")
+    return json_response(await inbox_detail(web_context(request), path_id(request, "inbox_id")))
+
+
+async def change_inbox(
+    ctx: WebContext, principal: Principal, inbox_id: int, *, name: str | None,
+    settings: Mapping[str, Any] | None,
+) -> Inbox:
+    """Rename an inbox or change some of its settings, checked by its channel (admins)."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", "only admins change inboxes")
+    merged = None
+    if settings is not None:
+        async with ctx.inbox.db.read() as session:
+            found = await inbox_settings(session, inbox_id)
+        if found is None:
+            raise not_found("inbox")
+        merged = checked_settings(channel_adapter(ctx, found[0]), settings, found[1])
+    inbox = await act(update_inbox(ctx.inbox, principal, inbox_id, name=name, settings=merged))
+    ctx.directory.invalidate()  # this process at once; the others on the inbox.changed event
+    return inbox
+
+
+async def patch_inbox(request: Request, principal: Principal) -> Response:
+    """Rename an inbox or change its settings; secrets left out keep their value (admin)."""
+    body = await parse_json(request, UpdateInboxRequest)
+    inbox = await change_inbox(web_context(request), principal, path_id(request, "inbox_id"),
+                               name=body.name, settings=body.settings)
+    return json_response(inbox_view(inbox))
+
+
+async def connect_inbox(
+    ctx: WebContext, principal: Principal, *, name: str, channel: str,
+    settings: Mapping[str, Any], auto_assign: bool = True,
+) -> Inbox:
+    """Connect a new inbox of a channel, its settings checked by the channel (admins)."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", "only admins connect inboxes")
+    adapter = channel_adapter(ctx, channel)
+    values = checked_settings(adapter, settings)
+    async with ctx.inbox.db.write() as session:
+        try:
+            return await create_inbox(session, name=name, channel=channel, settings=values,
+                                      auto_assign=auto_assign)
+        except InboxError as exc:
+            raise HTTPProblem(422, "invalid_field", str(exc)) from None
+
+
 async def inboxes(request: Request, principal: Principal) -> Response:
     """The inboxes you belong to (all of them for admins)."""
     ctx = web_context(request)
@@ -87,28 +241,12 @@ async def inboxes(request: Request, principal: Principal) -> Response:
 async def add_inbox(request: Request, principal: Principal) -> Response:
     """Connect a new inbox (admins only)."""
     ctx = web_context(request)
-    db = ctx.inbox.db
     if not principal.is_admin:
         raise HTTPProblem(403, "forbidden", "only admins connect inboxes")
     body = await parse_json(request, CreateInboxRequest)
-    adapter = ctx.channels.get(body.channel)
-    if adapter is None:
-        known = ", ".join(sorted(ctx.channels))
-        raise HTTPProblem(422, "invalid_field", f"channel: unknown; use one of {known}")
-    settings = settings_for_new_inbox(adapter, body.settings)
-    problems = validate_settings(adapter, settings)
-    if problems:
-        raise HTTPProblem(422, "invalid_field", "settings." + "; settings.".join(problems))
-    async with db.write() as session:
-        try:
-            inbox = await create_inbox(
-                session, name=body.name, channel=body.channel, settings=settings,
-                auto_assign=body.auto_assign,
-            )
-        except InboxError as exc:
-            raise HTTPProblem(422, "invalid_field", str(exc)) from None
-        view = inbox_view(inbox)
-    return json_response(view, status=201)
+    inbox = await connect_inbox(ctx, principal, name=body.name, channel=body.channel,
+                                settings=body.settings, auto_assign=body.auto_assign)
+    return json_response(inbox_view(inbox), status=201)
 
 
 async def put_members(request: Request, principal: Principal) -> Response:
@@ -189,6 +327,12 @@ OPERATIONS: list[Operation] = [
      authenticated(inboxes)),
     (Doc("POST", "/api/v1/inboxes", "Connect an inbox (admin)", CreateInboxRequest,
          InboxView, status=201), authenticated(add_inbox)),
+    (Doc("GET", "/api/v1/channels", "Channels an inbox can connect to, and their settings "
+         "(admin)", response=ChannelView, many=True), authenticated(channels)),
+    (Doc("GET", "/api/v1/inboxes/{inbox_id:id}", "One inbox, settings masked (admin)",
+         response=InboxDetail), authenticated(get_inbox)),
+    (Doc("PATCH", "/api/v1/inboxes/{inbox_id:id}", "Rename an inbox or change its settings "
+         "(admin)", UpdateInboxRequest, InboxView), authenticated(patch_inbox)),
     (Doc("PUT", "/api/v1/inboxes/{inbox_id:id}/members", "Set an inbox's members (admin)",
          MembersRequest, status=204), authenticated(put_members)),
     (Doc("GET", "/api/v1/quarantine", "Messages kept aside unparsed (admin)",

@@ -48,6 +48,9 @@ async def test_invite_join_and_deactivate_across_three_people(
     await expect(page.locator("#invitations")).not_to_contain_text("newbie@example.com")
 
     # Deactivating Alice ends her open inbox at once: its websocket closes, she is logged out.
+    await page.locator("#agent-search").fill("alice@")
+    await expect(page.locator("#agent-table tbody tr:visible")).to_have_count(1)
+    await page.get_by_role("link", name="Alice").click()
     await page.click(f"#deactivate-{stack.ids['alice']}")
     await expect(page.locator("#notice")).to_contain_text("deactivated")
     await expect(page.locator(f"#reactivate-{stack.ids['alice']}")).to_be_visible()

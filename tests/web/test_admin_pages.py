@@ -69,7 +69,7 @@ async def test_admin_edits_agents_and_invites_through_the_forms(stack: Stack) ->
         "csrf_token": csrf, "name": "Alice L.", "role": "lead", "capacity": "4",
         "inbox_ids": [str(stack.ids["support"]), str(stack.ids["sales"])]})
     assert saved.status_code == 303
-    assert saved.headers["location"] == f"/admin/agents?done=saved#agent-{stack.ids['alice']}"
+    assert saved.headers["location"] == f"/admin/agents/{stack.ids['alice']}?done=saved"
     page = await admin.get(saved.headers["location"])
     assert "Saved." in page.text and "Alice L." in page.text
     view = {a["id"]: a for a in (await (await stack.login("admin")).http.get(
@@ -85,8 +85,8 @@ async def test_admin_edits_agents_and_invites_through_the_forms(stack: Stack) ->
     assert last.status_code == 422 and "last active admin" in last.text
 
     deactivated = await admin.post(alice, data={"csrf_token": csrf, "is_active": "0"})
-    assert deactivated.headers["location"].startswith("/admin/agents?done=deactivated")
-    page = await admin.get("/admin/agents")
+    assert deactivated.headers["location"] == f"{alice}?done=deactivated"
+    page = await admin.get(alice)
     assert f'id="reactivate-{stack.ids["alice"]}"' in page.text
 
     invited = await admin.post("/admin/invitations", data={
@@ -241,3 +241,28 @@ async def test_leads_manage_canned_responses_with_checked_placeholders(stack: St
     deleted = await lena.post(f"/admin/canned/{item.group(1)}/delete", data={"csrf_token": csrf})
     assert deleted.status_code == 303
     assert (await admin.http.get("/api/v1/canned-responses")).json() == []
+
+
+async def test_a_row_of_the_agents_table_changes_role_capacity_and_availability(
+    stack: Stack,
+) -> None:
+    admin, csrf = await _form_login(stack, "admin")
+    alice = stack.ids["alice"]
+    listing = await admin.get("/admin/agents")
+    assert f'id="row-{alice}"' in listing.text and 'data-filter="agent-table"' in listing.text
+    saved = await admin.post(f"/admin/agents/{alice}", data={
+        "csrf_token": csrf, "inline": "1", "role": "lead", "capacity": "7",
+        "availability": "away"})
+    assert saved.headers["location"] == f"/admin/agents?done=saved#agent-{alice}"
+    view = {a["id"]: a for a in (await (await stack.login("admin")).http.get(
+        "/api/v1/admin/agents")).json()}[alice]
+    # A row says nothing of inboxes or teams: they stay as they were.
+    assert (view["role"], view["capacity"], view["availability"], view["inbox_ids"]) == (
+        "lead", 7, "away", [stack.ids["support"]])
+    bad = await admin.post(f"/admin/agents/{alice}", data={
+        "csrf_token": csrf, "inline": "1", "role": "lead", "capacity": "lots"})
+    assert bad.status_code == 422 and 'id="row-error"' in bad.text
+    assert "Capacity: a whole number" in bad.text and 'id="agent-table"' in bad.text
+    detail = await admin.get(f"/admin/agents/{alice}")
+    assert detail.status_code == 200 and 'name="inbox_ids"' in detail.text
+    assert (await admin.get("/admin/agents/999999")).status_code == 404
