@@ -129,7 +129,8 @@ def admin_page(
             return redirect("/login")
         if leads and principal.role not in ("admin", "lead"):
             return refusal(403, "Leads and admins only",
-                           "Only team leads and admins manage labels and canned responses.")
+                           "Only team leads and admins manage labels, canned responses and "
+                           "routing.")
         if not leads and not principal.is_admin:
             return refusal(403, "Admins only", "Only admins manage agents and teams.")
         form = None
@@ -516,11 +517,12 @@ async def canned_delete(request: Request, principal: Principal, form: Form | Non
 
 
 async def admin_home(request: Request) -> Response:
-    """Admins land on the agents, team leads on what they manage: the labels."""
+    """Admins land on the inboxes (with the checklist of a new installation), team leads on
+    what they manage: the labels."""
     principal = await session_principal(request)
     if principal is None:
         return redirect("/login")
-    return redirect("/admin/agents" if principal.is_admin else "/admin/labels")
+    return redirect("/admin/inboxes" if principal.is_admin else "/admin/labels")
 
 
 ROUTES: list[BaseRoute] = [

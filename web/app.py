@@ -32,6 +32,7 @@ from web import (
     teams,
 )
 from web.admin_inboxes import ROUTES as ADMIN_INBOX_ROUTES
+from web.admin_routing import ROUTES as ADMIN_ROUTING_ROUTES
 from web.admin_ui import ROUTES as ADMIN_UI_ROUTES
 from web.context import WebContext
 from web.health import health_routes
@@ -78,6 +79,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *UI_ROUTES,
         *ADMIN_UI_ROUTES,
         *ADMIN_INBOX_ROUTES,
+        *ADMIN_ROUTING_ROUTES,
         static_files(),
     ]
 

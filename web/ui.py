@@ -155,6 +155,8 @@ async def inbox_page(request: Request) -> Response:
     principal = await current_principal(ctx, request)
     if principal is None or not _session_token(request):
         return redirect("/login")
+    if principal.is_admin and not principal.inbox_ids:
+        return redirect("/admin/inboxes")  # a new installation: the first admin's checklist
     agent = await _agent_of(ctx, principal)
     return page("inbox.html", agent=agent, csrf_token=principal.csrf_token,
                 attachment_max_bytes=ctx.settings.attachment_max_bytes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from playwright.async_api import Browser, expect
 
 from tests.browser.test_agent_ui import DESKTOP, open_inbox
@@ -16,7 +18,8 @@ async def test_invite_join_and_deactivate_across_three_people(
 
     page = admin.page
     await page.click("#admin-link")
-    await expect(page).to_have_url(stack.base + "/admin/agents")
+    await expect(page).to_have_url(stack.base + "/admin/inboxes")
+    await page.get_by_role("navigation", name="Admin").get_by_role("link", name="Agents").click()
     form = page.locator("#invite-form")
     await form.locator("input[name=email]").fill("newbie@example.com")
     await form.locator("input[name=name]").fill("Nora Newbie")
@@ -97,4 +100,47 @@ async def test_a_lead_makes_a_label_and_a_canned_response_and_uses_both(
     await stack.receiver.wait(1)
     assert stack.receiver.received[0]["text"] == "Hi Ada, I am checking your invoice now."
     await expect(desk.row("Ada Lovelace").locator(".label-chip")).to_have_text(["Billing"])
+    desk.assert_clean()
+
+
+async def test_an_admin_connects_inboxes_and_copies_the_widget_snippet(
+    stack: Stack, browser: Browser
+) -> None:
+    desk = await open_inbox(browser, stack, "admin")
+    page = desk.page
+    await desk.context.grant_permissions(["clipboard-read", "clipboard-write"],
+                                         origin=stack.base)
+    await page.click("#admin-link")
+    await expect(page).to_have_url(stack.base + "/admin/inboxes")
+    await expect(page.locator("#checklist")).to_be_visible()
+
+    # An API inbox: a refusal names the missing setting, and what was typed stays.
+    await page.click("#connect-api")
+    await page.locator("input[name=name]").fill("Shop backend")
+    await page.locator("button[type=submit]").click()  # the browser asks for the secret first
+    await expect(page).to_have_url(stack.base + "/admin/inboxes/new?channel=api")
+    await page.get_by_label("Secret").fill("a-long-shared-secret")
+    await page.locator("button[type=submit]").click()
+    await expect(page.locator("#notice")).to_contain_text("The inbox is connected")
+    await expect(page.locator("h1")).to_contain_text("Shop backend")
+    await expect(page.locator("#webhook-url")).to_have_value(re.compile(r"/webhooks/api/\d+$"))
+
+    # A website chat: its snippet is copied, its preview follows the greeting as it is typed.
+    await page.get_by_role("link", name="← Inboxes").click()
+    await page.click("#connect-webchat")
+    await page.locator("input[name=name]").fill("Website")
+    await page.get_by_label("Greeting").fill("Hi there!")
+    await page.locator("button[type=submit]").click()
+    await expect(page.locator("#preview-greeting")).to_have_text("Hi there!")
+    await page.get_by_label("Greeting").fill("Ask us anything")
+    await expect(page.locator("#preview-greeting")).to_have_text("Ask us anything")
+    await page.click("#copy-snippet")
+    await expect(page.locator("#copy-status")).to_have_text("Copied to the clipboard.")
+    copied = await page.evaluate("navigator.clipboard.readText()")
+    assert copied == await page.locator("#widget-snippet").input_value()
+    assert re.fullmatch(r'<script src="[^"]+/widget\.js" data-inbox="[\w-]+" async></script>',
+                        copied)
+    await page.locator("#settings-form button[type=submit]").click()
+    await expect(page.locator("#notice")).to_have_text("Saved.")
+    await expect(page.locator("#preview-greeting")).to_have_text("Ask us anything")
     desk.assert_clean()
