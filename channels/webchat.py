@@ -9,6 +9,7 @@ InboundMessage. Agent replies need no provider: the visitor's websocket shows th
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import ua_parser
 
 from channels.base import (
     BadPayload,
@@ -287,3 +290,53 @@ def _check_hours(hours: object) -> list[str]:
         elif not (isinstance(window, str) and _HOURS.match(window)):
             problems.append(f"business_hours.days.{day}: use HH:MM-HH:MM")
     return problems
+
+
+def _web_address(value: object) -> str | None:
+    """An http(s) address without its fragment, or None."""
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        return None
+    return value.replace("\x00", "").split("#", 1)[0][:2000] or None
+
+
+@functools.lru_cache(maxsize=2048)
+def browser_and_os(user_agent: str) -> tuple[str | None, str | None]:
+    """"Chrome 131", "Windows 10" from a User-Agent header (ua-parser's regexes, the ones
+    most analytics tools share), or None where it says nothing known."""
+    found = ua_parser.parse(user_agent[:500])
+    browser = found.user_agent
+    system = found.os
+    return (
+        f"{browser.family} {browser.major}".strip() if browser and browser.major
+        else (browser.family if browser else None),
+        f"{system.family} {system.major}".strip() if system and system.major
+        else (system.family if system else None),
+    )
+
+
+def _time_zone(value: object) -> str | None:
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return value
+
+
+def visit_facts(given: object, user_agent: str | None) -> dict[str, Any]:
+    """What the widget tells of the page it runs on, checked and bounded; whatever does not
+    look right is left out rather than refused (the chat must start anyway)."""
+    data = given if isinstance(given, dict) else {}
+    title = data.get("title")
+    browser, system = browser_and_os(user_agent) if user_agent else (None, None)
+    return {
+        "page_url": _web_address(data.get("url")),
+        "page_title": title.replace("\x00", "").strip()[:300] or None
+        if isinstance(title, str) else None,
+        "referrer": _web_address(data.get("referrer")),
+        "language": language_tag(data.get("language")),
+        "time_zone": _time_zone(data.get("time_zone")),
+        "browser": browser[:100] if browser else None,
+        "os": system[:100] if system else None,
+    }

@@ -14,7 +14,7 @@ conversations reply through it, and mail from it should still find this contact.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import update
@@ -33,6 +33,7 @@ from inbox.models import Contact, ContactIdentity, ContactNote, Conversation, Me
 from inbox.outbox import stage_events
 from inbox.queries import ConversationFilter, contact_is_visible, list_conversations
 from inbox.views import contact_view, load_conversation_view
+from inbox.visitors import VisitView, contact_visits
 
 MAX_HOPS = 50  # merged into a contact that was merged into another, and so on
 MAX_NOTES = 200
@@ -60,6 +61,8 @@ class ContactDetail:
     notes: list[ContactNote]
     # The merged contact id that was asked for, when it led here.
     redirected_from: int | None
+    # What the website chat knows of them, in the inboxes the agent sees (latest first).
+    visits: list[VisitView] = field(default_factory=list)
 
 
 async def _resolve(
@@ -99,9 +102,13 @@ async def contact_detail(
         .order_by(col(ContactNote.created_at).desc(), col(ContactNote.id).desc())
         .limit(MAX_NOTES)
     )
+    view = await contact_view(session, contact)
+    visits = await contact_visits(
+        session, [i.value for i in view.identities if i.kind == "visitor"])
     return ContactDetail(
-        contact=await contact_view(session, contact), conversations=conversations,
-        conversations_next_cursor=cursor, notes=list(notes), redirected_from=redirected_from,
+        contact=view, conversations=conversations, conversations_next_cursor=cursor,
+        notes=list(notes), redirected_from=redirected_from,
+        visits=[v for v in visits if v.inbox_id in principal.inbox_ids],
     )
 
 

@@ -499,3 +499,26 @@ def table_of(model: type[SQLModel]) -> sa.Table:
     """A model's Core table: statements on it skip the ORM (bulk writes of plain rows)."""
     found: sa.Table = model.__table__  # type: ignore[attr-defined]
     return found
+
+
+class VisitorVisit(SQLModel, table=True):
+    """What the website chat knows of a visitor (one row per widget identity): where they
+    are on the site, their browser, language and time zone, when they came first and last.
+    Written when the widget starts or resumes; read by the contact panel."""
+
+    __tablename__ = "visitor_visits"
+
+    id: int | None = Field(default=None, primary_key=True)
+    inbox_id: int = Field(foreign_key="inboxes.id", ondelete="CASCADE")
+    identity_value: str = Field(max_length=320, unique=True)
+    page_url: str | None = Field(default=None, max_length=2000)
+    page_title: str | None = Field(default=None, max_length=300)
+    referrer: str | None = Field(default=None, max_length=2000)
+    browser: str | None = Field(default=None, max_length=100)
+    os: str | None = Field(default=None, max_length=100)
+    language: str | None = Field(default=None, max_length=35)
+    time_zone: str | None = Field(default=None, max_length=64)
+    # The host site vouched for the visitor's identifier (HMAC identifier_hash).
+    verified: bool = False
+    first_seen_at: datetime = _ts(default_factory=utcnow)
+    last_seen_at: datetime = _ts(default_factory=utcnow)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.identity import normalize_email
+from hub.types import utcnow
+from inbox.db import Database, conflict_insert, execute, is_postgresql, is_unavailable
 from inbox.attachments import attachment_by_id
 from inbox.models import (
     Agent,
@@ -17,7 +23,73 @@ from inbox.models import (
     Conversation,
     Message,
     ThreadKey,
+    VisitorVisit,
+    table_of,
 )
+
+log = logging.getLogger("switchboard.visitors")
+VISIT_FIELDS = ("page_url", "page_title", "referrer", "browser", "os", "language", "time_zone")
+
+
+class VisitView(BaseModel):
+    """What the website chat knows of a contact's visits, for the contact panel."""
+
+    inbox_id: int
+    page_url: str | None
+    page_title: str | None
+    referrer: str | None
+    browser: str | None
+    os: str | None
+    language: str | None
+    time_zone: str | None
+    verified: bool
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+
+async def record_visit(
+    session: AsyncSession, *, inbox_id: int, identity_value: str,
+    facts: Mapping[str, str | None], verified: bool,
+) -> None:
+    """Keep where a visitor is now (one upsert): the page, browser, language and time zone
+    replace what was known when given; the first visit's time stays."""
+    now = utcnow()
+    given = {name: facts.get(name) for name in VISIT_FIELDS if facts.get(name)}
+    insert = conflict_insert(table_of(VisitorVisit), is_postgresql(session)).values(
+        inbox_id=inbox_id, identity_value=identity_value, verified=verified,
+        first_seen_at=now, last_seen_at=now, **given)
+    await execute(session, insert.on_conflict_do_update(
+        index_elements=["identity_value"],
+        set_={"last_seen_at": now, "verified": verified,
+              **{name: getattr(insert.excluded, name) for name in given}}))
+
+
+async def remember_visit(
+    db: Database, *, inbox_id: int, identity_value: str, facts: Mapping[str, str | None],
+    verified: bool,
+) -> bool:
+    """record_visit in a transaction of its own; while the database is unreachable the visit
+    is skipped (the chat goes on: it is a courtesy to agents, not the visitor's message)."""
+    try:
+        async with db.write() as session:
+            await record_visit(session, inbox_id=inbox_id, identity_value=identity_value,
+                               facts=facts, verified=verified)
+    except Exception as exc:
+        if not is_unavailable(exc):
+            raise
+        log.warning("visit of %s not recorded: the database is unavailable", inbox_id)
+        return False
+    return True
+
+
+async def contact_visits(session: AsyncSession, identity_values: list[str]) -> list[VisitView]:
+    """The visits behind a contact's widget identities, the latest first."""
+    if not identity_values:
+        return []
+    rows = await session.exec(
+        select(VisitorVisit).where(col(VisitorVisit.identity_value).in_(identity_values))
+        .order_by(col(VisitorVisit.last_seen_at).desc()))
+    return [VisitView.model_validate(row, from_attributes=True) for row in rows]
 
 
 async def contact_of(session: AsyncSession, *, kind: str, value: str) -> Contact | None:

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from hub.events import ContactView, ConversationView
 from hub.types import RowId
 from inbox import contacts
+from inbox.visitors import VisitView
 from inbox.agents import Principal
 from web.context import web_context
 from web.http import (
@@ -46,6 +47,8 @@ class ContactDetailView(ContactView):
     notes: list[ContactNoteView]
     # Set when the id asked for is a contact merged into this one.
     redirected_from: int | None
+    # What the website chat knows: page, referrer, browser, language, time zone, seen.
+    visits: list[VisitView]
 
 
 class ContactChange(RequestModel):
@@ -87,6 +90,7 @@ async def get_contact(request: Request, principal: Principal) -> Response:
         **detail.contact.model_dump(), conversations=detail.conversations,
         conversations_next_cursor=detail.conversations_next_cursor,
         notes=[_note_view(n) for n in detail.notes], redirected_from=detail.redirected_from,
+        visits=detail.visits,
     ))
 
 

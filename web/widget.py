@@ -34,6 +34,7 @@ from channels.webchat import (
     origin_allowed,
     read_token,
     verify_identifier,
+    visit_facts,
     visitor_message,
 )
 from hub.bus import INBOUND, BusUnavailable
@@ -48,6 +49,7 @@ from inbox.visitors import (
     contact_of,
     event_shape,
     leave_email,
+    remember_visit,
     thread_conversation,
     visitor_attachment,
     visitor_thread,
@@ -381,6 +383,9 @@ async def session(request: Request) -> Response:
             visitor = None  # a stale or foreign token: start afresh, no error to show
     if visitor is None or visitor.identifier != identifier:
         visitor = new_visitor(inbox.id, name=name[:200] if name else None, identifier=identifier)
+    await remember_visit(ctx.inbox.db, inbox_id=inbox.id, identity_value=visitor.identity.value,
+                         facts=visit_facts(data.get("visit"), request.headers.get("user-agent")),
+                         verified=visitor.identifier is not None)
     body = {
         "token": issue_token(secret, visitor),
         "config": await config_of(ctx, inbox),

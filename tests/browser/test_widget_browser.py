@@ -142,6 +142,15 @@ async def test_visitor_and_agents_end_to_end_in_two_browsers(
     await expect(bob.row("hello")).to_be_visible()
     await row.click()
     await expect(alice.page.locator("#message-list .msg.in .text")).to_have_text("hello")
+    # The contact panel tells where the visitor is and what they use.
+    visit = alice.page.locator("#contact-visit")
+    await expect(visit.locator(".visit-page")).to_have_text(await page.title())
+    await expect(visit.locator(".visit-page")).to_have_attribute("href", stack.base + "/demo")
+    await expect(visit).to_contain_text("on Linux")
+    await expect(visit.locator(".visit-time")).to_contain_text("(")
+    # The visitor's typing shows in the agent's thread, and stops when they send.
+    await page.locator("textarea").press_sequentially("one more")
+    await expect(alice.page.locator("#typing")).to_contain_text("is typing…")
     reply = alice.page.locator("#reply")
     await reply.click()
     await reply.press_sequentially("Hi! What can I do for you?")
@@ -149,17 +158,20 @@ async def test_visitor_and_agents_end_to_end_in_two_browsers(
     await reply.press("Enter")
     await expect(page.locator(".msg.agent")).to_have_text(["Hi! What can I do for you?"])
 
+    await page.locator("textarea").press("Enter")
+    await expect(alice.page.locator("#typing")).to_be_hidden()
     await page.reload()
     await page.locator("button.launch").click()
-    await expect(page.locator(".msg")).to_have_text(["hello", "Hi! What can I do for you?"])
+    await expect(page.locator(".msg")).to_have_text(
+        ["hello", "Hi! What can I do for you?", "one more"])
 
-    # Bob's list shows the reply as the latest message, live; resolving takes it off his
-    # list of open conversations, live too.
-    await expect(bob.row("Hi! What can I do for you?")).to_be_visible()
+    # Bob's list shows the latest message, live; resolving takes it off his list of open
+    # conversations, live too.
+    await expect(bob.row("one more")).to_be_visible()
     await reply.press("Escape")
     await alice.page.keyboard.press("e")
     await expect(alice.page.locator("#thread-status")).to_have_text("Resolved")
-    await expect(bob.row("Hi! What can I do for you?")).to_have_count(0)
+    await expect(bob.row("one more")).to_have_count(0)
     await visitor.close()
     alice.assert_clean()
     bob.assert_clean()

@@ -407,3 +407,63 @@ async def test_one_address_cannot_flood_sessions_or_hold_every_socket(settings: 
         assert await eventually(connects, timeout=5)
         for visitor in visitors[1:4]:
             await visitor.close()
+
+
+async def test_the_contact_panel_knows_where_the_visitor_is(stack: Stack) -> None:
+    widget = await _widget(stack)
+    visitor = VisitorClient(stack, widget)
+    visitor.http.headers["User-Agent"] = (
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Safari/537.36")
+    first = await visitor.session(visit={
+        "url": "https://shop.example/shoes?size=42#reviews", "title": "Shoes",
+        "referrer": "https://www.example.org/search?q=shoes", "language": "de-CH",
+        "time_zone": "Europe/Zurich"})
+    assert first.status_code == 200
+    await visitor.connect()
+    await visitor.say("visit-0001", "Do you have these in blue?")
+    alice = await stack.login("alice")
+
+    async def contact_id() -> int | None:
+        items = (await alice.http.get("/api/v1/conversations")).json()["items"]
+        return items[0]["contact_id"] if items else None
+
+    contact = await eventually(contact_id)
+    # Hostile or odd values are left out, not stored: the chat goes on all the same.
+    moved = await visitor.session(visit={
+        "url": "javascript:alert(1)", "title": "Checkout\u0000 " + "x" * 400,
+        "referrer": "file:///etc/passwd", "language": "<script>", "time_zone": "Mars/Olympus"})
+    assert moved.status_code == 200
+    visits = (await alice.http.get(f"/api/v1/contacts/{contact}")).json()["visits"]
+    assert len(visits) == 1
+    visit = visits[0]
+    assert {k: visit[k] for k in ("page_url", "referrer", "language", "time_zone", "browser",
+                                  "os", "verified")} == {
+        "page_url": "https://shop.example/shoes?size=42",
+        "referrer": "https://www.example.org/search?q=shoes", "language": "de-CH",
+        "time_zone": "Europe/Zurich", "browser": "Chrome 131", "os": "Windows 10",
+        "verified": False}
+    assert visit["page_title"] == "Checkout " + "x" * 291  # the new title, NUL gone, bounded
+    assert visit["first_seen_at"] <= visit["last_seen_at"]
+    # Another inbox's agent sees nothing of it; the admin does.
+    bob = await stack.login("bob")
+    assert (await bob.http.get(f"/api/v1/contacts/{contact}")).status_code == 404
+    await visitor.close()
+
+    # A user the site vouches for is shown as verified.
+    member = VisitorClient(stack, widget)
+    await member.session(identifier="user-9", visit={"url": "https://shop.example/account"},
+                         identifier_hash=identifier_hash(widget["secret"], "user-9"))
+    await member.connect()
+    await member.say("visit-0002", "Where is my parcel?")
+
+    async def verified() -> bool:
+        items = (await alice.http.get("/api/v1/conversations")).json()["items"]
+        for item in items:
+            found = (await alice.http.get(f"/api/v1/contacts/{item['contact_id']}")).json()
+            if found["visits"] and found["visits"][0]["verified"]:
+                return found["visits"][0]["page_url"] == "https://shop.example/account"
+        return False
+
+    await eventually(verified)
+    await member.close()

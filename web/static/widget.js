@@ -238,11 +238,20 @@
       });
   }
 
+  // Where the visitor is, for the agent's contact panel: this page, where they came from,
+  // their language and time zone (the server reads the browser and OS from User-Agent).
+  function visit() {
+    var zone;
+    try { zone = Intl.DateTimeFormat().resolvedOptions().timeZone; } catch (e) { zone = undefined; }
+    return { url: location.href, title: document.title, referrer: document.referrer || undefined,
+             language: navigator.language || undefined, time_zone: zone };
+  }
+
   function start() {
     state.closed = false;
     return request("POST", "/session", {
       token: load(keyToken) || undefined, identifier: who.identifier,
-      identifier_hash: who.identifier_hash, name: who.name
+      identifier_hash: who.identifier_hash, name: who.name, visit: visit()
     }).then(function (data) {
       state.token = data.token; store(keyToken, data.token);
       state.sentOnce = data.messages.some(function (m) { return m.from === "visitor"; });
@@ -325,6 +334,7 @@
     if (state.socket && state.socket.readyState === 1) {
       state.socket.send(JSON.stringify({ type: "typing", typing: false }));
     }
+    state.typingAt = 0;  // the next key pressed says "typing" again at once
     flush();
   }
 

@@ -59,6 +59,8 @@ function buildView(contactId) {
       el("button", { type: "submit", class: "primary" }, "Save")));
   v.facts = el("dl", { class: "facts" });
   v.identities = el("ul", { class: "identities" });
+  v.visitTitle = el("h4", {}, "On the website");
+  v.visit = el("dl", { class: "facts visit", id: "contact-visit" });
   v.conversations = el("div", { class: "contact-conversations" });
   v.attributes = el("dl", { class: "attributes", id: "contact-attributes" });
   v.attrKey = el("input", { id: "attribute-key", maxlength: "100", placeholder: "Name", autocomplete: "off", "aria-label": "Attribute name" });
@@ -73,6 +75,7 @@ function buildView(contactId) {
     el("div", { class: "contact-title" }, v.name, v.editButton),
     v.editForm,
     v.facts,
+    v.visitTitle, v.visit,
     el("h4", {}, "Identities"), v.identities,
     el("h4", {}, "Other conversations"), v.conversations,
     el("h4", {}, "Attributes"), v.attributes, v.attrForm,
@@ -95,6 +98,8 @@ function fillView(open) {
     el("li", {}, el("span", { class: "identity-kind" }, identity.kind), " ",
       el("span", { class: "identity-value" }, identity.value),
       identity.display_name ? el("span", { class: "muted" }, ` (${identity.display_name})`) : null)));
+
+  fillVisit(contact.visits || []);
 
   const others = open.others.filter((c) => c.id !== open.id && !c.merged_into_id);
   const here = open.conversation;
@@ -134,6 +139,37 @@ function fillView(open) {
       el("div", { class: "text" }, note.text),
       el("div", { class: "meta" }, `${agentName(note.agent_id) || "Switchboard"} · `,
         el("time", { datetime: note.created_at }, formatTime(note.created_at))))));
+}
+
+/** The visitor's local time now, in their time zone ("14:05 Europe/Zurich"). */
+function localTime(zone) {
+  try {
+    return `${new Date().toLocaleTimeString([], { timeZone: zone, hour: "2-digit", minute: "2-digit" })} (${zone})`;
+  } catch {
+    return zone;
+  }
+}
+
+/** What the website chat knows of the visitor: the latest visit. */
+function fillVisit(visits) {
+  const visit = visits[0];
+  view.visitTitle.hidden = view.visit.hidden = !visit;
+  if (!visit) return view.visit.replaceChildren();
+  const rows = [];
+  const add = (label, ...value) => rows.push(el("dt", {}, label), el("dd", {}, ...value));
+  if (visit.page_url) {
+    add("Page", el("a", { href: visit.page_url, target: "_blank", rel: "noopener noreferrer", class: "visit-page", title: visit.page_url },
+      visit.page_title || visit.page_url));
+  }
+  if (visit.referrer) add("Came from", el("span", { class: "visit-referrer", title: visit.referrer }, new URL(visit.referrer).host));
+  const device = [visit.browser, visit.os].filter(Boolean).join(" on ");
+  if (device) add("Browser", device);
+  if (visit.language) add("Language", visit.language);
+  if (visit.time_zone) add("Local time", el("span", { class: "visit-time" }, localTime(visit.time_zone)));
+  add("First seen", el("time", { datetime: visit.first_seen_at }, formatTime(visit.first_seen_at)));
+  add("Last seen", el("time", { datetime: visit.last_seen_at }, formatTime(visit.last_seen_at)));
+  if (visit.verified) add("Identity", el("span", { class: "chip ok visit-verified" }, "Verified by your site"));
+  view.visit.replaceChildren(...rows);
 }
 
 // ---- changes -----------------------------------------------------------------------
