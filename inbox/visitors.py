@@ -13,8 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.identity import normalize_email
 from hub.types import utcnow
-from inbox.db import Database, conflict_insert, execute, is_postgresql, is_unavailable
 from inbox.attachments import attachment_by_id
+from inbox.db import Database, conflict_insert, execute, is_postgresql, is_unavailable
 from inbox.models import (
     Agent,
     Attachment,

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from hub.events import ContactView, ConversationView
 from hub.types import RowId
 from inbox import contacts
-from inbox.visitors import VisitView
 from inbox.agents import Principal
+from inbox.visitors import VisitView
 from web.context import web_context
 from web.http import (
     Operation,
