@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -80,6 +81,11 @@ class Settings(BaseSettings):
     outbound_allow: list[str] = Field(
         default_factory=list, description="Networks (10.0.0.0/8) or host names outbound "
         "requests may reach although they are private or loopback (self-hosted targets).")
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="Addresses or networks of the reverse proxies in "
+        "front of Switchboard (JSON list: [\"10.0.0.5\", \"172.16.0.0/12\"]); only their "
+        "X-Forwarded-For and X-Forwarded-Proto are believed. Empty: none, the peer is the "
+        "client.")
     metrics_token: str = Field(
         "", description="Bearer token a scraper sends for /metrics; without one, /metrics "
         "answers only on the loopback interface.")
@@ -108,6 +114,16 @@ class Settings(BaseSettings):
         "", description="For fault tests only: the process kills itself (as kill -9 would) "
         "the first time it reaches this point."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return [entry.strip() for entry in value]
 
     @field_validator("database_url")
     @classmethod

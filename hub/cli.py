@@ -42,7 +42,10 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        proxy_headers=True,
+        # Forwarded headers only from the proxies the settings name: from anyone else they
+        # are whatever the client wants them to be.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         ws="websockets-sansio",
         lifespan="on",
     )
