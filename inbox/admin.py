@@ -7,6 +7,7 @@ the queue (inbox.assignment.release_agent).
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,13 +16,14 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import View
-from hub.types import RowId
+from hub.types import RowId, utcnow
 from inbox import assignment
-from inbox.agent_events import agent_updated, is_online
+from inbox.agent_events import agent_event, is_online
 from inbox.agents import Principal
 from inbox.context import InboxContext
 from inbox.db import is_postgresql
 from inbox.errors import NotFound, Refused
+from inbox.login_limits import locked_until, unlock
 from inbox.memberships import check_ids, links_by, replace_links
 from inbox.models import Agent, AgentSession, Inbox, InboxMember, Team, TeamMember
 from inbox.outbox import stage_events
@@ -45,6 +47,8 @@ class AgentAdminView(BaseModel):
     inbox_ids: list[int]
     team_ids: list[int]
     totp_enabled: bool
+    # Failed logins locked the account until then (an admin may unlock it sooner).
+    locked_until: datetime | None = None
 
 
 class AgentPatch(BaseModel):
@@ -85,6 +89,7 @@ async def _views(
     ids = [a.id for a in agents if a.id is not None]
     inboxes = await links_by(session, InboxMember, key="agent_id", value="inbox_id", keys=ids)
     teams = await links_by(session, TeamMember, key="agent_id", value="team_id", keys=ids)
+    locked = await locked_until(session, [a.email for a in agents], now=utcnow())
     views = []
     for agent in agents:
         assert agent.id is not None
@@ -93,9 +98,21 @@ async def _views(
             is_active=agent.is_active, availability=agent.availability,
             online=agent.is_active and is_online(agent, presence_seconds=presence_seconds),
             capacity=agent.capacity, inbox_ids=inboxes[agent.id], team_ids=teams[agent.id],
-            totp_enabled=agent.totp_enabled,
+            totp_enabled=agent.totp_enabled, locked_until=locked.get(agent.email),
         ))
     return views
+
+
+async def unlock_agent(ctx: InboxContext, principal: Principal, agent_id: int) -> AgentAdminView:
+    """Let an agent locked out by failed logins try again now (admins only)."""
+    if not principal.is_admin:
+        raise PermissionError("only admins unlock agents")
+    async with ctx.db.write() as session:
+        agent = await session.get(Agent, agent_id)
+        if agent is None:
+            raise NotFound(f"agent {agent_id} not found")
+        await unlock(session, agent.email)
+        return (await _views(session, [agent], ctx.settings.presence_seconds))[0]
 
 
 async def _lock_agent_and_admins(session: AsyncSession, agent_id: int) -> tuple[Agent, int]:
@@ -141,7 +158,8 @@ async def update_agent(
         changes = await _apply(session, agent, patch, given)
         view = (await _views(session, [agent], presence))[0]
         events: list[View] = (
-            [agent_updated(agent, changes, presence_seconds=presence)] if changes else []
+            [await agent_event(session, agent, changes, presence_seconds=presence)]
+            if changes else []
         )
         # Sockets first (they close at once), then the conversations go back to the queue.
         stage_events(session, events)

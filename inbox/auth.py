@@ -55,7 +55,8 @@ async def log_in(
         wait, attempt = await begin_attempt(session, keys, now=utcnow())
     if wait is not None:
         raise LoginRefused(
-            "rate_limited", f"too many failed logins; try again in {_wait_text(wait)}",
+            "rate_limited", f"too many failed logins; try again in {_wait_text(wait)}, or "
+            "ask an admin to unlock your account",
             retry_after=wait,
         )
     async with db.read() as session:

@@ -79,6 +79,31 @@ async def begin_attempt(
     return None, [row.id for row in rows if row.id is not None]
 
 
+async def locked_until(
+    session: AsyncSession, emails: list[str], *, now: datetime
+) -> dict[str, datetime]:
+    """The accounts (by email) locked out by failed logins now, and until when (one query)."""
+    keys = {login_keys(email, "").email: email for email in emails}
+    if not keys:
+        return {}
+    rows = await session.exec(
+        select(LoginAttempt.key, LoginAttempt.at)
+        .where(col(LoginAttempt.key).in_(list(keys)), col(LoginAttempt.at) >= now - WINDOW)
+        .order_by(col(LoginAttempt.at).desc()))
+    recent: dict[str, list[datetime]] = {}
+    for key, at in rows:
+        recent.setdefault(key, []).append(at)
+    return {keys[key]: times[EMAIL_LIMIT - 1] + WINDOW for key, times in recent.items()
+            if len(times) >= EMAIL_LIMIT}
+
+
+async def unlock(session: AsyncSession, email: str) -> None:
+    """Forget an account's failed logins: its owner may try again at once (an admin's
+    decision; the per-address limit still holds for whoever was guessing)."""
+    await session.exec(delete(LoginAttempt).where(
+        col(LoginAttempt.key) == login_keys(email, "").email))
+
+
 async def forget_attempt(
     session: AsyncSession, keys: LoginKeys, attempt_ids: list[int], *, succeeded: bool
 ) -> None:

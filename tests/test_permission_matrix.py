@@ -80,6 +80,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/api/v1/admin/dead-letters/{stream}/{entry}/replay"): Route("admin"),
     ("DELETE", "/api/v1/admin/dead-letters/{stream}/{entry}"): Route("admin"),
     ("PATCH", "/api/v1/admin/agents/{agent_id}"): Route("admin", lambda i: {"role": "admin"}),
+    ("POST", "/api/v1/admin/agents/{agent_id}/unlock"): Route("admin"),
     ("GET", "/api/v1/admin/invitations"): Route("admin"),
     ("POST", "/api/v1/admin/invitations"): Route(
         "admin", lambda i: {"email": "mole@example.com", "role": "admin"}),

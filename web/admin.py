@@ -14,7 +14,15 @@ from inbox.agents import Principal
 from inbox.errors import NotFound, Refused
 from inbox.invitations import InvitationGone
 from web.context import web_context
-from web.http import HTTPProblem, Operation, admin_only, authenticated, json_response, parse_json
+from web.http import (
+    HTTPProblem,
+    Operation,
+    admin_only,
+    authenticated,
+    json_response,
+    parse_json,
+    path_id,
+)
 from web.openapi import Doc
 
 T = TypeVar("T")
@@ -61,9 +69,19 @@ async def patch_agent(request: Request, principal: Principal) -> Response:
     return json_response(view)
 
 
+async def unlock_agent(request: Request, principal: Principal) -> Response:
+    """Let an agent locked out by failed logins try again at once (admin)."""
+    ctx = web_context(request)
+    admin_only(principal, "manage agents")
+    return json_response(await guarded(admin.unlock_agent(
+        ctx.inbox, principal, path_id(request, "agent_id"))))
+
+
 OPERATIONS: list[Operation] = [
     (Doc("GET", "/api/v1/admin/agents", "List agents (admin)",
          response=admin.AgentAdminView, many=True), authenticated(list_agents)),
     (Doc("PATCH", AGENT, "Change or deactivate an agent (admin)", admin.AgentPatch,
          admin.AgentAdminView), authenticated(patch_agent)),
-    ]
+    (Doc("POST", AGENT + "/unlock", "Unlock an agent locked out by failed logins (admin)",
+         response=admin.AgentAdminView), authenticated(unlock_agent)),
+]

@@ -46,6 +46,7 @@ DONE = {
     "saved": "Saved.",
     "deactivated": "The agent was deactivated and logged out everywhere.",
     "reactivated": "The agent can log in again.",
+    "unlocked": "Unlocked: the agent can log in again now.",
     "revoked": "The invitation was withdrawn; its link no longer works.",
     "created": "The team was created.",
     "deleted": "The team was deleted.",
@@ -239,6 +240,16 @@ async def agent_post(request: Request, principal: Principal, form: Form | None) 
     if inline:
         return redirect(f"/admin/agents?done={done}#agent-{agent_id}")
     return redirect(f"/admin/agents/{agent_id}?done={done}")
+
+
+async def agent_unlock(request: Request, principal: Principal, form: Form | None) -> Response:
+    ctx = web_context(request)
+    agent_id = path_id(request, "agent_id")
+    try:
+        await form_act(admin.unlock_agent(ctx.inbox, principal, agent_id))
+    except FormError as exc:
+        return await agent_page(ctx, principal, agent_id, exc.status, error=sentence(str(exc)))
+    return redirect(f"/admin/agents/{agent_id}?done=unlocked")
 
 
 async def invite_post(request: Request, principal: Principal, form: Form | None) -> Response:
@@ -540,6 +551,7 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/agents", admin_page(agents_get), methods=["GET"]),
     Route("/admin/agents/{agent_id:id}", admin_page(agent_get), methods=["GET"]),
     Route("/admin/agents/{agent_id:id}", admin_page(agent_post), methods=["POST"]),
+    Route("/admin/agents/{agent_id:id}/unlock", admin_page(agent_unlock), methods=["POST"]),
     Route("/admin/invitations", admin_page(invite_post), methods=["POST"]),
     Route("/admin/invitations/{invitation_id:id}/revoke", admin_page(revoke_post),
           methods=["POST"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pyotp
@@ -38,6 +38,29 @@ async def test_failed_logins_of_one_email_are_limited(stack: Stack) -> None:
     assert (await _login(client, "bob@example.com")).status_code == 200
     # Refused attempts are not counted again: the table holds the failures only.
     assert await count_rows(stack, LoginAttempt) == 2 * EMAIL_LIMIT
+
+
+async def test_an_admin_sees_a_locked_account_and_unlocks_it(stack: Stack) -> None:
+    client = stack.client()
+    for _ in range(EMAIL_LIMIT):
+        await _login(client, "alice@example.com", "guess")
+    assert (await _login(client, "alice@example.com")).status_code == 429
+    admin = await stack.login("admin")
+    agents = {a["id"]: a for a in (await admin.http.get("/api/v1/admin/agents")).json()}
+    locked = agents[stack.ids["alice"]]["locked_until"]
+    assert locked is not None and agents[stack.ids["bob"]]["locked_until"] is None
+    minutes = (datetime.fromisoformat(locked) - utcnow()).total_seconds() / 60
+    assert 13 < minutes <= 15
+    # The admin page says so, with a button; an agent may not unlock anyone.
+    page = await admin.http.get(f"/admin/agents/{stack.ids['alice']}")
+    assert 'id="unlock"' in page.text and "Locked out" in page.text
+    bob = await stack.login("bob")
+    assert (await bob.http.post(f"/api/v1/admin/agents/{stack.ids['alice']}/unlock")
+            ).status_code == 403
+    unlocked = await admin.http.post(f"/api/v1/admin/agents/{stack.ids['alice']}/unlock")
+    assert unlocked.status_code == 200 and unlocked.json()["locked_until"] is None
+    assert (await _login(stack.client(), "alice@example.com")).status_code == 200
+    assert (await admin.http.post("/api/v1/admin/agents/999999/unlock")).status_code == 404
 
 
 async def test_a_success_resets_the_email_count_but_not_the_address_count(
@@ -91,7 +114,8 @@ async def test_the_login_form_is_limited_too_with_a_clear_message(stack: Stack) 
         assert (await submit("guess")).status_code == 401
     limited = await submit(PASSWORD)
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
-    assert "Too many failed logins; try again in 15 minutes." in limited.text
+    assert ("Too many failed logins; try again in 15 minutes, or ask an admin to unlock "
+            "your account." in limited.text)
     assert "switchboard_session" not in client.cookies
 
 
