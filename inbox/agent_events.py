@@ -15,6 +15,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import AgentUpdated
 from hub.types import utcnow
+from inbox.agents import visible_inbox_ids
+from inbox.directory import inbox_agents_of
 from inbox.models import Agent
 
 
@@ -42,6 +44,24 @@ def agent_updated(
     )
 
 
+async def audience_of(session: AsyncSession, agent: Agent) -> list[int] | None:
+    """Who may see an agent, so who learns of a change: the agent, and the active agents who
+    share an inbox with them, directly or through a team (admins see every inbox). An admin
+    shares every inbox with everyone: None, every agent."""
+    if agent.role == "admin" or agent.id is None:
+        return None
+    seeing = await inbox_agents_of(session, await visible_inbox_ids(session, agent))
+    return sorted(seeing | {agent.id})
+
+
+async def agent_event(
+    session: AsyncSession, agent: Agent, changes: list[str], *, presence_seconds: int
+) -> AgentUpdated:
+    """agent_updated for those who may see the agent (audience_of)."""
+    return agent_updated(agent, changes, presence_seconds=presence_seconds,
+                         audience=await audience_of(session, agent))
+
+
 async def agents_updated(
     session: AsyncSession, agent_ids: Iterable[int], changes: list[str], *, presence_seconds: int
 ) -> list[AgentUpdated]:
@@ -50,4 +70,5 @@ async def agents_updated(
     if not ids:
         return []
     rows = await session.exec(select(Agent).where(col(Agent.id).in_(ids)).order_by(col(Agent.id)))
-    return [agent_updated(a, changes, presence_seconds=presence_seconds) for a in rows]
+    return [await agent_event(session, a, changes, presence_seconds=presence_seconds)
+            for a in rows]

@@ -19,7 +19,7 @@ from hub.events import ConversationAssigned, ConversationView, InboxChanged, Vie
 from hub.types import utcnow
 from inbox.actions import conversation_to_change
 from inbox.activity import agent_name, change_with_activity
-from inbox.agent_events import agent_updated
+from inbox.agent_events import agent_event
 from inbox.agents import Principal, visible_inbox_ids
 from inbox.assignment import Placer, Scope, drain_queue, place
 from inbox.context import InboxContext
@@ -282,7 +282,8 @@ async def _change_agent(
         setattr(agent, field, value)
         session.add(agent)
         await session.flush()
-        event = agent_updated(agent, [field], presence_seconds=ctx.settings.presence_seconds)
+        event = await agent_event(session, agent, [field],
+                                  presence_seconds=ctx.settings.presence_seconds)
         stage_events(session, [event])
     if frees(before, value):
         await drain_queue(ctx)

@@ -33,6 +33,11 @@ async def inbox_agents(session: AsyncSession, inbox_id: int) -> list[Colleague]:
     return await _seeing(session, frozenset({inbox_id}), None)
 
 
+async def inbox_agents_of(session: AsyncSession, inbox_ids: frozenset[int]) -> set[int]:
+    """The ids of the active agents who may see any of these inboxes (admins included)."""
+    return {c.id for c in await _seeing(session, inbox_ids, None)}
+
+
 async def _seeing(
     session: AsyncSession, inbox_ids: frozenset[int] | None, also: int | None
 ) -> list[Colleague]:

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import RowId, utcnow
-from inbox.agent_events import agent_updated
+from inbox.agent_events import agent_event
 from inbox.agents import AgentError, Principal, create_agent, start_session, token_hash
 from inbox.auth import LoggedIn
 from inbox.context import InboxContext
@@ -185,7 +185,7 @@ async def accept_invitation(
                             other="team_id", wanted=(t for t in teams if t is not None))
         session_token, csrf = await start_session(
             session, agent_id=agent.id, days=ctx.settings.session_days)
-        event = agent_updated(agent, ["created"],
-                              presence_seconds=ctx.settings.presence_seconds)
+        event = await agent_event(session, agent, ["created"],
+                                  presence_seconds=ctx.settings.presence_seconds)
         stage_events(session, [event])
     return LoggedIn(agent=agent, token=session_token, csrf_token=csrf)

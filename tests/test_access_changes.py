@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -113,3 +115,28 @@ async def test_password_change_closes_the_other_sessions_sockets(stack: Stack) -
     await stack.inbound("support", [message("p-1", "after the change", "ada")])
     await kept.wait_event(of_type("message.created", text="after the change"))
     await kept.close()
+
+
+async def test_an_agents_changes_reach_only_those_who_may_see_them(stack: Stack) -> None:
+    """Alice (support) and Bob (sales) share no inbox: Bob learns nothing of Alice going
+    away; a colleague of hers in support and every admin do, and so does she."""
+    await stack.add_agent("carol", inboxes=("support",))
+    agents = {name: await stack.login(name) for name in ("alice", "bob", "carol", "admin")}
+    watching = {name: await agent.ws() for name, agent in agents.items()}
+    admin = agents["admin"]
+    changed = await agents["alice"].http.put("/api/v1/me/availability",
+                                             json={"availability": "away"})
+    assert changed.status_code == 200, changed.text
+    def about(agent_id: int) -> Callable[[dict[str, Any]], bool]:
+        return lambda e: e["type"] == "agent.updated" and e["agent_id"] == agent_id
+
+    about_alice = about(stack.ids["alice"])
+    for name in ("alice", "carol", "admin"):
+        event = await watching[name].wait_event(about_alice)
+        assert event["event"]["availability"] == "away"
+    # Bob's socket hears the next event for every agent (an admin's change), never Alice's.
+    await admin.http.put("/api/v1/me/availability", json={"availability": "away"})
+    await watching["bob"].wait_event(about(stack.ids["admin"]))
+    seen = [f for f in watching["bob"].frames if f["type"] == "event"
+            and f["event"]["type"] == "agent.updated"]
+    assert [f["event"]["agent_id"] for f in seen] == [stack.ids["admin"]]
