@@ -15,6 +15,7 @@ from inbox.inboxes import create_inbox
 from inbox.ingest import ingest
 from inbox.labels import create_label, set_conversation_labels, set_priority
 from inbox.models import Agent, Inbox, Team, TeamInbox
+from inbox.rules import RuleCreate, create_rule
 from inbox.teams import TeamCreate, create_team
 
 # Demo credentials are printed on purpose: the demo is for trying Switchboard locally.
@@ -78,8 +79,12 @@ async def _seed_story(ctx: InboxContext, api_inbox_id: int) -> None:
             await create_canned(session, principal, shortcut=shortcut, title=title, text=text)
     for name, color in DEMO_LABELS:
         await create_label(ctx, principal, name=name, color=color)
-    await create_team(ctx, principal, TeamCreate(
+    billing = await create_team(ctx, principal, TeamCreate(
         name="Billing desk", member_ids=[lead.id], inbox_ids=[api_inbox_id, phone_inbox.id]))
+    await create_rule(ctx, principal, RuleCreate(
+        name="Invoices and refunds", inbox_id=phone_inbox.id, team_id=billing.id,
+        conditions=[{"field": "keywords", "op": "contains_any",
+                     "value": ["invoice", "refund", "charged"]}]), channels=("api",))
     samples = [
         (api_inbox_id, Identity(kind="email", value="grace@example.com",
                                 display_name="Grace Hopper"),

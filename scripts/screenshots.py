@@ -105,11 +105,19 @@ async def shoot(base: str, out: Path) -> list[Path]:
         await phone.screenshot(path=str(made[-1]))
 
         admin = await _log_in(browser, base, ADMIN, viewport={"width": 1280, "height": 860})
-        for name, path in (("admin-agents.png", "/admin/agents"),
-                           ("admin-teams.png", "/admin/teams")):
+        for name, path in (("admin-inboxes.png", "/admin/inboxes"),
+                           ("admin-agents.png", "/admin/agents"),
+                           ("admin-teams.png", "/admin/teams"),
+                           ("admin-routing.png", "/admin/routing")):
             await admin.goto(base + path)
             made.append(out / name)
             await admin.screenshot(path=str(made[-1]), full_page=True)
+        # The website chat's inbox: its snippet and the preview of its colours and greeting.
+        await admin.goto(base + "/admin/inboxes")
+        await admin.locator("#inbox-table a", has_text="Acme Garden").first.click()
+        await expect(admin.locator("#widget-preview")).to_be_visible()
+        made.append(out / "admin-widget-inbox.png")
+        await admin.screenshot(path=str(made[-1]), full_page=True)
         await browser.close()
     return made
 
