@@ -20,6 +20,7 @@ from hub.types import utcnow
 from inbox.agents import Principal
 from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import Agent, CannedResponse, Contact, Conversation
+from inbox.ownership import may_manage, new_owner
 from inbox.queries import visible_conversation
 
 SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
@@ -84,12 +85,16 @@ async def list_canned(session: AsyncSession, *, q: str | None = None) -> list[Ca
 
 
 async def create_canned(
-    session: AsyncSession, principal: Principal, *, shortcut: str, title: str, text: str
+    session: AsyncSession, principal: Principal, *, shortcut: str, title: str, text: str,
+    team_id: int | None = None,
 ) -> CannedResponse:
-    """Save a canned response; its shortcut must be free and its variables known."""
+    """Save a canned response; its shortcut must be free and its variables known. With a
+    team it is that team's (its leads and admins change it), without one its author's."""
     value = _shortcut(shortcut)
+    owner = await new_owner(session, principal, team_id, what="canned response",
+                            personal=True)
     row = CannedResponse(shortcut=value, title=title.strip(), text=_checked_text(text),
-                         created_by=principal.agent_id)
+                         created_by=principal.agent_id, team_id=owner)
     if await _taken(session, value):
         raise Refused(f"shortcut: /{value} is taken")
     session.add(row)
@@ -101,8 +106,10 @@ async def _editable(session: AsyncSession, principal: Principal, canned_id: int)
     row = await session.get(CannedResponse, canned_id)
     if row is None:
         raise NotFound(f"canned response {canned_id} not found")
-    if row.created_by != principal.agent_id and not principal.is_lead:
-        raise Forbidden("only its author, a team lead or an admin changes a canned response")
+    mine = row.created_by == principal.agent_id and row.team_id is None
+    if not (mine or may_manage(principal, row.team_id)):
+        raise Forbidden("only its author, its team's leads or an admin change a canned "
+                        "response")
     return row
 
 
@@ -115,7 +122,7 @@ async def update_canned(
     title: str | None = None,
     text: str | None = None,
 ) -> CannedResponse:
-    """Change a canned response (its author, a lead or an admin)."""
+    """Change a canned response (its author, its team's leads or an admin)."""
     row = await _editable(session, principal, canned_id)
     if shortcut is not None:
         value = _shortcut(shortcut)
@@ -133,7 +140,7 @@ async def update_canned(
 
 
 async def delete_canned(session: AsyncSession, principal: Principal, canned_id: int) -> None:
-    """Remove a canned response (its author, a lead or an admin)."""
+    """Remove a canned response (its author, its team's leads or an admin)."""
     await session.delete(await _editable(session, principal, canned_id))
 
 

@@ -23,15 +23,11 @@ from inbox.context import InboxContext
 from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import PRIORITIES, Conversation, ConversationLabel, Label
 from inbox.outbox import stage_events
+from inbox.ownership import may_manage, new_owner
 from inbox.views import load_conversation_view
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MAX_LABELS = 50  # on one conversation
-
-
-def _require_lead(principal: Principal) -> None:
-    if not principal.is_lead:
-        raise Forbidden("only team leads and admins manage labels")
 
 
 async def list_labels(session: AsyncSession) -> list[Label]:
@@ -49,10 +45,13 @@ async def _label_named(session: AsyncSession, name: str) -> Label | None:
 
 
 async def create_label(
-    ctx: InboxContext, principal: Principal, *, name: str, color: str | None
+    ctx: InboxContext, principal: Principal, *, name: str, color: str | None,
+    team_id: int | None = None,
 ) -> Label:
-    """Add a label to the set (leads and admins)."""
-    _require_lead(principal)
+    """Add a label to the set, owned by the workspace (admins) or a team (its leads; a lead
+    of one team need not name it)."""
+    if not principal.is_lead:
+        raise Forbidden("only team leads and admins manage labels")
     name = " ".join(name.split())
     if not name or len(name) > 60 or "," in name:
         raise Refused("name: 1 to 60 characters, no comma (the list filter separates by comma)")
@@ -60,9 +59,11 @@ async def create_label(
         raise Refused("color: a hex colour like #2563eb")
     try:
         async with ctx.db.write() as session:
+            owner = await new_owner(session, principal, team_id, what="label")
             if await _label_named(session, name) is not None:
                 raise Refused(f"a label named {name!r} exists already")
-            label = Label(name=name, name_key=label_key(name), color=(color or "#6b7280").lower())
+            label = Label(name=name, name_key=label_key(name), color=(color or "#6b7280").lower(),
+                          team_id=owner)
             session.add(label)
             await session.flush()
     except IntegrityError:  # created by someone else at the same moment
@@ -71,13 +72,17 @@ async def create_label(
 
 
 async def delete_label(ctx: InboxContext, principal: Principal, *, label_id: int) -> None:
-    """Remove a label from the set and from every conversation (leads and admins)."""
-    _require_lead(principal)
+    """Remove a label from the set and from every conversation (its owning team's leads, and
+    admins)."""
     events: list[View] = []
     async with ctx.db.write() as session:
         label = await session.get(Label, label_id)
         if label is None:
             raise NotFound(f"label {label_id} not found")
+        if not may_manage(principal, label.team_id):
+            raise Forbidden("only admins remove the workspace's labels, and a team's leads "
+                            "their team's" if principal.is_lead
+                            else "only team leads and admins manage labels")
         tagged = list(await session.exec(
             select(Conversation)
             .join(ConversationLabel, col(ConversationLabel.conversation_id) == col(Conversation.id))

@@ -328,6 +328,8 @@ class Label(SQLModel, table=True):
     # label in any script, on both databases (SQLite's lower() folds only ASCII).
     name_key: str = Field(max_length=120, sa_column_kwargs={"unique": True})
     color: str = Field(default="#6b7280", max_length=7)
+    # The team whose leads manage it; None: the workspace's (admins manage it).
+    team_id: int | None = Field(default=None, foreign_key="teams.id", nullable=True)
     created_at: datetime = _ts(default_factory=utcnow)
 
 
@@ -354,6 +356,8 @@ class CannedResponse(SQLModel, table=True):
     created_by: int | None = Field(
         default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
     )
+    # The team whose leads manage it; None: the workspace's, or its author's own.
+    team_id: int | None = Field(default=None, foreign_key="teams.id", nullable=True)
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow)
 

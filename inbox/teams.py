@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import update
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -22,7 +23,7 @@ from inbox.agents import Principal
 from inbox.context import InboxContext
 from inbox.errors import NotFound, Refused
 from inbox.memberships import check_ids, links_by, replace_links
-from inbox.models import Agent, Inbox, Team, TeamInbox, TeamMember
+from inbox.models import Agent, CannedResponse, Inbox, Label, Team, TeamInbox, TeamMember
 from inbox.outbox import stage_events
 
 Policy = Literal["round_robin", "least_loaded"]
@@ -176,6 +177,11 @@ async def delete_team(ctx: InboxContext, principal: Principal, team_id: int) -> 
     async with ctx.db.write() as session:
         team = await _team(session, team_id)
         members = (await _views(session, [team]))[0].member_ids
+        # What the team owned goes to the workspace.
+        await session.exec(update(Label).where(col(Label.team_id) == team_id)
+                           .values(team_id=None))
+        await session.exec(update(CannedResponse).where(col(CannedResponse.team_id) == team_id)
+                           .values(team_id=None))
         await session.delete(team)
         await session.flush()
         events = await _events(ctx, session, members)

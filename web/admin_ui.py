@@ -24,6 +24,7 @@ from inbox import admin, assign_actions, canned, invitations, labels, teams, tot
 from inbox.agents import MIN_PASSWORD, Principal, agent_by_id
 from inbox.errors import NotFound
 from inbox.inboxes import visible_inboxes
+from inbox.ownership import may_manage
 from web.admin import guarded
 from web.context import WebContext, web_context
 from web.http import (
@@ -441,12 +442,32 @@ async def dead_letter_post(
     return redirect(f"/admin/dead-letters?stream={stream}&done={done}")
 
 
+async def owners(session: AsyncSession, principal: Principal) -> dict[str, Any]:
+    """What a labels or canned page needs to say who owns what: the teams by id, the owners
+    the principal may choose for something new, and a test of what they may change."""
+    found = {t.id: t.name for t in await teams.list_teams(session)}
+    choices = [("", "Whole workspace")] if principal.is_admin else []
+    choices += [(str(i), n) for i, n in sorted(found.items(), key=lambda t: t[1])
+                if may_manage(principal, i)]
+    return {"team_names": found, "owner_choices": choices,
+            "may_manage": lambda team_id: may_manage(principal, team_id)}
+
+
+def form_team(form: Form) -> int | None:
+    """The owning team a form chose ("": none)."""
+    value = form_value(form, "team_id")
+    if value and not value.isdigit():
+        raise FormError("team_id: choose a team from the list")
+    return int(value) if value else None
+
+
 async def labels_page(ctx: WebContext, principal: Principal, status: int = 200,
                       **values: Any) -> HTMLResponse:
     async with ctx.inbox.db.read() as db_session:
         found = await labels.list_labels(db_session)
+        owned = await owners(db_session, principal)
     return page("admin_labels.html", status, csrf_token=principal.csrf_token, labels=found,
-                is_admin=principal.is_admin, **values)
+                is_admin=principal.is_admin, **owned, **values)
 
 
 async def labels_get(request: Request, principal: Principal, form: Form | None) -> Response:
@@ -458,7 +479,8 @@ async def label_create(request: Request, principal: Principal, form: Form | None
     ctx = web_context(request)
     try:
         await form_act(labels.create_label(ctx.inbox, principal, name=form_value(form, "name"),
-                                           color=form_value(form, "color") or None))
+                                           color=form_value(form, "color") or None,
+                                           team_id=form_team(form)))
     except FormError as exc:
         return await labels_page(ctx, principal, exc.status, error=sentence(str(exc)),
                                  name=form_value(form, "name"))
@@ -479,8 +501,10 @@ async def canned_page(ctx: WebContext, principal: Principal, status: int = 200,
                       **values: Any) -> HTMLResponse:
     async with ctx.inbox.db.read() as db_session:
         found = await canned.list_canned(db_session)
+        owned = await owners(db_session, principal)
     return page("admin_canned.html", status, csrf_token=principal.csrf_token, canned=found,
-                variables=sorted(canned.VARIABLES), is_admin=principal.is_admin, **values)
+                variables=sorted(canned.VARIABLES), is_admin=principal.is_admin,
+                me=principal.agent_id, **owned, **values)
 
 
 async def canned_get(request: Request, principal: Principal, form: Form | None) -> Response:
@@ -508,8 +532,15 @@ async def _canned_change(
 
 
 async def canned_create(request: Request, principal: Principal, form: Form | None) -> Response:
+    assert form is not None
+    try:
+        team_id = form_team(form)
+    except FormError as exc:
+        return await canned_page(web_context(request), principal, exc.status,
+                                 error=sentence(str(exc)), error_for="new")
     return await _canned_change(request, principal, form, lambda db_session, fields:
-                                canned.create_canned(db_session, principal, **fields),
+                                canned.create_canned(db_session, principal, **fields,
+                                                     team_id=team_id),
                                 "canned_created")
 
 

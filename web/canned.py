@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hub.types import RowId
 from inbox import canned
 from inbox.agents import Principal
 from web.context import web_context
@@ -35,6 +36,8 @@ class CannedView(BaseModel):
     title: str
     text: str
     created_by: int | None
+    # The team whose leads manage it; null: the workspace's or its author's own.
+    team_id: int | None = None
     updated_at: datetime
 
 
@@ -42,6 +45,8 @@ class CannedRequest(RequestModel):
     shortcut: str = Field(min_length=1, max_length=61)
     title: str = Field(default="", max_length=200)
     text: str = Field(min_length=1, max_length=canned.MAX_TEXT)
+    # A team of yours (leads) or any (admins); absent: your own.
+    team_id: RowId | None = None
 
 
 class CannedChange(RequestModel):
@@ -57,7 +62,8 @@ class RenderedView(BaseModel):
 def _canned_view(row: CannedResponse) -> CannedView:
     assert row.id is not None
     return CannedView(id=row.id, shortcut=row.shortcut, title=row.title, text=row.text,
-                      created_by=row.created_by, updated_at=row.updated_at)
+                      created_by=row.created_by, team_id=row.team_id,
+                      updated_at=row.updated_at)
 
 
 async def get_canned(request: Request, principal: Principal) -> Response:
@@ -78,14 +84,15 @@ async def post_canned(request: Request, principal: Principal) -> Response:
     async def create() -> CannedView:
         async with db.write() as session:
             row = await canned.create_canned(session, principal, shortcut=body.shortcut,
-                                             title=body.title, text=body.text)
+                                             title=body.title, text=body.text,
+                                             team_id=body.team_id)
             return _canned_view(row)
 
     return json_response(await act(create()), status=201)
 
 
 async def patch_canned(request: Request, principal: Principal) -> Response:
-    """Change a canned response (its author, a lead or an admin)."""
+    """Change a canned response (its author, its team's leads or an admin)."""
     ctx = web_context(request)
     db = ctx.inbox.db
     body = await parse_json(request, CannedChange)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hub.types import RowId
 from inbox import labels
 from inbox.agents import Principal
 from web.context import web_context
@@ -30,16 +31,21 @@ class LabelView(BaseModel):
     id: int
     name: str
     color: str
+    # The team whose leads manage it; null: the workspace's (admins).
+    team_id: int | None = None
 
 
 class LabelRequest(RequestModel):
     name: str = Field(min_length=1, max_length=60)
     color: str | None = Field(default=None, max_length=7)
+    # The owning team: required of a lead of several teams; null/absent: the workspace
+    # (admins) or a lead's only team.
+    team_id: RowId | None = None
 
 
 def _label_view(row: Label) -> LabelView:
     assert row.id is not None
-    return LabelView(id=row.id, name=row.name, color=row.color)
+    return LabelView(id=row.id, name=row.name, color=row.color, team_id=row.team_id)
 
 
 async def get_labels(request: Request, principal: Principal) -> Response:
@@ -52,16 +58,16 @@ async def get_labels(request: Request, principal: Principal) -> Response:
 
 
 async def post_label(request: Request, principal: Principal) -> Response:
-    """Add a label (leads and admins)."""
+    """Add a label, owned by the workspace (admins) or a team (its leads)."""
     ctx = web_context(request)
     body = await parse_json(request, LabelRequest)
     row = await act(labels.create_label(ctx.inbox, principal, name=body.name,
-                                         color=body.color))
+                                         color=body.color, team_id=body.team_id))
     return json_response(_label_view(row), status=201)
 
 
 async def delete_label(request: Request, principal: Principal) -> Response:
-    """Remove a label, from every conversation too (leads and admins)."""
+    """Remove a label, from every conversation too (its team's leads, admins)."""
     ctx = web_context(request)
     await act(labels.delete_label(ctx.inbox, principal,
                                    label_id=int(request.path_params["label_id"])))

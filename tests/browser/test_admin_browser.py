@@ -7,7 +7,7 @@ import re
 from playwright.async_api import Browser, expect
 
 from tests.browser.test_agent_ui import DESKTOP, open_inbox
-from tests.helpers import Stack
+from tests.helpers import Stack, make_team
 
 
 async def test_invite_join_and_deactivate_across_three_people(
@@ -69,6 +69,7 @@ async def test_a_lead_makes_a_label_and_a_canned_response_and_uses_both(
     from tests.browser.test_collaboration_browser import _customer, _open
 
     await stack.add_agent("lena", role="lead", inboxes=("support",))
+    await make_team(stack, "Billing desk", ("lena",), ("support",))
     await _customer(stack, "lead-1", "My invoice is wrong", "ada", "Ada Lovelace")
     desk = await open_inbox(browser, stack, "lena")
     page = desk.page

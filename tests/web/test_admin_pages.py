@@ -11,7 +11,7 @@ import httpx
 import pyotp
 
 from hub.types import utcnow
-from tests.helpers import PASSWORD, Stack
+from tests.helpers import PASSWORD, Stack, make_team
 
 
 def _field(page: str, name: str) -> str:
@@ -181,6 +181,7 @@ async def test_two_factor_settings_page(stack: Stack) -> None:
 
 async def test_leads_manage_labels_from_the_admin_pages(stack: Stack) -> None:
     await stack.add_agent("lena", role="lead")
+    await make_team(stack, "Billing desk", ("lena",))
     lena, csrf = await _form_login(stack, "lena")
     home = await lena.get("/")
     assert re.search(r'id="admin-link" class="ghost-link">Admin</a>', home.text)
@@ -198,8 +199,18 @@ async def test_leads_manage_labels_from_the_admin_pages(stack: Stack) -> None:
     assert twice.status_code == 422 and "exists already" in twice.text
     forged = await lena.post("/admin/labels", data={"name": "Sneaky"})
     assert forged.status_code == 403
+    assert "Billing desk" in listed.text.split('class="label-name">Billing<', 1)[1][:200]
     label_id = re.search(r'action="/admin/labels/(\d+)/delete"', listed.text)
     assert label_id
+    # The workspace's labels are the admins': Lena sees them without a Delete button.
+    admin_api = await stack.login("admin")
+    vip = (await admin_api.http.post("/api/v1/labels", json={"name": "VIP"})).json()
+    shown = (await lena.get("/admin/labels")).text
+    assert 'class="label-name">VIP<' in shown
+    assert f'action="/admin/labels/{vip["id"]}/delete"' not in shown
+    refused_delete = await lena.post(f"/admin/labels/{vip['id']}/delete",
+                                     data={"csrf_token": csrf})
+    assert refused_delete.status_code == 403
     gone = await lena.post(f"/admin/labels/{label_id.group(1)}/delete", data={"csrf_token": csrf})
     assert gone.status_code == 303
     assert 'class="label-name">Billing<' not in (await lena.get("/admin/labels")).text
@@ -212,6 +223,7 @@ async def test_leads_manage_labels_from_the_admin_pages(stack: Stack) -> None:
 
 async def test_leads_manage_canned_responses_with_checked_placeholders(stack: Stack) -> None:
     await stack.add_agent("lena", role="lead")
+    await make_team(stack, "Billing desk", ("lena",))
     lena, csrf = await _form_login(stack, "lena")
     page = await lena.get("/admin/canned")
     assert page.status_code == 200 and "{{contact.first_name}}" in page.text

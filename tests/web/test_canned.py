@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import Stack
+from tests.helpers import Stack, make_team
 from tests.web.collab import open_conversation
 
 TEXT = ("Hi {{contact.first_name}},\nthis is {{ agent.first_name }} ({{agent.name}}) about "
@@ -88,3 +88,28 @@ async def test_rendering_needs_the_conversations_inbox(stack: Stack) -> None:
     assert (await alice.http.post(f"{base}/999999/render")).status_code == 404
     ok = await alice.http.post(f"{base}/{saved.json()['id']}/render")
     assert ok.json() == {"text": "Hey Ada Lovelace"}
+
+
+async def test_team_canned_responses_are_their_leads_to_change(stack: Stack) -> None:
+    await stack.add_agent("lee", role="lead")
+    await stack.add_agent("lena", role="lead")
+    billing = await make_team(stack, "Billing", ("lee", "alice"))
+    await make_team(stack, "Shipping", ("lena",))
+    alice, lee, lena, admin = [await stack.login(n) for n in ("alice", "lee", "lena", "admin")]
+    # An agent saves one for themselves; naming a team needs its lead.
+    assert (await alice.http.post("/api/v1/canned-responses", json={
+        "shortcut": "x", "text": "x", "team_id": billing})).status_code == 403
+    team = await lee.http.post("/api/v1/canned-responses", json={
+        "shortcut": "refund", "text": "We refunded it.", "team_id": billing})
+    assert team.status_code == 201 and team.json()["team_id"] == billing
+    url = f"/api/v1/canned-responses/{team.json()['id']}"
+    # Another team's lead may not rewrite it; an admin may.
+    assert (await lena.http.patch(url, json={"text": "mine"})).status_code == 403
+    assert (await lena.http.delete(url)).status_code == 403
+    assert (await lee.http.patch(url, json={"title": "Refund done"})).status_code == 200
+    workspace = await admin.http.post("/api/v1/canned-responses", json={
+        "shortcut": "hello", "text": "Hello!"})
+    assert workspace.json()["team_id"] is None
+    assert (await lee.http.delete(
+        f"/api/v1/canned-responses/{workspace.json()['id']}")).status_code == 403
+    assert (await admin.http.delete(url)).status_code == 204

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.helpers import Stack, message, of_type
+from tests.helpers import Stack, make_team, message, of_type
 from tests.web.collab import open_conversation
 
 
@@ -75,6 +75,7 @@ async def test_labels_and_priority_reach_the_inbox_live(stack: Stack) -> None:
 
 async def test_only_leads_and_admins_manage_labels(stack: Stack) -> None:
     await stack.add_agent("lee", role="lead")
+    await make_team(stack, "Refunds", ("lee",))
     lee = await stack.login("lee")
     alice = await stack.login("alice")
     assert (await alice.http.post("/api/v1/labels", json={"name": "x"})).status_code == 403
@@ -108,3 +109,34 @@ async def test_label_names_are_one_label_whatever_the_case_in_any_script(stack: 
     assert labelled.status_code == 200, labelled.text
     assert sorted(labelled.json()["labels"]) == sorted(["Ärger", "Straße", "ΣΟΦΙΑ"])
     assert len((await alice.http.get("/api/v1/labels")).json()) == 3
+
+
+async def test_labels_belong_to_the_workspace_or_a_team(stack: Stack) -> None:
+    """Admins manage the workspace's labels; a team's leads manage their team's, and no
+    other."""
+    await stack.add_agent("lee", role="lead")
+    await stack.add_agent("lena", role="lead")
+    billing = await make_team(stack, "Billing", ("lee",))
+    shipping = await make_team(stack, "Shipping", ("lena", "lee"))
+    admin, lee, lena = [await stack.login(n) for n in ("admin", "lee", "lena")]
+    workspace = (await admin.http.post("/api/v1/labels", json={"name": "VIP"})).json()
+    assert workspace["team_id"] is None
+    # Lee leads two teams: he says which owns the label, and only one of his own.
+    vague = await lee.http.post("/api/v1/labels", json={"name": "Invoice"})
+    assert vague.status_code == 422 and "which of your teams" in vague.text
+    ours = await lee.http.post("/api/v1/labels", json={"name": "Invoice", "team_id": billing})
+    assert ours.status_code == 201 and ours.json()["team_id"] == billing
+    lenas = await lena.http.post("/api/v1/labels", json={"name": "Parcel"})
+    assert lenas.status_code == 201 and lenas.json()["team_id"] == shipping  # her only team
+    assert (await lena.http.post("/api/v1/labels", json={"name": "Sneaky", "team_id": billing})
+            ).status_code == 403
+    assert (await lena.http.post("/api/v1/labels", json={"name": "Ghost", "team_id": 99999})
+            ).status_code == 422
+    # Nobody but admins touches the workspace's; a team's is its leads'.
+    assert (await lee.http.delete(f"/api/v1/labels/{workspace['id']}")).status_code == 403
+    assert (await lena.http.delete(f"/api/v1/labels/{ours.json()['id']}")).status_code == 403
+    assert (await lee.http.delete(f"/api/v1/labels/{lenas.json()['id']}")).status_code == 204
+    # A deleted team's labels go to the workspace.
+    assert (await admin.http.delete(f"/api/v1/teams/{billing}")).status_code == 204
+    owners = {x["name"]: x["team_id"] for x in (await admin.http.get("/api/v1/labels")).json()}
+    assert owners == {"VIP": None, "Invoice": None}
