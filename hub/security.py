@@ -21,9 +21,12 @@ def constant_time_equal(a: str | bytes, b: str | bytes) -> bool:
 
 
 def _file_signature(key: str, attachment_id: str, expires: int) -> str:
-    # The "file:" prefix keeps these apart from anything else the same inbox secret signs.
+    # Links are signed with a key of their own, derived from the inbox secret: a signature
+    # the inbox secret makes for anything else (a webhook, a provider's request) can never
+    # pass for a file link, nor the other way round.
+    link_key = hmac.new(key.encode(), b"switchboard file links v1", hashlib.sha256).digest()
     payload = f"file:{attachment_id}:{expires}".encode()
-    return hmac.new(key.encode(), payload, hashlib.sha256).hexdigest()
+    return hmac.new(link_key, payload, hashlib.sha256).hexdigest()
 
 
 def file_link(
