@@ -4,7 +4,7 @@
 
 import { $, el, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, inboxName, on, onEvent, state, upsertConversation } from "./state.js";
+import { STATUS_WORDS, agentName, channelName, inboxName, on, onEvent, state, upsertConversation } from "./state.js";
 
 // The panel's parts are built once per contact, so a re-render never loses what is being typed.
 let view = null;
@@ -106,7 +106,7 @@ function fillView(open) {
   view.conversations.replaceChildren(others.length
     ? el("ul", { class: "other-conversations", id: "other-conversations" }, others.map((c) =>
       el("li", {}, el("a", { href: `#/conversations/${c.id}` },
-        el("span", { class: "inbox" }, `${inboxName(c.inbox_id)} · ${c.channel}`), " ",
+        el("span", { class: "inbox" }, `${inboxName(c.inbox_id)} · ${channelName(c.channel)}`), " ",
         el("span", { class: `status-chip status-${c.status}` }, STATUS_WORDS[c.status] || c.status),
         el("div", { class: "preview" }, c.last_message_preview || c.subject || ""),
         el("time", { datetime: c.last_activity_at }, formatTime(c.last_activity_at))),

@@ -4,7 +4,7 @@
 
 import { $, el, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, contactName, inboxName, newerFirst, state } from "./state.js";
+import { STATUS_WORDS, channelName, contactName, inboxName, newerFirst, state } from "./state.js";
 import { fillOptions, labels, loadDirectory } from "./list.js";
 import { openConversation } from "./thread.js";
 
@@ -190,7 +190,7 @@ function fillSearchOptions() {
   const inboxes = [...state.inboxes.values()].sort((a, b) => a.name.localeCompare(b.name));
   fillOptions($("#search-inbox"), 1, inboxes.map((inbox) => [inbox.id, inbox.name]));
   const channels = [...new Set(inboxes.map((inbox) => inbox.channel))].sort();
-  fillOptions($("#search-channel"), 1, channels.map((channel) => [channel, channel]));
+  fillOptions($("#search-channel"), 1, channels.map((channel) => [channel, channelName(channel)]));
   const agents = [...state.agents].sort((a, b) => a[1].localeCompare(b[1]));
   fillOptions($("#search-assignee"), 3, agents);
   fillOptions($("#search-label"), 1, labels.map((label) => [label, label]));

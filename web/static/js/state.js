@@ -93,6 +93,12 @@ export function saveFilter() {
 
 export const agentName = (id) => (id === null || id === undefined ? null : state.agents.get(id) || `Agent #${id}`);
 export const inboxName = (id) => (state.inboxes.get(id) || {}).name || `Inbox #${id}`;
+// Channels as people name them (the API says "webchat"; an agent reads "Website chat").
+const CHANNEL_NAMES = {
+  api: "API", email: "Email", sms: "SMS", whatsapp: "WhatsApp", webchat: "Website chat",
+  telegram: "Telegram", messenger: "Messenger", instagram: "Instagram",
+};
+export const channelName = (kind) => CHANNEL_NAMES[kind] || kind;
 export const contactName = (conversation) => conversation.contact_name || "Unknown contact";
 export const newerFirst = (a, b) => Date.parse(b.last_activity_at) - Date.parse(a.last_activity_at) || b.id - a.id;
 

@@ -3,7 +3,7 @@
 
 import { $, el, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, contactName, emit, headerRendered, inboxName, meId, on, state, upsertConversation } from "./state.js";
+import { STATUS_WORDS, agentName, channelName, contactName, emit, headerRendered, inboxName, meId, on, state, upsertConversation } from "./state.js";
 
 export { onThreadChange } from "./state.js";
 
@@ -108,7 +108,7 @@ export function renderThreadHeader() {
   const meta = [
     el("span", { class: `status-chip status-${conversation.status}`, id: "thread-status" },
       STATUS_WORDS[conversation.status] || conversation.status),
-    el("span", {}, ` ${inboxName(conversation.inbox_id)} · ${conversation.channel} · `),
+    el("span", {}, ` ${inboxName(conversation.inbox_id)} · ${channelName(conversation.channel)} · `),
     el("span", { id: "thread-assignee" }, assignee ? `Assigned to ${assignee}` : "Unassigned"),
   ];
   if (conversation.status === "snoozed" && conversation.snoozed_until) {
