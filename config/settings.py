@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     )
     session_days: int = Field(14, ge=1, description="Agent sessions last this many days.")
     webhook_max_bytes: int = Field(1_000_000, ge=1024, description="Largest webhook body.")
+    webhook_requests_per_second: int = Field(
+        2000, ge=1, le=1_000_000, description="Webhook requests one inbox may receive per "
+        "second in one web process, twice that at once (429 with Retry-After beyond).")
     webhook_tolerance_seconds: int = Field(
         300, ge=1, description="Largest clock skew accepted on a signed webhook."
     )

@@ -15,6 +15,7 @@ from config import Settings
 from hub.realtime import Fanout
 from inbox.context import InboxContext
 from web.directory import InboxDirectory
+from web.limits import RateLimiter
 
 
 @dataclass(frozen=True)
@@ -26,9 +27,14 @@ class WebContext:
     channels: dict[str, ChannelAdapter]
     fanout: Fanout
     directory: InboxDirectory = field(init=False)
+    # Webhook requests per inbox (before their signature is checked: checking costs too).
+    webhook_limits: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "directory", InboxDirectory(self.inbox.db))
+        per_second = self.settings.webhook_requests_per_second
+        object.__setattr__(self, "webhook_limits", RateLimiter(
+            burst=max(1, 2 * per_second), refill_seconds=1.0 / per_second, size=100_000))
 
 
 def web_context(conn: HTTPConnection) -> WebContext:

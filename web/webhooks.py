@@ -36,6 +36,11 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
         if adapter is None or found is None or found.channel != channel:
             WEBHOOKS.labels(channel=label, outcome="unknown_inbox").inc()
             raise HTTPProblem(404, "not_found", "no such inbox for this channel")
+        if not ctx.webhook_limits.allow(str(inbox_id)):
+            WEBHOOKS.labels(channel=label, outcome="rate_limited").inc()
+            raise HTTPProblem(429, "slow_down", "too many webhook requests for this inbox",
+                              headers={"Retry-After": str(max(
+                                  1, round(ctx.webhook_limits.refill_seconds)))})
         body = await read_body(request, ctx.settings.webhook_max_bytes)
         # Behind a TLS-terminating proxy the request URL is not what the provider signed.
         public = ctx.settings.base_url + request.url.path

@@ -58,6 +58,7 @@ from web.context import WebContext, web_context
 from web.directory import DirectoryUnavailable
 from web.files import attachment_response
 from web.http import HTTPProblem, client_address, read_body, unavailable
+from web.limits import RateLimiter
 
 log = logging.getLogger("switchboard.widget")
 STATIC = Path(__file__).with_name("static")
@@ -75,27 +76,6 @@ class WidgetInbox:
     id: int
     name: str
     settings: dict[str, Any]
-
-
-class RateLimiter:
-    """A token bucket per visitor (bounded memory: the least recent visitors are forgotten)."""
-
-    def __init__(self, burst: int, refill_seconds: float, size: int = 50_000) -> None:
-        self._burst = burst
-        self._refill = refill_seconds
-        self._size = size
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, key: str) -> bool:
-        """Take one token from the visitor's bucket; False when it is empty."""
-        now = time.monotonic()
-        tokens, last = self._buckets.pop(key, (float(self._burst), now))
-        tokens = min(self._burst, tokens + (now - last) / self._refill)
-        allowed = tokens >= 1
-        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
-        while len(self._buckets) > self._size:
-            self._buckets.popitem(last=False)
-        return allowed
 
 
 def _visitor_view(message: dict[str, Any], agents: dict[int, str] | None = None

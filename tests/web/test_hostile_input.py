@@ -3,9 +3,12 @@ the wrong type that a lax parser would convert, NUL characters in text."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tests.helpers import Stack, message
+from config import Settings
+from tests.helpers import Stack, message, running_stack
 
 TOO_BIG = ("2147483648", "9223372036854775808", "99999999999999999999999")
 
@@ -73,3 +76,20 @@ async def test_a_providers_nul_characters_are_dropped_not_fatal(stack: Stack) ->
     conversation = created["event"]["conversation"]["id"]
     stored = (await alice.http.get(f"/api/v1/conversations/{conversation}/messages")).json()
     assert [m["text"] for m in stored["items"]] == ["beforeafter"]
+
+
+async def test_webhooks_of_one_inbox_are_limited_per_second(settings: Settings) -> None:
+    """A flood at one inbox (signed or not: checking costs too) gets 429 + Retry-After once
+    its burst is spent; other inboxes are not touched, and it recovers within a second."""
+    async with running_stack(settings.model_copy(
+            update={"webhook_requests_per_second": 5})) as stack:
+        answers = [(await stack.inbound("support", [message(f"f-{n}", "hi")])).status_code
+                   for n in range(14)]
+        assert answers[:10] == [202] * 10 and 429 in answers[10:]
+        refused = await stack.inbound("support", [message("f-x", "hi")])
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        forged = await stack.inbound("support", [message("f-y", "hi")], secret="wrong")
+        assert forged.status_code == 429  # refused before its signature costs anything
+        assert (await stack.inbound("sales", [message("s-1", "hi")])).status_code == 202
+        await asyncio.sleep(1.1)
+        assert (await stack.inbound("support", [message("f-z", "hi")])).status_code == 202
