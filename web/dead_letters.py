@@ -49,6 +49,7 @@ def _entry_id(value: str) -> str:
 
 
 ONE = "/api/v1/admin/dead-letters/{stream:str}/{entry:str}"
+BAD_LETTER = {400: "No such stream, or not an entry id"}
 
 
 async def list_letters(request: Request, principal: Principal) -> Response:
@@ -96,8 +97,8 @@ OPERATIONS: list[Operation] = [
             ("after", "the last id of the previous page"),
             ("limit", "at most this many (default 100, up to 500)"))),
      authenticated(list_letters)),
-    (Doc("POST", ONE + "/replay", "Replay a dead letter (admin)", response=ReplayedView),
-     authenticated(replay)),
-    (Doc("DELETE", ONE, "Discard a dead letter (admin)", status=204),
-     authenticated(discard)),
+    (Doc("POST", ONE + "/replay", "Replay a dead letter (admin)", response=ReplayedView,
+         extra_responses=BAD_LETTER), authenticated(replay)),
+    (Doc("DELETE", ONE, "Discard a dead letter (admin)", status=204,
+         extra_responses=BAD_LETTER), authenticated(discard)),
     ]

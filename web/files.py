@@ -134,6 +134,8 @@ OPERATIONS: list[Operation] = [
     (Doc("GET", FILE_LINK_PATH + "/{attachment_id:str}",
          "Download a file by an expiring signed link given to a provider", auth=False,
          query=(("expires", "unix time the link stops working"),
-            ("signature", "HMAC-SHA256 of the link by the inbox's secret"))),
+            ("signature", "HMAC-SHA256 of the link by a key derived from the inbox's "
+                          "secret")),
+         extra_responses={404: "No such file, or the link expired or is forged"}),
      linked),
     ]

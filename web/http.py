@@ -213,13 +213,20 @@ class SameOrigin:
     another site's page is refused (403) before any handler runs, login and invitation
     acceptance included. Browsers name the page's origin in `Origin` on every POST, PUT,
     PATCH and DELETE; scripts and integrations send none and are unaffected (they
-    authenticate with a bearer token or a signature)."""
+    authenticate with a bearer token or a signature). Any request whose query holds a NUL
+    character is refused (400) here too, once for every route."""
 
     def __init__(self, app: ASGIApp, origins: frozenset[str]) -> None:
         self.app = app
         self.origins = origins
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and b"%00" in scope.get("query_string", b"").lower():
+            # No query value may hold NUL: PostgreSQL refuses it in text, SQLite would store it.
+            response = problem_response(HTTPProblem(
+                400, "invalid_query", "a query parameter holds a NUL character (%00)"))
+            await response(scope, receive, send)
+            return
         if (scope["type"] == "http" and scope["method"] not in SAFE_METHODS
                 and scope["path"].startswith("/api/")):
             origin = Headers(scope=scope).get("origin")

@@ -68,6 +68,7 @@ OPERATIONS: list[Operation] = [
          "Withdraw an invitation (admin)", status=204), authenticated(delete_invitation)),
     (Doc("POST", "/api/v1/auth/invitations/accept", "Accept an invitation and log in",
          AcceptInvitationRequest, LoginResponse, auth=False,
-         extra_responses={410: "The invitation was used, withdrawn or has expired"}),
+         extra_responses={404: "No invitation with this token",
+                          410: "The invitation was used, withdrawn or has expired"}),
      accept_invitation),
 ]

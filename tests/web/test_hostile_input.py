@@ -61,6 +61,17 @@ async def test_text_with_a_nul_character_is_refused_before_anything_is_stored(
     assert canned.status_code == 422
 
 
+async def test_a_nul_character_in_a_query_is_a_400_everywhere(stack: Stack) -> None:
+    """Found by schemathesis: `q` with NUL made PostgreSQL fail (500) in the canned search."""
+    alice = await stack.login("alice")
+    for path in ("/api/v1/canned-responses?q=a%00b", "/api/v1/search?q=x%00",
+                 "/api/v1/contacts?q=%00", "/api/v1/conversations?status=%00open"):
+        answer = await alice.http.get(path)
+        assert answer.status_code == 400, path
+        assert answer.json()["error"]["code"] == "invalid_query"
+    assert (await alice.http.get("/api/v1/canned-responses?q=hi")).status_code == 200
+
+
 async def test_a_providers_nul_characters_are_dropped_not_fatal(stack: Stack) -> None:
     """A webhook accepted with 202 must be stored: PostgreSQL refuses NUL in text, so the
     message is kept without it (on both databases alike)."""
