@@ -47,8 +47,12 @@ async def create_user(
         await db.close()
 
 
-DEMO_LABELS = (("VIP", "#d9480f"), ("Billing", "#1c7ed6"), ("Delivery", "#2f9e44"),
-               ("Bug", "#c92a2a"))
+DEMO_LABELS = (
+    ("VIP", "#d9480f", "Customers with a yearly plan: answer first"),
+    ("Billing", "#1c7ed6", "Invoices, refunds, double charges"),
+    ("Delivery", "#2f9e44", "Where is my order, address changes, returns"),
+    ("Bug", "#c92a2a", "Something on the website or in the app is broken"),
+)
 DEMO_CANNED = (
     ("hello", "Greeting", "Hi {{contact.first_name}}, thanks for writing to Acme Garden "
      "Supplies! {{agent.first_name}} here, let me check that for you."),
@@ -77,8 +81,8 @@ async def _seed_story(ctx: InboxContext, api_inbox_id: int) -> None:
                               csrf_token="")
         for shortcut, title, text in DEMO_CANNED:
             await create_canned(session, principal, shortcut=shortcut, title=title, text=text)
-    for name, color in DEMO_LABELS:
-        await create_label(ctx, principal, name=name, color=color)
+    for name, color, description in DEMO_LABELS:
+        await create_label(ctx, principal, name=name, color=color, description=description)
     billing = await create_team(ctx, principal, TeamCreate(
         name="Billing desk", member_ids=[lead.id], inbox_ids=[api_inbox_id, phone_inbox.id]))
     await create_rule(ctx, principal, RuleCreate(

@@ -157,9 +157,34 @@ async def render_canned(
     contact = await session.get_one(Contact, conversation.contact_id)
     agent = await session.get_one(Agent, principal.agent_id)
 
+    return fill_variables(row.text, contact, agent, conversation)
+
+
+def fill_variables(text: str, contact: Contact, agent: Agent, conversation: Conversation) -> str:
+    """Text with its {{variables}} filled in; a variable retired after the text was saved
+    is left out, never shown raw."""
+
     def fill(match: re.Match[str]) -> str:
         value = VARIABLES.get(match.group(1))
-        # A variable retired after this response was saved is left out, never shown raw.
         return value(contact, agent, conversation) if value else ""
 
-    return VARIABLE.sub(fill, row.text)
+    return VARIABLE.sub(fill, text)
+
+
+SAMPLE_CONTACT = Contact(id=0, name="Ada Lovelace", email="ada@example.com")
+SAMPLE_CONVERSATION_ID = 1042
+
+
+def preview(text: str, agent_name: str) -> str:
+    """How a canned response reads for a sample customer (Ada Lovelace), from this agent:
+    what the admin page shows beside each one."""
+    values = sample_values(agent_name)
+    return VARIABLE.sub(lambda match: values.get(match.group(1), ""), text)
+
+
+def sample_values(agent_name: str) -> dict[str, str]:
+    """Every variable's value in the preview (what the page's live preview fills in)."""
+    agent = Agent(id=0, email="", name=agent_name, password_hash="")
+    conversation = Conversation(id=SAMPLE_CONVERSATION_ID, inbox_id=0, contact_id=0)
+    return {name: value(SAMPLE_CONTACT, agent, conversation)
+            for name, value in VARIABLES.items()}

@@ -46,7 +46,7 @@ async def _label_named(session: AsyncSession, name: str) -> Label | None:
 
 async def create_label(
     ctx: InboxContext, principal: Principal, *, name: str, color: str | None,
-    team_id: int | None = None,
+    team_id: int | None = None, description: str = "",
 ) -> Label:
     """Add a label to the set, owned by the workspace (admins) or a team (its leads; a lead
     of one team need not name it)."""
@@ -57,13 +57,16 @@ async def create_label(
         raise Refused("name: 1 to 60 characters, no comma (the list filter separates by comma)")
     if color is not None and not COLOR.match(color):
         raise Refused("color: a hex colour like #2563eb")
+    description = " ".join(description.split())
+    if len(description) > 200:
+        raise Refused("description: at most 200 characters")
     try:
         async with ctx.db.write() as session:
             owner = await new_owner(session, principal, team_id, what="label")
             if await _label_named(session, name) is not None:
                 raise Refused(f"a label named {name!r} exists already")
             label = Label(name=name, name_key=label_key(name), color=(color or "#6b7280").lower(),
-                          team_id=owner)
+                          team_id=owner, description=description)
             session.add(label)
             await session.flush()
     except IntegrityError:  # created by someone else at the same moment

@@ -328,6 +328,8 @@ class Label(SQLModel, table=True):
     # label in any script, on both databases (SQLite's lower() folds only ASCII).
     name_key: str = Field(max_length=120, sa_column_kwargs={"unique": True})
     color: str = Field(default="#6b7280", max_length=7)
+    # What the label is for, shown to agents choosing it ("Invoices, refunds, payments").
+    description: str = Field(default="", max_length=200)
     # The team whose leads manage it; None: the workspace's (admins manage it).
     team_id: int | None = Field(default=None, foreign_key="teams.id", nullable=True)
     created_at: datetime = _ts(default_factory=utcnow)

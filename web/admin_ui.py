@@ -480,10 +480,12 @@ async def label_create(request: Request, principal: Principal, form: Form | None
     try:
         await form_act(labels.create_label(ctx.inbox, principal, name=form_value(form, "name"),
                                            color=form_value(form, "color") or None,
-                                           team_id=form_team(form)))
+                                           team_id=form_team(form),
+                                           description=form_value(form, "description")))
     except FormError as exc:
         return await labels_page(ctx, principal, exc.status, error=sentence(str(exc)),
-                                 name=form_value(form, "name"))
+                                 name=form_value(form, "name"),
+                                 description=form_value(form, "description"))
     return redirect("/admin/labels?done=label_created")
 
 
@@ -502,9 +504,11 @@ async def canned_page(ctx: WebContext, principal: Principal, status: int = 200,
     async with ctx.inbox.db.read() as db_session:
         found = await canned.list_canned(db_session)
         owned = await owners(db_session, principal)
+        me = await agent_by_id(db_session, principal.agent_id)
     return page("admin_canned.html", status, csrf_token=principal.csrf_token, canned=found,
                 variables=sorted(canned.VARIABLES), is_admin=principal.is_admin,
-                me=principal.agent_id, **owned, **values)
+                me=principal.agent_id, samples=canned.sample_values(me.name),
+                preview=lambda text: canned.preview(text, me.name), **owned, **values)
 
 
 async def canned_get(request: Request, principal: Principal, form: Form | None) -> Response:

@@ -31,6 +31,7 @@ class LabelView(BaseModel):
     id: int
     name: str
     color: str
+    description: str = ""
     # The team whose leads manage it; null: the workspace's (admins).
     team_id: int | None = None
 
@@ -38,6 +39,7 @@ class LabelView(BaseModel):
 class LabelRequest(RequestModel):
     name: str = Field(min_length=1, max_length=60)
     color: str | None = Field(default=None, max_length=7)
+    description: str = Field(default="", max_length=200)
     # The owning team: required of a lead of several teams; null/absent: the workspace
     # (admins) or a lead's only team.
     team_id: RowId | None = None
@@ -45,7 +47,8 @@ class LabelRequest(RequestModel):
 
 def _label_view(row: Label) -> LabelView:
     assert row.id is not None
-    return LabelView(id=row.id, name=row.name, color=row.color, team_id=row.team_id)
+    return LabelView(id=row.id, name=row.name, color=row.color, description=row.description,
+                     team_id=row.team_id)
 
 
 async def get_labels(request: Request, principal: Principal) -> Response:
@@ -62,7 +65,8 @@ async def post_label(request: Request, principal: Principal) -> Response:
     ctx = web_context(request)
     body = await parse_json(request, LabelRequest)
     row = await act(labels.create_label(ctx.inbox, principal, name=body.name,
-                                         color=body.color, team_id=body.team_id))
+                                         color=body.color, team_id=body.team_id,
+                                         description=body.description))
     return json_response(_label_view(row), status=201)
 
 

@@ -76,14 +76,20 @@ async def test_a_lead_makes_a_label_and_a_canned_response_and_uses_both(
     await page.click("#admin-link")
     await expect(page).to_have_url(stack.base + "/admin/labels")
     await page.locator("#label-new input[name=name]").fill("Billing")
+    await page.locator("#label-new input[name=description]").fill("Invoices and refunds")
     await page.locator("#label-new button[type=submit]").click()
     await expect(page.locator("#notice")).to_contain_text("The label was added")
+    await expect(page.locator(".label-line .label-description")).to_have_text(
+        "Invoices and refunds")
     await page.get_by_role("link", name="Canned responses").click()
     new = page.locator("#canned-new")
     await new.locator("input[name=shortcut]").fill("invoice")
     await new.locator("input[name=title]").fill("Invoice check")
     await new.locator("textarea[name=text]").fill(
         "Hi {{contact.first_name}}, I am checking your invoice now.")
+    # The preview follows the text as it is typed, with a sample customer's name.
+    await expect(page.locator("#preview-new")).to_have_text(
+        "Hi Ada, I am checking your invoice now.")
     await new.locator("button[type=submit]").click()
     await expect(page.locator("#notice")).to_contain_text("The canned response was saved")
 

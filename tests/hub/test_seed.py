@@ -11,7 +11,15 @@ from config import Settings
 from hub.seed import DEMO_CANNED, DEMO_LABELS, seed_demo
 from inbox.db import Database
 from inbox.migrate import upgrade
-from inbox.models import CannedResponse, Conversation, ConversationLabel, Inbox, Label, Team
+from inbox.models import (
+    AssignmentRule,
+    CannedResponse,
+    Conversation,
+    ConversationLabel,
+    Inbox,
+    Label,
+    Team,
+)
 
 
 async def test_the_demo_seeds_labels_canned_responses_teams_and_conversations(
@@ -27,7 +35,10 @@ async def test_the_demo_seeds_labels_canned_responses_teams_and_conversations(
     try:
         async with db.read() as session:
             labels = sorted(row.name for row in await session.exec(select(Label)))
-            assert labels == sorted(name for name, _ in DEMO_LABELS)
+            assert labels == sorted(name for name, _, _ in DEMO_LABELS)
+            assert all(row.description for row in await session.exec(select(Label)))
+            rules = [r.name for r in await session.exec(select(AssignmentRule))]
+            assert rules == ["Invoices and refunds"]
             shortcuts = sorted(c.shortcut for c in await session.exec(select(CannedResponse)))
             assert shortcuts == sorted(shortcut for shortcut, _, _ in DEMO_CANNED)
             teams = sorted(t.name for t in await session.exec(select(Team)))

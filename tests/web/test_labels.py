@@ -140,3 +140,14 @@ async def test_labels_belong_to_the_workspace_or_a_team(stack: Stack) -> None:
     assert (await admin.http.delete(f"/api/v1/teams/{billing}")).status_code == 204
     owners = {x["name"]: x["team_id"] for x in (await admin.http.get("/api/v1/labels")).json()}
     assert owners == {"VIP": None, "Invoice": None}
+
+
+async def test_a_label_says_what_it_is_for(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    made = await admin.http.post("/api/v1/labels", json={
+        "name": "Billing", "description": "  Invoices,   refunds "})
+    assert made.status_code == 201 and made.json()["description"] == "Invoices, refunds"
+    listed = (await admin.http.get("/api/v1/labels")).json()
+    assert [(x["name"], x["description"]) for x in listed] == [("Billing", "Invoices, refunds")]
+    too_long = await admin.http.post("/api/v1/labels", json={"name": "X", "description": "y" * 201})
+    assert too_long.status_code == 422

@@ -1,7 +1,8 @@
 // The admin pages' small conveniences; every page works without them.
 // - a Copy button copies the text of the field its data-copy names;
 // - the website chat's preview follows the greeting and colour fields as they are typed;
-// - a search box (data-filter) hides the table rows that do not contain what is typed.
+// - a search box (data-filter) hides the table rows that do not contain what is typed;
+// - a canned response's preview follows its text as it is typed.
 
 function copyButtons() {
   for (const button of document.querySelectorAll("button[data-copy]")) {
@@ -51,6 +52,19 @@ function tableFilters() {
   }
 }
 
+function cannedPreviews() {
+  const holder = document.getElementById("canned-samples");
+  if (!holder) return;
+  const samples = JSON.parse(holder.dataset.samples);
+  for (const area of document.querySelectorAll("textarea[data-preview]")) {
+    const target = document.getElementById(area.dataset.preview);
+    area.addEventListener("input", () => {
+      target.textContent = area.value.replace(/\{\{\s*([^{}]*?)\s*\}\}/g, (_, name) => samples[name] ?? "");
+    });
+  }
+}
+
 copyButtons();
 widgetPreview();
 tableFilters();
+cannedPreviews();

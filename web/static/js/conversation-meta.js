@@ -79,7 +79,7 @@ function renderLabels(conversation) {
   const free = Array.from(meta.labels.keys()).filter((name) => !names.includes(name)).sort((a, b) => a.localeCompare(b));
   add.replaceChildren(
     el("option", { value: "" }, names.length ? "+ Label" : "+ Add a label"),
-    ...free.map((name) => el("option", { value: name }, name)));
+    ...free.map((name) => el("option", { value: name, title: (meta.labels.get(name) || {}).description || "" }, name)));
   if (!free.length) add.append(el("option", { value: "", disabled: true }, meta.labels.size ? "All labels are on" : "No labels yet"));
   add.value = "";
 }
