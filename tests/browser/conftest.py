@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 from config import Settings
 
@@ -22,6 +22,11 @@ ARGS = [
     "--disable-quic",
     "--no-first-run",
 ]
+
+# Tests run on parallel workers that share two cores with their Chromiums: what appears
+# within a few hundred milliseconds alone can take seconds then. Waiting longer hides no
+# bug (a missing update still fails), it only stops a busy machine from failing a test.
+expect.set_options(timeout=15_000)
 
 
 @pytest.fixture(scope="session")

@@ -61,3 +61,11 @@ def test_the_cycle_check_finds_a_cycle_through_a_re_export(tmp_path: Path) -> No
     graph = module_graph(tmp_path)
     assert graph == {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
     assert cycles(graph) == [["a", "b", "c", "a"]]
+
+
+def test_views_find_their_elements_once() -> None:
+    """No global id look-ups spread through the views: each module names the page's
+    elements it works with once (`elements({...})` from dom.js) and uses them by name."""
+    spread = {path.name: path.read_text().count('$("#') for path in JS.glob("*.js")
+              if path.name != "dom.js"}
+    assert {name: n for name, n in spread.items() if n} == {}

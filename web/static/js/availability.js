@@ -1,9 +1,21 @@
 // Who I am (role, availability), the online/away toggle, and the team load view for leads.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, toast } from "./dom.js";
+import { el, elements, toast } from "./dom.js";
 import { api } from "./api.js";
 import { meId, onEvent } from "./state.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  availability: "availability",
+  availabilityText: "availability-text",
+  loadButton: "load-button",
+  adminLink: "admin-link",
+  loadBody: "load-body",
+  loadDialog: "load-dialog",
+  loadRefresh: "load-refresh",
+  loadClose: "load-close",
+});
 
 // ---- me: role and availability, kept current by agent.updated events ----------------
 
@@ -36,20 +48,20 @@ export function loadMe() {
 // ---- the online / away toggle --------------------------------------------------------
 
 function renderAvailability() {
-  const button = $("#availability");
+  const button = ui.availability;
   const online = me.availability === "online";
   button.dataset.availability = me.availability || "";
   button.setAttribute("aria-pressed", String(online));
-  $("#availability-text").textContent = me.availability === null ? "…" : online ? "Online" : "Away";
+  ui.availabilityText.textContent = me.availability === null ? "…" : online ? "Online" : "Away";
   button.title = online
     ? "You are online: new conversations may be assigned to you. Click to go away."
     : "You are away: nothing new is assigned to you. Click to go online.";
-  $("#load-button").hidden = !isLead();
-  $("#admin-link").hidden = !isLead(); // leads manage labels and canned responses
+  ui.loadButton.hidden = !isLead();
+  ui.adminLink.hidden = !isLead(); // leads manage labels and canned responses
 }
 
 async function toggleAvailability() {
-  const button = $("#availability");
+  const button = ui.availability;
   const next = me.availability === "online" ? "away" : "online";
   button.disabled = true;
   try {
@@ -81,7 +93,7 @@ function agentState(agent) {
 }
 
 export async function refreshLoad() {
-  const body = $("#load-body");
+  const body = ui.loadBody;
   try {
     const load = await api("GET", "/api/v1/reports/load");
     body.replaceChildren(
@@ -102,14 +114,14 @@ export async function refreshLoad() {
 }
 
 function openLoad() {
-  $("#load-body").replaceChildren(el("p", { class: "muted" }, "Loading…"));
-  $("#load-dialog").showModal();
+  ui.loadBody.replaceChildren(el("p", { class: "muted" }, "Loading…"));
+  ui.loadDialog.showModal();
   refreshLoad();
 }
 
 /** While the view is open, follow the changes that move the load (a little later, once). */
 function loadChanged() {
-  if (!$("#load-dialog").open) return;
+  if (!ui.loadDialog.open) return;
   clearTimeout(loadTimer);
   loadTimer = setTimeout(refreshLoad, 800);
 }
@@ -117,10 +129,10 @@ function loadChanged() {
 // ---- start -------------------------------------------------------------------------
 
 export function init() {
-  $("#availability").addEventListener("click", toggleAvailability);
-  $("#load-button").addEventListener("click", openLoad);
-  $("#load-refresh").addEventListener("click", refreshLoad);
-  $("#load-close").addEventListener("click", () => $("#load-dialog").close());
+  ui.availability.addEventListener("click", toggleAvailability);
+  ui.loadButton.addEventListener("click", openLoad);
+  ui.loadRefresh.addEventListener("click", refreshLoad);
+  ui.loadClose.addEventListener("click", () => ui.loadDialog.close());
   onMeChange(renderAvailability);
   onEvent((event) => {
     if (event.type === "agent.updated") {

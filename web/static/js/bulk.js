@@ -1,12 +1,29 @@
 // The bulk bar: leads and admins reassign, unassign or resolve many conversations at once.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, toast } from "./dom.js";
+import { el, elements, toast } from "./dom.js";
 import { api } from "./api.js";
 import { contactName, state, upsertConversation } from "./state.js";
 import { loadDirectory, onSelectionChange, renderList, rows, selectAll, selectRow, selection, teams, unselect } from "./list.js";
 import { inboxAgents } from "./conversation-meta.js";
 import { isLead, loadMe, onMeChange } from "./availability.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  selectBar: "select-bar",
+  selectAll: "select-all",
+  bulkBar: "bulk-bar",
+  bulkCount: "bulk-count",
+  bulkTarget: "bulk-target",
+  bulkAgents: "bulk-agents",
+  bulkTeams: "bulk-teams",
+  bulkErrors: "bulk-errors",
+  bulkCancel: "bulk-cancel",
+  bulkAssign: "bulk-assign",
+  bulkUnassign: "bulk-unassign",
+  bulkResolve: "bulk-resolve",
+  conversationList: "conversation-list",
+});
 
 const MAX_BULK = 100; // what POST /conversations/bulk-assign takes at once
 const assignable = new Map(); // id -> name: agents who may see one of my inboxes
@@ -26,12 +43,12 @@ export function toggleFocusedRow() {
 function renderBar() {
   const lead = isLead();
   document.body.classList.toggle("can-select", lead);
-  $("#select-bar").hidden = !lead || state.order.length === 0;
-  const all = $("#select-all");
+  ui.selectBar.hidden = !lead || state.order.length === 0;
+  const all = ui.selectAll;
   all.checked = selection.size > 0 && selection.size === state.order.length;
   all.indeterminate = selection.size > 0 && selection.size < state.order.length;
-  $("#bulk-bar").hidden = !lead || selection.size === 0;
-  $("#bulk-count").textContent = selection.size === 1 ? "1 conversation selected" : `${selection.size} conversations selected`;
+  ui.bulkBar.hidden = !lead || selection.size === 0;
+  ui.bulkCount.textContent = selection.size === 1 ? "1 conversation selected" : `${selection.size} conversations selected`;
   if (selection.size === 0) showErrors([]);
 }
 
@@ -52,12 +69,12 @@ async function loadAssignable() {
 
 function fillTargets() {
   const agents = [...(assignable.size ? assignable : state.agents)].sort((a, b) => a[1].localeCompare(b[1]));
-  const target = $("#bulk-target");
+  const target = ui.bulkTarget;
   const chosen = target.value;
-  $("#bulk-agents").replaceChildren(...agents.map(([id, name]) => el("option", { value: `agent:${id}` }, name)));
+  ui.bulkAgents.replaceChildren(...agents.map(([id, name]) => el("option", { value: `agent:${id}` }, name)));
   const sorted = [...teams].sort((a, b) => a[1].localeCompare(b[1]));
-  $("#bulk-teams").replaceChildren(...sorted.map(([id, name]) => el("option", { value: `team:${id}` }, name)));
-  $("#bulk-teams").hidden = teams.size === 0;
+  ui.bulkTeams.replaceChildren(...sorted.map(([id, name]) => el("option", { value: `team:${id}` }, name)));
+  ui.bulkTeams.hidden = teams.size === 0;
   target.value = chosen;
   if (target.selectedIndex === -1) target.selectedIndex = 0;
 }
@@ -65,7 +82,7 @@ function fillTargets() {
 // ---- acting on the selection ---------------------------------------------------------
 
 function showErrors(errors) {
-  const box = $("#bulk-errors");
+  const box = ui.bulkErrors;
   box.replaceChildren(...errors.map(({ id, error }) => {
     const conversation = state.conversations.get(id);
     const who = conversation ? contactName(conversation) : `Conversation #${id}`;
@@ -80,7 +97,7 @@ const errorText = (error) => (typeof error === "string" ? error : (error && erro
 async function runBulk(request, verb) {
   const ids = state.order.filter((id) => selection.has(id));
   if (!ids.length) return;
-  const bar = $("#bulk-bar");
+  const bar = ui.bulkBar;
   bar.setAttribute("aria-busy", "true");
   for (const button of bar.querySelectorAll("button, select")) button.disabled = true;
   const errors = [];
@@ -138,19 +155,19 @@ async function resolveEach(ids) {
 // ---- start -------------------------------------------------------------------------
 
 export function init() {
-  $("#select-all").addEventListener("change", (event) => selectAll(event.target.checked));
-  $("#bulk-cancel").addEventListener("click", () => selectAll(false));
-  $("#bulk-assign").addEventListener("click", () => {
-    const target = $("#bulk-target").value;
+  ui.selectAll.addEventListener("change", (event) => selectAll(event.target.checked));
+  ui.bulkCancel.addEventListener("click", () => selectAll(false));
+  ui.bulkAssign.addEventListener("click", () => {
+    const target = ui.bulkTarget.value;
     if (!target) {
       toast("Pick an agent or a team to reassign to.");
-      $("#bulk-target").focus();
+      ui.bulkTarget.focus();
       return;
     }
     assignTo(target);
   });
-  $("#bulk-unassign").addEventListener("click", () => assignTo(null));
-  $("#bulk-resolve").addEventListener("click", () => runBulk(resolveEach, "Resolved"));
+  ui.bulkUnassign.addEventListener("click", () => assignTo(null));
+  ui.bulkResolve.addEventListener("click", () => runBulk(resolveEach, "Resolved"));
   onSelectionChange(renderBar);
   let wasLead = false;
   onMeChange(() => {
@@ -163,7 +180,7 @@ export function init() {
     renderBar();
   });
   // The list changes under the bar (live events, filters): keep "select all" honest.
-  new MutationObserver(renderBar).observe($("#conversation-list"), { childList: true });
+  new MutationObserver(renderBar).observe(ui.conversationList, { childList: true });
   fillTargets();
   loadMe().catch(() => {});
 }

@@ -2,11 +2,30 @@
 // and /shortcut canned responses. Each conversation keeps its own draft while the agent moves on.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, randomKey } from "./dom.js";
+import { el, elements, randomKey } from "./dom.js";
 import { ApiError, api, postWithRetry } from "./api.js";
 import { agentName, meId, onHeaderRender, state } from "./state.js";
 import { addMessage, loadThread, onThreadChange, renderMessages, signalTyping, stopTyping } from "./thread.js";
 import { inboxAgents } from "./conversation-meta.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  composerError: "composer-error",
+  reply: "reply",
+  send: "send",
+  cc: "cc",
+  ccList: "cc-list",
+  conflictText: "conflict-text",
+  conflict: "conflict",
+  conflictSend: "conflict-send",
+  attachments: "attachments",
+  suggestions: "suggestions",
+  composer: "composer",
+  attach: "attach",
+  attachInput: "attach-input",
+  thread: "thread",
+  conflictCancel: "conflict-cancel",
+});
 
 const MAX_BYTES = Number((document.querySelector('meta[name="attachment-max-bytes"]') || {}).content || 0);
 const MENU_SIZE = 8;
@@ -21,7 +40,7 @@ function emptyDraft() {
   return { text: "", files: [], mentions: new Map() };
 }
 
-const showError = (text) => { $("#composer-error").textContent = text; };
+const showError = (text) => { ui.composerError.textContent = text; };
 
 // ---- sending -----------------------------------------------------------------------
 
@@ -40,7 +59,7 @@ function mentionedIds(text) {
 /** Send the reply or save the note, with its files and mentions; `force` sends despite a collision. */
 export async function send({ force = false } = {}) {
   const open = state.open;
-  const textarea = $("#reply");
+  const textarea = ui.reply;
   const text = textarea.value;
   if (!open || textarea.readOnly) return;
   if (draft.files.some((file) => file.status === "uploading")) {
@@ -64,7 +83,7 @@ export async function send({ force = false } = {}) {
   closeSuggestions();
   hideConflict();
   textarea.readOnly = true;
-  $("#send").disabled = true;
+  ui.send.disabled = true;
   showError("");
   try {
     const message = await postWithRetry(`/api/v1/conversations/${open.id}/messages`, body);
@@ -86,7 +105,7 @@ export async function send({ force = false } = {}) {
     }
   } finally {
     textarea.readOnly = false;
-    $("#send").disabled = false;
+    ui.send.disabled = false;
   }
 }
 
@@ -108,11 +127,11 @@ onHeaderRender(() => renderCc());
 export function renderCc() {
   const open = state.open;
   const people = (open && open.conversation && open.conversation.cc) || [];
-  const row = $("#cc");
+  const row = ui.cc;
   row.hidden = !people.length || state.mode !== "message";
   if (row.hidden) return;
   const removed = uncopied.get(open.id) || new Set();
-  $("#cc-list").replaceChildren(...people.filter((p) => !removed.has(p.value)).map((p) =>
+  ui.ccList.replaceChildren(...people.filter((p) => !removed.has(p.value)).map((p) =>
     el("li", { class: "cc-chip" },
       el("span", {}, p.display_name ? `${p.display_name} <${p.value}>` : p.value),
       el("button", {
@@ -136,19 +155,19 @@ function showConflict(open, afterId, serverMessage) {
         (afterId === null || m.id > afterId))
       .sort((a, b) => b.id - a.id)[0];
     const name = theirs ? agentName(theirs.agent_id) : replied ? replied[1] : null;
-    $("#conflict-text").textContent = name
+    ui.conflictText.textContent = name
       ? `${name} just replied — send anyway?`
       : `${serverMessage} — send anyway?`;
   };
   setText();
-  $("#conflict").hidden = false;
-  $("#conflict-send").focus();
+  ui.conflict.hidden = false;
+  ui.conflictSend.focus();
   loadThread(open.id).then(() => { if (conflict && state.open === open) setText(); }).catch(() => {});
 }
 
 function hideConflict() {
   conflict = null;
-  $("#conflict").hidden = true;
+  ui.conflict.hidden = true;
 }
 
 // ---- attached files ----------------------------------------------------------------
@@ -204,11 +223,11 @@ function removeFile(item) {
   draft.files = draft.files.filter((file) => file !== item);
   if (item.status === "failed") showError("");
   renderFiles();
-  $("#reply").focus();
+  ui.reply.focus();
 }
 
 function renderFiles() {
-  const list = $("#attachments");
+  const list = ui.attachments;
   list.replaceChildren(...draft.files.map((item) => {
     const note = item.status === "uploading" ? "uploading…" : item.status === "failed" ? item.error : "";
     return el("li", { class: "attachment-chip", dataset: { status: item.status } },
@@ -228,7 +247,7 @@ const menu = { kind: null, items: [], active: 0, start: 0, end: 0, seq: 0, pendi
 let cannedTimer = null;
 
 function updateSuggestions() {
-  const textarea = $("#reply");
+  const textarea = ui.reply;
   const caret = textarea.selectionStart;
   if (caret !== textarea.selectionEnd || textarea.readOnly) return closeSuggestions();
   const before = textarea.value.slice(0, caret);
@@ -306,15 +325,15 @@ function showSuggestions(kind, items, start, end) {
   renderSuggestions(null);
   if (pick) {
     // Enter came first: an exact /shortcut wins, else the first match.
-    const typed = $("#reply").value.slice(start + 1, end).toLowerCase();
+    const typed = ui.reply.value.slice(start + 1, end).toLowerCase();
     const exact = items.findIndex((item) => (kind === "canned" ? item.value.shortcut : item.value.name).toLowerCase() === typed);
     choose(exact === -1 ? 0 : exact);
   }
 }
 
 function renderSuggestions(emptyText) {
-  const list = $("#suggestions");
-  const textarea = $("#reply");
+  const list = ui.suggestions;
+  const textarea = ui.reply;
   if (emptyText) {
     list.replaceChildren(el("li", { class: "suggestion-empty", "aria-disabled": "true" }, emptyText));
   } else {
@@ -336,10 +355,10 @@ export function closeSuggestions() {
   menu.seq++;
   clearTimeout(cannedTimer);
   Object.assign(menu, { kind: null, items: [], pending: false, pickWhenReady: false });
-  const list = $("#suggestions");
+  const list = ui.suggestions;
   list.hidden = true;
   list.replaceChildren();
-  const textarea = $("#reply");
+  const textarea = ui.reply;
   textarea.setAttribute("aria-expanded", "false");
   textarea.removeAttribute("aria-activedescendant");
 }
@@ -356,7 +375,7 @@ async function choose(index) {
   const item = menu.items[index];
   if (!item) return;
   const { kind, start, end } = menu;
-  const textarea = $("#reply");
+  const textarea = ui.reply;
   const typed = textarea.value.slice(start, end);
   closeSuggestions();
   if (kind === "mention") {
@@ -382,13 +401,13 @@ async function choose(index) {
 
 /** Keys for the menu, caught before the reply box's own Enter (send) and Escape (leave). */
 function onMenuKey(event) {
-  if (event.target !== $("#reply") || event.isComposing || event.ctrlKey || event.altKey || event.metaKey) return;
+  if (event.target !== ui.reply || event.isComposing || event.ctrlKey || event.altKey || event.metaKey) return;
   const pick = (event.key === "Enter" && !event.shiftKey) || event.key === "Tab";
   if (menu.pending) {
     // Enter before the suggestions arrived: pick when they do; never send a bare "/shortcut".
     if (!pick) return;
     menu.pickWhenReady = true;
-  } else if ($("#suggestions").hidden) {
+  } else if (ui.suggestions.hidden) {
     return;
   } else if (event.key === "Escape") {
     closeSuggestions();
@@ -407,7 +426,7 @@ function onMenuKey(event) {
 // ---- drafts per conversation --------------------------------------------------------
 
 function switchDraft(previousId, id) {
-  const textarea = $("#reply");
+  const textarea = ui.reply;
   if (previousId !== null) {
     drafts.set(previousId, { ...draft, text: textarea.value });
   }
@@ -424,8 +443,8 @@ function switchDraft(previousId, id) {
 // ---- wiring ------------------------------------------------------------------------
 
 export function init() {
-  const textarea = $("#reply");
-  const composer = $("#composer");
+  const textarea = ui.reply;
+  const composer = ui.composer;
   composer.addEventListener("keydown", onMenuKey, { capture: true });
   textarea.addEventListener("input", updateSuggestions);
   textarea.addEventListener("click", updateSuggestions);
@@ -440,12 +459,12 @@ export function init() {
   for (const button of document.querySelectorAll("#composer [data-mode]")) {
     button.addEventListener("click", closeSuggestions);
   }
-  $("#attach").addEventListener("click", () => $("#attach-input").click());
-  $("#attach-input").addEventListener("change", (event) => {
+  ui.attach.addEventListener("click", () => ui.attachInput.click());
+  ui.attachInput.addEventListener("change", (event) => {
     addFiles(event.target.files);
     event.target.value = "";
   });
-  const thread = $("#thread");
+  const thread = ui.thread;
   const hasFiles = (event) => event.dataTransfer && Array.from(event.dataTransfer.types).includes("Files");
   thread.addEventListener("dragover", (event) => {
     if (!hasFiles(event)) return;
@@ -461,7 +480,7 @@ export function init() {
     event.preventDefault();
     addFiles(event.dataTransfer.files);
   });
-  $("#conflict-send").addEventListener("click", () => send({ force: true }));
-  $("#conflict-cancel").addEventListener("click", () => { hideConflict(); textarea.focus(); });
+  ui.conflictSend.addEventListener("click", () => send({ force: true }));
+  ui.conflictCancel.addEventListener("click", () => { hideConflict(); textarea.focus(); });
   onThreadChange(switchDraft);
 }

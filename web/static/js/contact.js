@@ -2,9 +2,22 @@
 // on every channel, attributes, notes, and merging with another contact.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, formatTime, toast } from "./dom.js";
+import { el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
 import { STATUS_WORDS, agentName, channelName, inboxName, on, onEvent, state, upsertConversation } from "./state.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  contact: "contact",
+  mergeSearch: "merge-search",
+  mergeResults: "merge-results",
+  mergeSummary: "merge-summary",
+  mergeError: "merge-error",
+  mergeConfirm: "merge-confirm",
+  mergeDialog: "merge-dialog",
+  mergeForm: "merge-form",
+  mergeCancel: "merge-cancel",
+});
 
 // The panel's parts are built once per contact, so a re-render never loses what is being typed.
 let view = null;
@@ -25,7 +38,7 @@ const reload = () => {
 };
 
 export function renderContact() {
-  const box = $("#contact");
+  const box = ui.contact;
   const open = state.open;
   if (!open || !open.contact) {
     view = null;
@@ -277,36 +290,36 @@ function openMerge() {
   const contact = state.open && state.open.contact;
   if (!contact) return;
   merge.other = null;
-  $("#merge-search").value = "";
-  $("#merge-results").replaceChildren();
-  $("#merge-summary").hidden = true;
-  $("#merge-error").textContent = "";
-  $("#merge-confirm").disabled = true;
-  $("#merge-dialog").showModal();
-  $("#merge-search").focus();
+  ui.mergeSearch.value = "";
+  ui.mergeResults.replaceChildren();
+  ui.mergeSummary.hidden = true;
+  ui.mergeError.textContent = "";
+  ui.mergeConfirm.disabled = true;
+  ui.mergeDialog.showModal();
+  ui.mergeSearch.focus();
 }
 
 function searchContacts() {
   clearTimeout(merge.timer);
   const seq = ++merge.seq;
-  const q = $("#merge-search").value.trim();
+  const q = ui.mergeSearch.value.trim();
   merge.timer = setTimeout(async () => {
     if (!q) {
-      $("#merge-results").replaceChildren();
+      ui.mergeResults.replaceChildren();
       return;
     }
     let found;
     try {
       found = await api("GET", `/api/v1/contacts?q=${encodeURIComponent(q)}`);
     } catch (error) {
-      if (seq === merge.seq) $("#merge-error").textContent = `Could not search: ${error.message}`;
+      if (seq === merge.seq) ui.mergeError.textContent = `Could not search: ${error.message}`;
       return;
     }
     const open = state.open;
     if (seq !== merge.seq || !open || !open.contact) return;
     const items = (Array.isArray(found) ? found : found.items || []).filter((c) => c.id !== open.contact.id);
-    $("#merge-error").textContent = "";
-    $("#merge-results").replaceChildren(...(items.length ? items.map((contact) =>
+    ui.mergeError.textContent = "";
+    ui.mergeResults.replaceChildren(...(items.length ? items.map((contact) =>
       el("li", {}, el("button", { type: "button", class: "merge-candidate", dataset: { contactId: String(contact.id) },
         onclick: () => pickMerge(contact) },
         el("span", { class: "merge-name" }, contact.name || "Unknown contact"),
@@ -318,12 +331,12 @@ function searchContacts() {
 async function pickMerge(other) {
   const open = state.open;
   if (!open || !open.contact) return;
-  $("#merge-confirm").disabled = true;
+  ui.mergeConfirm.disabled = true;
   let detail;
   try {
     detail = await api("GET", `/api/v1/contacts/${other.id}`);
   } catch (error) {
-    $("#merge-error").textContent = `Could not load that contact: ${error.message}`;
+    ui.mergeError.textContent = `Could not load that contact: ${error.message}`;
     return;
   }
   merge.other = detail;
@@ -336,39 +349,39 @@ async function pickMerge(other) {
   const identities = count((detail.identities || []).length, "identity", "identities");
   const conversations = count((detail.conversations || []).length, "conversation", "conversations",
     Boolean(detail.conversations_next_cursor));
-  $("#merge-summary").textContent =
+  ui.mergeSummary.textContent =
     `“${gone}” will be merged into “${keep}”: its ${identities}, ${conversations} and notes move to ` +
     `“${keep}”, which also takes the details it lacks (email, phone, attributes). ` +
     `“${gone}” will no longer appear on its own. This cannot be undone.`;
-  $("#merge-summary").hidden = false;
-  $("#merge-confirm").disabled = false;
-  $("#merge-confirm").focus();
+  ui.mergeSummary.hidden = false;
+  ui.mergeConfirm.disabled = false;
+  ui.mergeConfirm.focus();
 }
 
 async function confirmMerge() {
   const open = state.open;
   const other = merge.other;
   if (!open || !open.contact || !other) return;
-  $("#merge-confirm").disabled = true;
+  ui.mergeConfirm.disabled = true;
   try {
     const survivor = await api("POST", `/api/v1/contacts/${open.contact.id}/merge`, { other_contact_id: other.id });
-    $("#merge-dialog").close();
+    ui.mergeDialog.close();
     toast(`Merged “${other.name || "the other contact"}” into “${survivor.name || "this contact"}”.`);
     renameConversations(other.id, survivor.id, survivor.name);
     if (state.open === open) reload();
   } catch (error) {
-    $("#merge-error").textContent = `Could not merge: ${error.message}`;
-    $("#merge-confirm").disabled = false;
+    ui.mergeError.textContent = `Could not merge: ${error.message}`;
+    ui.mergeConfirm.disabled = false;
   }
 }
 
 // ---- wiring ------------------------------------------------------------------------
 
 export function init() {
-  $("#merge-search").addEventListener("input", searchContacts);
-  $("#merge-form").addEventListener("submit", (event) => event.preventDefault());
-  $("#merge-cancel").addEventListener("click", () => $("#merge-dialog").close());
-  $("#merge-confirm").addEventListener("click", confirmMerge);
+  ui.mergeSearch.addEventListener("input", searchContacts);
+  ui.mergeForm.addEventListener("submit", (event) => event.preventDefault());
+  ui.mergeCancel.addEventListener("click", () => ui.mergeDialog.close());
+  ui.mergeConfirm.addEventListener("click", confirmMerge);
   onEvent((event) => {
     if (event.type !== "contact.merged") return;
     // Conversations of the merged contact now belong to the survivor, here and in the list.

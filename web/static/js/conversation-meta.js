@@ -2,9 +2,19 @@
 // teams). Changes come back as API answers and as live events, applied by the same code.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, toast } from "./dom.js";
+import { $, el, elements, toast } from "./dom.js";
 import { api } from "./api.js";
 import { PRIORITY_WORDS, meId, on, onEvent, onThreadChange, state, upsertConversation } from "./state.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  priority: "priority",
+  threadMeta: "thread-meta",
+  actAssign: "act-assign",
+  labels: "labels",
+  labelAdd: "label-add",
+  assignTo: "assign-to",
+});
 
 const meta = {
   role: "agent",      // from GET /api/v1/me: agents only take or drop a conversation themselves
@@ -44,7 +54,7 @@ async function change(method, path, body, failure) {
 
 /** Show the conversation's priority, labels, team and who may be picked as its assignee. */
 export function renderMeta(conversation) {
-  const priority = $("#priority");
+  const priority = ui.priority;
   const bar = $(".thread-bar");
   bar.hidden = !conversation;
   if (!conversation) return;
@@ -53,10 +63,10 @@ export function renderMeta(conversation) {
   renderLabels(conversation);
   if (conversation.team_id !== null && conversation.team_id !== undefined) {
     const team = meta.teams.find((t) => t.id === conversation.team_id);
-    $("#thread-meta").append(el("span", { id: "thread-team" }, ` · Team ${team ? team.name : `#${conversation.team_id}`}`));
+    ui.threadMeta.append(el("span", { id: "thread-team" }, ` · Team ${team ? team.name : `#${conversation.team_id}`}`));
   }
   // An agent may take an unassigned conversation or drop their own, not take a colleague's.
-  const assign = $("#act-assign");
+  const assign = ui.actAssign;
   const othersConversation = conversation.assignee_id !== null && conversation.assignee_id !== meId;
   assign.disabled = !isLead() && othersConversation;
   assign.title = assign.disabled ? "Assigned to a colleague: a team lead can reassign it" : "Assign to me (a) / unassign (u)";
@@ -65,7 +75,7 @@ export function renderMeta(conversation) {
 
 function renderLabels(conversation) {
   const names = conversation.labels || [];
-  $("#labels").replaceChildren(...names.map((name) => {
+  ui.labels.replaceChildren(...names.map((name) => {
     const label = meta.labels.get(name);
     const chip = el("li", { class: "label-chip", dataset: { label: name } },
       el("span", { class: "label-name" }, name),
@@ -75,7 +85,7 @@ function renderLabels(conversation) {
     if (label && /^#[0-9a-fA-F]{6}$/.test(label.color || "")) chip.style.setProperty("--label-color", label.color);
     return chip;
   }));
-  const add = $("#label-add");
+  const add = ui.labelAdd;
   const free = Array.from(meta.labels.keys()).filter((name) => !names.includes(name)).sort((a, b) => a.localeCompare(b));
   add.replaceChildren(
     el("option", { value: "" }, names.length ? "+ Label" : "+ Add a label"),
@@ -89,7 +99,7 @@ function setLabels(names) {
 }
 
 async function renderAssignPicker(conversation) {
-  const picker = $("#assign-to");
+  const picker = ui.assignTo;
   if (!isLead()) {
     picker.hidden = true;
     return;
@@ -141,18 +151,18 @@ async function loadLabels() {
 }
 
 export async function init() {
-  $("#priority").addEventListener("change", (event) =>
+  ui.priority.addEventListener("change", (event) =>
     change("PUT", "priority", { priority: event.target.value }, "Could not change the priority"));
-  $("#label-add").addEventListener("change", (event) => {
+  ui.labelAdd.addEventListener("change", (event) => {
     const name = event.target.value;
     const conversation = openConversation();
     if (!name || !conversation) return;
     setLabels([...(conversation.labels || []), name]);
   });
   // Leads add labels elsewhere: look again when a conversation opens and when the agent reaches for the list.
-  $("#label-add").addEventListener("focus", loadLabels);
+  ui.labelAdd.addEventListener("focus", loadLabels);
   onThreadChange((previousId, id) => { if (id !== null) loadLabels(); });
-  $("#assign-to").addEventListener("change", onAssignPick);
+  ui.assignTo.addEventListener("change", onAssignPick);
   onEvent((event) => {
     if (event.type === "agent.updated") inboxAgentCache.clear(); // memberships may have changed
   });

@@ -3,6 +3,18 @@
 
 export const $ = (selector) => document.querySelector(selector);
 
+/** The page's elements a view works with, by name, found once by id when the view's module
+ * loads (a missing one fails at once, not on first use). */
+export function elements(ids) {
+  const found = {};
+  for (const [name, id] of Object.entries(ids)) {
+    const node = document.getElementById(id);
+    if (!node) throw new Error(`the page has no #${id}`);
+    found[name] = node;
+  }
+  return found;
+}
+
 // ---- small DOM helpers -------------------------------------------------------------
 
 /** An element with properties and children; strings become text nodes. */

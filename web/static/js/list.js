@@ -1,9 +1,23 @@
 // The conversation list: load, page, apply changes, render.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, formatTime, toast } from "./dom.js";
+import { $, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
 import { PRIORITY_WORDS, STATUS_WORDS, agentName, contactName, emit, inboxName, listQuery, on, saveFilter, sortList, state } from "./state.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  loadMore: "load-more",
+  conversationList: "conversation-list",
+  listEmpty: "list-empty",
+  statusFilter: "status-filter",
+  inboxFilter: "inbox-filter",
+  labelFilter: "label-filter",
+  priorityFilter: "priority-filter",
+  teamFilter: "team-filter",
+  moreFiltersToggle: "more-filters-toggle",
+  moreFilters: "more-filters",
+});
 
 // ---- the conversation list ---------------------------------------------------------
 
@@ -20,7 +34,7 @@ export async function loadList() {
 export async function loadMore() {
   if (!state.nextCursor) return;
   const generation = state.listGeneration;
-  const button = $("#load-more");
+  const button = ui.loadMore;
   button.disabled = true;
   try {
     const page = await api("GET", listQuery(state.nextCursor));
@@ -150,7 +164,7 @@ export function fillRow(row, conversation) {
 }
 
 export function renderList() {
-  const list = $("#conversation-list");
+  const list = ui.conversationList;
   const keep = new Set(state.order);
   for (const [id, row] of rows) {
     if (!keep.has(id)) {
@@ -172,8 +186,8 @@ export function renderList() {
     if (expected !== row.li) list.insertBefore(row.li, expected);
     previous = row.li;
   }
-  $("#list-empty").hidden = state.order.length > 0;
-  $("#load-more").hidden = !state.nextCursor;
+  ui.listEmpty.hidden = state.order.length > 0;
+  ui.loadMore.hidden = !state.nextCursor;
   const unread = state.order.filter((id) => state.conversations.get(id).unread_count > 0).length;
   document.title = unread ? `(${unread}) Inbox · Switchboard` : "Inbox · Switchboard";
 }
@@ -184,12 +198,12 @@ export function renderFilters() {
     button.classList.toggle("active", active);
     button.setAttribute("aria-pressed", String(active));
   }
-  $("#status-filter").value = state.filter.status;
-  $("#inbox-filter").value = state.filter.inbox;
-  $("#label-filter").value = state.filter.label;
-  $("#priority-filter").value = state.filter.priority;
-  $("#team-filter").value = state.filter.team;
-  $("#more-filters-toggle").classList.toggle("active", Boolean(state.filter.label || state.filter.priority || state.filter.team));
+  ui.statusFilter.value = state.filter.status;
+  ui.inboxFilter.value = state.filter.inbox;
+  ui.labelFilter.value = state.filter.label;
+  ui.priorityFilter.value = state.filter.priority;
+  ui.teamFilter.value = state.filter.team;
+  ui.moreFiltersToggle.classList.toggle("active", Boolean(state.filter.label || state.filter.priority || state.filter.team));
 }
 
 export function setFilter(change) {
@@ -235,8 +249,8 @@ export function fillOptions(select, fixed, pairs) {
 const byName = (a, b) => a[1].localeCompare(b[1]);
 
 function fillFilterOptions() {
-  fillOptions($("#label-filter"), 1, labels.map((name) => [name, name]));
-  const teamSelect = $("#team-filter");
+  fillOptions(ui.labelFilter, 1, labels.map((name) => [name, name]));
+  const teamSelect = ui.teamFilter;
   fillOptions(teamSelect, 1, [...teams].sort(byName));
   teamSelect.hidden = teams.size === 0;
   // A saved filter on a label or team that no longer exists would hide everything.
@@ -248,8 +262,8 @@ function fillFilterOptions() {
 }
 
 function showMoreFilters(show) {
-  $("#more-filters").hidden = !show;
-  $("#more-filters-toggle").setAttribute("aria-expanded", String(show));
+  ui.moreFilters.hidden = !show;
+  ui.moreFiltersToggle.setAttribute("aria-expanded", String(show));
 }
 
 /** j / k: open the next or previous conversation of the list, and keep its row in sight. */
@@ -268,7 +282,7 @@ export function init() {
   for (const [id, key] of [["#label-filter", "label"], ["#priority-filter", "priority"], ["#team-filter", "team"]]) {
     $(id).addEventListener("change", (event) => setFilter({ [key]: event.target.value }));
   }
-  $("#more-filters-toggle").addEventListener("click", () => showMoreFilters($("#more-filters").hidden));
+  ui.moreFiltersToggle.addEventListener("click", () => showMoreFilters(ui.moreFilters.hidden));
   const { label, priority, team } = state.filter;
   showMoreFilters(Boolean(label || priority || team));
   loadDirectory().then(fillFilterOptions);

@@ -1,11 +1,16 @@
 // Live updates: the agent websocket, resume and resync, applying events.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, toast } from "./dom.js";
+import { elements, toast } from "./dom.js";
 import { api } from "./api.js";
 import { agentName, contactName, dispatchEvent, state, upsertConversation } from "./state.js";
 import { loadList } from "./list.js";
 import { addMessage, loadThread, markRead, setTyping, showTyping } from "./thread.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  offline: "offline",
+});
 
 // ---- live: the agent websocket -----------------------------------------------------
 
@@ -15,7 +20,7 @@ let pongDeadline = null;
 
 export function setOnline(online) {
   state.connected = online;
-  $("#offline").hidden = online;
+  ui.offline.hidden = online;
   document.body.classList.toggle("offline", !online);
   document.body.dataset.live = String(online);
 }

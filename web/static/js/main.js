@@ -1,7 +1,7 @@
 // The agent inbox: keyboard shortcuts, wiring, start.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, toast } from "./dom.js";
+import { el, elements, toast } from "./dom.js";
 import { api } from "./api.js";
 import { meId, state } from "./state.js";
 import { init as initList, loadMore, move, renderFilters, setFilter } from "./list.js";
@@ -16,6 +16,26 @@ import { init as initConversationMeta } from "./conversation-meta.js";
 import { init as initContact, renderContact } from "./contact.js";
 import { route, showPane } from "./nav.js";
 import { connect } from "./live.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  helpDialog: "help-dialog",
+  statusFilter: "status-filter",
+  inboxFilter: "inbox-filter",
+  loadMore: "load-more",
+  loadOlder: "load-older",
+  actAssign: "act-assign",
+  actStatus: "act-status",
+  actSnooze: "act-snooze",
+  reply: "reply",
+  composer: "composer",
+  snoozeApply: "snooze-apply",
+  snoozeCustom: "snooze-custom",
+  snoozeCancel: "snooze-cancel",
+  snoozeDialog: "snooze-dialog",
+  helpButton: "help-button",
+  helpClose: "help-close",
+});
 
 // ---- keyboard ----------------------------------------------------------------------
 
@@ -32,7 +52,7 @@ export function onKey(event) {
   if (event.ctrlKey || event.metaKey || event.altKey || isTypingTarget(event.target)) return;
   if (document.querySelector("dialog[open]")) return;
   const actions = {
-    "?": () => $("#help-dialog").showModal(),
+    "?": () => ui.helpDialog.showModal(),
     j: () => move(1),
     k: () => move(-1),
     r: () => focusReply("message"),
@@ -57,15 +77,15 @@ export function bind() {
   for (const button of document.querySelectorAll(".tabs [data-view]")) {
     button.addEventListener("click", () => setFilter({ view: button.dataset.view }));
   }
-  $("#status-filter").addEventListener("change", (e) => setFilter({ status: e.target.value }));
-  $("#inbox-filter").addEventListener("change", (e) => setFilter({ inbox: e.target.value }));
-  $("#load-more").addEventListener("click", loadMore);
-  $("#load-older").addEventListener("click", () => loadOlder().catch((e) => toast(e.message)));
-  $("#act-assign").addEventListener("click", () =>
+  ui.statusFilter.addEventListener("change", (e) => setFilter({ status: e.target.value }));
+  ui.inboxFilter.addEventListener("change", (e) => setFilter({ inbox: e.target.value }));
+  ui.loadMore.addEventListener("click", loadMore);
+  ui.loadOlder.addEventListener("click", () => loadOlder().catch((e) => toast(e.message)));
+  ui.actAssign.addEventListener("click", () =>
     (state.open && state.open.conversation && state.open.conversation.assignee_id === meId ? unassign() : assignMe()));
-  $("#act-status").addEventListener("click", () =>
+  ui.actStatus.addEventListener("click", () =>
     (["resolved", "snoozed"].includes(currentStatus()) ? reopen() : resolve()));
-  $("#act-snooze").addEventListener("click", openSnooze);
+  ui.actSnooze.addEventListener("click", openSnooze);
   for (const button of document.querySelectorAll("[data-go]")) {
     button.addEventListener("click", () => {
       if (button.dataset.go === "list") window.location.hash = "#/";
@@ -73,9 +93,9 @@ export function bind() {
     });
   }
   for (const button of document.querySelectorAll("#composer [data-mode]")) {
-    button.addEventListener("click", () => { setMode(button.dataset.mode); $("#reply").focus(); });
+    button.addEventListener("click", () => { setMode(button.dataset.mode); ui.reply.focus(); });
   }
-  const textarea = $("#reply");
+  const textarea = ui.reply;
   textarea.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing && !event.ctrlKey && !event.altKey && !event.metaKey) {
       event.preventDefault();
@@ -84,14 +104,14 @@ export function bind() {
   });
   textarea.addEventListener("input", signalTyping);
   textarea.addEventListener("blur", stopTyping);
-  $("#composer").addEventListener("submit", (event) => { event.preventDefault(); send(); });
+  ui.composer.addEventListener("submit", (event) => { event.preventDefault(); send(); });
   for (const button of document.querySelectorAll("[data-snooze]")) {
     button.addEventListener("click", () => snooze(snoozeUntil(button.dataset.snooze)));
   }
-  $("#snooze-apply").addEventListener("click", () => snooze(new Date($("#snooze-custom").value)));
-  $("#snooze-cancel").addEventListener("click", () => $("#snooze-dialog").close());
-  $("#help-button").addEventListener("click", () => $("#help-dialog").showModal());
-  $("#help-close").addEventListener("click", () => $("#help-dialog").close());
+  ui.snoozeApply.addEventListener("click", () => snooze(new Date(ui.snoozeCustom.value)));
+  ui.snoozeCancel.addEventListener("click", () => ui.snoozeDialog.close());
+  ui.helpButton.addEventListener("click", () => ui.helpDialog.showModal());
+  ui.helpClose.addEventListener("click", () => ui.helpDialog.close());
   document.addEventListener("keydown", onKey);
   window.addEventListener("hashchange", route);
   window.addEventListener("online", () => { if (!state.socket) connect(); });
@@ -115,7 +135,7 @@ export async function start() {
   for (const agent of agents) state.agents.set(agent.id, agent.name);
   for (const inbox of inboxes) {
     state.inboxes.set(inbox.id, inbox);
-    $("#inbox-filter").append(el("option", { value: String(inbox.id) }, inbox.name));
+    ui.inboxFilter.append(el("option", { value: String(inbox.id) }, inbox.name));
   }
   if (state.filter.inbox && !state.inboxes.has(Number(state.filter.inbox))) state.filter.inbox = "";
   renderFilters();

@@ -1,13 +1,18 @@
 // Navigation: hash routes, and one pane at a time on a phone.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $ } from "./dom.js";
+import { elements } from "./dom.js";
 import { emit, on } from "./state.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  columns: "columns",
+});
 
 // ---- navigation (hash routes, and one pane at a time on a phone) -------------------
 
 export function showPane(name) {
-  $("#columns").dataset.pane = name;
+  ui.columns.dataset.pane = name;
 }
 
 export function route() {

@@ -2,10 +2,24 @@
 // and a notification sound (both optional, remembered in localStorage).
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, formatTime, toast } from "./dom.js";
+import { el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
 import { agentName, contactName, meId, onEvent, state } from "./state.js";
 import { openConversation } from "./thread.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  bellCount: "bell-count",
+  bell: "bell",
+  notificationList: "notification-list",
+  notificationsEmpty: "notifications-empty",
+  notificationsMore: "notifications-more",
+  notificationsPanel: "notifications-panel",
+  desktopToggle: "desktop-toggle",
+  desktopState: "desktop-state",
+  soundToggle: "sound-toggle",
+  notificationsReadAll: "notifications-read-all",
+});
 
 const DESKTOP_KEY = "switchboard.desktop-notifications";
 const SOUND_KEY = "switchboard.sound";
@@ -24,10 +38,10 @@ const TAB_WORDS = { mention: "Mentions", "": "All" };
 // ---- the bell ------------------------------------------------------------------------
 
 function renderCount() {
-  const count = $("#bell-count");
+  const count = ui.bellCount;
   count.textContent = view.unread > 99 ? "99+" : String(view.unread);
   count.hidden = view.unread === 0;
-  $("#bell").setAttribute("aria-label", view.unread ? `Notifications (${view.unread} unread)` : "Notifications");
+  ui.bell.setAttribute("aria-label", view.unread ? `Notifications (${view.unread} unread)` : "Notifications");
   for (const button of document.querySelectorAll("[data-notifications]")) {
     const kind = button.dataset.notifications;
     const unread = kind === "mention" ? view.unreadMentions : view.unread;
@@ -75,10 +89,10 @@ function notificationRow(notification) {
 
 function renderList() {
   const ordered = [...view.items.values()].sort((a, b) => Date.parse(b.created_at) - Date.parse(a.created_at) || b.id - a.id);
-  $("#notification-list").replaceChildren(...ordered.map(notificationRow));
-  $("#notifications-empty").hidden = !view.loaded || ordered.length > 0;
-  $("#notifications-empty").textContent = view.kind === "mention" ? "No mentions yet." : "No notifications yet.";
-  $("#notifications-more").hidden = !view.nextCursor;
+  ui.notificationList.replaceChildren(...ordered.map(notificationRow));
+  ui.notificationsEmpty.hidden = !view.loaded || ordered.length > 0;
+  ui.notificationsEmpty.textContent = view.kind === "mention" ? "No mentions yet." : "No notifications yet.";
+  ui.notificationsMore.hidden = !view.nextCursor;
   for (const button of document.querySelectorAll("[data-notifications]")) {
     button.setAttribute("aria-pressed", String(button.dataset.notifications === view.kind));
   }
@@ -119,12 +133,12 @@ function setKind(kind) {
 }
 
 function isPanelOpen() {
-  return !$("#notifications-panel").hidden;
+  return !ui.notificationsPanel.hidden;
 }
 
 function showPanel(show) {
-  $("#notifications-panel").hidden = !show;
-  $("#bell").setAttribute("aria-expanded", String(show));
+  ui.notificationsPanel.hidden = !show;
+  ui.bell.setAttribute("aria-expanded", String(show));
   if (show) {
     renderSettings();
     loadList();
@@ -163,8 +177,8 @@ const desktopSupported = () => "Notification" in window;
 const desktopOn = () => desktopSupported() && Notification.permission === "granted" && stored(DESKTOP_KEY);
 
 function renderSettings() {
-  const button = $("#desktop-toggle");
-  const note = $("#desktop-state");
+  const button = ui.desktopToggle;
+  const note = ui.desktopState;
   if (!desktopSupported()) {
     button.hidden = true;
     note.textContent = "This browser has no desktop notifications.";
@@ -175,7 +189,7 @@ function renderSettings() {
   button.textContent = desktopOn() ? "Disable desktop notifications" : "Enable desktop notifications";
   button.setAttribute("aria-pressed", String(desktopOn()));
   note.textContent = permission === "denied" ? "Desktop notifications are blocked in the browser's settings." : "";
-  $("#sound-toggle").checked = stored(SOUND_KEY);
+  ui.soundToggle.checked = stored(SOUND_KEY);
 }
 
 async function toggleDesktop() {
@@ -282,14 +296,14 @@ export function toggleNotifications() {
 }
 
 export function init() {
-  $("#bell").addEventListener("click", toggleNotifications);
+  ui.bell.addEventListener("click", toggleNotifications);
   for (const button of document.querySelectorAll("[data-notifications]")) {
     button.addEventListener("click", () => setKind(button.dataset.notifications));
   }
-  $("#notifications-read-all").addEventListener("click", () => markRead({ all: true }));
-  $("#notifications-more").addEventListener("click", () => loadList(view.nextCursor));
-  $("#desktop-toggle").addEventListener("click", toggleDesktop);
-  $("#sound-toggle").addEventListener("change", (event) => {
+  ui.notificationsReadAll.addEventListener("click", () => markRead({ all: true }));
+  ui.notificationsMore.addEventListener("click", () => loadList(view.nextCursor));
+  ui.desktopToggle.addEventListener("click", toggleDesktop);
+  ui.soundToggle.addEventListener("change", (event) => {
     store(SOUND_KEY, event.target.checked);
     readyAudio();
     beep({ sample: true }); // let the agent hear what it sounds like

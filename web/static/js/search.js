@@ -2,11 +2,30 @@
 // replace the list until the search is cleared.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, formatTime, toast } from "./dom.js";
+import { $, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
 import { STATUS_WORDS, channelName, contactName, inboxName, newerFirst, state } from "./state.js";
 import { fillOptions, labels, loadDirectory } from "./list.js";
 import { openConversation } from "./thread.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  searchInput: "search-input",
+  searchFrom: "search-from",
+  searchTo: "search-to",
+  searchResults: "search-results",
+  searchStatus: "search-status",
+  searchMore: "search-more",
+  searchHead: "search-head",
+  searchFilters: "search-filters",
+  searchFiltersToggle: "search-filters-toggle",
+  searchInbox: "search-inbox",
+  searchChannel: "search-channel",
+  searchAssignee: "search-assignee",
+  searchLabel: "search-label",
+  searchForm: "search-form",
+  searchClear: "search-clear",
+});
 
 const KIND_WORDS = { message: "Message", note: "Note", conversation: "Subject", contact: "Contact" };
 const FILTERS = [ // form field -> query parameter
@@ -30,14 +49,14 @@ function dayBound(value, end) {
 
 function currentParams() {
   const params = new URLSearchParams();
-  const q = $("#search-input").value.trim();
+  const q = ui.searchInput.value.trim();
   if (q) params.set("q", q);
   for (const [field, name] of FILTERS) {
     const value = $(field).value;
     if (value) params.set(name, value);
   }
-  const from = dayBound($("#search-from").value, false);
-  const to = dayBound($("#search-to").value, true);
+  const from = dayBound(ui.searchFrom.value, false);
+  const to = dayBound(ui.searchTo.value, true);
   if (from) params.set("from", from);
   if (to) params.set("to", to);
   return params;
@@ -47,16 +66,16 @@ export async function runSearch() {
   const params = currentParams();
   if (!params.get("q")) { // the filters narrow a search; words are what it looks for
     if (search.params) clearSearch();
-    else $("#search-input").focus();
+    else ui.searchInput.focus();
     return;
   }
   const generation = ++search.generation;
   search.params = params;
   search.nextCursor = null;
   search.count = 0;
-  $("#search-results").replaceChildren();
+  ui.searchResults.replaceChildren();
   showResults(true);
-  $("#search-status").textContent = "Searching…";
+  ui.searchStatus.textContent = "Searching…";
   await loadPage(generation, null);
 }
 
@@ -64,21 +83,21 @@ async function loadPage(generation, cursor) {
   const params = new URLSearchParams(search.params);
   params.set("limit", "25");
   if (cursor) params.set("cursor", cursor);
-  const more = $("#search-more");
+  const more = ui.searchMore;
   more.disabled = true;
   try {
     const page = await api("GET", `/api/v1/search?${params}`);
     if (generation !== search.generation) return;
-    $("#search-results").append(...page.items.map(resultRow));
+    ui.searchResults.append(...page.items.map(resultRow));
     search.count += page.items.length;
     search.nextCursor = page.next_cursor;
     const q = search.params.get("q");
     const what = q ? ` for “${q}”` : "";
-    $("#search-status").textContent = search.count === 0 ? `Nothing found${what}.`
+    ui.searchStatus.textContent = search.count === 0 ? `Nothing found${what}.`
       : `${search.count}${search.nextCursor ? "+" : ""} ${search.count === 1 ? "result" : "results"}${what}`;
   } catch (error) {
     if (generation !== search.generation) return;
-    $("#search-status").textContent = `Search failed: ${error.message}`;
+    ui.searchStatus.textContent = `Search failed: ${error.message}`;
   } finally {
     more.disabled = false;
     more.hidden = !search.nextCursor || generation !== search.generation;
@@ -89,19 +108,19 @@ async function loadPage(generation, cursor) {
 export function clearSearch() {
   search.generation += 1;
   search.params = null;
-  $("#search-input").value = "";
+  ui.searchInput.value = "";
   for (const [field] of FILTERS) $(field).value = "";
-  $("#search-from").value = "";
-  $("#search-to").value = "";
-  $("#search-results").replaceChildren();
+  ui.searchFrom.value = "";
+  ui.searchTo.value = "";
+  ui.searchResults.replaceChildren();
   showResults(false);
 }
 
 function showResults(show) {
   $(".list-pane").classList.toggle("searching", show);
-  $("#search-results").hidden = !show;
-  $("#search-head").hidden = !show;
-  $("#search-more").hidden = true;
+  ui.searchResults.hidden = !show;
+  ui.searchHead.hidden = !show;
+  ui.searchMore.hidden = true;
 }
 
 // ---- a result ------------------------------------------------------------------------
@@ -176,29 +195,29 @@ function resultRow(item) {
 // ---- the form ------------------------------------------------------------------------
 
 export function focusSearch() {
-  const input = $("#search-input");
+  const input = ui.searchInput;
   input.focus();
   input.select();
 }
 
 function showFilters(show) {
-  $("#search-filters").hidden = !show;
-  $("#search-filters-toggle").setAttribute("aria-expanded", String(show));
+  ui.searchFilters.hidden = !show;
+  ui.searchFiltersToggle.setAttribute("aria-expanded", String(show));
 }
 
 function fillSearchOptions() {
   const inboxes = [...state.inboxes.values()].sort((a, b) => a.name.localeCompare(b.name));
-  fillOptions($("#search-inbox"), 1, inboxes.map((inbox) => [inbox.id, inbox.name]));
+  fillOptions(ui.searchInbox, 1, inboxes.map((inbox) => [inbox.id, inbox.name]));
   const channels = [...new Set(inboxes.map((inbox) => inbox.channel))].sort();
-  fillOptions($("#search-channel"), 1, channels.map((channel) => [channel, channelName(channel)]));
+  fillOptions(ui.searchChannel, 1, channels.map((channel) => [channel, channelName(channel)]));
   const agents = [...state.agents].sort((a, b) => a[1].localeCompare(b[1]));
-  fillOptions($("#search-assignee"), 3, agents);
-  fillOptions($("#search-label"), 1, labels.map((label) => [label, label]));
+  fillOptions(ui.searchAssignee, 3, agents);
+  fillOptions(ui.searchLabel, 1, labels.map((label) => [label, label]));
 }
 
 export function init() {
-  const input = $("#search-input");
-  $("#search-form").addEventListener("submit", (event) => {
+  const input = ui.searchInput;
+  ui.searchForm.addEventListener("submit", (event) => {
     event.preventDefault();
     runSearch().catch((error) => toast(error.message));
   });
@@ -207,9 +226,9 @@ export function init() {
   });
   // The browser's own clear button (×) of a search field empties it: back to the list.
   input.addEventListener("search", () => { if (!input.value && search.params) runSearch(); });
-  $("#search-clear").addEventListener("click", () => { clearSearch(); showFilters(false); });
-  $("#search-more").addEventListener("click", () => loadPage(search.generation, search.nextCursor));
-  $("#search-filters-toggle").addEventListener("click", () => showFilters($("#search-filters").hidden));
+  ui.searchClear.addEventListener("click", () => { clearSearch(); showFilters(false); });
+  ui.searchMore.addEventListener("click", () => loadPage(search.generation, search.nextCursor));
+  ui.searchFiltersToggle.addEventListener("click", () => showFilters(ui.searchFilters.hidden));
   fillSearchOptions();
   loadDirectory().then(fillSearchOptions);
 }

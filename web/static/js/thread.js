@@ -1,11 +1,32 @@
 // The open conversation: thread, header, typing, actions.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, formatTime, toast } from "./dom.js";
+import { el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
 import { STATUS_WORDS, agentName, channelName, contactName, emit, headerRendered, inboxName, meId, on, state, upsertConversation } from "./state.js";
 
 export { onThreadChange } from "./state.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  messageList: "message-list",
+  threadEmpty: "thread-empty",
+  thread: "thread",
+  typing: "typing",
+  composerError: "composer-error",
+  threadTitle: "thread-title",
+  threadMeta: "thread-meta",
+  messages: "messages",
+  actAssign: "act-assign",
+  actStatus: "act-status",
+  actSnooze: "act-snooze",
+  loadOlder: "load-older",
+  composer: "composer",
+  reply: "reply",
+  send: "send",
+  snoozeCustom: "snooze-custom",
+  snoozeDialog: "snooze-dialog",
+});
 
 // ---- the open conversation -----------------------------------------------------------
 
@@ -26,11 +47,11 @@ export async function openConversation(id) {
   };
   threadChanged(previousId, id);
   messageRows.clear();
-  $("#message-list").replaceChildren();
-  $("#thread-empty").hidden = true;
-  $("#thread").hidden = false;
-  $("#typing").hidden = true;
-  $("#composer-error").textContent = "";
+  ui.messageList.replaceChildren();
+  ui.threadEmpty.hidden = true;
+  ui.thread.hidden = false;
+  ui.typing.hidden = true;
+  ui.composerError.textContent = "";
   renderThreadHeader();
   emit("list");
   emit("contact");
@@ -39,8 +60,8 @@ export async function openConversation(id) {
     await loadThread(id);
   } catch (error) {
     if (state.open && state.open.id === id) {
-      $("#thread-title").textContent = error.status === 404 ? "Conversation not found" : "Could not load";
-      $("#thread-meta").textContent = error.message;
+      ui.threadTitle.textContent = error.status === 404 ? "Conversation not found" : "Could not load";
+      ui.threadMeta.textContent = error.message;
     }
     return;
   }
@@ -71,8 +92,8 @@ export function closeConversation() {
   stopTyping();
   const previousId = state.open ? state.open.id : null;
   state.open = null;
-  $("#thread").hidden = true;
-  $("#thread-empty").hidden = false;
+  ui.thread.hidden = true;
+  ui.threadEmpty.hidden = false;
   emit("contact");
   threadChanged(previousId, null);
 }
@@ -80,7 +101,7 @@ export function closeConversation() {
 export async function loadOlder() {
   const open = state.open;
   if (!open || !open.olderCursor) return;
-  const box = $("#messages");
+  const box = ui.messages;
   const fromBottom = box.scrollHeight - box.scrollTop;
   const page = await api("GET", `/api/v1/conversations/${open.id}/messages?before=${encodeURIComponent(open.olderCursor)}`);
   if (state.open !== open) return;
@@ -98,12 +119,12 @@ export function renderThreadHeader() {
   const open = state.open;
   const conversation = open && open.conversation;
   if (!conversation) {
-    $("#thread-title").textContent = "Loading…";
-    $("#thread-meta").replaceChildren();
+    ui.threadTitle.textContent = "Loading…";
+    ui.threadMeta.replaceChildren();
     emit("meta", null);
     return;
   }
-  $("#thread-title").textContent = contactName(conversation);
+  ui.threadTitle.textContent = contactName(conversation);
   const assignee = agentName(conversation.assignee_id);
   const meta = [
     el("span", { class: `status-chip status-${conversation.status}`, id: "thread-status" },
@@ -114,19 +135,19 @@ export function renderThreadHeader() {
   if (conversation.status === "snoozed" && conversation.snoozed_until) {
     meta.push(el("span", {}, ` · until ${new Date(conversation.snoozed_until).toLocaleString()}`));
   }
-  $("#thread-meta").replaceChildren(...meta);
-  $("#thread-meta").title = $("#thread-meta").textContent;
+  ui.threadMeta.replaceChildren(...meta);
+  ui.threadMeta.title = ui.threadMeta.textContent;
   emit("meta", conversation);
   const mine = conversation.assignee_id === meId;
-  const assign = $("#act-assign");
+  const assign = ui.actAssign;
   assign.textContent = mine ? "Unassign" : "Assign to me";
   const reopen = conversation.status === "resolved" || conversation.status === "snoozed";
-  const statusButton = $("#act-status");
+  const statusButton = ui.actStatus;
   statusButton.textContent = reopen ? "Reopen" : "Resolve";
   statusButton.classList.toggle("primary", !reopen);
-  $("#act-snooze").disabled = conversation.status === "resolved";
+  ui.actSnooze.disabled = conversation.status === "resolved";
   if (conversation.merged_into_id) {
-    $("#thread-meta").append(" · ", el("a", { href: `#/conversations/${conversation.merged_into_id}` },
+    ui.threadMeta.append(" · ", el("a", { href: `#/conversations/${conversation.merged_into_id}` },
       `Merged into #${conversation.merged_into_id}`));
   }
   headerRendered();
@@ -214,9 +235,9 @@ async function splitMessage(message) {
 export function renderMessages({ scroll }) {
   const open = state.open;
   if (!open) return;
-  const box = $("#messages");
+  const box = ui.messages;
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  const list = $("#message-list");
+  const list = ui.messageList;
   const sorted = Array.from(open.messages.values()).sort(
     (a, b) => Date.parse(a.accepted_at) - Date.parse(b.accepted_at) || a.id - b.id);
   let previous = null;
@@ -234,7 +255,7 @@ export function renderMessages({ scroll }) {
     if (expected !== row) list.insertBefore(row, expected);
     previous = row;
   }
-  $("#load-older").hidden = !open.olderCursor;
+  ui.loadOlder.hidden = !open.olderCursor;
   if (scroll === "bottom" || nearBottom) box.scrollTop = box.scrollHeight;
 }
 
@@ -306,7 +327,7 @@ export function renderTyping() {
   }
   const phrases = Array.from(byDoing, ([doing, names]) =>
     `${names.join(", ")} ${names.length > 1 ? "are" : "is"} ${doing}…`);
-  const box = $("#typing");
+  const box = ui.typing;
   box.textContent = phrases.join(" · ");
   box.hidden = phrases.length === 0;
 }
@@ -315,14 +336,14 @@ export function renderTyping() {
 
 export function setMode(mode) {
   state.mode = mode;
-  $("#composer").dataset.mode = mode;
+  ui.composer.dataset.mode = mode;
   for (const button of document.querySelectorAll("#composer [data-mode]")) {
     button.setAttribute("aria-pressed", String(button.dataset.mode === mode));
   }
-  $("#reply").placeholder = mode === "note"
+  ui.reply.placeholder = mode === "note"
     ? "Internal note, only agents see it… (Enter to save)"
     : "Reply… (Enter to send, Shift+Enter for a new line)";
-  $("#send").textContent = mode === "note" ? "Add note" : "Send";
+  ui.send.textContent = mode === "note" ? "Add note" : "Send";
   headerRendered();
 }
 
@@ -357,12 +378,12 @@ export function snoozeUntil(choice) {
 
 export function openSnooze() {
   if (!state.open || !state.open.conversation || currentStatus() === "resolved") return;
-  const input = $("#snooze-custom");
+  const input = ui.snoozeCustom;
   const soon = new Date(Date.now() + 60 * 60 * 1000);
   const local = new Date(soon.getTime() - soon.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
   input.min = local.slice(0, 16);
   input.value = local;
-  $("#snooze-dialog").showModal();
+  ui.snoozeDialog.showModal();
 }
 
 export function snooze(at) {
@@ -370,7 +391,7 @@ export function snooze(at) {
     toast("Pick a time in the future.");
     return;
   }
-  $("#snooze-dialog").close();
+  ui.snoozeDialog.close();
   act("status", { status: "snoozed", snoozed_until: at.toISOString() }, "Could not snooze");
 }
 
@@ -378,7 +399,7 @@ export function focusReply(mode) {
   if (!state.open) return;
   setMode(mode);
   emit("pane", "thread");
-  $("#reply").focus();
+  ui.reply.focus();
 }
 
 on("open", openConversation);

@@ -2,10 +2,15 @@
 // else has it open (typing is shown by the thread's typing line).
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el } from "./dom.js";
+import { el, elements } from "./dom.js";
 import { api } from "./api.js";
 import { agentName, meId, onEvent, state } from "./state.js";
 import { onThreadChange } from "./thread.js";
+
+// The page's elements this view works with, found once.
+const ui = elements({
+  viewers: "viewers",
+});
 
 const REPEAT_MS = 20000; // the server forgets a viewer not heard from for 60 s
 const GONE_MS = 60000;
@@ -67,7 +72,7 @@ function left(agentId) {
 const initials = (name) => name.split(/\s+/).filter(Boolean).slice(0, 2).map((word) => word[0].toUpperCase()).join("") || "?";
 
 function renderViewers() {
-  const box = $("#viewers");
+  const box = ui.viewers;
   const people = Array.from(viewers, ([id, { name }]) => ({ id, name })).sort((a, b) => a.name.localeCompare(b.name));
   if (!people.length) {
     box.replaceChildren();
