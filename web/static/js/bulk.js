@@ -3,8 +3,8 @@
 
 import { el, elements, toast } from "./dom.js";
 import { api } from "./api.js";
-import { contactName, state, upsertConversation } from "./state.js";
-import { loadDirectory, onSelectionChange, renderList, rows, selectAll, selectRow, selection, teams, unselect } from "./list.js";
+import { contactName, emit, state, upsertConversation } from "./state.js";
+import { loadDirectory, onSelectionChange, rows, selectAll, selectRow, selection, teams, unselect } from "./list.js";
 import { inboxAgents } from "./conversation-meta.js";
 import { isLead, loadMe, onMeChange } from "./availability.js";
 
@@ -63,7 +63,7 @@ async function loadAssignable() {
       named = true;
     }
   }
-  if (named) renderList();
+  if (named) emit("list");  // the list draws the names it could not show yet
   fillTargets();
 }
 

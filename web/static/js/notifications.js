@@ -4,7 +4,7 @@
 
 import { el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { agentName, contactName, meId, onEvent, state } from "./state.js";
+import { agentName, contactName, emit, meId, on, onEvent, state } from "./state.js";
 import { openConversation } from "./thread.js";
 
 // The page's elements this view works with, found once.
@@ -24,15 +24,10 @@ const ui = elements({
 const DESKTOP_KEY = "switchboard.desktop-notifications";
 const SOUND_KEY = "switchboard.sound";
 
-const view = {
-  kind: "mention",    // "mention" or "" (all)
-  items: new Map(),   // id -> NotificationView, those listed
-  nextCursor: null,
-  loaded: false,
-  generation: 0,
-  unread: 0,          // every kind: the bell
-  unreadMentions: 0,  // the Mentions tab
-};
+// The data lives in the store (state.notifications); every change is announced as
+// "notifications" and drawn by draw() below, whether a click or a live event made it.
+const view = state.notifications;
+const changed = () => emit("notifications");
 const TAB_WORDS = { mention: "Mentions", "": "All" };
 
 // ---- the bell ------------------------------------------------------------------------
@@ -57,7 +52,7 @@ export async function refreshCount() {
     ]);
     view.unread = all.unread_count;
     view.unreadMentions = mentions.unread_count;
-    renderCount();
+    changed();
   } catch { /* the next event or reconnect tries again */ }
 }
 
@@ -117,8 +112,7 @@ async function loadList(cursor = null) {
     if (view.kind === "mention") view.unreadMentions = page.unread_count;
     else view.unread = page.unread_count;
     view.loaded = true;
-    renderCount();
-    renderList();
+    changed();
   } catch (error) {
     toast(`Could not load notifications: ${error.message}`);
   }
@@ -128,7 +122,7 @@ function setKind(kind) {
   view.kind = kind;
   view.items.clear();
   view.loaded = false;
-  renderList();
+  changed();
   loadList();
 }
 
@@ -161,9 +155,8 @@ async function markRead(body) {
     }
     if (answer && typeof answer.unread_count === "number") view.unread = answer.unread_count;
     if (body.all) view.unreadMentions = 0;
-    renderCount();
+    changed();
     if (!body.all) await refreshCount();
-    renderList();
   } catch (error) {
     toast(`Could not mark as read: ${error.message}`);
   }
@@ -271,11 +264,10 @@ function onLive(event) {
       view.unread += 1;
       if (notification.kind === "mention") view.unreadMentions += 1;
     }
-    renderCount();
     if (view.loaded && (!view.kind || view.kind === notification.kind)) {
       view.items.set(notification.id, notification);
-      renderList();
     }
+    changed();
     ring(describe(notification), notification.text || "", notification.conversation_id);
   } else if (event.type === "message.created") {
     const { message, conversation } = event;
@@ -318,6 +310,7 @@ export function init() {
     if (event.key === "Escape" && isPanelOpen()) showPanel(false);
   });
   onEvent(onLive);
+  on("notifications", () => { renderCount(); renderList(); });
   // Each time the live connection (re)starts, catch up on what happened while it was down.
   new MutationObserver(() => {
     if (document.body.dataset.live === "true") {

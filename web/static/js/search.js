@@ -4,7 +4,7 @@
 
 import { $, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, channelName, contactName, inboxName, newerFirst, state } from "./state.js";
+import { STATUS_WORDS, channelName, contactName, emit, inboxName, newerFirst, on, state } from "./state.js";
 import { fillOptions, labels, loadDirectory } from "./list.js";
 import { openConversation } from "./thread.js";
 
@@ -36,7 +36,10 @@ const FILTERS = [ // form field -> query parameter
   ["#search-channel", "channel"],
 ];
 
-const search = { params: null, nextCursor: null, generation: 0, count: 0 };
+// The results live in the store (state.search); every change is announced as "search" and
+// drawn by drawSearch() below.
+const search = state.search;
+const changed = () => emit("search");
 
 // ---- querying ------------------------------------------------------------------------
 
@@ -70,12 +73,8 @@ export async function runSearch() {
     return;
   }
   const generation = ++search.generation;
-  search.params = params;
-  search.nextCursor = null;
-  search.count = 0;
-  ui.searchResults.replaceChildren();
-  showResults(true);
-  ui.searchStatus.textContent = "Searching…";
+  Object.assign(search, { params, items: [], nextCursor: null, status: "searching", error: null });
+  changed();
   await loadPage(generation, null);
 }
 
@@ -83,44 +82,57 @@ async function loadPage(generation, cursor) {
   const params = new URLSearchParams(search.params);
   params.set("limit", "25");
   if (cursor) params.set("cursor", cursor);
-  const more = ui.searchMore;
-  more.disabled = true;
+  search.loading = true;
+  changed();
   try {
     const page = await api("GET", `/api/v1/search?${params}`);
     if (generation !== search.generation) return;
-    ui.searchResults.append(...page.items.map(resultRow));
-    search.count += page.items.length;
+    search.items.push(...page.items);
     search.nextCursor = page.next_cursor;
-    const q = search.params.get("q");
-    const what = q ? ` for “${q}”` : "";
-    ui.searchStatus.textContent = search.count === 0 ? `Nothing found${what}.`
-      : `${search.count}${search.nextCursor ? "+" : ""} ${search.count === 1 ? "result" : "results"}${what}`;
+    search.status = "done";
   } catch (error) {
     if (generation !== search.generation) return;
-    ui.searchStatus.textContent = `Search failed: ${error.message}`;
+    Object.assign(search, { status: "failed", error: error.message });
   } finally {
-    more.disabled = false;
-    more.hidden = !search.nextCursor || generation !== search.generation;
+    if (generation === search.generation) {
+      search.loading = false;
+      changed();
+    }
   }
 }
 
 /** Leave the results (and reset the query and filters): the live list is back, as it is now. */
 export function clearSearch() {
   search.generation += 1;
-  search.params = null;
+  Object.assign(search, { params: null, items: [], nextCursor: null, status: "idle", error: null,
+    loading: false });
   ui.searchInput.value = "";
   for (const [field] of FILTERS) $(field).value = "";
   ui.searchFrom.value = "";
   ui.searchTo.value = "";
-  ui.searchResults.replaceChildren();
-  showResults(false);
+  changed();
 }
 
-function showResults(show) {
-  $(".list-pane").classList.toggle("searching", show);
-  ui.searchResults.hidden = !show;
-  ui.searchHead.hidden = !show;
-  ui.searchMore.hidden = true;
+/** Draw the results as the store holds them. */
+function drawSearch() {
+  const shown = search.params !== null;
+  $(".list-pane").classList.toggle("searching", shown);
+  ui.searchResults.hidden = !shown;
+  ui.searchHead.hidden = !shown;
+  ui.searchMore.hidden = !shown || !search.nextCursor || search.loading;
+  ui.searchMore.disabled = search.loading;
+  const drawn = ui.searchResults.children.length;
+  if (!shown || drawn > search.items.length) ui.searchResults.replaceChildren();
+  // Rows already drawn stay (a second page appends): focus and scroll are kept.
+  ui.searchResults.append(...search.items.slice(ui.searchResults.children.length).map(resultRow));
+  if (!shown) return;
+  const q = search.params.get("q");
+  const what = q ? ` for “${q}”` : "";
+  const count = search.items.length;
+  ui.searchStatus.textContent = search.status === "failed" ? `Search failed: ${search.error}`
+    : search.status === "searching" ? "Searching…"
+    : count === 0 ? `Nothing found${what}.`
+    : `${count}${search.nextCursor ? "+" : ""} ${count === 1 ? "result" : "results"}${what}`;
 }
 
 // ---- a result ------------------------------------------------------------------------
@@ -231,4 +243,5 @@ export function init() {
   ui.searchFiltersToggle.addEventListener("click", () => showFilters(ui.searchFilters.hidden));
   fillSearchOptions();
   loadDirectory().then(fillSearchOptions);
+  on("search", drawSearch);
 }

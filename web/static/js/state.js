@@ -12,6 +12,8 @@
 //            "meta"     (conversation) its priority, labels, assignee   (conversation-meta.js)
 //            "contact"  the open contact or its conversations changed   (contact.js)
 //            "thread"   (previousId, id) another conversation is open   (any)
+//            "notifications" state.notifications changed: the bell, the list (notifications.js)
+//            "search"   state.search changed: the results, their status    (search.js)
 //            "event"    (event) a live event, after the core applied it (any)
 //   intents  "open" (id), "close"                                       (thread.js)
 //            "pane" (name): show one pane on a phone                    (nav.js)
@@ -60,6 +62,27 @@ export const onThreadChange = (handler) => on("thread", handler);
 // ---- state -------------------------------------------------------------------------
 
 export const state = {
+  // The bell and the Mentions/All list: changed by API answers and notification events
+  // alike, drawn on "notifications".
+  notifications: {
+    kind: "mention",    // the list shows "mention" or "" (all)
+    items: new Map(),   // id -> NotificationView, those listed
+    nextCursor: null,
+    loaded: false,
+    generation: 0,      // the latest list request: older answers are dropped
+    unread: 0,          // every kind: the bell
+    unreadMentions: 0,  // the Mentions tab
+  },
+  // The search results shown instead of the list while a search is on (params not null).
+  search: {
+    params: null,       // the query (URLSearchParams), or null: no search on
+    items: [],          // the results so far, pages appended
+    nextCursor: null,
+    generation: 0,      // the latest search: older answers are dropped
+    status: "idle",     // idle | searching | done | failed
+    error: null,
+    loading: false,
+  },
   agents: new Map(),         // id -> name
   inboxes: new Map(),        // id -> {name, channel}
   filter: loadFilter(),
