@@ -29,6 +29,7 @@ log = logging.getLogger("switchboard.pollers")
 
 RESCAN_S = 5.0
 LEASE_TTL_MS = 15_000
+STOP_WAIT_S = 1.0  # how long a cancelled poller gets before it is cancelled again
 MAX_BACKOFF_S = 60.0
 
 
@@ -83,8 +84,14 @@ class Pollers:
 
     async def _stop(self, inbox_id: int) -> None:
         _, task = self.tasks.pop(inbox_id)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # Cancel until it is done: a cancellation that lands inside a client library's
+        # command can be taken for a dropped connection and retried, and the poller would
+        # then run on (holding its lease) while we wait for it forever.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=STOP_WAIT_S)
+        with contextlib.suppress(BaseException):
+            task.result()
 
     async def _stop_all(self) -> None:
         for inbox_id in list(self.tasks):

@@ -301,7 +301,7 @@ class RedisBus:
     async def ping(self) -> bool:
         """True when Redis answers PING."""
         try:
-            return bool(await self._client().ping())
+            return bool(await self._client().ping())  # type: ignore[misc,unused-ignore]
         except (RedisError, OSError, RuntimeError):
             return False
 
