@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from pathlib import Path
 
 import httpx
@@ -72,12 +73,16 @@ async def test_one_address_and_made_up_channels_cannot_exhaust_the_server(
             before_mb = _rss_mb(proc.pid)
             before = _series((await client.get("/metrics")).text)
 
+            started = time.monotonic()
             sessions = await _gather_limited([
                 client.post(f"/widget/api/{public}/session", json={})
                 for _ in range(SESSIONS)], 50)
+            elapsed = time.monotonic() - started
             codes = [r.status_code for r in sessions]
             assert set(codes) == {200, 429}
-            assert codes.count(200) <= PER_MINUTE  # one address, one minute's allowance
+            # One address: the burst (a minute's allowance, less the warm-up session) and
+            # what refilled while the requests were answered, nothing more.
+            assert codes.count(200) <= PER_MINUTE + int(elapsed * PER_MINUTE / 60) + 1
             assert all(r.headers.get("retry-after") for r in sessions if r.status_code == 429)
 
             visitor = first.json()["token"]

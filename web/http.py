@@ -214,7 +214,8 @@ class SameOrigin:
     acceptance included. Browsers name the page's origin in `Origin` on every POST, PUT,
     PATCH and DELETE; scripts and integrations send none and are unaffected (they
     authenticate with a bearer token or a signature). Any request whose query holds a NUL
-    character is refused (400) here too, once for every route."""
+    character is refused (422, as any other bad parameter) here too, once for every
+    route."""
 
     def __init__(self, app: ASGIApp, origins: frozenset[str]) -> None:
         self.app = app
@@ -224,7 +225,7 @@ class SameOrigin:
         if scope["type"] == "http" and b"%00" in scope.get("query_string", b"").lower():
             # No query value may hold NUL: PostgreSQL refuses it in text, SQLite would store it.
             response = problem_response(HTTPProblem(
-                400, "invalid_query", "a query parameter holds a NUL character (%00)"))
+                422, "invalid_parameter", "a query parameter holds a NUL character (%00)"))
             await response(scope, receive, send)
             return
         if (scope["type"] == "http" and scope["method"] not in SAFE_METHODS

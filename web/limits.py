@@ -6,6 +6,11 @@ import time
 from collections import OrderedDict
 
 
+def _now() -> float:
+    """The limiters' clock (a function of its own, so a test can hold it still)."""
+    return time.monotonic()
+
+
 class RateLimiter:
     """A token bucket per key (a visitor, an address, an inbox): `burst` at once, then one
     more every `refill_seconds`. Memory is bounded: the least recently seen keys are
@@ -24,7 +29,7 @@ class RateLimiter:
 
     def allow(self, key: str) -> bool:
         """Take one token from the key's bucket; False when it is empty."""
-        now = time.monotonic()
+        now = _now()
         tokens, last = self._buckets.pop(key, (float(self._burst), now))
         tokens = min(self._burst, tokens + (now - last) / self._refill)
         allowed = tokens >= 1

@@ -19,6 +19,15 @@ from web.http import HTTPProblem, read_body, unavailable
 log = logging.getLogger("switchboard.webhooks")
 
 
+def within_limit(ctx: WebContext, inbox_id: int, label: str) -> None:
+    """Take one of the inbox's webhook tokens, or answer 429 with Retry-After."""
+    if not ctx.webhook_limits.allow(str(inbox_id)):
+        WEBHOOKS.labels(channel=label, outcome="rate_limited").inc()
+        raise HTTPProblem(429, "slow_down", "too many webhook requests for this inbox",
+                          headers={"Retry-After": str(max(
+                              1, round(ctx.webhook_limits.refill_seconds)))})
+
+
 def webhook_routes(ctx: WebContext) -> list[Route]:
     """POST /webhooks/{channel}/{inbox_id} for every registered channel."""
 
@@ -36,11 +45,7 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
         if adapter is None or found is None or found.channel != channel:
             WEBHOOKS.labels(channel=label, outcome="unknown_inbox").inc()
             raise HTTPProblem(404, "not_found", "no such inbox for this channel")
-        if not ctx.webhook_limits.allow(str(inbox_id)):
-            WEBHOOKS.labels(channel=label, outcome="rate_limited").inc()
-            raise HTTPProblem(429, "slow_down", "too many webhook requests for this inbox",
-                              headers={"Retry-After": str(max(
-                                  1, round(ctx.webhook_limits.refill_seconds)))})
+        within_limit(ctx, inbox_id, label)
         body = await read_body(request, ctx.settings.webhook_max_bytes)
         # Behind a TLS-terminating proxy the request URL is not what the provider signed.
         public = ctx.settings.base_url + request.url.path

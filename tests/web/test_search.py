@@ -187,6 +187,10 @@ async def test_hostile_queries_never_fail(stack: Stack) -> None:
     for q in HOSTILE:
         for path in ("/api/v1/search", "/api/v1/contacts"):
             response = await alice.http.get(path, params={"q": q})
+            if "\x00" in q:  # refused for every route before it reaches one (web/http.py)
+                assert response.status_code == 422, (path, q, response.text)
+                assert response.json()["error"]["code"] == "invalid_parameter"
+                continue
             assert response.status_code == 200, (path, q, response.text)
             assert response.json()["items"] == [], q
     huge_id = base64.urlsafe_b64encode(f"{datetime.now(UTC).isoformat()}|{10**30}".encode())
