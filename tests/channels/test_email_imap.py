@@ -249,9 +249,15 @@ async def test_a_backlog_is_imported_in_batches_in_order_with_its_progress(
     await mailbox.stored(450, timeout=60)
     # Parsed in the pool and fetched ahead, still emitted in the mailbox's order.
     assert mailbox.emitted == [f"m{n}@example.com" for n in range(1, 451)]
-    cursor = await InboxChannelState(mailbox.ctx.db, inbox_id=mailbox.inbox_id).load(
-        "imap:INBOX")
-    assert cursor is not None and cursor["last_uid"] == 450
+
+    async def saved() -> dict[str, Any] | None:
+        # The poller saves its cursor once the batch is on the bus: the worker may have
+        # stored the messages a moment before.
+        found = await InboxChannelState(mailbox.ctx.db, inbox_id=mailbox.inbox_id).load(
+            "imap:INBOX")
+        return found if found is not None and found["last_uid"] == 450 else None
+
+    cursor = await eventually(saved)
     progress = cursor["sync"]
     assert (progress["fetched"], progress["total"]) == (450, 450)
     assert progress["started_at"] <= progress["finished_at"]
