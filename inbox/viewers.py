@@ -19,7 +19,8 @@ from hub.types import utcnow
 from inbox.agents import Principal
 from inbox.context import InboxContext
 from inbox.errors import NotFound
-from inbox.models import Agent, ConversationViewer
+from inbox.db import conflict_insert, execute, is_postgresql
+from inbox.models import Agent, ConversationViewer, table_of
 from inbox.outbox import stage_events
 from inbox.queries import visible_conversation
 
@@ -49,14 +50,18 @@ async def set_viewing(
             col(ConversationViewer.conversation_id) == conversation_id,
             col(ConversationViewer.seen_at) < now - timedelta(seconds=VIEWER_SECONDS),
         ))
-        row = await session.get(ConversationViewer, (conversation_id, principal.agent_id))
         if viewing:
-            row = row or ConversationViewer(conversation_id=conversation_id,
-                                            agent_id=principal.agent_id)
-            row.seen_at = now
-            session.add(row)
-        elif row is not None:
-            await session.delete(row)
+            # One upsert: two tabs (or a repeat crossing a first call) saying "viewing" at
+            # once must not collide on the (conversation, agent) key.
+            insert = conflict_insert(table_of(ConversationViewer), is_postgresql(session))
+            await execute(session, insert.values(
+                conversation_id=conversation_id, agent_id=principal.agent_id, seen_at=now,
+            ).on_conflict_do_update(index_elements=["conversation_id", "agent_id"],
+                                    set_={"seen_at": now}))
+        else:
+            await session.exec(delete(ConversationViewer).where(
+                col(ConversationViewer.conversation_id) == conversation_id,
+                col(ConversationViewer.agent_id) == principal.agent_id))
         event = ConversationViewing(
             inbox_id=conversation.inbox_id, at=now, conversation_id=conversation_id,
             by_agent_id=principal.agent_id, viewing=viewing,

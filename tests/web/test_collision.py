@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -69,6 +70,22 @@ async def test_two_agents_see_each_other_viewing(stack: Stack) -> None:
     assert (await admin.http.get(conv + "/viewers")).json() == []
     await alice_ws.close()
     await admin_ws.close()
+
+
+async def test_one_agent_saying_viewing_from_two_tabs_at_once_never_collides(
+    stack: Stack,
+) -> None:
+    alice = await stack.login("alice")
+    conversation = await open_conversation(stack, alice)
+    conv = f"/api/v1/conversations/{conversation['id']}"
+    for _ in range(3):  # a first call and its repeat crossing, from two tabs
+        answers = await asyncio.gather(*(
+            alice.http.post(conv + "/viewing", json={"viewing": True}) for _ in range(8)))
+        assert [a.status_code for a in answers] == [204] * 8
+        await alice.http.post(conv + "/viewing", json={"viewing": False})
+    await alice.http.post(conv + "/viewing", json={"viewing": True})
+    viewers = (await alice.http.get(conv + "/viewers")).json()
+    assert [v["name"] for v in viewers] == ["Alice"]
 
 
 async def test_sending_after_someone_else_replied_is_a_conflict(stack: Stack) -> None:
