@@ -18,8 +18,8 @@ from hub.events import ConversationViewing
 from hub.types import utcnow
 from inbox.agents import Principal
 from inbox.context import InboxContext
-from inbox.errors import NotFound
 from inbox.db import conflict_insert, execute, is_postgresql
+from inbox.errors import NotFound
 from inbox.models import Agent, ConversationViewer, table_of
 from inbox.outbox import stage_events
 from inbox.queries import visible_conversation
