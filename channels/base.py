@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -173,6 +173,37 @@ class LinksFiles(Protocol):
         """The inbox secret that signs its file links (None: this inbox gives no links)."""
 
 
+class ConnectFailed(Exception):
+    """The provider refused or could not be reached while connecting or testing an inbox;
+    the message is the provider's reason, shown to the admin."""
+
+
+@runtime_checkable
+class Connects(Protocol):
+    """Optional: channels with provider-side set-up (a Telegram webhook, a Meta page
+    subscription), done when an inbox is connected or its settings change, undone when it
+    is deleted."""
+
+    async def connect(
+        self, inbox_id: int, inbox_settings: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Set the provider up for this inbox; settings to store with it (the bot's name...).
+        Raise ConnectFailed with the provider's reason."""
+
+    async def disconnect(self, inbox_id: int, inbox_settings: Mapping[str, Any]) -> None:
+        """Undo the set-up (best effort: the inbox is gone on our side whatever happens).
+        Raise ConnectFailed with the provider's reason."""
+
+
+@runtime_checkable
+class TestsConnection(Protocol):
+    """Optional: channels that can ask their provider whether the settings work."""
+
+    async def test_connection(self, inbox_settings: Mapping[str, Any]) -> str:
+        """What the provider says about these settings ("Connected as @shop_bot"); raise
+        ConnectFailed with its reason when they do not work."""
+
+
 @dataclass
 class ChannelInfo:
     """A channel as the admin screens list it."""
@@ -206,6 +237,11 @@ def settings_for_new_inbox(adapter: ChannelAdapter, given: Mapping[str, Any]) ->
     return {**base, **given}
 
 
+def secret_names(specs: Iterable[SettingSpec]) -> frozenset[str]:
+    """The names of a channel's settings that are secrets (sealed at rest, never shown)."""
+    return frozenset(spec.name for spec in specs if spec.secret)
+
+
 def validate_settings(adapter: ChannelAdapter, values: Mapping[str, Any]) -> list[str]:
     """Problems with an inbox's settings for this channel, one line each (empty when fine)."""
     known = {spec.name for spec in adapter.settings}
@@ -216,6 +252,8 @@ def validate_settings(adapter: ChannelAdapter, values: Mapping[str, Any]) -> lis
     ]
     problems += [f"{name}: not a setting of the {adapter.kind} channel" for name in values
                  if name not in known]
+    problems += [f"{spec.name}: must be text" for spec in adapter.settings
+                 if spec.secret and spec.name in values and not isinstance(values[spec.name], str)]
     if isinstance(adapter, ChecksSettings):
         problems += adapter.check_settings(values)
     return problems

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +89,10 @@ class Settings(BaseSettings):
         "front of Switchboard (JSON list: [\"10.0.0.5\", \"172.16.0.0/12\"]); only their "
         "X-Forwarded-For and X-Forwarded-Proto are believed. Empty: none, the peer is the "
         "client.")
+    secret_key: SecretStr = Field(
+        SecretStr(""), description="Fernet keys that seal channel secrets at rest, comma "
+        "separated: the first seals, all open (rotation: new key first, `switchboard "
+        "reseal`, then drop the old). Empty: a key kept in <data dir>/secret.key.")
     metrics_token: str = Field(
         "", description="Bearer token a scraper sends for /metrics; without one, /metrics "
         "answers only on the loopback interface.")

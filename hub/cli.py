@@ -1,10 +1,12 @@
-"""The `switchboard` command: serve, web, worker, migrate, createuser, demo."""
+"""The `switchboard` command: serve, web, worker, migrate, createuser, demo, and the
+maintenance ones (dead letters, secret keys)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import getpass
+import logging
 import os
 import signal
 import sys
@@ -32,11 +34,23 @@ def _migrate(settings: Settings) -> None:
     upgrade(settings.sqlalchemy_url)
 
 
+def _shared_key_warning(settings: Settings) -> None:
+    """Processes on several machines must share the key that seals channel secrets."""
+    if settings.database_url.startswith("postgresql") and \
+            not settings.secret_key.get_secret_value():
+        logging.getLogger("switchboard").warning(
+            "SWITCHBOARD_SECRET_KEY is not set: channel secrets are sealed with the key in "
+            "%s, which only processes on this machine share; set SWITCHBOARD_SECRET_KEY "
+            "(switchboard secret-key makes one) when web or worker processes run elsewhere",
+            settings.data_dir / "secret.key")
+
+
 def _serve(settings: Settings, *, with_worker: bool) -> None:
     import uvicorn
 
     from hub.app import create_app
 
+    _shared_key_warning(settings)
     uvicorn.run(
         create_app(settings, with_worker=with_worker),
         host=settings.host,
@@ -68,6 +82,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from hub.app import run_worker
 
     settings = _settings(args)
+    _shared_key_warning(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -131,6 +146,44 @@ def _reset_demo(settings: Settings) -> None:
                 path.unlink()
                 removed += 1
     print(f"Demo data in {settings.data_dir}/ removed ({removed} files): starting over.")
+
+
+def cmd_secret_key(args: argparse.Namespace) -> None:
+    """Print a new key for SWITCHBOARD_SECRET_KEY."""
+    from hub.secrets import new_key
+
+    print(new_key())
+
+
+def cmd_reseal(args: argparse.Namespace) -> None:
+    """Seal every channel secret again with the first key of SWITCHBOARD_SECRET_KEY."""
+    import httpx
+
+    from channels.base import secret_names
+    from channels.registry import build_channels
+    from hub.secrets import SecretKeyError, SecretsUnreadable, secret_box
+    from inbox.db import Database
+    from inbox.inboxes import reseal_inboxes
+
+    settings = _settings(args)
+
+    async def main() -> int:
+        box = secret_box(settings.secret_key.get_secret_value(), settings.data_dir)
+        async with httpx.AsyncClient() as http:
+            names = {kind: secret_names(adapter.settings)
+                     for kind, adapter in build_channels(settings, http).items()}
+        db = Database(settings.sqlalchemy_url)
+        try:
+            return await reseal_inboxes(db, box, names)
+        finally:
+            await db.close()
+
+    try:
+        changed = asyncio.run(main())
+    except (SecretKeyError, SecretsUnreadable) as exc:
+        print(f"switchboard: {exc}; nothing was changed", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"sealed the secrets of {changed} inbox(es) with the first key")
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> None:
@@ -236,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = add("demo", cmd_demo, "Seed demo data, print the logins, and serve.", listens=True)
     demo.add_argument("--reset", action="store_true",
                       help="delete the demo's database and bus first, and seed afresh")
+    add("secret-key", cmd_secret_key, "Print a new key for SWITCHBOARD_SECRET_KEY.")
+    add("reseal", cmd_reseal, "Seal every channel secret again with the first key of "
+        "SWITCHBOARD_SECRET_KEY (after adding a new key in front; then drop the old one).")
     dead = add("dead-letters", cmd_dead_letters,
                "List, show, replay or discard bus entries that failed too often "
                "(outages never put anything here).")

@@ -70,9 +70,11 @@ class Pollers:
     async def _scan(self) -> None:
         async with self.ctx.db.read() as session:
             rows = await session.exec(
-                select(Inbox).where(col(Inbox.channel).in_(sorted(self.polling)))
+                select(Inbox).where(col(Inbox.channel).in_(sorted(self.polling)),
+                                    col(Inbox.disconnected_at).is_(None))
             )
-            wanted = {row.id: (row.channel, dict(row.settings)) for row in rows if row.id}
+            wanted = {row.id: (row.channel, self.ctx.secrets.open_settings(row.settings))
+                      for row in rows if row.id}
         for inbox_id, (settings, task) in list(self.tasks.items()):
             if inbox_id not in wanted or wanted[inbox_id][1] != settings or task.done():
                 await self._stop(inbox_id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sqlmodel import select
 
+from channels.api import ApiChannel
+from channels.base import secret_names
 from channels.webchat import WebchatChannel
 from config import Settings
 from hub.types import Identity, InboundMessage
@@ -70,9 +72,10 @@ async def _seed_story(ctx: InboxContext, api_inbox_id: int) -> None:
     async with ctx.db.write() as session:
         admin = (await session.exec(select(Agent).where(Agent.email == DEMO_AGENTS[0][0]))).one()
         lead = (await session.exec(select(Agent).where(Agent.email == DEMO_AGENTS[1][0]))).one()
-        phone_inbox = await create_inbox(session, name="WhatsApp (demo, API channel)",
-                                         channel="api",
-                                         settings={"secret": DEMO_API_SECRET + "-whatsapp"})
+        phone_inbox = await create_inbox(
+            session, name="WhatsApp (demo, API channel)", channel="api",
+            settings=ctx.secrets.seal_settings({"secret": DEMO_API_SECRET + "-whatsapp"},
+                                               secret_names(ApiChannel.settings)))
         assert admin.id is not None and lead.id is not None and phone_inbox.id is not None
         for agent in await session.exec(select(Agent)):
             await add_to_inbox(session, agent_id=agent.id or 0, inbox_id=phone_inbox.id)
@@ -124,6 +127,7 @@ async def seed_demo(settings: Settings) -> str:
     db = Database(settings.sqlalchemy_url)
     bus = build_bus(settings)
     await bus.start()
+    ctx = InboxContext(settings=settings, db=db, bus=bus)
     try:
         async with db.write() as session:
             seeded = (await session.exec(select(Agent).where(Agent.email == DEMO_AGENTS[0][0]))
@@ -131,12 +135,15 @@ async def seed_demo(settings: Settings) -> str:
             if seeded is None:
                 inbox = await create_inbox(
                     session, name="Demo API", channel="api",
-                    settings={"secret": DEMO_API_SECRET},
+                    settings=ctx.secrets.seal_settings({"secret": DEMO_API_SECRET},
+                                                       secret_names(ApiChannel.settings)),
                 )
                 website = await create_inbox(
                     session, name="Acme Garden Supplies", channel="webchat",
-                    settings={**WebchatChannel().default_settings(),
-                              "greeting": "Hi! Questions about your garden order?"},
+                    settings=ctx.secrets.seal_settings(
+                        {**WebchatChannel().default_settings(),
+                         "greeting": "Hi! Questions about your garden order?"},
+                        secret_names(WebchatChannel.settings)),
                 )
                 assert inbox.id is not None and website.id is not None
                 # One team on both inboxes: the demo lead (a member) leads it.
@@ -157,7 +164,7 @@ async def seed_demo(settings: Settings) -> str:
         inbox_id = inbox_row.id
         assert inbox_id is not None
         if seeded is None:
-            await _seed_story(InboxContext(settings=settings, db=db, bus=bus), inbox_id)
+            await _seed_story(ctx, inbox_id)
     finally:
         await bus.close()
         await db.close()

@@ -207,7 +207,7 @@ class Worker:
         if not isinstance(adapter, FetchesMedia):
             return item
         async with self.ctx.db.read() as session:
-            found = await inbox_settings(session, item.inbox_id)
+            found = await inbox_settings(session, item.inbox_id, self.ctx.secrets)
         if found is None:
             return item
         store = attachment_store(self.ctx.db, inbox_id=item.inbox_id,
@@ -266,7 +266,7 @@ class Worker:
     ) -> tuple[Message | None, tuple[str, dict[str, Any]] | None]:
         async with self.ctx.db.read() as session:
             return (await session.get(Message, item.message_id),
-                    await inbox_settings(session, item.inbox_id))
+                    await inbox_settings(session, item.inbox_id, self.ctx.secrets))
 
     async def _record(self, **result: Any) -> None:
         """Record a send's result, waiting out a database outage: what left must never be

@@ -22,7 +22,7 @@ from inbox.agent_events import agent_event, is_online
 from inbox.agents import Principal
 from inbox.context import InboxContext
 from inbox.db import is_postgresql
-from inbox.errors import NotFound, Refused
+from inbox.errors import NotFound, Refused, admins_only, existing
 from inbox.login_limits import locked_until, unlock
 from inbox.memberships import check_ids, links_by, replace_links
 from inbox.models import Agent, AgentSession, Inbox, InboxMember, Team, TeamMember
@@ -77,9 +77,7 @@ async def get_agent(
     session: AsyncSession, agent_id: int, *, presence_seconds: int
 ) -> AgentAdminView:
     """One agent; NotFound if there is none."""
-    agent = await session.get(Agent, agent_id)
-    if agent is None:
-        raise NotFound(f"agent {agent_id} not found")
+    agent = await existing(session, Agent, agent_id, "agent")
     return (await _views(session, [agent], presence_seconds))[0]
 
 
@@ -105,12 +103,9 @@ async def _views(
 
 async def unlock_agent(ctx: InboxContext, principal: Principal, agent_id: int) -> AgentAdminView:
     """Let an agent locked out by failed logins try again now (admins only)."""
-    if not principal.is_admin:
-        raise PermissionError("only admins unlock agents")
+    admins_only(principal, "unlock agents")
     async with ctx.db.write() as session:
-        agent = await session.get(Agent, agent_id)
-        if agent is None:
-            raise NotFound(f"agent {agent_id} not found")
+        agent = await existing(session, Agent, agent_id, "agent")
         await unlock(session, agent.email)
         return (await _views(session, [agent], ctx.settings.presence_seconds))[0]
 
@@ -141,8 +136,7 @@ async def update_agent(
     ctx: InboxContext, principal: Principal, agent_id: int, patch: AgentPatch
 ) -> AgentAdminView:
     """Apply an admin's changes to an agent (admins only), then tell every agent."""
-    if not principal.is_admin:
-        raise PermissionError("only admins change agents")
+    admins_only(principal, "change agents")
     given = patch.model_fields_set
     presence = ctx.settings.presence_seconds
     async with ctx.db.write() as session:

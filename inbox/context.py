@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from config import Settings
 from hub.bus import Bus
 from hub.events import View, encode_event
+from hub.secrets import SecretBox, secret_box
 from hub.types import Capabilities, ChannelProfile
 from inbox.db import Database
 from inbox.models import Inbox
@@ -64,6 +66,11 @@ class InboxContext:
     bus: Bus
     inboxes: InboxCache = field(default_factory=InboxCache)
     channels: Mapping[str, ChannelProfile] = field(default_factory=dict)
+
+    @cached_property
+    def secrets(self) -> SecretBox:
+        """Seals and opens the channel secrets in inbox settings (hub.secrets)."""
+        return secret_box(self.settings.secret_key.get_secret_value(), self.settings.data_dir)
 
     def channel(self, kind: str) -> ChannelProfile:
         """The channel's profile; a channel this process does not run can do nothing extra."""

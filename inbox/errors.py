@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from sqlmodel.ext.asyncio.session import AsyncSession
+
+    from inbox.agents import Principal
+
+Row = TypeVar("Row")
 
 
 class NotFound(LookupError):
@@ -31,3 +39,17 @@ class WindowClosed(Refused):
         self.hours = hours
         self.closed_at = closed_at
         self.channel = channel
+
+
+def admins_only(principal: Principal, doing: str) -> None:
+    """Forbidden unless an admin asks: `doing` says what ("change inboxes")."""
+    if not principal.is_admin:
+        raise Forbidden(f"only admins {doing}")
+
+
+async def existing(session: AsyncSession, model: type[Row], key: Any, noun: str) -> Row:
+    """The row with this primary key; NotFound ("<noun> <key> not found") when none."""
+    row = await session.get(model, key)
+    if row is None:
+        raise NotFound(f"{noun} {key} not found")
+    return row

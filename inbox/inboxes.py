@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel
@@ -9,10 +10,12 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import InboxChanged
+from hub.secrets import SecretBox
 from hub.types import utcnow
 from inbox.agents import Principal
 from inbox.context import InboxContext
-from inbox.errors import Forbidden, NotFound, Refused
+from inbox.db import Database
+from inbox.errors import Refused, admins_only, existing
 from inbox.models import Agent, Conversation, Inbox, InboxMember, Invitation
 from inbox.outbox import stage_events
 
@@ -50,12 +53,9 @@ async def update_inbox(
 ) -> Inbox:
     """Rename an inbox or replace its settings (admins; the caller has validated the channel's
     settings). Every process reads the inbox again."""
-    if not principal.is_admin:
-        raise Forbidden("only admins change inboxes")
+    admins_only(principal, "change inboxes")
     async with ctx.db.write() as session:
-        inbox = await session.get(Inbox, inbox_id)
-        if inbox is None:
-            raise NotFound(f"inbox {inbox_id} not found")
+        inbox = await existing(session, Inbox, inbox_id, "inbox")
         if name is not None:
             if not name.strip():
                 raise Refused("name: may not be blank")
@@ -67,6 +67,58 @@ async def update_inbox(
         stage_events(session, [InboxChanged(inbox_id=None, at=utcnow(), changed_inbox_id=inbox_id)])
     ctx.inboxes.forget(inbox_id)
     return inbox
+
+
+async def disconnect_inbox(ctx: InboxContext, principal: Principal, inbox_id: int) -> Inbox:
+    """Delete an inbox as agents see it (admins): intake stops (webhooks answer 404, its
+    poller stops, nothing more can be sent from it) and its conversations stay readable.
+    Deleting it again changes nothing."""
+    admins_only(principal, "delete inboxes")
+    async with ctx.db.write() as session:
+        inbox = await existing(session, Inbox, inbox_id, "inbox")
+        if inbox.disconnected_at is None:
+            inbox.disconnected_at = utcnow()
+            session.add(inbox)
+            await session.flush()
+            stage_events(session, [InboxChanged(inbox_id=None, at=utcnow(),
+                                                changed_inbox_id=inbox_id)])
+    ctx.inboxes.forget(inbox_id)
+    return inbox
+
+
+async def discard_new_inbox(ctx: InboxContext, inbox_id: int) -> None:
+    """Remove an inbox that was just created and never took a message (its provider refused
+    to connect it): as if it had never been made."""
+    async with ctx.db.write() as session:
+        inbox = await session.get(Inbox, inbox_id)
+        used = (await session.exec(select(Conversation.id).where(
+            Conversation.inbox_id == inbox_id).limit(1))).first()
+        if inbox is None or used is not None:
+            return
+        for member in await session.exec(select(InboxMember).where(
+                InboxMember.inbox_id == inbox_id)):
+            await session.delete(member)
+        await session.delete(inbox)
+        stage_events(session, [InboxChanged(inbox_id=None, at=utcnow(),
+                                            changed_inbox_id=inbox_id)])
+    ctx.inboxes.forget(inbox_id)
+
+
+async def reseal_inboxes(
+    db: Database, secrets: SecretBox, secret_settings: Mapping[str, Iterable[str]]
+) -> int:
+    """Seal every inbox's secrets again with the first key (and seal secrets stored in clear
+    by an older Switchboard): what a key rotation runs. How many inboxes changed."""
+    changed = 0
+    async with db.write() as session:
+        for inbox in await all_inboxes(session):
+            resealed = secrets.reseal_settings(inbox.settings,
+                                               secret_settings.get(inbox.channel, ()))
+            if resealed is not None:
+                inbox.settings = resealed
+                session.add(inbox)
+                changed += 1
+    return changed
 
 
 async def member_ids(session: AsyncSession, inbox_id: int) -> set[int]:
@@ -153,10 +205,13 @@ async def all_inboxes(session: AsyncSession) -> list[Inbox]:
     return list(await session.exec(select(Inbox).order_by(col(Inbox.id))))
 
 
-async def inbox_settings(session: AsyncSession, inbox_id: int) -> tuple[str, dict[str, Any]] | None:
-    """The channel and settings of an inbox, or None when it does not exist."""
+async def inbox_settings(
+    session: AsyncSession, inbox_id: int, secrets: SecretBox
+) -> tuple[str, dict[str, Any]] | None:
+    """The channel and settings of an inbox, secrets opened, or None when it does not
+    exist."""
     inbox = await session.get(Inbox, inbox_id)
-    return None if inbox is None else (inbox.channel, dict(inbox.settings))
+    return None if inbox is None else (inbox.channel, secrets.open_settings(inbox.settings))
 
 
 async def inboxes_of_channel(session: AsyncSession, channel: str) -> list[Inbox]:

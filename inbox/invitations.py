@@ -21,7 +21,7 @@ from inbox.agent_events import agent_event
 from inbox.agents import AgentError, Principal, create_agent, start_session, token_hash
 from inbox.auth import LoggedIn
 from inbox.context import InboxContext
-from inbox.errors import NotFound, Refused
+from inbox.errors import NotFound, Refused, admins_only
 from inbox.memberships import check_ids, replace_links
 from inbox.models import Agent, Inbox, InboxMember, Invitation, Team, TeamMember
 from inbox.outbox import stage_events
@@ -76,8 +76,7 @@ def _view(row: Invitation) -> InvitationView:
 
 
 def _admin_only(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise PermissionError("only admins invite agents")
+    admins_only(principal, "invite agents")
 
 
 async def create_invitation(

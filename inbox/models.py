@@ -61,6 +61,9 @@ class Inbox(SQLModel, table=True):
     # the queue (True) or stay theirs (False).
     requeue_on_offline: bool = False
     created_at: datetime = _ts(default_factory=utcnow)
+    # Set when an admin deletes the inbox: intake stops (webhooks 404, pollers stop, replies
+    # are refused) and its conversations stay readable.
+    disconnected_at: datetime | None = _ts(default=None, nullable=True)
 
 
 class Agent(SQLModel, table=True):

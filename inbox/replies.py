@@ -99,6 +99,9 @@ async def reply(
         if cannot:
             raise Refused(f"mention_ids: agent {cannot[0]} cannot see this conversation's inbox")
         if kind == "message":
+            if target.disconnected:
+                raise Refused("this conversation's inbox was disconnected: nothing can be "
+                              "sent from it any more (notes still can be left)")
             _channel_allows(ctx.channel(target.channel), request, target, now)
         files: list[AttachmentRef] = []
         if request.file_ids:
@@ -217,6 +220,7 @@ class _Target:
     last_in_at: datetime | None
     answers: str | None
     references: list[str]
+    disconnected: bool = False
 
     def as_conversation(self) -> Conversation:
         """A detached conversation row with what notifications read of it."""
@@ -255,7 +259,8 @@ async def _target(
     )
     query = (
         select(
-            *c.columns, col(Inbox.channel), col(Contact.name).label("contact_name"),
+            *c.columns, col(Inbox.channel), col(Inbox.disconnected_at),
+            col(Contact.name).label("contact_name"),
             col(ContactIdentity.kind).label("identity_kind"),
             col(ContactIdentity.value).label("identity_value"),
             col(ContactIdentity.display_name).label("identity_name"),
@@ -298,6 +303,7 @@ async def _target(
         identity=identity, view=view, used_key=row.used, colliding=row.colliding,
         last_in_at=row.last_in_at, answers=row.answers,
         references=[str(r) for r in meta.get("references", [])],
+        disconnected=row.disconnected_at is not None,
     )
 
 

@@ -21,7 +21,7 @@ from inbox import assignment
 from inbox.agent_events import agents_updated
 from inbox.agents import Principal
 from inbox.context import InboxContext
-from inbox.errors import NotFound, Refused
+from inbox.errors import NotFound, Refused, admins_only
 from inbox.memberships import check_ids, links_by, replace_links
 from inbox.models import Agent, CannedResponse, Inbox, Label, Team, TeamInbox, TeamMember
 from inbox.outbox import stage_events
@@ -110,8 +110,7 @@ async def _unique_name(session: AsyncSession, name: str, team_id: int | None) ->
 
 
 def _admin_only(principal: Principal) -> None:
-    if not principal.is_admin:
-        raise PermissionError("only admins change teams")
+    admins_only(principal, "change teams")
 
 
 async def create_team(ctx: InboxContext, principal: Principal, body: TeamCreate) -> TeamView:

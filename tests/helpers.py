@@ -38,12 +38,14 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.port}/replies"
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []  # as they arrived, to check signatures over
         self.answers: list[tuple[int, Any]] = []  # queued (status, json) answers
         self.arrived = asyncio.Event()
 
         async def replies(request: Request) -> Response:
             body = await request.body()
             self.received.append(json.loads(body))
+            self.bodies.append(body)
             self.headers.append(dict(request.headers))
             self.arrived.set()
             if self.answers:

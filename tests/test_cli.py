@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-COMMANDS = ["serve", "web", "worker", "migrate", "createuser", "demo"]
+COMMANDS = ["serve", "web", "worker", "migrate", "createuser", "demo", "secret-key", "reseal",
+            "dead-letters"]
 
 
 def _run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None

@@ -53,6 +53,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "/api/v1/inboxes/{inbox_id}/members"): Route(
         "admin", lambda i: {"agent_ids": [i["bob"], i["lena"]]}),
     ("GET", "/api/v1/inboxes/{inbox_id}/sync"): Route("admin"),
+    ("DELETE", "/api/v1/inboxes/{inbox_id}"): Route("admin"),
+    ("POST", "/api/v1/inboxes/{inbox_id}/test"): Route("admin", lambda i: {}),
+    ("POST", "/api/v1/channels/{channel}/test"): Route(
+        "admin", lambda i: {"settings": {"secret": "matrix-secret"}}),
     ("GET", "/api/v1/conversations"): Route("self"),
     ("GET", "/api/v1/conversations/{conversation_id}"): Route("scoped"),
     ("GET", "/api/v1/conversations/{conversation_id}/messages"): Route("scoped"),
@@ -220,7 +224,7 @@ def _path(template: str, ids: dict[str, Any]) -> str:
         "agent_id": ids["alice"], "team_id": ids["team_support"], "item_id": 1,
         "invitation_id": ids["invitation_id"], "rule_id": ids["rule_id"],
         "canned_id": ids["canned_id"], "label_id": ids["label"], "message_id": ids["message"],
-        "stream": "inbound", "entry": "1-0",
+        "stream": "inbound", "entry": "1-0", "channel": "api",
     }
     path = template
     for name, value in values.items():

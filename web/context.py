@@ -31,7 +31,7 @@ class WebContext:
     webhook_limits: RateLimiter = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "directory", InboxDirectory(self.inbox.db))
+        object.__setattr__(self, "directory", InboxDirectory(self.inbox.db, self.inbox.secrets))
         per_second = self.settings.webhook_requests_per_second
         object.__setattr__(self, "webhook_limits", RateLimiter(
             burst=max(1, 2 * per_second), refill_seconds=1.0 / per_second, size=100_000))

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from inbox.inboxes import all_inboxes
 
-if TYPE_CHECKING:  # the type of what hub/app.py hands in
+if TYPE_CHECKING:  # the types of what hub/app.py hands in
+    from hub.secrets import SecretBox
     from inbox.db import Database
 
 
@@ -45,8 +46,9 @@ class KnownInbox:
 class InboxDirectory:
     """Every inbox, cached in this process (see the module's rules)."""
 
-    def __init__(self, db: Database, *, ttl: float = TTL_S) -> None:
+    def __init__(self, db: Database, secrets: SecretBox, *, ttl: float = TTL_S) -> None:
         self._db = db
+        self._secrets = secrets
         self._ttl = ttl
         self._by_id: dict[int, KnownInbox] = {}
         self._by_widget_token: dict[str, KnownInbox] = {}
@@ -90,8 +92,10 @@ class InboxDirectory:
         started = time.monotonic()
         async with self._db.read() as session:
             rows = await all_inboxes(session)
-        by_id = {row.id: KnownInbox(row.id, row.name, row.channel, dict(row.settings))
-                 for row in rows if row.id is not None}
+        # A deleted inbox takes nothing in: its webhooks and widget answer 404.
+        by_id = {row.id: KnownInbox(row.id, row.name, row.channel,
+                                        self._secrets.open_settings(row.settings))
+                 for row in rows if row.id is not None and row.disconnected_at is None}
         self._by_id = by_id
         self._by_widget_token = {
             str(inbox.settings["public_token"]): inbox for inbox in by_id.values()

@@ -99,7 +99,8 @@ async def linked(request: Request) -> Response:
     q = request.query_params
     async with db.read() as session:
         row = await attachment_by_id(session, attachment_id)
-        found = await inbox_settings(session, row.inbox_id) if row is not None else None
+        found = (await inbox_settings(session, row.inbox_id, ctx.inbox.secrets)
+                 if row is not None else None)
     adapter = ctx.channels.get(found[0]) if found is not None else None
     key = adapter.file_link_key(found[1]) if isinstance(adapter, LinksFiles) and found else None
     # One answer for unknown, expired and forged links: a link reveals nothing.

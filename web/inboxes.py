@@ -3,6 +3,7 @@ aside (quarantine)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,15 @@ from pydantic import BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from channels.base import ChannelAdapter, settings_for_new_inbox, validate_settings
+from channels.base import (
+    ChannelAdapter,
+    ConnectFailed,
+    Connects,
+    TestsConnection,
+    secret_names,
+    settings_for_new_inbox,
+    validate_settings,
+)
 from hub.types import RowId
 from inbox.agents import Principal
 from inbox.assignment import drain_queue
@@ -19,6 +28,8 @@ from inbox.channel_state import FolderSync, list_quarantined, quarantined_messag
 from inbox.inboxes import (
     InboxError,
     create_inbox,
+    discard_new_inbox,
+    disconnect_inbox,
     inbox_by_id,
     inbox_settings,
     member_ids,
@@ -44,6 +55,8 @@ from web.openapi import Doc
 if TYPE_CHECKING:  # row types of what inbox/ returns; web/ never queries
     from inbox.models import Inbox
 
+log = logging.getLogger("switchboard.inboxes")
+
 
 class InboxView(BaseModel):
     id: int
@@ -52,6 +65,24 @@ class InboxView(BaseModel):
     auto_assign: bool
     assignment_policy: str = "round_robin"
     requeue_on_offline: bool = False
+    # Set once an admin deleted the inbox: nothing comes in or goes out, its conversations
+    # stay readable.
+    disconnected_at: datetime | None = None
+
+
+class DeletedInboxView(InboxView):
+    # What the channel's provider said when its set-up was undone (a Telegram webhook
+    # removed...); None when the channel has nothing to undo.
+    provider: str | None = None
+
+
+class ConnectionTest(BaseModel):
+    ok: bool
+    detail: str
+
+
+class TestSettingsRequest(RequestModel):
+    settings: dict[str, Any] = Field(default_factory=dict)
 
 
 class CreateInboxRequest(RequestModel):
@@ -85,6 +116,7 @@ class ChannelView(BaseModel):
     kind: str
     display_name: str
     settings: list[SettingView]
+    can_test: bool = False  # its provider can be asked whether settings work
 
 
 class InboxDetail(InboxView):
@@ -108,7 +140,8 @@ def inbox_view(inbox: Inbox) -> InboxView:
     assert inbox.id is not None
     return InboxView(id=inbox.id, name=inbox.name, channel=inbox.channel,
                      auto_assign=inbox.auto_assign, assignment_policy=inbox.assignment_policy,
-                     requeue_on_offline=inbox.requeue_on_offline)
+                     requeue_on_offline=inbox.requeue_on_offline,
+                     disconnected_at=inbox.disconnected_at)
 
 
 def channel_adapter(ctx: WebContext, channel: str) -> ChannelAdapter:
@@ -154,7 +187,8 @@ def settings_view(adapter: ChannelAdapter, values: Mapping[str, Any] | None) -> 
 def channel_views(ctx: WebContext) -> list[ChannelView]:
     """Every channel this installation runs, with the settings a new inbox of it asks for."""
     return [ChannelView(kind=kind, display_name=adapter.display_name,
-                        settings=settings_view(adapter, None))
+                        settings=settings_view(adapter, None),
+                        can_test=isinstance(adapter, TestsConnection))
             for kind, adapter in sorted(ctx.channels.items())]
 
 
@@ -195,10 +229,16 @@ async def change_inbox(
     merged = None
     if settings is not None:
         async with ctx.inbox.db.read() as session:
-            found = await inbox_settings(session, inbox_id)
+            found = await inbox_settings(session, inbox_id, ctx.inbox.secrets)
         if found is None:
             raise not_found("inbox")
-        merged = checked_settings(channel_adapter(ctx, found[0]), settings, found[1])
+        adapter = channel_adapter(ctx, found[0])
+        values = checked_settings(adapter, settings, found[1])
+        if isinstance(adapter, Connects) and values != found[1]:
+            # The provider is set up again with the new settings first: what it refuses
+            # is not stored.
+            values.update(await _connected(adapter, inbox_id, values))
+        merged = ctx.inbox.secrets.seal_settings(values, secret_names(adapter.settings))
     inbox = await act(update_inbox(ctx.inbox, principal, inbox_id, name=name, settings=merged))
     ctx.directory.invalidate()  # this process at once; the others on the inbox.changed event
     return inbox
@@ -221,12 +261,112 @@ async def connect_inbox(
         raise HTTPProblem(403, "forbidden", "only admins connect inboxes")
     adapter = channel_adapter(ctx, channel)
     values = checked_settings(adapter, settings)
+    secret = secret_names(adapter.settings)
     async with ctx.inbox.db.write() as session:
         try:
-            return await create_inbox(session, name=name, channel=channel, settings=values,
-                                      auto_assign=auto_assign)
+            inbox = await create_inbox(session, name=name, channel=channel,
+                                       settings=ctx.inbox.secrets.seal_settings(values, secret),
+                                       auto_assign=auto_assign)
         except InboxError as exc:
             raise HTTPProblem(422, "invalid_field", str(exc)) from None
+    assert inbox.id is not None
+    if isinstance(adapter, Connects):
+        # The provider's set-up needs the inbox's id (its webhook URL); an inbox the
+        # provider refuses is removed again, as if it had never been made.
+        try:
+            extra = await _connected(adapter, inbox.id, values)
+        except HTTPProblem:
+            await discard_new_inbox(ctx.inbox, inbox.id)
+            raise
+        if extra:
+            inbox = await act(update_inbox(
+                ctx.inbox, principal, inbox.id,
+                settings=ctx.inbox.secrets.seal_settings({**values, **extra}, secret)))
+    ctx.directory.invalidate()
+    return inbox
+
+
+async def _connected(
+    adapter: Connects, inbox_id: int, values: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The provider set up for the inbox (settings it adds); 422 with its reason."""
+    try:
+        return await adapter.connect(inbox_id, values)
+    except ConnectFailed as exc:
+        raise HTTPProblem(422, "connect_failed",
+                          f"the provider refused to connect this inbox: {exc}") from None
+
+
+async def delete_inbox(ctx: WebContext, principal: Principal, inbox_id: int) -> DeletedInboxView:
+    """Delete an inbox (admins): intake stops, its conversations stay readable, and the
+    channel's provider set-up is undone (what the provider answered is in `provider`)."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", "only admins delete inboxes")
+    async with ctx.inbox.db.read() as session:
+        before = await inbox_by_id(session, inbox_id)
+        found = await inbox_settings(session, inbox_id, ctx.inbox.secrets)
+    if before is None or found is None:
+        raise not_found("inbox")
+    inbox = await act(disconnect_inbox(ctx.inbox, principal, inbox_id))
+    ctx.directory.invalidate()  # this process at once; the others on the inbox.changed event
+    adapter = ctx.channels.get(found[0])
+    provider = None
+    if isinstance(adapter, Connects) and before.disconnected_at is None:
+        try:
+            await adapter.disconnect(inbox_id, found[1])
+            provider = "the provider's set-up was removed"
+        except ConnectFailed as exc:
+            log.warning("inbox %s deleted, but its provider set-up was not removed: %s",
+                        inbox_id, exc)
+            provider = f"the provider's set-up could not be removed: {exc}"
+    return DeletedInboxView(**inbox_view(inbox).model_dump(), provider=provider)
+
+
+async def remove_inbox(request: Request, principal: Principal) -> Response:
+    """Delete an inbox: intake stops, its conversations stay readable (admin)."""
+    view = await delete_inbox(web_context(request), principal, path_id(request, "inbox_id"))
+    return json_response(view)
+
+
+async def connection_test(adapter: ChannelAdapter, values: Mapping[str, Any]) -> ConnectionTest:
+    """Ask the channel's provider whether these settings work."""
+    if not isinstance(adapter, TestsConnection):
+        raise HTTPProblem(422, "invalid_field",
+                          f"channel: the {adapter.kind} channel has no connection to test")
+    try:
+        return ConnectionTest(ok=True, detail=await adapter.test_connection(values))
+    except ConnectFailed as exc:
+        return ConnectionTest(ok=False, detail=str(exc))
+
+
+async def test_inbox(ctx: WebContext, principal: Principal, inbox_id: int,
+                     settings: Mapping[str, Any] | None = None) -> ConnectionTest:
+    """Test an inbox's saved settings, with changes typed but not saved on top (admins)."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", "only admins test inboxes")
+    async with ctx.inbox.db.read() as session:
+        found = await inbox_settings(session, inbox_id, ctx.inbox.secrets)
+    if found is None:
+        raise not_found("inbox")
+    adapter = channel_adapter(ctx, found[0])
+    return await connection_test(adapter, checked_settings(adapter, settings or {}, found[1]))
+
+
+async def post_inbox_test(request: Request, principal: Principal) -> Response:
+    """Ask the provider whether the inbox's settings work (admin)."""
+    body = await parse_json(request, TestSettingsRequest)
+    return json_response(await test_inbox(web_context(request), principal,
+                                          path_id(request, "inbox_id"), body.settings))
+
+
+async def post_channel_test(request: Request, principal: Principal) -> Response:
+    """Ask a channel's provider whether settings work, before connecting an inbox (admin)."""
+    if not principal.is_admin:
+        raise HTTPProblem(403, "forbidden", "only admins connect inboxes")
+    ctx = web_context(request)
+    adapter = channel_adapter(ctx, str(request.path_params["channel"]))
+    body = await parse_json(request, TestSettingsRequest)
+    return json_response(await connection_test(adapter, checked_settings(adapter, body.settings)))
 
 
 async def inboxes(request: Request, principal: Principal) -> Response:
@@ -315,7 +455,7 @@ async def sync(request: Request, principal: Principal) -> Response:
     if not is_row_id(raw):
         raise HTTPProblem(404, "not_found", "no such inbox")
     async with ctx.inbox.db.read() as session:
-        found = await inbox_settings(session, int(raw))
+        found = await inbox_settings(session, int(raw), ctx.inbox.secrets)
         if found is None:
             raise HTTPProblem(404, "not_found", "no such inbox")
         folders = await sync_status(session, inbox_id=int(raw))
@@ -333,6 +473,15 @@ OPERATIONS: list[Operation] = [
          response=InboxDetail), authenticated(get_inbox)),
     (Doc("PATCH", "/api/v1/inboxes/{inbox_id:id}", "Rename an inbox or change its settings "
          "(admin)", UpdateInboxRequest, InboxView), authenticated(patch_inbox)),
+    (Doc("DELETE", "/api/v1/inboxes/{inbox_id:id}", "Delete an inbox: intake stops, its "
+         "conversations stay readable, the provider's set-up is undone (admin)",
+         response=DeletedInboxView), authenticated(remove_inbox)),
+    (Doc("POST", "/api/v1/inboxes/{inbox_id:id}/test", "Ask the provider whether the "
+         "inbox's settings (with unsaved changes on top) work (admin)", TestSettingsRequest,
+         ConnectionTest), authenticated(post_inbox_test)),
+    (Doc("POST", "/api/v1/channels/{channel:str}/test", "Ask a channel's provider whether "
+         "settings work, before connecting (admin)", TestSettingsRequest, ConnectionTest),
+     authenticated(post_channel_test)),
     (Doc("PUT", "/api/v1/inboxes/{inbox_id:id}/members", "Set an inbox's members (admin)",
          MembersRequest, status=204), authenticated(put_members)),
     (Doc("GET", "/api/v1/quarantine", "Messages kept aside unparsed (admin)",

@@ -483,7 +483,8 @@ async def _demo_inbox(ctx: WebContext) -> WidgetInbox | None:
     async with ctx.inbox.db.read() as db_session:
         rows = await inboxes_of_channel(db_session, "webchat")
     row = rows[0] if rows else None
-    return None if row is None else WidgetInbox(row.id or 0, row.name, dict(row.settings))
+    return None if row is None else WidgetInbox(row.id or 0, row.name,
+                                                ctx.inbox.secrets.open_settings(row.settings))
 
 
 _BASE = "/widget/api/{public_token:str}"
