@@ -63,7 +63,12 @@ class PermanentSendError(Exception):
 
 
 class TransientSendError(Exception):
-    """A failure worth retrying later (timeouts, rate limits, 5xx)."""
+    """A failure worth retrying later (timeouts, rate limits, 5xx); `retry_after`: how long
+    the provider asked to wait, in seconds."""
+
+    def __init__(self, reason: str, *, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class ChannelAdapter(Protocol):

@@ -7,6 +7,7 @@ import httpx
 from channels.api import ApiChannel
 from channels.base import ChannelAdapter
 from channels.email import EmailChannel
+from channels.telegram import TelegramChannel
 from channels.twilio import SmsChannel, WhatsAppChannel
 from channels.webchat import WebchatChannel
 from config import Settings
@@ -23,5 +24,7 @@ def build_channels(settings: Settings, http: httpx.AsyncClient) -> dict[str, Cha
                         max_media_bytes=settings.attachment_max_bytes),
         SmsChannel(http=http, public_url=settings.base_url,
                    max_media_bytes=settings.attachment_max_bytes),
+        TelegramChannel(http=http, public_url=settings.base_url,
+                        max_media_bytes=settings.attachment_max_bytes),
     ]
     return {adapter.kind: adapter for adapter in adapters}

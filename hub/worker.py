@@ -14,11 +14,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     RetryError,
     retry_if_exception_type,
     stop_after_attempt,
@@ -56,6 +57,22 @@ log = logging.getLogger("switchboard.worker")
 INBOUND_GROUP = "inbox"
 OUTBOUND_GROUP = "senders"
 SEND_ATTEMPTS = 5
+# The longest a provider's "retry after" is waited out inside one send (longer: failed).
+MAX_RETRY_AFTER_S = 60.0
+
+
+def honouring_retry_after(fallback: Callable[[RetryCallState], float]
+                          ) -> Callable[[RetryCallState], float]:
+    """A tenacity wait: what the provider asked for (TransientSendError.retry_after, at most
+    MAX_RETRY_AFTER_S), else the fallback's backoff."""
+
+    def wait(state: RetryCallState) -> float:
+        failed = state.outcome.exception() if state.outcome is not None else None
+        after = getattr(failed, "retry_after", None)
+        if isinstance(after, int | float) and after > 0:
+            return min(float(after), MAX_RETRY_AFTER_S)
+        return fallback(state)
+    return wait
 T = TypeVar("T")
 
 
@@ -79,7 +96,7 @@ class Worker:
         self.channels = channels
         self.name = name
         self.event_consumers = tuple(event_consumers)
-        self.send_wait = wait_exponential(multiplier=0.5, max=8)
+        self.send_wait = honouring_retry_after(wait_exponential(multiplier=0.5, max=8))
         self.load_file = attachment_loader(ctx.db)
         self.relay = Relay(ctx, owner=name)
 

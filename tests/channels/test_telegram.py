@@ -1,0 +1,231 @@
+"""Telegram: updates parsed from documented shapes; end to end through python-telegram-bot
+against a local Bot API - connect (setWebhook), updates in, replies out, blocked users,
+rate limits, deletion (deleteWebhook) and secrets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from channels.base import (
+    BadPayload,
+    PermanentSendError,
+    TransientSendError,
+    VerificationFailed,
+    WebhookRequest,
+)
+from channels.telegram import TelegramChannel
+from hub.types import Identity, InboundMessage, OutboundMessage
+from tests.fakes.telegram_server import BOT_TOKEN, FakeTelegram, private_message
+from tests.helpers import Stack, eventually, of_type
+from tests.web.test_inbox_secrets import _stored_settings
+
+FIXTURES = Path(__file__).with_name("fixtures") / "telegram"
+SECRET = "whsec_Tg-1234567890abcdef"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    """A local Bot API for the test."""
+    running = FakeTelegram()
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+def _request(body: bytes, token: str | None = SECRET) -> WebhookRequest:
+    headers = {"x-telegram-bot-api-secret-token": token} if token is not None else {}
+    return WebhookRequest(method="POST", url="https://sb.example/webhooks/telegram/7",
+                          headers=headers, body=body, inbox_id=7,
+                          inbox_settings={"webhook_secret": SECRET, "bot_token": BOT_TOKEN})
+
+
+def _channel(http: httpx.AsyncClient | None = None) -> TelegramChannel:
+    return TelegramChannel(http=http or httpx.AsyncClient(), public_url="https://sb.example",
+                           max_media_bytes=10_000_000)
+
+
+def _parse(name: str) -> list[InboundMessage]:
+    parsed = _channel().parse(_request((FIXTURES / name).read_bytes()))
+    assert all(isinstance(p, InboundMessage) for p in parsed)
+    return parsed  # type: ignore[return-value]
+
+
+def test_a_private_message_is_one_chat_message_of_the_telegram_user() -> None:
+    [start] = _parse("start_deep_link.json")
+    assert start.external_id == "4242:1" and start.thread_hint == "telegram:4242"
+    assert start.sender == Identity(kind="telegram", value="4242", display_name="Tom Keller")
+    assert start.metadata["start"] == "order-4411" and start.metadata["language"] == "de"
+    assert start.threading == "contact"
+    [text] = _parse("text.json")
+    assert text.text == "Hallo, wo ist meine Bestellung?" and text.in_reply_to == "4242:1"
+
+
+def test_files_are_named_for_the_worker_and_the_largest_photo_is_kept() -> None:
+    [photo] = _parse("photo.json")
+    assert photo.text == "the broken part"
+    assert photo.metadata["media_count"] == "1"
+    assert photo.metadata["media_0_file_id"] == "AgACAgQAAxkBAAIBlarge"
+    [document] = _parse("document.json")
+    assert (document.metadata["media_0_name"], document.metadata["media_0_type"]) == (
+        "invoice-4411.pdf", "application/pdf")
+    [voice] = _parse("voice.json")
+    assert voice.metadata["media_0_type"] == "audio/ogg"
+    [sticker] = _parse("sticker.json")
+    assert sticker.metadata["media_0_type"] == "image/webp"  # a still sticker is an image
+    [animated] = _parse("animated_sticker.json")
+    assert animated.text == "[sticker 🎉]" and "media_count" not in animated.metadata
+
+
+def test_locations_contacts_and_edits_are_words_the_agent_reads() -> None:
+    [location] = _parse("location.json")
+    assert location.text.startswith("Location: 52.52001, 13.40495 (https://www.openstreetmap")
+    [contact] = _parse("contact_own.json")
+    assert contact.text == "Shared contact: Tom Keller +4915112345678"
+    assert contact.metadata["shared_phone"] == "+4915112345678"
+    [edited] = _parse("edited.json")
+    # The edit is its own entry pointing at the original, which stays as received.
+    assert edited.metadata["edit_of"] == "4242:2"
+    assert edited.external_id == "4242:2:edit:1764840100"
+    assert edited.text == "[edited]\nHallo, wo ist meine Bestellung 4411?"
+
+
+def test_what_is_not_a_private_message_is_ignored_and_garbage_refused() -> None:
+    for name in ("group.json", "callback_query.json", "my_chat_member.json"):
+        assert _parse(name) == [], name
+    with pytest.raises(BadPayload, match="update_id"):
+        _channel().parse(_request(b'{"message": {}}'))
+    with pytest.raises(BadPayload, match="not JSON"):
+        _channel().parse(_request(b"<xml/>"))
+
+
+def test_the_secret_token_is_checked() -> None:
+    body = (FIXTURES / "text.json").read_bytes()
+    _channel().verify(_request(body))
+    for token in (None, "", "whsec_wrong", SECRET + "x"):
+        with pytest.raises(VerificationFailed) as refused:
+            _channel().verify(_request(body, token))
+        assert refused.value.status == 403
+
+
+def _outbound(text: str = "Ihre Bestellung <4411> & mehr") -> OutboundMessage:
+    return OutboundMessage(message_id=1, conversation_id=1, inbox_id=7, channel="telegram",
+                           recipient=Identity(kind="telegram", value="4242"), text=text,
+                           idempotency_key="k-1")
+
+
+async def test_send_escapes_and_maps_telegram_errors(fake: FakeTelegram) -> None:
+    settings = {"bot_token": BOT_TOKEN, "api_base_url": fake.url}
+    async with httpx.AsyncClient() as http:
+        channel = _channel(http)
+        receipt = await channel.send(_outbound(), settings)
+        assert receipt.external_id.startswith("4242:")
+        assert fake.sent[-1] == {"chat_id": 4242, "text": "Ihre Bestellung &lt;4411&gt; &amp; mehr",
+                                 "parse_mode": "HTML", "token": BOT_TOKEN}
+        fake.failures.append((403, "Forbidden: bot was blocked by the user", None))
+        with pytest.raises(PermanentSendError, match="bot was blocked by the user"):
+            await channel.send(_outbound(), settings)
+        fake.failures.append((429, "Too Many Requests: retry after 3", 3))
+        with pytest.raises(TransientSendError) as limited:
+            await channel.send(_outbound(), settings)
+        assert limited.value.retry_after == 3
+        with pytest.raises(PermanentSendError, match="bot token"):
+            await channel.send(_outbound(), {**settings, "bot_token": "1:" + "x" * 30})
+    assert BOT_TOKEN not in str(limited.value)
+
+
+async def _connect(stack: Stack, fake: FakeTelegram, **extra: Any) -> httpx.Response:
+    admin = await stack.login("admin")
+    return await admin.http.post("/api/v1/inboxes", json={
+        "name": "Telegram", "channel": "telegram",
+        "settings": {"bot_token": BOT_TOKEN, "api_base_url": fake.url, **extra}})
+
+
+async def _post(stack: Stack, inbox_id: int, update: dict[str, Any], secret: str
+                ) -> httpx.Response:
+    return await stack.client().post(
+        f"/webhooks/telegram/{inbox_id}", content=json.dumps(update).encode(),
+        headers={"X-Telegram-Bot-Api-Secret-Token": secret,
+                 "Content-Type": "application/json"})
+
+
+async def test_a_telegram_inbox_end_to_end(stack: Stack, fake: FakeTelegram) -> None:
+    admin = await stack.login("admin")
+    tested = await admin.http.post("/api/v1/channels/telegram/test", json={
+        "settings": {"bot_token": BOT_TOKEN, "api_base_url": fake.url}})
+    assert tested.json() == {"ok": True, "detail": "Connected as @shop_support_bot"}
+    wrong = await admin.http.post("/api/v1/channels/telegram/test", json={
+        "settings": {"bot_token": "123:" + "A" * 30, "api_base_url": fake.url}})
+    assert wrong.json()["ok"] is False and "does not know this bot token" in wrong.text
+    refused = await admin.http.post("/api/v1/inboxes", json={
+        "name": "Telegram", "channel": "telegram",
+        "settings": {"bot_token": "123:" + "A" * 30, "api_base_url": fake.url}})
+    assert refused.status_code == 422 and "does not know this bot token" in refused.text
+    assert [i["channel"] for i in (await admin.http.get("/api/v1/inboxes")).json()
+            ].count("telegram") == 0  # the refused inbox was removed again
+
+    made = await _connect(stack, fake)
+    assert made.status_code == 201, made.text
+    inbox_id = made.json()["id"]
+    [hook] = fake.webhooks.values()
+    assert hook["url"] == f"{stack.settings.base_url}/webhooks/telegram/{inbox_id}"
+    secret = str(hook["secret_token"])
+    assert len(secret) >= 32 and hook["allowed_updates"] == ["message", "edited_message"]
+    stored = await _stored_settings(stack, inbox_id)
+    assert BOT_TOKEN not in json.dumps(stored) and secret not in json.dumps(stored)
+    assert stored["bot_username"] == "shop_support_bot"
+    detail = await admin.http.get(f"/api/v1/inboxes/{inbox_id}")
+    assert BOT_TOKEN not in detail.text and secret not in detail.text
+    await admin.http.put(f"/api/v1/inboxes/{inbox_id}/members",
+                         json={"agent_ids": [stack.ids["alice"]]})
+
+    alice = await stack.login("alice")
+    socket = await alice.ws()
+    update = private_message(1, text="Hallo! Wo bleibt meine Bestellung?")
+    assert (await _post(stack, inbox_id, update, "not-the-secret")).status_code == 403
+    assert (await _post(stack, inbox_id, update, secret)).status_code == 202
+    assert (await _post(stack, inbox_id, update, secret)).status_code == 202  # a redelivery
+    created = await socket.wait_event(of_type("message.created", direction="in"))
+    message = created["event"]["message"]
+    assert message["text"] == "Hallo! Wo bleibt meine Bestellung?"
+    assert created["event"]["conversation"]["channel"] == "telegram"
+    conversation_id = created["event"]["conversation"]["id"]
+    items = (await alice.http.get(f"/api/v1/conversations/{conversation_id}/messages")
+             ).json()["items"]
+    assert [m["text"] for m in items] == ["Hallo! Wo bleibt meine Bestellung?"]  # once
+
+    reply = await alice.http.post(f"/api/v1/conversations/{conversation_id}/messages",
+                                  json={"text": "Sie ist unterwegs <heute>"})
+    assert reply.status_code == 201, reply.text
+    await eventually(lambda: _sent(fake, 1))
+    assert fake.sent[0]["chat_id"] == 4242
+    assert fake.sent[0]["text"] == "Sie ist unterwegs &lt;heute&gt;"
+
+    # A customer who blocked the bot: the reply fails with Telegram's reason.
+    fake.failures.append((403, "Forbidden: bot was blocked by the user", None))
+    blocked = await alice.http.post(f"/api/v1/conversations/{conversation_id}/messages",
+                                    json={"text": "Noch da?"})
+    failed = await socket.wait_event(lambda e: e["type"] == "message.status_changed"
+                                     and e["message"]["status"] == "failed", 20)
+    assert failed["event"]["message"]["id"] == blocked.json()["id"]
+    assert "bot was blocked by the user" in failed["event"]["message"]["status_reason"]
+
+    # Deleting the inbox removes the webhook at Telegram and stops intake.
+    gone = await admin.http.delete(f"/api/v1/inboxes/{inbox_id}")
+    assert gone.status_code == 200 and gone.json()["provider"] == (
+        "the provider's set-up was removed")
+    assert fake.webhooks == {} and len(fake.called("deleteWebhook")) == 1
+    later = private_message(2, text="Hallo?")
+    assert (await _post(stack, inbox_id, later, secret)).status_code == 404
+    await socket.close()
+
+
+async def _sent(fake: FakeTelegram, count: int) -> bool:
+    return len(fake.sent) >= count
