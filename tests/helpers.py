@@ -23,7 +23,7 @@ from config import Settings
 from inbox.agents import add_to_inbox, create_agent
 from inbox.db import Database
 from inbox.inboxes import create_inbox
-from tests.services import free_port
+from tests.services import LoopbackServer, free_port
 
 PASSWORD = "correct horse battery"
 SUPPORT_SECRET = "support-secret-0123456789"
@@ -54,22 +54,15 @@ class Receiver:
             return JSONResponse({"id": f"ext-{len(self.received)}"})
 
         app = Starlette(routes=[Route("/replies", replies, methods=["POST"])])
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self._task: asyncio.Task[None] | None = None
+        self._served = LoopbackServer(app, self.port)
 
     async def start(self) -> None:
         """Serve until stop()."""
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
+        await self._served.start()
 
     async def stop(self) -> None:
         """Stop serving."""
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._served.stop()
 
     async def wait(self, count: int, timeout: float = 15) -> None:
         """Wait until `count` replies arrived."""

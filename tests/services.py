@@ -58,6 +58,30 @@ def free_port() -> int:
 _live_redis: set[RedisServer] = set()
 
 
+class LoopbackServer:
+    """An ASGI app served by uvicorn on a loopback port, in the test's event loop (the local
+    stand-ins for providers and receivers)."""
+
+    def __init__(self, app: Any, port: int) -> None:
+        import uvicorn
+
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Serve until stop()."""
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop serving."""
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+
 @atexit.register
 def _kill_leftover_redis() -> None:
     """Kill Redis servers a crashed or careless test left running."""

@@ -16,13 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.services import free_port
+from tests.services import LoopbackServer, free_port
 
 BOT_TOKEN = "7101234567:AAHk2s9dQe1w3Zt0pLmNo4rStUvWxYz0AbC"
 BOT_ID = 7101234567
@@ -56,9 +55,7 @@ class FakeTelegram:
             Route("/bot{token}/{method}", self._method, methods=["GET", "POST"]),
             Route("/file/bot{token}/{path:path}", self._file, methods=["GET"]),
         ])
-        self._server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                     log_level="warning"))
-        self._task: asyncio.Task[None] | None = None
+        self._served = LoopbackServer(app, self.port)
         self._next_message_id = 1000
 
     @property
@@ -67,14 +64,12 @@ class FakeTelegram:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
+        """Serve until stop()."""
+        await self._served.start()
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        """Stop serving."""
+        await self._served.stop()
 
     def called(self, method: str) -> list[Call]:
         """The calls of one Bot API method, in order."""

@@ -19,7 +19,6 @@ from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -27,7 +26,7 @@ from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
 from hub.types import utcnow
-from tests.services import free_port
+from tests.services import LoopbackServer, free_port
 
 ACCOUNT_SID = "AC3f1e5b8c0d2a4e6f8091a2b3c4d5e6f7"
 AUTH_TOKEN = "9c1f0e8d7b6a5c4d3e2f1a0b9c8d7e6f"
@@ -77,10 +76,7 @@ class FakeTwilio:
             Route(API + "/Messages/{message}/Media/{media}", self._media, methods=["GET"]),
             Route("/media-store/{media}", self._store, methods=["GET"]),
         ])
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self._task: asyncio.Task[None] | None = None
+        self._served = LoopbackServer(app, self.port)
 
     @property
     def base_url(self) -> str:
@@ -94,15 +90,11 @@ class FakeTwilio:
 
     async def start(self) -> None:
         """Serve until stop()."""
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
+        await self._served.start()
 
     async def stop(self) -> None:
         """Stop serving."""
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._served.stop()
 
     async def __aenter__(self) -> FakeTwilio:
         await self.start()
