@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from channels.base import TestsConnection
 from inbox import admin, assign_actions
 from inbox.agents import Principal
 from inbox.assignment import drain_queue
@@ -35,14 +36,17 @@ from web.admin_ui import (
 from web.context import WebContext, web_context
 from web.http import HTTPProblem, path_id
 from web.inboxes import (
+    PROVIDER_UNDONE,
     InboxDetail,
     SettingView,
     change_inbox,
     channel_adapter,
     channel_views,
     connect_inbox,
+    delete_inbox,
     inbox_detail,
     settings_view,
+    test_inbox,
 )
 
 SETTING = "setting."
@@ -51,6 +55,10 @@ NOTICES = {
     "saved": "Saved.",
     "members": "Members saved: they see this inbox's conversations now.",
     "assignment": "Assignment settings saved.",
+    "deleted": "The inbox is deleted: nothing comes in or goes out any more; its "
+               "conversations stay readable.",
+    "deleted_here_only": "The inbox is deleted here, but its provider could not be told: "
+                         "remove the webhook in the provider's console.",
 }
 
 
@@ -172,8 +180,10 @@ async def inbox_page(ctx: WebContext, principal: Principal, inbox_id: int, statu
                     text="This inbox does not exist (any more).")
     async with ctx.inbox.db.read() as session:
         agents = await admin.list_agents(session, presence_seconds=ctx.settings.presence_seconds)
+    adapter = ctx.channels.get(detail.channel)
     return page("admin_inbox.html", status, csrf_token=principal.csrf_token, inbox=detail,
                 agents=agents, snippet=snippet(ctx, detail), shown=shown,
+                can_test=isinstance(adapter, TestsConnection),
                 channel_name=next((c.display_name for c in channel_views(ctx)
                                    if c.kind == detail.channel), detail.channel),
                 webhook_url=f"{ctx.settings.base_url.rstrip('/')}/webhooks/{detail.channel}/"
@@ -200,6 +210,41 @@ async def inbox_post(request: Request, principal: Principal, form: Form | None) 
         return await inbox_page(ctx, principal, inbox_id, exc.status,
                                 error=sentence(str(exc)), error_for="settings")
     return redirect(f"/admin/inboxes/{inbox_id}?done=saved")
+
+
+async def test_post(request: Request, principal: Principal, form: Form | None) -> Response:
+    """The settings form's "Test connection": what is typed, on top of what is saved."""
+    assert form is not None
+    ctx = web_context(request)
+    inbox_id = path_id(request, "inbox_id")
+    try:
+        detail = await form_act(inbox_detail(ctx, inbox_id))
+        typed = form_settings(form, detail.settings, new=False)
+        result = await form_act(test_inbox(ctx, principal, inbox_id, typed))
+    except FormError as exc:
+        return await inbox_page(ctx, principal, inbox_id, exc.status,
+                                error=sentence(str(exc)), error_for="settings")
+    if result.ok:
+        return await inbox_page(ctx, principal, inbox_id,
+                                notice=sentence(f"The connection works: {result.detail}"))
+    return await inbox_page(ctx, principal, inbox_id, error_for="settings",
+                            error=sentence(f"The provider refused: {result.detail}"))
+
+
+async def delete_post(request: Request, principal: Principal, form: Form | None) -> Response:
+    """Delete the inbox, once the admin ticked that they mean it."""
+    assert form is not None
+    ctx = web_context(request)
+    inbox_id = path_id(request, "inbox_id")
+    try:
+        if form_value(form, "confirm") != "1":
+            raise FormError("tick the box to confirm that intake stops for good")
+        deleted = await form_act(delete_inbox(ctx, principal, inbox_id))
+    except FormError as exc:
+        return await inbox_page(ctx, principal, inbox_id, exc.status,
+                                error=sentence(str(exc)), error_for="delete")
+    done = "deleted" if deleted.provider in (None, PROVIDER_UNDONE) else "deleted_here_only"
+    return redirect(f"/admin/inboxes/{inbox_id}?done={done}")
 
 
 async def members_post(request: Request, principal: Principal, form: Form | None) -> Response:
@@ -246,6 +291,8 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/inboxes/new", admin_page(new_inbox_get), methods=["GET"]),
     Route("/admin/inboxes", admin_page(new_inbox_post), methods=["POST"]),
     Route("/admin/inboxes/{inbox_id:id}", admin_page(inbox_get), methods=["GET"]),
+    Route("/admin/inboxes/{inbox_id:id}/test", admin_page(test_post), methods=["POST"]),
+    Route("/admin/inboxes/{inbox_id:id}/delete", admin_page(delete_post), methods=["POST"]),
     Route("/admin/inboxes/{inbox_id:id}", admin_page(inbox_post), methods=["POST"]),
     Route("/admin/inboxes/{inbox_id:id}/members", admin_page(members_post), methods=["POST"]),
     Route("/admin/inboxes/{inbox_id:id}/assignment", admin_page(assignment_post),

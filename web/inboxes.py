@@ -56,6 +56,7 @@ if TYPE_CHECKING:  # row types of what inbox/ returns; web/ never queries
     from inbox.models import Inbox
 
 log = logging.getLogger("switchboard.inboxes")
+PROVIDER_UNDONE = "the provider's set-up was removed"
 
 
 class InboxView(BaseModel):
@@ -314,7 +315,7 @@ async def delete_inbox(ctx: WebContext, principal: Principal, inbox_id: int) -> 
     if isinstance(adapter, Connects) and before.disconnected_at is None:
         try:
             await adapter.disconnect(inbox_id, found[1])
-            provider = "the provider's set-up was removed"
+            provider = PROVIDER_UNDONE
         except ConnectFailed as exc:
             log.warning("inbox %s deleted, but its provider set-up was not removed: %s",
                         inbox_id, exc)

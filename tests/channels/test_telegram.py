@@ -229,3 +229,38 @@ async def test_a_telegram_inbox_end_to_end(stack: Stack, fake: FakeTelegram) -> 
 
 async def _sent(fake: FakeTelegram, count: int) -> bool:
     return len(fake.sent) >= count
+
+
+async def test_the_admin_page_tests_and_deletes_a_telegram_inbox(
+    stack: Stack, fake: FakeTelegram,
+) -> None:
+    from tests.web.test_admin_pages import _form_login
+
+    made = await _connect(stack, fake)
+    inbox_id = made.json()["id"]
+    browser, csrf = await _form_login(stack, "admin")
+    shown = await browser.get(f"/admin/inboxes/{inbox_id}")
+    assert 'id="test-connection"' in shown.text and BOT_TOKEN not in shown.text
+    fields = {"csrf_token": csrf, "name": "Telegram", "setting.bot_token": "",
+              "setting.mode": "", "setting.bot_username": "shop_support_bot",
+              "setting.api_base_url": fake.url}
+    works = await browser.post(f"/admin/inboxes/{inbox_id}/test", data=fields)
+    assert works.status_code == 200
+    assert "The connection works: Connected as @shop_support_bot." in works.text
+    typo = await browser.post(f"/admin/inboxes/{inbox_id}/test", data={
+        **fields, "setting.bot_token": "123:" + "B" * 30})
+    assert "The provider refused: Telegram does not know this bot token" in typo.text
+    assert fake.webhooks  # testing changed nothing
+
+    unconfirmed = await browser.post(f"/admin/inboxes/{inbox_id}/delete",
+                                     data={"csrf_token": csrf})
+    assert unconfirmed.status_code == 422 and "Tick the box" in unconfirmed.text
+    deleted = await browser.post(f"/admin/inboxes/{inbox_id}/delete",
+                                 data={"csrf_token": csrf, "confirm": "1"})
+    assert deleted.status_code == 303
+    assert deleted.headers["location"] == f"/admin/inboxes/{inbox_id}?done=deleted"
+    after = await browser.get(deleted.headers["location"])
+    assert 'id="disconnected"' in after.text and "Delete inbox" not in after.text
+    assert fake.webhooks == {}
+    listing = await browser.get("/admin/inboxes")
+    assert ">deleted</span>" in listing.text
