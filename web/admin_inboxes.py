@@ -190,10 +190,23 @@ async def inbox_page(ctx: WebContext, principal: Principal, inbox_id: int, statu
                             f"{inbox_id}", **values)
 
 
+async def refused(ctx: WebContext, principal: Principal, inbox_id: int, exc: FormError,
+                  section: str) -> Response:
+    """The inbox page again, the refusal shown in the section whose form was sent."""
+    return await inbox_page(ctx, principal, inbox_id, exc.status, error=sentence(str(exc)),
+                            error_for=section)
+
+
 async def inbox_get(request: Request, principal: Principal, form: Form | None) -> Response:
     ctx = web_context(request)
     done = NOTICES.get(request.query_params.get("done", ""))
     return await inbox_page(ctx, principal, path_id(request, "inbox_id"), notice=done)
+
+
+async def typed_settings(ctx: WebContext, inbox_id: int, form: Form) -> dict[str, Any]:
+    """The settings typed into an existing inbox's form (FormError when there is no inbox)."""
+    detail = await form_act(inbox_detail(ctx, inbox_id))
+    return form_settings(form, detail.settings, new=False)
 
 
 async def inbox_post(request: Request, principal: Principal, form: Form | None) -> Response:
@@ -202,13 +215,11 @@ async def inbox_post(request: Request, principal: Principal, form: Form | None) 
     ctx = web_context(request)
     inbox_id = path_id(request, "inbox_id")
     try:
-        detail = await form_act(inbox_detail(ctx, inbox_id))
-        typed = form_settings(form, detail.settings, new=False)
+        typed = await typed_settings(ctx, inbox_id, form)
         await form_act(change_inbox(ctx, principal, inbox_id, name=form_value(form, "name"),
                                     settings=typed))
     except FormError as exc:
-        return await inbox_page(ctx, principal, inbox_id, exc.status,
-                                error=sentence(str(exc)), error_for="settings")
+        return await refused(ctx, principal, inbox_id, exc, "settings")
     return redirect(f"/admin/inboxes/{inbox_id}?done=saved")
 
 
@@ -218,12 +229,10 @@ async def test_post(request: Request, principal: Principal, form: Form | None) -
     ctx = web_context(request)
     inbox_id = path_id(request, "inbox_id")
     try:
-        detail = await form_act(inbox_detail(ctx, inbox_id))
-        typed = form_settings(form, detail.settings, new=False)
+        typed = await typed_settings(ctx, inbox_id, form)
         result = await form_act(test_inbox(ctx, principal, inbox_id, typed))
     except FormError as exc:
-        return await inbox_page(ctx, principal, inbox_id, exc.status,
-                                error=sentence(str(exc)), error_for="settings")
+        return await refused(ctx, principal, inbox_id, exc, "settings")
     if result.ok:
         return await inbox_page(ctx, principal, inbox_id,
                                 notice=sentence(f"The connection works: {result.detail}"))
@@ -241,8 +250,7 @@ async def delete_post(request: Request, principal: Principal, form: Form | None)
             raise FormError("tick the box to confirm that intake stops for good")
         deleted = await form_act(delete_inbox(ctx, principal, inbox_id))
     except FormError as exc:
-        return await inbox_page(ctx, principal, inbox_id, exc.status,
-                                error=sentence(str(exc)), error_for="delete")
+        return await refused(ctx, principal, inbox_id, exc, "delete")
     done = "deleted" if deleted.provider in (None, PROVIDER_UNDONE) else "deleted_here_only"
     return redirect(f"/admin/inboxes/{inbox_id}?done={done}")
 
@@ -256,8 +264,7 @@ async def members_post(request: Request, principal: Principal, form: Form | None
         ids = form_ids(form, "agent_ids")
         await form_act(set_members_checked(ctx, inbox_id, ids))
     except FormError as exc:
-        return await inbox_page(ctx, principal, inbox_id, exc.status,
-                                error=sentence(str(exc)), error_for="members")
+        return await refused(ctx, principal, inbox_id, exc, "members")
     return redirect(f"/admin/inboxes/{inbox_id}?done=members#members")
 
 
@@ -281,8 +288,7 @@ async def assignment_post(
             assignment_policy=form_value(form, "assignment_policy") or "round_robin",
             requeue_on_offline=form_value(form, "requeue_on_offline") == "1"))
     except FormError as exc:
-        return await inbox_page(ctx, principal, inbox_id, exc.status,
-                                error=sentence(str(exc)), error_for="assignment")
+        return await refused(ctx, principal, inbox_id, exc, "assignment")
     return redirect(f"/admin/inboxes/{inbox_id}?done=assignment#assignment")
 
 
