@@ -31,6 +31,9 @@ class WebhookRequest:
     body: bytes
     inbox_id: int
     inbox_settings: Mapping[str, Any]
+    # For channels that share one webhook among accounts (SharesWebhooks): account id ->
+    # inbox id of the inboxes this request may deliver for.
+    routes: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,27 @@ class Acknowledges(Protocol):
 
     def acknowledge(self, request: WebhookRequest, parsed: Parsed) -> Acknowledgement:
         """The answer to a verified, parsed, durably accepted webhook."""
+
+
+@runtime_checkable
+class AnswersChallenge(Protocol):
+    """Optional: channels whose provider proves a webhook URL with a GET first (Meta's
+    hub.challenge handshake)."""
+
+    def challenge(self, request: WebhookRequest) -> Acknowledgement:
+        """The answer to the provider's GET; raise VerificationFailed when it is not ours."""
+
+
+@runtime_checkable
+class SharesWebhooks(Protocol):
+    """Optional: channels whose provider sends the events of several accounts (pages) to one
+    webhook URL: each event goes to the inbox of its account."""
+
+    def webhook_routes(
+        self, this: Mapping[str, Any], inboxes: Mapping[int, Mapping[str, Any]]
+    ) -> dict[str, int]:
+        """Account id -> inbox id, among `inboxes` (this channel's, by id), of those a webhook
+        verified with the settings `this` may deliver for."""
 
 
 class PollerState(Protocol):

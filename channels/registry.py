@@ -7,6 +7,7 @@ import httpx
 from channels.api import ApiChannel
 from channels.base import ChannelAdapter
 from channels.email import EmailChannel
+from channels.meta import InstagramChannel, MessengerChannel
 from channels.telegram import TelegramChannel
 from channels.twilio import SmsChannel, WhatsAppChannel
 from channels.webchat import WebchatChannel
@@ -26,5 +27,7 @@ def build_channels(settings: Settings, http: httpx.AsyncClient) -> dict[str, Cha
                    max_media_bytes=settings.attachment_max_bytes),
         TelegramChannel(http=http, public_url=settings.base_url,
                         max_media_bytes=settings.attachment_max_bytes),
+        MessengerChannel(http=http, max_media_bytes=settings.attachment_max_bytes),
+        InstagramChannel(http=http, max_media_bytes=settings.attachment_max_bytes),
     ]
     return {adapter.kind: adapter for adapter in adapters}

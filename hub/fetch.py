@@ -150,3 +150,25 @@ def build_http(policy: FetchPolicy, *, timeout: httpx.Timeout | None = None,
         timeout=timeout or httpx.Timeout(10.0, connect=5.0),
         follow_redirects=False, max_redirects=max_redirects, trust_env=False,
     )
+
+
+class TooLarge(ValueError):
+    """A response body beyond the size the caller accepts."""
+
+
+async def bounded_body(response: httpx.Response, max_bytes: int) -> bytes:
+    """A streamed response's body, refused (TooLarge) as soon as it passes `max_bytes`:
+    a declared Content-Length over the bound is refused before reading, a lying one changes
+    nothing."""
+    too_big = f"the file is larger than the {max_bytes} byte limit"
+    length = response.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_bytes:
+        raise TooLarge(too_big)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(too_big)
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -35,6 +35,9 @@ class Capabilities:
     templates: bool = False
     read_receipts: bool = False
     reply_window_hours: int | None = None
+    # A longer window an inbox may switch on with a setting of its own (Messenger's
+    # HUMAN_AGENT tag: 7 days): (setting name, hours).
+    extended_window: tuple[str, int] | None = None
     max_text: int = 20_000
     max_attachments: int = 10  # files one reply may carry (with `attachments`)
 

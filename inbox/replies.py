@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -142,6 +142,9 @@ def _channel_allows(
     if len(request.text) > can.max_text:
         raise Refused(f"a {name} message may have at most {can.max_text} characters")
     hours = can.reply_window_hours
+    if can.extended_window is not None and _switched_on(
+            target.inbox_settings.get(can.extended_window[0])):
+        hours = can.extended_window[1]
     if request.template is None and hours is not None:
         closes_at = (target.created_at if target.last_in_at is None
                      else target.last_in_at + timedelta(hours=hours))
@@ -221,6 +224,7 @@ class _Target:
     answers: str | None
     references: list[str]
     disconnected: bool = False
+    inbox_settings: dict[str, Any] = field(default_factory=dict)
 
     def as_conversation(self) -> Conversation:
         """A detached conversation row with what notifications read of it."""
@@ -260,6 +264,7 @@ async def _target(
     query = (
         select(
             *c.columns, col(Inbox.channel), col(Inbox.disconnected_at),
+            col(Inbox.settings).label("inbox_settings"),
             col(Contact.name).label("contact_name"),
             col(ContactIdentity.kind).label("identity_kind"),
             col(ContactIdentity.value).label("identity_value"),
@@ -304,7 +309,13 @@ async def _target(
         last_in_at=row.last_in_at, answers=row.answers,
         references=[str(r) for r in meta.get("references", [])],
         disconnected=row.disconnected_at is not None,
+        inbox_settings=_json(row.inbox_settings) or {},
     )
+
+
+def _switched_on(value: Any) -> bool:
+    """A yes/no inbox setting as forms and the API give it."""
+    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _json(value: Any) -> Any:

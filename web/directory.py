@@ -65,6 +65,11 @@ class InboxDirectory:
         await self._fresh(missing=inbox_id not in self._by_id)
         return self._by_id.get(inbox_id)
 
+    async def of_channel(self, channel: str) -> list[KnownInbox]:
+        """Every connected inbox of one channel."""
+        await self._fresh(missing=False)
+        return [inbox for inbox in self._by_id.values() if inbox.channel == channel]
+
     async def widget(self, public_token: str) -> KnownInbox | None:
         """The webchat inbox of a widget's public token, or None."""
         await self._fresh(missing=public_token not in self._by_widget_token)

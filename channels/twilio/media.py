@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from hub.fetch import TargetRefused
+from hub.fetch import TargetRefused, TooLarge, bounded_body
 from hub.types import AttachmentRef, AttachmentRefused, InboundMessage, StoreAttachment
 
 log = logging.getLogger("switchboard.channels.twilio")
@@ -151,18 +151,10 @@ async def _get(
         if served and served not in (declared, "application/octet-stream") \
                 and served not in ALLOWED_TYPES:
             raise _Refused(f"the file was served as {served}, which is not accepted")
-        length = response.headers.get("content-length", "")
-        too_big = f"the file is larger than the {max_bytes} byte limit"
-        if length.isdigit() and int(length) > max_bytes:
-            raise _Refused(too_big)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > max_bytes:  # stop reading at once: a lying Content-Length changes nothing
-                raise _Refused(too_big)
-            chunks.append(chunk)
-    return b"".join(chunks)
+        try:
+            return await bounded_body(response, max_bytes)
+        except TooLarge as exc:
+            raise _Refused(str(exc)) from None
 
 
 def _filename(url: str, index: int, content_type: str) -> str:
