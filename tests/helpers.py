@@ -293,6 +293,22 @@ async def eventually(check: Callable[[], Any], timeout: float = 15, interval: fl
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
+async def opened_settings(stack: Stack, inbox_id: int) -> dict[str, Any]:
+    """An inbox's settings as the adapters get them: secrets opened with the stack's key."""
+    from hub.secrets import secret_box
+    from inbox.inboxes import inbox_settings
+
+    db = Database(stack.settings.sqlalchemy_url)
+    box = secret_box(stack.settings.secret_key.get_secret_value(), stack.settings.data_dir)
+    try:
+        async with db.read() as session:
+            found = await inbox_settings(session, inbox_id, box)
+    finally:
+        await db.close()
+    assert found is not None, f"no inbox {inbox_id}"
+    return found[1]
+
+
 async def count_rows(stack: Stack, model: type, *where: object) -> int:
     """How many rows of a table match, read straight from the stack's database."""
     from sqlalchemy import func

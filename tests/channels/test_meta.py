@@ -35,9 +35,9 @@ from tests.fakes.meta_server import (
     signature,
     text_event,
 )
-from tests.helpers import Stack, eventually, of_type
+from tests.helpers import Stack, eventually, of_type, opened_settings
 
-FIXTURES = Path(__file__).with_name("fixtures") / "meta"
+FIXTURES = Path(__file__).with_name("fixtures")
 ADA = "6001234567890123"
 GRACE = "17850000000000002"
 
@@ -75,43 +75,44 @@ def _parse(name: str, channel: MessengerChannel | InstagramChannel | None = None
 
 
 def test_messages_postbacks_and_quick_replies() -> None:
-    [text] = _parse("messenger_text_quick_reply.json")
+    [text] = _parse("messenger/text_quick_reply.json")
     assert isinstance(text, InboundMessage) and text.inbox_id == 7
     assert text.text == "Track my order" and text.metadata["quick_reply"] == "TRACK_ORDER"
     assert text.sender == Identity(kind="messenger", value=ADA)
     assert text.external_id.startswith("m_AG5Hz2")
-    [image] = _parse("messenger_image.json")
+    [image] = _parse("messenger/image.json")
     assert isinstance(image, InboundMessage) and image.metadata["media_count"] == "1"
     assert image.metadata["media_0_url"].startswith("https://scontent.xx.fbcdn.net/")
-    [button] = _parse("messenger_postback.json")
+    [button] = _parse("messenger/postback.json")
     assert isinstance(button, InboundMessage)
     assert (button.text, button.metadata["postback"], button.external_id) == (
         "Get Started", "GET_STARTED", "m_pb1")
 
 
 def test_deliveries_become_states_and_echoes_reactions_watermarks_are_left_out() -> None:
-    delivered = _parse("messenger_delivery.json")
+    delivered = _parse("messenger/delivery.json")
     assert [(s.external_id, s.status) for s in delivered if isinstance(s, StatusUpdate)] == [
         ("m_out1", "delivered"), ("m_out2", "delivered")]
-    for name in ("messenger_echo.json", "messenger_read.json", "messenger_reaction.json"):
+    for name in ("messenger/ignored_echo.json", "messenger/ignored_read_watermark.json",
+                 "messenger/ignored_reaction.json"):
         assert _parse(name) == [], name
     instagram = InstagramChannel(http=httpx.AsyncClient(), max_media_bytes=1_000_000)
-    [read] = _parse("instagram_read.json", instagram)
+    [read] = _parse("instagram/read.json", instagram)
     assert isinstance(read, StatusUpdate) and read.status == "read"
 
 
 def test_instagram_story_replies_and_mentions_show_their_link() -> None:
     instagram = InstagramChannel(http=httpx.AsyncClient(), max_media_bytes=1_000_000)
-    [reply] = _parse("instagram_story_reply.json", instagram)
+    [reply] = _parse("instagram/story_reply.json", instagram)
     assert isinstance(reply, InboundMessage) and reply.sender.kind == "instagram"
     assert reply.text.splitlines() == [
         "Replied to your story: https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17950"
         "&signature=abc", "Love this one!"]
-    [mention] = _parse("instagram_story_mention.json", instagram)
+    [mention] = _parse("instagram/story_mention.json", instagram)
     assert isinstance(mention, InboundMessage)
     assert mention.text.startswith("Mentioned you in their story: https://lookaside")
     with pytest.raises(BadPayload, match="expected 'instagram'"):
-        _parse("messenger_text_quick_reply.json", instagram)
+        _parse("messenger/text_quick_reply.json", instagram)
 
 
 def test_each_entry_goes_to_its_pages_inbox_among_those_of_the_same_app() -> None:
@@ -121,14 +122,14 @@ def test_each_entry_goes_to_its_pages_inbox_among_those_of_the_same_app() -> Non
         7: mine, 8: {"page_id": "999000111222333", "app_secret": APP_SECRET},
         9: {"page_id": "555000111222333", "app_secret": "another-apps-secret"}})
     assert routes == {PAGE_ID: 7, "999000111222333": 8}
-    parsed = _parse("two_pages.json", routes=routes)
+    parsed = _parse("messenger/two_pages.json", routes=routes)
     assert [(m.inbox_id, m.text) for m in parsed if isinstance(m, InboundMessage)] == [
         (7, "for page one"), (8, "for page two")]  # the other app's page is dropped
 
 
 def test_signature_and_handshake_are_checked_in_constant_time() -> None:
     channel = _messenger()
-    body = (FIXTURES / "messenger_text_quick_reply.json").read_bytes()
+    body = (FIXTURES / "messenger/text_quick_reply.json").read_bytes()
     channel.verify(_request(body))
     for wrong in ("", "sha256=00", signature(body, "another-secret"), signature(body + b" ")):
         with pytest.raises(VerificationFailed) as refused:
@@ -202,17 +203,7 @@ async def test_a_messenger_inbox_end_to_end(stack: Stack, graph: FakeGraph) -> N
                          json={"agent_ids": [stack.ids["alice"]]})
 
     # Meta's handshake: the verify token (generated, never shown) is echoed once it matches.
-    db = Database(stack.settings.sqlalchemy_url)
-    try:
-        async with db.read() as session:
-            from inbox.context import InboxContext
-            from inbox.inboxes import inbox_settings
-            ctx = InboxContext(settings=stack.settings, db=db, bus=None)  # type: ignore[arg-type]
-            found = await inbox_settings(session, inbox_id, ctx.secrets)
-    finally:
-        await db.close()
-    assert found is not None
-    verify_token = found[1]["verify_token"]
+    verify_token = (await opened_settings(stack, inbox_id))["verify_token"]
     hook = f"/webhooks/messenger/{inbox_id}"
     answer = await stack.client().get(hook, params={
         "hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": "8521"})

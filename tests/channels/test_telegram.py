@@ -98,7 +98,8 @@ def test_locations_contacts_and_edits_are_words_the_agent_reads() -> None:
 
 
 def test_what_is_not_a_private_message_is_ignored_and_garbage_refused() -> None:
-    for name in ("group.json", "callback_query.json", "my_chat_member.json"):
+    for name in ("ignored_group.json", "ignored_callback_query.json",
+                 "ignored_my_chat_member.json"):
         assert _parse(name) == [], name
     with pytest.raises(BadPayload, match="update_id"):
         _channel().parse(_request(b'{"message": {}}'))

@@ -22,7 +22,7 @@ from channels.webchat import (
     read_token,
 )
 from config import Settings
-from tests.helpers import Stack, eventually, of_type, running_stack
+from tests.helpers import Stack, eventually, of_type, opened_settings, running_stack
 
 SITE = "https://shop.example"
 
@@ -35,20 +35,7 @@ async def _widget(stack: Stack, **settings: Any) -> dict[str, Any]:
     inbox_id = created.json()["id"]
     await admin.http.put(f"/api/v1/inboxes/{inbox_id}/members",
                          json={"agent_ids": [stack.ids["alice"]]})
-    db_settings = await _settings_of(stack, inbox_id)
-    return {"id": inbox_id, **db_settings}
-
-
-async def _settings_of(stack: Stack, inbox_id: int) -> dict[str, Any]:
-    from inbox.db import Database
-    from inbox.models import Inbox
-
-    db = Database(stack.settings.sqlalchemy_url)
-    try:
-        async with db.read() as session:
-            return dict((await session.get_one(Inbox, inbox_id)).settings)
-    finally:
-        await db.close()
+    return {"id": inbox_id, **await opened_settings(stack, inbox_id)}
 
 
 class VisitorClient:
