@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -40,6 +40,15 @@ class Capabilities:
     extended_window: tuple[str, int] | None = None
     max_text: int = 20_000
     max_attachments: int = 10  # files one reply may carry (with `attachments`)
+
+    def window_hours(self, inbox_settings: Mapping[str, Any]) -> int | None:
+        """The reply window of an inbox of this channel: the longer one where the inbox
+        switched it on (a yes/no setting as forms and the API give it)."""
+        if self.extended_window is not None:
+            value = inbox_settings.get(self.extended_window[0])
+            if value is True or str(value).strip().lower() in ("1", "true", "yes", "on"):
+                return self.extended_window[1]
+        return self.reply_window_hours
 
 
 @dataclass(frozen=True)

@@ -141,10 +141,7 @@ def _channel_allows(
         raise Refused(f"a {name} message carries at most {can.max_attachments} attachment(s)")
     if len(request.text) > can.max_text:
         raise Refused(f"a {name} message may have at most {can.max_text} characters")
-    hours = can.reply_window_hours
-    if can.extended_window is not None and _switched_on(
-            target.inbox_settings.get(can.extended_window[0])):
-        hours = can.extended_window[1]
+    hours = can.window_hours(target.inbox_settings)
     if request.template is None and hours is not None:
         closes_at = (target.created_at if target.last_in_at is None
                      else target.last_in_at + timedelta(hours=hours))
@@ -311,11 +308,6 @@ async def _target(
         disconnected=row.disconnected_at is not None,
         inbox_settings=_json(row.inbox_settings) or {},
     )
-
-
-def _switched_on(value: Any) -> bool:
-    """A yes/no inbox setting as forms and the API give it."""
-    return value is True or str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _json(value: Any) -> Any:

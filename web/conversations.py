@@ -15,7 +15,8 @@ from hub.types import RowId
 from inbox import actions, assign_actions, labels, queries, replies, viewers
 from inbox.agents import Principal
 from inbox.conversation_moves import merge_conversations
-from web.context import web_context
+from web.context import WebContext, web_context
+from web.directory import DirectoryUnavailable
 from web.http import (
     HTTPProblem,
     Operation,
@@ -110,6 +111,19 @@ async def list_conversations(request: Request, principal: Principal) -> Response
     return json_response(ConversationPage(items=items, next_cursor=cursor))
 
 
+async def window_hours(ctx: WebContext, channel: str, inbox_id: int) -> int | None:
+    """How long after the customer's last message free text may go out on this inbox: the
+    channel's window, or its longer one where the inbox switched that on."""
+    can = ctx.inbox.channel(channel).capabilities
+    if can.extended_window is None:
+        return can.reply_window_hours
+    try:
+        found = await ctx.directory.get(inbox_id)
+    except DirectoryUnavailable:
+        found = None
+    return can.window_hours(found.settings if found is not None else {})
+
+
 async def get_conversation(request: Request, principal: Principal) -> Response:
     """One conversation; on channels with a reply window, when it closes."""
     ctx = web_context(request)
@@ -118,8 +132,8 @@ async def get_conversation(request: Request, principal: Principal) -> Response:
         view = await queries.get_conversation(
             session, principal, int(request.path_params["conversation_id"])
         )
-        hours = (ctx.inbox.channel(view.channel).capabilities.reply_window_hours
-                 if view is not None else None)
+        hours = await window_hours(ctx, view.channel, view.inbox_id) \
+            if view is not None else None
         if view is not None and hours is not None:
             closes_at = await queries.reply_window_closes_at(
                 session, conversation_id=view.id, opened_at=view.created_at, hours=hours

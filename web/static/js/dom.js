@@ -34,6 +34,11 @@ export function el(tag, props = {}, ...children) {
   return node;
 }
 
+/** A channel's mark: a small coloured badge, its name said to screen readers and on hover. */
+export function channelBadge(kind, mark, name) {
+  return el("span", { class: `channel-mark channel-${kind}`, title: name, role: "img", "aria-label": name }, mark);
+}
+
 export function formatTime(iso) {
   if (!iso) return "";
   const at = new Date(iso);

@@ -1,9 +1,9 @@
 // The conversation list: load, page, apply changes, render.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { $, el, elements, formatTime, toast } from "./dom.js";
+import { $, channelBadge, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { PRIORITY_WORDS, STATUS_WORDS, agentName, contactName, emit, inboxName, listQuery, on, saveFilter, sortList, state } from "./state.js";
+import { PRIORITY_WORDS, STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, inboxName, listQuery, on, saveFilter, sortList, state } from "./state.js";
 
 // The page's elements this view works with, found once.
 const ui = elements({
@@ -106,6 +106,7 @@ export function unselect(ids) {
 
 export function makeRow(id) {
   const parts = {
+    channel: el("span", { class: "channel-slot" }),
     name: el("span", { class: "name" }),
     time: el("time", { class: "time" }),
     preview: el("span", { class: "preview" }),
@@ -122,7 +123,7 @@ export function makeRow(id) {
   };
   // Open at once on click; the hashchange that follows finds it already open.
   const link = el("a", { class: "conversation", href: `#/conversations/${id}`, onclick: () => emit("open", id) },
-    el("div", { class: "row-top" }, parts.name, parts.badge, parts.time),
+    el("div", { class: "row-top" }, parts.channel, parts.name, parts.badge, parts.time),
     el("div", { class: "row-preview" }, parts.preview),
     el("div", { class: "row-meta" }, parts.inbox, parts.assignee, parts.status, parts.priority, parts.labels));
   const li = el("li", { class: "conversation-row", dataset: { id: String(id) } }, parts.check, link);
@@ -132,6 +133,11 @@ export function makeRow(id) {
 export function fillRow(row, conversation) {
   const { parts, li } = row;
   parts.name.textContent = contactName(conversation);
+  if (parts.channel.dataset.kind !== conversation.channel) {
+    parts.channel.dataset.kind = conversation.channel;
+    parts.channel.replaceChildren(channelBadge(conversation.channel, channelMark(conversation.channel),
+      channelName(conversation.channel)));
+  }
   parts.time.textContent = formatTime(conversation.last_activity_at);
   parts.time.setAttribute("datetime", conversation.last_activity_at);
   parts.preview.textContent = conversation.last_message_preview || conversation.subject || "";

@@ -12,6 +12,7 @@ import { focusSearch, init as initSearch } from "./search.js";
 import { assignMe, currentStatus, focusReply, loadOlder, markRead, openSnooze, reopen, resolve, setMode, signalTyping, snooze, snoozeUntil, stopTyping, unassign } from "./thread.js";
 import { init as initComposer, send } from "./composer.js";
 import { init as initViewers } from "./viewers.js";
+import { init as initReplyWindow } from "./reply-window.js";
 import { init as initConversationMeta } from "./conversation-meta.js";
 import { init as initContact, renderContact } from "./contact.js";
 import { route, showPane } from "./nav.js";
@@ -146,6 +147,7 @@ export async function start() {
   initSearch();
   initComposer();
   initViewers();
+  initReplyWindow();
   initConversationMeta();
   initContact();
   connect();

@@ -122,6 +122,12 @@ const CHANNEL_NAMES = {
   telegram: "Telegram", messenger: "Messenger", instagram: "Instagram",
 };
 export const channelName = (kind) => CHANNEL_NAMES[kind] || kind;
+// The short mark of a channel on every conversation and message (coloured by app.css).
+const CHANNEL_MARKS = {
+  api: "API", email: "@", sms: "SMS", whatsapp: "WA", webchat: "Web",
+  telegram: "TG", messenger: "FB", instagram: "IG",
+};
+export const channelMark = (kind) => CHANNEL_MARKS[kind] || String(kind || "?").slice(0, 3).toUpperCase();
 export const contactName = (conversation) => conversation.contact_name || "Unknown contact";
 export const newerFirst = (a, b) => Date.parse(b.last_activity_at) - Date.parse(a.last_activity_at) || b.id - a.id;
 

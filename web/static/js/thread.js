@@ -1,9 +1,9 @@
 // The open conversation: thread, header, typing, actions.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { el, elements, formatTime, toast } from "./dom.js";
+import { channelBadge, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, channelName, contactName, emit, headerRendered, inboxName, meId, on, state, upsertConversation } from "./state.js";
+import { STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, headerRendered, inboxName, meId, on, state, upsertConversation } from "./state.js";
 
 export { onThreadChange } from "./state.js";
 
@@ -154,6 +154,7 @@ export function renderThreadHeader() {
 }
 
 export const messageRows = new Map(); // id -> li
+const INLINE_IMAGES = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
 
 export function messageElement(message) {
   const when = el("time", { datetime: message.accepted_at }, formatTime(message.accepted_at));
@@ -166,7 +167,12 @@ export function messageElement(message) {
     ? contactName((open && open.conversation) || {})
     : agentName(message.agent_id) || "Switchboard";
   const label = message.kind === "note" ? `Note · ${author}` : author;
+  const conversation = (open && open.conversation) || {};
   const meta = el("div", { class: "meta" }, when);
+  if (message.kind === "message" && conversation.channel) {
+    meta.prepend(channelBadge(conversation.channel, channelMark(conversation.channel),
+      channelName(conversation.channel)), " ");
+  }
   if (message.kind === "message" && message.direction === "in") {
     meta.append(" · ", el("button", {
       type: "button", class: "link split-message", title: "Move this message into a conversation of its own",
@@ -179,9 +185,15 @@ export function messageElement(message) {
       meta.append(" ", el("span", { class: "delivery-reason" }, `(${message.status_reason})`));
     }
   }
-  const files = (message.attachments || []).map((file) =>
-    el("li", {}, el("a", { href: `/api/v1/attachments/${encodeURIComponent(file.id)}`, target: "_blank", rel: "noopener" },
-      file.filename || "attachment")));
+  const files = (message.attachments || []).map((file) => {
+    const href = `/api/v1/attachments/${encodeURIComponent(file.id)}`;
+    const name = file.filename || "attachment";
+    // Plain images are shown (the server serves only these inline); anything else is a link.
+    const shown = INLINE_IMAGES.has(file.content_type)
+      ? el("img", { src: href, alt: name, loading: "lazy", class: "attachment-image" })
+      : name;
+    return el("li", {}, el("a", { href, target: "_blank", rel: "noopener", title: name }, shown));
+  });
   const classes = ["msg", message.direction === "in" ? "in" : "out"];
   if (message.kind === "note") classes.push("note");
   const formatted = Boolean(message.html) && message.direction === "in";
