@@ -14,6 +14,7 @@ waited out as Telegram's `retry_after` says. python-telegram-bot is the client.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from collections.abc import Mapping
@@ -31,7 +32,15 @@ from channels.base import (
     VerificationFailed,
     WebhookRequest,
 )
-from channels.telegram.bot import api_base, bot, connect_error, escaped, send_error
+from channels.telegram.bot import (
+    UpdatesFailed,
+    api_base,
+    bot,
+    connect_error,
+    escaped,
+    raw_updates,
+    send_error,
+)
 from channels.telegram.updates import parse_update
 from hub.security import constant_time_equal
 from hub.types import (
@@ -192,29 +201,28 @@ class TelegramChannel:
         An inbox in webhook mode runs nothing here."""
         if str(inbox_settings.get("mode") or "webhook") != "polling":
             await asyncio.Event().wait()  # nothing to poll; stopped with the inbox
-        client = bot(inbox_settings, self._http)
         saved = await state.load("updates") or {}
         offset = int(saved.get("offset", 0))
         delay = 1.0
         while True:
             try:
-                updates = await client.get_updates(
-                    offset=offset or None, timeout=POLL_SECONDS,
-                    allowed_updates=ALLOWED_UPDATES)
+                updates = await raw_updates(inbox_settings, self._http, offset=offset,
+                                            poll_seconds=POLL_SECONDS, allowed=ALLOWED_UPDATES)
                 delay = 1.0
-            except TelegramError as exc:
-                log.warning("telegram inbox %s: getUpdates failed: %s", inbox_id, exc.message)
+            except UpdatesFailed as exc:
+                log.warning("telegram inbox %s: getUpdates failed: %s", inbox_id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60.0)
                 continue
-            for update in updates:
-                raw = update.to_json().encode()
+            for update in updates if isinstance(updates, list) else []:
+                raw = json.dumps(update).encode()
                 try:
                     for item in parse_update(raw, channel=self.kind, inbox_id=inbox_id):
                         await emit(item)
                 except ValueError as exc:
                     await state.quarantine(f"telegram update: {exc}", raw)
-                offset = update.update_id + 1
+                if isinstance(update, dict) and isinstance(update.get("update_id"), int):
+                    offset = max(offset, update["update_id"] + 1)
             if updates:
                 await state.save("updates", {"offset": offset})
 

@@ -124,3 +124,31 @@ def connect_error(exc: TelegramError) -> ConnectFailed:
         return ConnectFailed("Telegram does not know this bot token (copy it again from "
                              "@BotFather)")
     return ConnectFailed(f"Telegram answered: {exc.message}")
+
+
+class UpdatesFailed(Exception):
+    """getUpdates did not answer with updates (the reason, never the URL: it holds the
+    token)."""
+
+
+async def raw_updates(inbox_settings: Mapping[str, Any], http: httpx.AsyncClient, *,
+                      offset: int, poll_seconds: int, allowed: list[str]) -> list[Any]:
+    """getUpdates as Telegram answers it, the updates left as JSON: one update the client
+    library could not read must not stall polling (it is parsed, or quarantined, like a
+    webhook's)."""
+    url = f"{api_base(inbox_settings)}/bot{inbox_settings.get('bot_token') or ''}/getUpdates"
+    try:
+        response = await http.post(url, json={"offset": offset or None, "timeout": poll_seconds,
+                                               "allowed_updates": allowed},
+                                   timeout=poll_seconds + 10.0)
+        body = response.json()
+    except httpx.HTTPError as exc:
+        raise UpdatesFailed(f"the Bot API could not be reached ({type(exc).__name__})") \
+            from None
+    except ValueError:
+        raise UpdatesFailed(f"the Bot API answered {response.status_code}, not JSON") from None
+    if not isinstance(body, dict) or not body.get("ok"):
+        detail = body.get("description") if isinstance(body, dict) else None
+        raise UpdatesFailed(str(detail or f"HTTP {response.status_code}"))
+    result = body.get("result")
+    return result if isinstance(result, list) else []

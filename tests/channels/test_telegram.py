@@ -265,3 +265,69 @@ async def test_the_admin_page_tests_and_deletes_a_telegram_inbox(
     assert fake.webhooks == {}
     listing = await browser.get("/admin/inboxes")
     assert ">deleted</span>" in listing.text
+
+
+class _State:
+    """A poller's durable state, in memory."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, dict[str, Any]] = {}
+        self.quarantined: list[tuple[str, bytes]] = []
+
+    async def load(self, key: str) -> dict[str, Any] | None:
+        return self.saved.get(key)
+
+    async def save(self, key: str, value: dict[str, Any]) -> None:
+        self.saved[key] = value
+
+    async def quarantine(self, reason: str, raw: bytes) -> None:
+        self.quarantined.append((reason, raw))
+
+
+async def test_polling_mode_reads_get_updates_and_moves_its_offset_after_emitting(
+    fake: FakeTelegram,
+) -> None:
+    import asyncio
+
+    settings = {"bot_token": BOT_TOKEN, "api_base_url": fake.url, "mode": "polling",
+                "webhook_secret": SECRET}
+    emitted: list[InboundMessage] = []
+
+    async def emit(item: Any) -> None:
+        emitted.append(item)
+
+    async with httpx.AsyncClient() as http:
+        channel = _channel(http)
+        fake.webhooks[BOT_TOKEN] = {"url": "https://old.example/hook"}
+        # Connecting in polling mode removes a webhook: Telegram would refuse getUpdates.
+        assert await channel.connect(7, settings) == {"bot_username": "shop_support_bot"}
+        assert fake.webhooks == {} and fake.called("deleteWebhook")
+        fake.updates.extend([private_message(41, text="first"),
+                             {"update_id": 42, "callback_query": {"id": "x"}},
+                             private_message(43, text="third")])
+        state = _State()
+        state.saved["updates"] = {"offset": 41}
+        task = asyncio.create_task(channel.run(7, settings, emit, _NoStore(), state))
+        try:
+            await eventually(lambda: _saved(state, 44))
+            assert [m.text for m in emitted] == ["first", "third"]
+            fake.updates.append(private_message(44, text="fourth"))
+            await eventually(lambda: _saved(state, 45))
+            assert [m.text for m in emitted] == ["first", "third", "fourth"]
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    offsets = [c.params.get("offset") for c in fake.called("getUpdates")]
+    assert offsets[:2] == [41, 44]  # from the saved offset, then past what was emitted
+    assert all(c.params.get("allowed_updates") == ["message", "edited_message"]
+               for c in fake.called("getUpdates"))
+
+
+class _NoStore:
+    async def __call__(self, filename: str, content_type: str, data: bytes) -> Any:
+        raise AssertionError("nothing to store")
+
+
+async def _saved(state: _State, offset: int) -> bool:
+    return (state.saved.get("updates") or {}).get("offset") == offset
