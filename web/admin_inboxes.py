@@ -184,6 +184,8 @@ async def inbox_page(ctx: WebContext, principal: Principal, inbox_id: int, statu
     return page("admin_inbox.html", status, csrf_token=principal.csrf_token, inbox=detail,
                 agents=agents, snippet=snippet(ctx, detail), shown=shown,
                 can_test=isinstance(adapter, TestsConnection),
+                verify_token=next((s.value for s in detail.settings
+                                   if s.name == "verify_token" and not s.secret), None),
                 channel_name=next((c.display_name for c in channel_views(ctx)
                                    if c.kind == detail.channel), detail.channel),
                 webhook_url=f"{ctx.settings.base_url.rstrip('/')}/webhooks/{detail.channel}/"

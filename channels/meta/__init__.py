@@ -62,8 +62,10 @@ def _settings(account: SettingSpec) -> tuple[SettingSpec, ...]:
                     "(never expires when made from a system user)", secret=True),
         SettingSpec("app_secret", "the Meta app's secret: checks every webhook's signature",
                     secret=True),
-        SettingSpec("verify_token", "token Meta sends when it checks the webhook URL",
-                    secret=True),
+        # Not a secret: it only lets Meta check that the URL is this inbox's, and the admin
+        # pastes it into the app dashboard.
+        SettingSpec("verify_token", "token Meta sends when it checks the webhook URL "
+                    "(paste it into the app's webhook settings)"),
         SettingSpec("human_agent_tag", "answer up to 7 days after the customer's last message "
                     "(Meta's HUMAN_AGENT tag; the app needs that permission)",
                     required=False, form="flag"),

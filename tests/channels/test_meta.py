@@ -204,6 +204,13 @@ async def test_a_messenger_inbox_end_to_end(stack: Stack, graph: FakeGraph) -> N
 
     # Meta's handshake: the verify token (generated, never shown) is echoed once it matches.
     verify_token = (await opened_settings(stack, inbox_id))["verify_token"]
+    assert values["verify_token"] == verify_token  # shown: the admin pastes it at Meta
+    from tests.web.test_admin_pages import _form_login
+
+    browser, _ = await _form_login(stack, "admin")
+    shown = (await browser.get(f"/admin/inboxes/{inbox_id}")).text
+    assert f'value="{verify_token}" aria-label="Verify token"' in shown
+    assert APP_SECRET not in shown and PAGE_TOKEN not in shown
     hook = f"/webhooks/messenger/{inbox_id}"
     answer = await stack.client().get(hook, params={
         "hub.mode": "subscribe", "hub.verify_token": verify_token, "hub.challenge": "8521"})
