@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import httpx
+from telegram import InputFile
 from telegram.error import TelegramError
 
 from channels.base import (
@@ -47,6 +48,7 @@ from hub.types import (
     AttachmentRefused,
     Capabilities,
     InboundMessage,
+    LoadAttachment,
     OutboundMessage,
     SendReceipt,
     StoreAttachment,
@@ -58,6 +60,9 @@ SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105  (a header name)
 ALLOWED_UPDATES = ["message", "edited_message"]
 POLL_SECONDS = 50  # getUpdates long-poll timeout
 MODES = ("webhook", "polling")
+CAPTION_MAX = 1024
+PHOTO_MAX_BYTES = 10 * 1024 * 1024  # a bot's sendPhoto limit; larger goes as a document
+PHOTO_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 class TelegramChannel:
@@ -78,7 +83,8 @@ class TelegramChannel:
         SettingSpec("api_base_url", f"Bot API server (default {api_base({})})",
                     required=False, form="url"),
     )
-    capabilities: ClassVar[Capabilities] = Capabilities(max_text=4096)
+    capabilities: ClassVar[Capabilities] = Capabilities(attachments=True, max_attachments=10,
+                                                        max_text=4096)
 
     def __init__(self, *, http: httpx.AsyncClient, public_url: str, max_media_bytes: int
                  ) -> None:
@@ -237,4 +243,34 @@ class TelegramChannel:
                 chat_id=chat_id, text=escaped(message.text), parse_mode="HTML")
         except TelegramError as exc:
             raise send_error(exc) from None
+        return SendReceipt(external_id=f"{chat_id}:{sent.message_id}")
+
+    async def send_files(self, message: OutboundMessage, inbox_settings: Mapping[str, Any],
+                         load: LoadAttachment) -> SendReceipt:
+        """Photos with sendPhoto (plain images up to Telegram's 10 MB), anything else with
+        sendDocument; the text rides as the first file's caption when it fits (1,024
+        characters), else goes first as a message of its own."""
+        if not message.attachments:
+            return await self.send(message, inbox_settings)
+        chat_id = int(message.recipient.value)
+        client = bot(inbox_settings, self._http)
+        caption: str | None = escaped(message.text) if message.text else None
+        try:
+            if caption is not None and len(message.text) > CAPTION_MAX:
+                await client.send_message(chat_id=chat_id, text=caption, parse_mode="HTML")
+                caption = None
+            sent = None
+            for ref in message.attachments:
+                data = await load(ref.id)
+                upload = InputFile(data, filename=ref.filename, read_file_handle=False)
+                if ref.content_type in PHOTO_TYPES and len(data) <= PHOTO_MAX_BYTES:
+                    sent = await client.send_photo(chat_id=chat_id, photo=upload,
+                                                   caption=caption, parse_mode="HTML")
+                else:
+                    sent = await client.send_document(chat_id=chat_id, document=upload,
+                                                      caption=caption, parse_mode="HTML")
+                caption = None
+        except TelegramError as exc:
+            raise send_error(exc) from None
+        assert sent is not None
         return SendReceipt(external_id=f"{chat_id}:{sent.message_id}")

@@ -331,3 +331,32 @@ class _NoStore:
 
 async def _saved(state: _State, offset: int) -> bool:
     return (state.saved.get("updates") or {}).get("offset") == offset
+
+
+async def test_files_go_as_photos_or_documents_the_text_as_a_caption(fake: FakeTelegram) -> None:
+    from hub.types import AttachmentRef
+
+    files = {"f-1": b"\x89PNG\r\n\x1a\n a picture", "f-2": b"%PDF-1.7 an invoice"}
+
+    async def load(attachment_id: str) -> bytes:
+        return files[attachment_id]
+
+    refs = (AttachmentRef(id="f-1", filename="parcel.png", content_type="image/png", size=18),
+            AttachmentRef(id="f-2", filename="invoice.pdf", content_type="application/pdf",
+                          size=19))
+    message = _outbound("Here you go <both>").model_copy(update={"attachments": refs})
+    settings = {"bot_token": BOT_TOKEN, "api_base_url": fake.url}
+    async with httpx.AsyncClient() as http:
+        receipt = await _channel(http).send_files(message, settings, load)
+        photo, document = fake.sent
+        assert (photo["kind"], photo["filename"], photo["bytes"]) == (
+            "photo", "parcel.png", files["f-1"])
+        assert photo["caption"] == "Here you go &lt;both&gt;" and photo["chat_id"] == 4242
+        assert (document["kind"], document["filename"], document["caption"]) == (
+            "document", "invoice.pdf", None)
+        assert receipt.external_id.startswith("4242:")
+        # A text too long for a caption goes first, on its own.
+        long = message.model_copy(update={"text": "x" * 1500, "attachments": refs[1:]})
+        await _channel(http).send_files(long, settings, load)
+        assert [s.get("kind") for s in fake.sent[2:]] == [None, "document"]
+        assert fake.sent[2]["text"] == "x" * 1500 and fake.sent[3]["caption"] is None

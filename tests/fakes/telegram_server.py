@@ -78,16 +78,16 @@ class FakeTelegram:
     async def _params(self, request: Request) -> dict[str, Any]:
         if request.headers.get("content-type", "").startswith("application/json"):
             return dict(await request.json())
-        form = await request.form()
         params: dict[str, Any] = {}
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                params[key] = {"filename": value.filename, "bytes": await value.read()}
-                continue
-            try:
-                params[key] = json.loads(value)
-            except ValueError:
-                params[key] = value
+        async with request.form() as form:  # closes the uploaded files' spools
+            for key, value in form.multi_items():
+                if hasattr(value, "read"):
+                    params[key] = {"filename": value.filename, "bytes": await value.read()}
+                    continue
+                try:
+                    params[key] = json.loads(value)
+                except ValueError:
+                    params[key] = value
         params.update(request.query_params)
         return params
 
@@ -149,14 +149,32 @@ class FakeTelegram:
             return Response(status_code=404)
         return Response(self.files[file_id], media_type="application/octet-stream")
 
+    async def _sendPhoto(self, token: str, params: dict[str, Any]) -> Response:
+        return await self._sendFile(token, params, "photo")
+
+    async def _sendDocument(self, token: str, params: dict[str, Any]) -> Response:
+        return await self._sendFile(token, params, "document")
+
+    async def _sendFile(self, token: str, params: dict[str, Any], kind: str
+                        ) -> Response:
+        upload = params.get(kind)
+        if not isinstance(upload, dict) or not upload.get("bytes"):
+            return _error(400, f"Bad Request: there is no {kind} in the request")
+        return await self._sendMessage(token, {**params, kind: None, "kind": kind,
+                                               "file": upload})
+
     async def _sendMessage(self, token: str, params: dict[str, Any]) -> Response:
         if self.failures:
             status, description, retry_after = self.failures.pop(0)
             return _error(status, description, retry_after)
         self._next_message_id += 1
         chat_id = int(params["chat_id"])
-        self.sent.append({"chat_id": chat_id, "text": params.get("text"),
-                          "parse_mode": params.get("parse_mode"), "token": token})
+        record = {"chat_id": chat_id, "text": params.get("text"),
+                  "parse_mode": params.get("parse_mode"), "token": token}
+        if "file" in params:
+            record = {**record, "kind": params["kind"], "caption": params.get("caption"),
+                      "filename": params["file"]["filename"], "bytes": params["file"]["bytes"]}
+        self.sent.append(record)
         return _ok({"message_id": self._next_message_id, "date": int(time.time()),
                     "chat": {"id": chat_id, "type": "private"},
                     "from": {"id": int(token.split(":")[0]), "is_bot": True,
