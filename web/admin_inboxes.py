@@ -46,6 +46,7 @@ from web.inboxes import (
     delete_inbox,
     inbox_detail,
     settings_view,
+    test_channel,
     test_inbox,
 )
 
@@ -132,6 +133,7 @@ async def new_inbox_page(
                     text="This installation has no such channel: pick one from the list.")
     return page("admin_inbox_new.html", status, csrf_token=principal.csrf_token,
                 channel=channel, channel_name=adapter.display_name,
+                can_test=isinstance(adapter, TestsConnection),
                 specs=settings_view(adapter, None), shown=shown, **values)
 
 
@@ -157,6 +159,28 @@ async def new_inbox_post(request: Request, principal: Principal, form: Form | No
     if inbox.id is not None:
         await set_members_of(ctx, inbox.id, [principal.agent_id])
     return redirect(f"/admin/inboxes/{inbox.id}?done=created")
+
+
+async def new_inbox_test(request: Request, principal: Principal, form: Form | None
+                         ) -> Response:
+    """The connect form's "Test connection": the provider asked with what was typed; the
+    form comes back as it was (secrets are typed again: they are never sent back)."""
+    assert form is not None
+    ctx = web_context(request)
+    channel = form_value(form, "channel")
+    specs = settings_view(channel_adapter(ctx, channel), None) if channel in ctx.channels else []
+    again: dict[str, Any] = {"name": form_value(form, "name"), "typed": form_settings_lenient(form, specs)}
+    try:
+        result = await form_act(test_channel(ctx, principal, channel,
+                                             form_settings(form, specs, new=True)))
+    except FormError as exc:
+        return await new_inbox_page(ctx, principal, channel, exc.status,
+                                    error=sentence(str(exc)), **again)
+    if result.ok:
+        return await new_inbox_page(ctx, principal, channel, **again,
+                                    notice=sentence(f"The connection works: {result.detail}"))
+    return await new_inbox_page(ctx, principal, channel, **again,
+                                error=sentence(f"The provider refused: {result.detail}"))
 
 
 def form_settings_lenient(form: Form, specs: list[SettingView]) -> dict[str, Any]:
@@ -298,6 +322,7 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/inboxes", admin_page(inboxes_get), methods=["GET"]),
     Route("/admin/inboxes/new", admin_page(new_inbox_get), methods=["GET"]),
     Route("/admin/inboxes", admin_page(new_inbox_post), methods=["POST"]),
+    Route("/admin/inboxes/test", admin_page(new_inbox_test), methods=["POST"]),
     Route("/admin/inboxes/{inbox_id:id}", admin_page(inbox_get), methods=["GET"]),
     Route("/admin/inboxes/{inbox_id:id}/test", admin_page(test_post), methods=["POST"]),
     Route("/admin/inboxes/{inbox_id:id}/delete", admin_page(delete_post), methods=["POST"]),

@@ -360,14 +360,20 @@ async def post_inbox_test(request: Request, principal: Principal) -> Response:
                                           path_id(request, "inbox_id"), body.settings))
 
 
-async def post_channel_test(request: Request, principal: Principal) -> Response:
-    """Ask a channel's provider whether settings work, before connecting an inbox (admin)."""
+async def test_channel(ctx: WebContext, principal: Principal, channel: str,
+                       settings: Mapping[str, Any]) -> ConnectionTest:
+    """Ask a channel's provider whether settings work, before connecting (admins)."""
     if not principal.is_admin:
         raise HTTPProblem(403, "forbidden", "only admins connect inboxes")
-    ctx = web_context(request)
-    adapter = channel_adapter(ctx, str(request.path_params["channel"]))
+    adapter = channel_adapter(ctx, channel)
+    return await connection_test(adapter, checked_settings(adapter, settings))
+
+
+async def post_channel_test(request: Request, principal: Principal) -> Response:
+    """Ask a channel's provider whether settings work, before connecting an inbox (admin)."""
     body = await parse_json(request, TestSettingsRequest)
-    return json_response(await connection_test(adapter, checked_settings(adapter, body.settings)))
+    return json_response(await test_channel(web_context(request), principal,
+                                            str(request.path_params["channel"]), body.settings))
 
 
 async def inboxes(request: Request, principal: Principal) -> Response:

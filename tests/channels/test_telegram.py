@@ -360,3 +360,26 @@ async def test_files_go_as_photos_or_documents_the_text_as_a_caption(fake: FakeT
         await _channel(http).send_files(long, settings, load)
         assert [s.get("kind") for s in fake.sent[2:]] == [None, "document"]
         assert fake.sent[2]["text"] == "x" * 1500 and fake.sent[3]["caption"] is None
+
+
+async def test_the_connect_form_tests_the_typed_token_before_connecting(
+    stack: Stack, fake: FakeTelegram,
+) -> None:
+    from tests.web.test_admin_pages import _form_login
+
+    browser, csrf = await _form_login(stack, "admin")
+    form = await browser.get("/admin/inboxes/new?channel=telegram")
+    assert 'id="test-connection"' in form.text and 'name="setting.webhook_secret"' not in form.text
+    fields = {"csrf_token": csrf, "channel": "telegram", "name": "Bot",
+              "setting.bot_token": BOT_TOKEN, "setting.api_base_url": fake.url}
+    works = await browser.post("/admin/inboxes/test", data=fields)
+    assert works.status_code == 200
+    assert "The connection works: Connected as @shop_support_bot." in works.text
+    assert BOT_TOKEN not in works.text and 'value="Bot"' in works.text  # typed again, not sent back
+    wrong = await browser.post("/admin/inboxes/test", data={
+        **fields, "setting.bot_token": "42:" + "Z" * 30})
+    assert "The provider refused: Telegram does not know this bot token" in wrong.text
+    assert fake.webhooks == {}  # testing connects nothing
+    admin = await stack.login("admin")
+    assert not [i for i in (await admin.http.get("/api/v1/inboxes")).json()
+                if i["channel"] == "telegram"]
