@@ -142,11 +142,16 @@ async def new_inbox_get(request: Request, principal: Principal, form: Form | Non
                                 request.query_params.get("channel", ""))
 
 
+def new_inbox_specs(ctx: WebContext, channel: str) -> list[SettingView]:
+    """The settings a new inbox of the channel asks for (none for an unknown channel)."""
+    return settings_view(channel_adapter(ctx, channel), None) if channel in ctx.channels else []
+
+
 async def new_inbox_post(request: Request, principal: Principal, form: Form | None) -> Response:
     assert form is not None
     ctx = web_context(request)
     channel = form_value(form, "channel")
-    specs = settings_view(channel_adapter(ctx, channel), None) if channel in ctx.channels else []
+    specs = new_inbox_specs(ctx, channel)
     try:
         typed = form_settings(form, specs, new=True)
         inbox = await form_act(connect_inbox(
@@ -168,7 +173,7 @@ async def new_inbox_test(request: Request, principal: Principal, form: Form | No
     assert form is not None
     ctx = web_context(request)
     channel = form_value(form, "channel")
-    specs = settings_view(channel_adapter(ctx, channel), None) if channel in ctx.channels else []
+    specs = new_inbox_specs(ctx, channel)
     again: dict[str, Any] = {"name": form_value(form, "name"), "typed": form_settings_lenient(form, specs)}
     try:
         result = await form_act(test_channel(ctx, principal, channel,
