@@ -174,7 +174,8 @@ async def new_inbox_test(request: Request, principal: Principal, form: Form | No
     ctx = web_context(request)
     channel = form_value(form, "channel")
     specs = new_inbox_specs(ctx, channel)
-    again: dict[str, Any] = {"name": form_value(form, "name"), "typed": form_settings_lenient(form, specs)}
+    again: dict[str, Any] = {"name": form_value(form, "name"),
+                             "typed": form_settings_lenient(form, specs)}
     try:
         result = await form_act(test_channel(ctx, principal, channel,
                                              form_settings(form, specs, new=True)))
