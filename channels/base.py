@@ -11,14 +11,15 @@ from hub.types import (
     Capabilities,
     InboundMessage,
     LoadAttachment,
+    MessageEdit,
     OutboundMessage,
     SendReceipt,
     StatusUpdate,
     StoreAttachment,
 )
 
-Parsed = list[InboundMessage | StatusUpdate]
-Emit = Callable[[InboundMessage | StatusUpdate], Awaitable[None]]
+Parsed = list[InboundMessage | StatusUpdate | MessageEdit]
+Emit = Callable[[InboundMessage | StatusUpdate | MessageEdit], Awaitable[None]]
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ class MessageView(View):
     attachments: list[dict[str, Any]]
     accepted_at: datetime
     created_at: datetime
+    edited_at: datetime | None = None  # the customer changed it after sending (see `text`)
 
 
 class NotificationView(View):
@@ -131,6 +132,13 @@ class MessageStatusChanged(_Event):
     """An outgoing message moved to sent, delivered, read or failed."""
 
     type: Literal["message.status_changed"] = "message.status_changed"
+    message: MessageView
+
+
+class MessageEdited(_Event):
+    """A customer changed a message they had sent: its new text (and when)."""
+
+    type: Literal["message.edited"] = "message.edited"
     message: MessageView
 
 
@@ -248,6 +256,7 @@ class InboxChanged(_Event):
 Event = Annotated[
     MessageCreated
     | MessageStatusChanged
+    | MessageEdited
     | ConversationCreated
     | ConversationAssigned
     | ConversationStatusChanged
@@ -265,6 +274,7 @@ Event = Annotated[
 EVENT_TYPES = (
     MessageCreated,
     MessageStatusChanged,
+    MessageEdited,
     ConversationCreated,
     ConversationAssigned,
     ConversationStatusChanged,

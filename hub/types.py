@@ -155,6 +155,25 @@ def without_nul(value: Any) -> Any:
     return value
 
 
+class MessageEdit(Frozen):
+    """A customer changed a message they had sent (Telegram's edited_message): its new text.
+    The stored message takes it and keeps what it said before."""
+
+    type: Literal["message_edit"] = "message_edit"
+    v: int = SCHEMA_VERSION
+    channel: str
+    inbox_id: int
+    external_id: str = Field(min_length=1, max_length=255)  # the edited message's
+    text: str = ""
+    provider_ts: datetime | None = None
+    received_at: datetime = Field(default_factory=utcnow)
+
+    @field_validator("text", mode="before")
+    @classmethod
+    def _text_without_nul(cls, value: Any) -> Any:
+        return without_nul(value)
+
+
 class StatusUpdate(Frozen):
     """A provider's word on an outgoing message: sent, delivered, read or failed."""
 
@@ -200,23 +219,23 @@ class SendReceipt(Frozen):
 
 
 BusMessage = Annotated[
-    InboundMessage | StatusUpdate | OutboundMessage, Field(discriminator="type")
+    InboundMessage | StatusUpdate | MessageEdit | OutboundMessage, Field(discriminator="type")
 ]
-_bus_message: TypeAdapter[InboundMessage | StatusUpdate | OutboundMessage] = TypeAdapter(
-    BusMessage
-)
+_bus_message: TypeAdapter[InboundMessage | StatusUpdate | MessageEdit | OutboundMessage] = \
+    TypeAdapter(BusMessage)
 
 
 class UnsupportedSchema(ValueError):
     """A bus payload written by a newer Switchboard than this one."""
 
 
-def encode(message: InboundMessage | StatusUpdate | OutboundMessage) -> bytes:
+def encode(message: InboundMessage | StatusUpdate | MessageEdit | OutboundMessage) -> bytes:
     """Serialise a bus message."""
     return message.model_dump_json().encode()
 
 
-def decode(payload: bytes | str) -> InboundMessage | StatusUpdate | OutboundMessage:
+def decode(payload: bytes | str
+           ) -> InboundMessage | StatusUpdate | MessageEdit | OutboundMessage:
     """Parse a bus message, refusing schema versions this code does not know."""
     message = _bus_message.validate_json(payload)
     if message.v > SCHEMA_VERSION:

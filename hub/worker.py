@@ -38,14 +38,21 @@ from hub.consumer import Outage, run_batch_consumer, run_consumer
 from hub.faults import crash_point
 from hub.metrics import ACCEPT_TO_STORE_SECONDS, BUS_ENTRIES, INGEST_SECONDS, SENDS
 from hub.pollers import Pollers
-from hub.types import InboundMessage, OutboundMessage, StatusUpdate, UnsupportedSchema, decode
+from hub.types import (
+    InboundMessage,
+    MessageEdit,
+    OutboundMessage,
+    StatusUpdate,
+    UnsupportedSchema,
+    decode,
+)
 from hub.types import utcnow as _utcnow
 from inbox.actions import wake_snoozed
 from inbox.assignment import drain_queue, release_offline_agents
 from inbox.attachments import attachment_loader, attachment_store
 from inbox.context import InboxContext
 from inbox.db import is_unavailable
-from inbox.delivery import apply_statuses, set_send_result
+from inbox.delivery import apply_edits, apply_statuses, set_send_result
 from inbox.event_consumers import EventConsumer
 from inbox.inboxes import inbox_settings
 from inbox.ingest import Ingested, UnknownInbox, ingest_batch
@@ -160,6 +167,7 @@ class Worker:
         outcomes: list[BaseException | None] = [None] * len(entries)
         messages: list[tuple[int, InboundMessage]] = []
         statuses: list[tuple[int, StatusUpdate]] = []
+        edits: list[tuple[int, MessageEdit]] = []
         for n, entry in enumerate(entries):
             try:
                 item = decode(entry.payload)
@@ -170,6 +178,8 @@ class Worker:
                 messages.append((n, item))
             elif isinstance(item, StatusUpdate):
                 statuses.append((n, item))
+            elif isinstance(item, MessageEdit):
+                edits.append((n, item))
             else:
                 await self._dead(INBOUND, INBOUND_GROUP, entry, f"unexpected {item.type}")
         started = time.perf_counter()
@@ -195,6 +205,11 @@ class Worker:
             for (n, _), done in zip(statuses, applied, strict=True):
                 outcomes[n] = done if isinstance(done, Exception) else None
                 BUS_ENTRIES.labels(INBOUND, "status").inc()
+        if edits:
+            edited = await self._guard(apply_edits(self.ctx, [e for _, e in edits]))
+            for (n, _), done in zip(edits, edited, strict=True):
+                outcomes[n] = done if isinstance(done, Exception) else None
+                BUS_ENTRIES.labels(INBOUND, "edit").inc()
         return outcomes
 
     async def _stored(self, entry: Entry, message: InboundMessage,

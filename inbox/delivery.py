@@ -10,8 +10,8 @@ from sqlalchemy import bindparam, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.events import MessageStatusChanged, View
-from hub.types import StatusUpdate, utcnow
+from hub.events import MessageEdited, MessageStatusChanged, View
+from hub.types import MessageEdit, StatusUpdate, utcnow
 from inbox.context import InboxContext
 from inbox.db import execute, is_postgresql
 from inbox.models import Message, table_of
@@ -36,15 +36,15 @@ def moves_forward(current: str | None, new: str) -> bool:
 
 
 
-async def _outgoing(
-    session: AsyncSession, pairs: Sequence[tuple[int, str]]
+async def _by_external_id(
+    session: AsyncSession, pairs: Sequence[tuple[int, str]], direction: str = "out"
 ) -> dict[tuple[int, str], Message]:
-    """Outgoing messages by (inbox, external id), locked on PostgreSQL: two callbacks of one
-    message handled at once wait for each other, so the second sees the first's status."""
+    """Messages by (inbox, external id), locked on PostgreSQL: two callbacks of one message
+    handled at once wait for each other, so the second sees the first's change."""
     query = (
         select(Message)
         .where(tuple_(col(Message.inbox_id), col(Message.external_id)).in_(sorted(set(pairs))),
-               Message.direction == "out")
+               Message.direction == direction)
         .order_by(col(Message.id))
     )
     if is_postgresql(session):
@@ -81,7 +81,7 @@ async def apply_statuses(
     has its id yet (the bus delivers it again later instead of losing it)."""
     results: list[bool | Exception] = []
     async with ctx.db.write() as session:
-        rows = await _outgoing(session, [(u.inbox_id, u.external_id) for u in updates])
+        rows = await _by_external_id(session, [(u.inbox_id, u.external_id) for u in updates])
         changed: dict[int, Message] = {}
         for item in updates:
             row = rows.get((item.inbox_id, item.external_id))
@@ -106,6 +106,48 @@ async def apply_status(ctx: InboxContext, update_: StatusUpdate) -> bool:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+EDITS_KEPT = 20  # earlier wordings a message keeps (meta["edits"]), newest last
+
+
+async def apply_edits(ctx: InboxContext, edits: Sequence[MessageEdit]) -> list[bool | Exception]:
+    """Give customers' messages the text they changed them to, keeping what they said before
+    (meta["edits"]), in one transaction; per edit: True when it changed the message, False
+    when it was the same or older than the last one applied, UnknownMessage when the
+    message is not stored yet (the bus delivers the edit again later)."""
+    results: list[bool | Exception] = []
+    async with ctx.db.write() as session:
+        rows = await _by_external_id(session, [(e.inbox_id, e.external_id) for e in edits],
+                                     direction="in")
+        changed: dict[int, Message] = {}
+        for edit in edits:
+            row = rows.get((edit.inbox_id, edit.external_id))
+            if row is None:
+                results.append(UnknownMessage(f"no message {edit.external_id!r} yet"))
+                continue
+            at = (edit.provider_ts or edit.received_at).isoformat()
+            meta = dict(row.meta or {})
+            if edit.text == row.text or str(meta.get("edited_at") or "") >= at:
+                results.append(False)
+                continue
+            history = [*meta.get("edits", []), {"text": row.text, "until": at}]
+            meta.update(edits=history[-EDITS_KEPT:], edited_at=at)
+            row.text, row.meta = edit.text, meta
+            assert row.id is not None
+            changed[row.id] = row
+            results.append(True)
+        if changed:
+            table = table_of(Message)
+            await execute(session, update(table).where(table.c.id == bindparam("row_id"))
+                          .values(text=bindparam("new_text"), meta=bindparam("new_meta")),
+                          [{"row_id": r.id, "new_text": r.text, "new_meta": r.meta}
+                           for r in changed.values()])
+            now = utcnow()
+            stage_events(session, [MessageEdited(inbox_id=r.inbox_id, at=now,
+                                                 message=message_view(r))
+                                   for r in changed.values()])
+    return results
 
 
 MAX_RECEIPTS = 200  # message ids one receipt from a widget may name
@@ -173,7 +215,7 @@ async def mark_bounced(
     (inbox, external id of our message, reason) each; their events, for the caller to stage."""
     if not bounces:
         return []
-    rows = await _outgoing(session, [(inbox_id, ext) for inbox_id, ext, _ in bounces])
+    rows = await _by_external_id(session, [(inbox_id, ext) for inbox_id, ext, _ in bounces])
     changed: dict[int, Message] = {}
     for inbox_id, ext, reason in bounces:
         row = rows.get((inbox_id, ext))

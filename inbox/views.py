@@ -43,6 +43,7 @@ def message_view(message: Message) -> MessageView:
         attachments=message.attachments,
         accepted_at=message.accepted_at,
         created_at=message.created_at,
+        edited_at=(message.meta or {}).get("edited_at"),
     )
 
 

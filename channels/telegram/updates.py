@@ -2,7 +2,8 @@
 
 Pure: no I/O. Private chats only (a bot added to a group is not a support inbox); a
 message's id is unique within its chat, so `<chat id>:<message id>` is its external id and
-the same update delivered twice is one message. Files arrive as `file_id`s only: they are
+the same update delivered twice is one message; an edit names that id and carries the new
+text. Files arrive as `file_id`s only: they are
 named in the metadata (`media_<n>_*`) and the worker downloads them (getFile) before
 threading, like Twilio's media. Anything that is not a private message (channel posts,
 callback queries, member updates, unknown update types) is ignored and logged.
@@ -16,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.base import BadPayload, Parsed
-from hub.types import Identity, InboundMessage, utcnow
+from hub.types import Identity, InboundMessage, MessageEdit, utcnow
 
 log = logging.getLogger("switchboard.channels.telegram")
 
@@ -56,14 +57,28 @@ def parse_update(body: bytes, *, channel: str, inbox_id: int) -> Parsed:
     if sender.get("is_bot"):
         return []
     try:
-        return [_inbound(message, chat, sender, edited=edited, channel=channel,
-                         inbox_id=inbox_id)]
+        if edited:
+            return [_edit(message, chat, channel=channel, inbox_id=inbox_id)]
+        return [_inbound(message, chat, sender, channel=channel, inbox_id=inbox_id)]
     except (KeyError, TypeError, ValueError) as exc:
         raise BadPayload(f"message: {exc}") from None
 
 
+def _edit(message: dict[str, Any], chat: dict[str, Any], *, channel: str, inbox_id: int
+          ) -> MessageEdit:
+    """The new wording of a message the customer changed (text, or a file's caption)."""
+    when = message.get("edit_date") or message.get("date")
+    notes = _notes(message, {})  # a changed location is words too; files are not fetched again
+    text = str(message.get("text") or message.get("caption") or "")
+    return MessageEdit(
+        channel=channel, inbox_id=inbox_id,
+        external_id=f"{int(chat['id'])}:{int(message['message_id'])}",
+        text="\n".join(part for part in (text, *notes) if part),
+        provider_ts=datetime.fromtimestamp(int(when), UTC) if when else None)
+
+
 def _inbound(message: dict[str, Any], chat: dict[str, Any], sender: dict[str, Any], *,
-             edited: bool, channel: str, inbox_id: int) -> InboundMessage:
+             channel: str, inbox_id: int) -> InboundMessage:
     chat_id = int(chat["id"])
     message_id = int(message["message_id"])
     name = " ".join(str(p) for p in (sender.get("first_name"), sender.get("last_name")) if p)
@@ -79,13 +94,7 @@ def _inbound(message: dict[str, Any], chat: dict[str, Any], sender: dict[str, An
             meta["start"] = payload.strip()[:64]  # a deep link's payload (t.me/bot?start=…)
     notes = _notes(message, meta)
     external_id = f"{chat_id}:{message_id}"
-    if edited:
-        # An edit is a message of its own in the thread, pointing at the one it changes: the
-        # original stays as it was received.
-        meta["edit_of"] = external_id
-        stamp = message.get("edit_date") or message.get("date") or 0
-        external_id = f"{external_id}:edit:{stamp}"
-    when = message.get("edit_date" if edited else "date")
+    when = message.get("date")
     return InboundMessage(
         channel=channel, inbox_id=inbox_id, external_id=external_id,
         sender=Identity(kind="telegram", value=str(sender["id"]),
@@ -93,7 +102,7 @@ def _inbound(message: dict[str, Any], chat: dict[str, Any], sender: dict[str, An
         thread_hint=f"telegram:{chat_id}",
         in_reply_to=(f"{chat_id}:{message['reply_to_message']['message_id']}"
                      if isinstance(message.get("reply_to_message"), dict) else None),
-        text="\n".join(part for part in ("[edited]" if edited else "", text, *notes) if part),
+        text="\n".join(part for part in (text, *notes) if part),
         provider_ts=datetime.fromtimestamp(int(when), UTC) if when else None,
         received_at=utcnow(), metadata=meta,
     )

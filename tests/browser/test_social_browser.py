@@ -80,6 +80,17 @@ async def test_telegram_and_messenger_live_in_the_browser_and_answered_from_it(
     assert telegram.sent[0]["chat_id"] == 4242
     assert telegram.sent[0]["text"] == "Ja, es kommt morgen &lt;früh&gt;."
     await expect(page.locator("#message-list .msg.out .delivery")).to_have_text("sent")
+    # The customer changes their message: it changes on the agent's screen, marked.
+    edit = {"update_id": 8, "edited_message": {
+        **update["message"], "edit_date": update["message"]["date"] + 30,
+        "text": "Hallo, ist mein Paket schon unterwegs?"}}
+    posted = await stack.client().post(
+        f"/webhooks/telegram/{tg_inbox}", content=json.dumps(edit).encode(),
+        headers={"X-Telegram-Bot-Api-Secret-Token": secret, "Content-Type": "application/json"})
+    assert posted.status_code == 202
+    incoming = page.locator("#message-list .msg.in")
+    await expect(incoming.locator(".text")).to_have_text("Hallo, ist mein Paket schon unterwegs?")
+    await expect(incoming.locator(".edited")).to_have_text("edited")
 
     photo = graph.cdn("parcel.png", _PNG)
     event = page_event(PAGE_ID, text_event(

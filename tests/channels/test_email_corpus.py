@@ -8,7 +8,6 @@ dropped, structure lost, unbounded work); each row says what must come out of it
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,9 +298,9 @@ def _nested(depth: int) -> bytes:
 
 @pytest.mark.parametrize("depth", [MAX_DEPTH - 2, 1_000, 5_000])
 def test_deep_nesting_is_bounded_and_the_mail_kept(depth: int) -> None:
-    started = time.perf_counter()
+    """No recursion error, the mail kept, the parts below the bound left out with a note
+    (how fast: bench/, never a clock in a test - a busy machine made this one flaky)."""
     mail = parse_email(_nested(depth))
-    assert time.perf_counter() - started < 2.0
     assert (mail.sender, mail.subject) == ("deep@example.com", "nested")
     if depth < MAX_DEPTH:
         assert mail.text == "at the bottom" and mail.notes == ()

@@ -20,7 +20,9 @@ from channels.base import (
     WebhookRequest,
 )
 from channels.telegram import TelegramChannel
-from hub.types import Identity, InboundMessage, OutboundMessage
+from hub.types import Identity, InboundMessage, MessageEdit, OutboundMessage
+from inbox.db import Database
+from inbox.models import Message
 from tests.fakes.telegram_server import BOT_TOKEN, FakeTelegram, private_message
 from tests.helpers import Stack, eventually, of_type
 from tests.web.test_inbox_secrets import _stored_settings
@@ -52,7 +54,7 @@ def _channel(http: httpx.AsyncClient | None = None) -> TelegramChannel:
                            max_media_bytes=10_000_000)
 
 
-def _parse(name: str) -> list[InboundMessage]:
+def _parse(name: str) -> list[InboundMessage]:  # messages only (edits: MessageEdit)
     parsed = _channel().parse(_request((FIXTURES / name).read_bytes()))
     assert all(isinstance(p, InboundMessage) for p in parsed)
     return parsed  # type: ignore[return-value]
@@ -90,11 +92,11 @@ def test_locations_contacts_and_edits_are_words_the_agent_reads() -> None:
     [contact] = _parse("contact_own.json")
     assert contact.text == "Shared contact: Tom Keller +4915112345678"
     assert contact.metadata["shared_phone"] == "+4915112345678"
-    [edited] = _parse("edited.json")
-    # The edit is its own entry pointing at the original, which stays as received.
-    assert edited.metadata["edit_of"] == "4242:2"
-    assert edited.external_id == "4242:2:edit:1764840100"
-    assert edited.text == "[edited]\nHallo, wo ist meine Bestellung 4411?"
+    [edited] = _channel().parse(_request((FIXTURES / "edited.json").read_bytes()))
+    # An edit names the message it changes and carries its new wording.
+    assert isinstance(edited, MessageEdit)
+    assert (edited.external_id, edited.text) == ("4242:2", "Hallo, wo ist meine Bestellung 4411?")
+    assert edited.provider_ts is not None and edited.provider_ts.timestamp() == 1764840100
 
 
 def test_what_is_not_a_private_message_is_ignored_and_garbage_refused() -> None:
@@ -208,6 +210,29 @@ async def test_a_telegram_inbox_end_to_end(stack: Stack, fake: FakeTelegram) -> 
     await eventually(lambda: _sent(fake, 1))
     assert fake.sent[0]["chat_id"] == 4242
     assert fake.sent[0]["text"] == "Sie ist unterwegs &lt;heute&gt;"
+
+    # The customer changes what they wrote: the stored message takes the new text, keeps
+    # the old one, and every agent sees it live.
+    edit = {"update_id": 3, "edited_message": {
+        **update["message"], "edit_date": update["message"]["date"] + 60,
+        "text": "Hallo! Wo bleibt meine Bestellung 4411?"}}
+    assert (await _post(stack, inbox_id, edit, secret)).status_code == 202
+    changed = await socket.wait_event(of_type("message.edited"))
+    assert changed["event"]["message"]["id"] == message["id"]
+    assert changed["event"]["message"]["text"] == "Hallo! Wo bleibt meine Bestellung 4411?"
+    assert changed["event"]["message"]["edited_at"] is not None
+    items = (await alice.http.get(f"/api/v1/conversations/{conversation_id}/messages")
+             ).json()["items"]
+    assert [m["text"] for m in items if m["direction"] == "in"] == [
+        "Hallo! Wo bleibt meine Bestellung 4411?"]  # changed in place, not a second message
+    assert (await _post(stack, inbox_id, edit, secret)).status_code == 202  # redelivered
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.read() as session:
+            stored = await session.get_one(Message, message["id"])
+    finally:
+        await db.close()
+    assert [e["text"] for e in stored.meta["edits"]] == ["Hallo! Wo bleibt meine Bestellung?"]
 
     # A customer who blocked the bot: the reply fails with Telegram's reason.
     fake.failures.append((403, "Forbidden: bot was blocked by the user", None))

@@ -117,6 +117,7 @@ export function applyEvent(event) {
       break;
     }
     case "message.status_changed":
+    case "message.edited":
       addMessage(event.message);
       break;
     case "conversation.created":

@@ -173,6 +173,9 @@ export function messageElement(message) {
     meta.prepend(channelBadge(conversation.channel, channelMark(conversation.channel),
       channelName(conversation.channel)), " ");
   }
+  if (message.edited_at) {
+    meta.append(" · ", el("span", { class: "edited", title: `Changed by the customer ${new Date(message.edited_at).toLocaleString()}` }, "edited"));
+  }
   if (message.kind === "message" && message.direction === "in") {
     meta.append(" · ", el("button", {
       type: "button", class: "link split-message", title: "Move this message into a conversation of its own",
@@ -271,7 +274,8 @@ export function renderMessages({ scroll }) {
   if (scroll === "bottom" || nearBottom) box.scrollTop = box.scrollHeight;
 }
 
-export const messageVersion = (message) => `${message.status}|${message.status_reason}|${message.text.length}`;
+export const messageVersion = (message) =>
+  `${message.status}|${message.status_reason}|${message.text.length}|${message.edited_at || ""}`;
 
 export function addMessage(message) {
   const open = state.open;
