@@ -160,3 +160,32 @@ def test_every_json_api_module_ends_with_its_operations() -> None:
         factories = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)
                      and n.name.endswith("_routes")]
         assert factories == [], module.__name__
+
+
+def test_the_social_channels_are_adapters_only() -> None:
+    """Telegram, Messenger and Instagram live in channels/ and one registry line each: no
+    code in inbox/ names them (their rules reach it as data: capabilities, bus messages)."""
+    kinds = {"telegram", "messenger", "instagram"}
+    named = []
+    for path in sorted((ROOT / "inbox").rglob("*.py")):
+        if "/migrations/" in path.as_posix():
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef
+                                    | ast.AsyncFunctionDef)
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                    and id(node) not in docstrings
+                    and any(kind in node.value.lower() for kind in kinds)):
+                named.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Name | ast.Attribute):
+                name = node.id if isinstance(node, ast.Name) else node.attr
+                if any(kind in name.lower() for kind in kinds):
+                    named.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert named == []
+    registry = (ROOT / "channels" / "registry.py").read_text()
+    assert all(registry.count(name) == 2 for name in (
+        "TelegramChannel", "MessengerChannel", "InstagramChannel"))  # imported, listed
