@@ -9,17 +9,16 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from hub.types import (
     Capabilities,
+    ChannelItem,
     InboundMessage,
     LoadAttachment,
-    MessageEdit,
     OutboundMessage,
     SendReceipt,
-    StatusUpdate,
     StoreAttachment,
 )
 
-Parsed = list[InboundMessage | StatusUpdate | MessageEdit]
-Emit = Callable[[InboundMessage | StatusUpdate | MessageEdit], Awaitable[None]]
+Parsed = list[ChannelItem]
+Emit = Callable[[ChannelItem], Awaitable[None]]
 
 
 @dataclass(frozen=True)

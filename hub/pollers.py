@@ -19,7 +19,7 @@ from sqlmodel import col, select
 from channels.base import ChannelAdapter, Polls
 from hub.batching import Coalescer
 from hub.bus import INBOUND
-from hub.types import InboundMessage, MessageEdit, StatusUpdate, encode
+from hub.types import ChannelItem, encode
 from inbox.attachments import attachment_store
 from inbox.channel_state import InboxChannelState
 from inbox.context import InboxContext
@@ -127,14 +127,14 @@ class Pollers:
                                  max_bytes=self.ctx.settings.attachment_max_bytes)
         state = InboxChannelState(self.ctx.db, inbox_id=inbox_id)
 
-        async def add(items: Sequence[InboundMessage | StatusUpdate | MessageEdit]) -> list[str]:
+        async def add(items: Sequence[ChannelItem]) -> list[str]:
             return await self.ctx.bus.add_many(INBOUND, [encode(item) for item in items])
 
         # What a poller emits at once (a fetched batch) goes on the bus in one round trip.
-        adding: Coalescer[InboundMessage | StatusUpdate | MessageEdit, str] = Coalescer(
+        adding: Coalescer[ChannelItem, str] = Coalescer(
             add, max_batch=500)
 
-        async def emit(item: InboundMessage | StatusUpdate | MessageEdit) -> None:
+        async def emit(item: ChannelItem) -> None:
             await adding.submit(item)
 
         poller = asyncio.create_task(adapter.run(inbox_id, settings, emit, store, state))

@@ -174,6 +174,21 @@ class MessageEdit(Frozen):
         return without_nul(value)
 
 
+class ReadUpTo(Frozen):
+    """A provider's watermark: every message sent to this person in this inbox up to a time
+    has reached them or been read (Messenger's delivery and read watermarks name no
+    message)."""
+
+    type: Literal["read_up_to"] = "read_up_to"
+    v: int = SCHEMA_VERSION
+    channel: str
+    inbox_id: int
+    recipient: Identity
+    up_to: datetime
+    status: Literal["delivered", "read"] = "read"
+    received_at: datetime = Field(default_factory=utcnow)
+
+
 class StatusUpdate(Frozen):
     """A provider's word on an outgoing message: sent, delivered, read or failed."""
 
@@ -218,24 +233,22 @@ class SendReceipt(Frozen):
     status: DeliveryStatus = "sent"
 
 
-BusMessage = Annotated[
-    InboundMessage | StatusUpdate | MessageEdit | OutboundMessage, Field(discriminator="type")
-]
-_bus_message: TypeAdapter[InboundMessage | StatusUpdate | MessageEdit | OutboundMessage] = \
-    TypeAdapter(BusMessage)
+# What a channel puts on the inbound stream.
+ChannelItem = InboundMessage | StatusUpdate | MessageEdit | ReadUpTo
+BusMessage = Annotated[ChannelItem | OutboundMessage, Field(discriminator="type")]
+_bus_message: TypeAdapter[ChannelItem | OutboundMessage] = TypeAdapter(BusMessage)
 
 
 class UnsupportedSchema(ValueError):
     """A bus payload written by a newer Switchboard than this one."""
 
 
-def encode(message: InboundMessage | StatusUpdate | MessageEdit | OutboundMessage) -> bytes:
+def encode(message: ChannelItem | OutboundMessage) -> bytes:
     """Serialise a bus message."""
     return message.model_dump_json().encode()
 
 
-def decode(payload: bytes | str
-           ) -> InboundMessage | StatusUpdate | MessageEdit | OutboundMessage:
+def decode(payload: bytes | str) -> ChannelItem | OutboundMessage:
     """Parse a bus message, refusing schema versions this code does not know."""
     message = _bus_message.validate_json(payload)
     if message.v > SCHEMA_VERSION:

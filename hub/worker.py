@@ -42,6 +42,7 @@ from hub.types import (
     InboundMessage,
     MessageEdit,
     OutboundMessage,
+    ReadUpTo,
     StatusUpdate,
     UnsupportedSchema,
     decode,
@@ -52,7 +53,7 @@ from inbox.assignment import drain_queue, release_offline_agents
 from inbox.attachments import attachment_loader, attachment_store
 from inbox.context import InboxContext
 from inbox.db import is_unavailable
-from inbox.delivery import apply_edits, apply_statuses, set_send_result
+from inbox.delivery import apply_edits, apply_statuses, apply_watermarks, set_send_result
 from inbox.event_consumers import EventConsumer
 from inbox.inboxes import inbox_settings
 from inbox.ingest import Ingested, UnknownInbox, ingest_batch
@@ -168,6 +169,7 @@ class Worker:
         messages: list[tuple[int, InboundMessage]] = []
         statuses: list[tuple[int, StatusUpdate]] = []
         edits: list[tuple[int, MessageEdit]] = []
+        marks: list[ReadUpTo] = []
         for n, entry in enumerate(entries):
             try:
                 item = decode(entry.payload)
@@ -180,6 +182,8 @@ class Worker:
                 statuses.append((n, item))
             elif isinstance(item, MessageEdit):
                 edits.append((n, item))
+            elif isinstance(item, ReadUpTo):
+                marks.append(item)
             else:
                 await self._dead(INBOUND, INBOUND_GROUP, entry, f"unexpected {item.type}")
         started = time.perf_counter()
@@ -210,6 +214,9 @@ class Worker:
             for (n, _), done in zip(edits, edited, strict=True):
                 outcomes[n] = done if isinstance(done, Exception) else None
                 BUS_ENTRIES.labels(INBOUND, "edit").inc()
+        if marks:
+            await self._guard(apply_watermarks(self.ctx, marks))
+            BUS_ENTRIES.labels(INBOUND, "watermark").inc(len(marks))
         return outcomes
 
     async def _stored(self, entry: Entry, message: InboundMessage,

@@ -11,10 +11,10 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import MessageEdited, MessageStatusChanged, View
-from hub.types import MessageEdit, StatusUpdate, utcnow
+from hub.types import MessageEdit, ReadUpTo, StatusUpdate, utcnow
 from inbox.context import InboxContext
 from inbox.db import execute, is_postgresql
-from inbox.models import Message, table_of
+from inbox.models import ContactIdentity, Conversation, Message, table_of
 from inbox.outbox import stage_events
 from inbox.views import message_view
 
@@ -106,6 +106,39 @@ async def apply_status(ctx: InboxContext, update_: StatusUpdate) -> bool:
     if isinstance(result, Exception):
         raise result
     return result
+
+
+WATERMARK_ROWS = 200  # the newest messages one watermark moves (older ones moved before)
+
+
+async def apply_watermarks(ctx: InboxContext, marks: Sequence[ReadUpTo]) -> int:
+    """Mark what each watermark covers (the messages sent to its person in its inbox up to
+    its time) delivered or read, in one transaction; how many messages moved forward."""
+    moved: dict[int, Message] = {}
+    async with ctx.db.write() as session:
+        for mark in marks:
+            # Only what left: a queued reply has not reached the provider yet.
+            below = [s for s in ("sent", "delivered") if STATUS_RANK[s] < STATUS_RANK[mark.status]]
+            query = (
+                select(Message)
+                .join(Conversation, col(Conversation.id) == col(Message.conversation_id))
+                .join(ContactIdentity, col(ContactIdentity.id) == col(Conversation.identity_id))
+                .where(col(Message.inbox_id) == mark.inbox_id, Message.direction == "out",
+                       Message.kind == "message", col(Message.status).in_(below),
+                       col(Message.created_at) <= mark.up_to,
+                       ContactIdentity.kind == mark.recipient.kind,
+                       ContactIdentity.value == mark.recipient.value)
+                .order_by(col(Message.id).desc()).limit(WATERMARK_ROWS)
+            )
+            if is_postgresql(session):
+                query = query.with_for_update(of=Message)
+            for row in await session.exec(query):
+                session.expunge(row)
+                if row.id is not None and moves_forward(row.status, mark.status):
+                    row.status, row.status_reason = mark.status, None
+                    moved[row.id] = row
+        stage_events(session, await _save(session, list(moved.values())))
+    return len(moved)
 
 
 EDITS_KEPT = 20  # earlier wordings a message keeps (meta["edits"]), newest last

@@ -12,7 +12,7 @@ and logged. Per event:
 - `message.is_echo` (what the page sent, ours or from elsewhere) and `reaction`s are left
   out; `postback` (a button pressed) becomes a message with the button's title;
 - `delivery` (its `mids`) and Instagram `read` (its `mid`) become delivery states; a
-  Messenger `read` watermark names no message and is left out;
+  Messenger `read` watermark marks everything sent to that person up to it read;
 - anything else is ignored and logged, never an error.
 """
 
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.base import BadPayload, Parsed
-from hub.types import Identity, IdentityKind, InboundMessage, StatusUpdate, utcnow
+from hub.types import Identity, IdentityKind, InboundMessage, ReadUpTo, StatusUpdate, utcnow
 
 log = logging.getLogger("switchboard.channels.meta")
 
@@ -76,8 +76,15 @@ def _event(event: dict[str, Any], *, channel: str, identity: IdentityKind, inbox
                 for mid in event["delivery"].get("mids") or []]
     if "read" in event:
         mid = event["read"].get("mid")
-        return [StatusUpdate(channel=channel, inbox_id=inbox_id, external_id=str(mid),
-                             status="read", provider_ts=at)] if mid else []
+        if mid:  # Instagram names the message
+            return [StatusUpdate(channel=channel, inbox_id=inbox_id, external_id=str(mid),
+                                 status="read", provider_ts=at)]
+        watermark = _when(event["read"].get("watermark"))
+        if watermark is None or not sender:
+            return []
+        # Messenger: everything sent to this person up to the watermark was read.
+        return [ReadUpTo(channel=channel, inbox_id=inbox_id, up_to=watermark, status="read",
+                         recipient=Identity(kind=identity, value=sender))]
     message = event.get("message")
     postback = event.get("postback")
     if isinstance(message, dict) and message.get("is_echo"):

@@ -28,7 +28,14 @@ from channels.base import (
 from channels.registry import build_channels
 from channels.webchat import WebchatChannel
 from config import load_settings
-from hub.types import Identity, InboundMessage, OutboundMessage, StatusUpdate
+from hub.types import (
+    Identity,
+    InboundMessage,
+    MessageEdit,
+    OutboundMessage,
+    ReadUpTo,
+    StatusUpdate,
+)
 from tests.fakes.meta_server import APP_SECRET, PAGE_ID, PAGE_TOKEN, FakeGraph, signature
 from tests.fakes.telegram_server import BOT_TOKEN, FakeTelegram
 from tests.fakes.twilio_server import FakeTwilio, signed
@@ -303,7 +310,7 @@ def test_captured_payloads_parse_into_bus_messages(path: Path) -> None:
     parsed = adapter.parse(_request(case, path.read_bytes(), {}))
     assert parsed
     for item in parsed:
-        assert isinstance(item, InboundMessage | StatusUpdate)
+        assert isinstance(item, InboundMessage | StatusUpdate | MessageEdit | ReadUpTo)
         assert item.channel == kind and item.inbox_id == 7
         assert item.received_at.tzinfo is not None
 

@@ -22,7 +22,7 @@ from channels.base import (
     WebhookRequest,
 )
 from channels.meta import InstagramChannel, MessengerChannel
-from hub.types import Identity, InboundMessage, OutboundMessage, StatusUpdate, utcnow
+from hub.types import Identity, InboundMessage, OutboundMessage, ReadUpTo, StatusUpdate, utcnow
 from inbox.db import Database
 from inbox.models import Message
 from tests.fakes.meta_server import (
@@ -89,12 +89,15 @@ def test_messages_postbacks_and_quick_replies() -> None:
         "Get Started", "GET_STARTED", "m_pb1")
 
 
-def test_deliveries_become_states_and_echoes_reactions_watermarks_are_left_out() -> None:
+def test_deliveries_and_reads_become_states_and_echoes_reactions_are_left_out() -> None:
     delivered = _parse("messenger/delivery.json")
     assert [(s.external_id, s.status) for s in delivered if isinstance(s, StatusUpdate)] == [
         ("m_out1", "delivered"), ("m_out2", "delivered")]
-    for name in ("messenger/ignored_echo.json", "messenger/ignored_read_watermark.json",
-                 "messenger/ignored_reaction.json"):
+    [read] = _parse("messenger/read_watermark.json")
+    assert isinstance(read, ReadUpTo) and read.status == "read"
+    assert read.recipient == Identity(kind="messenger", value=ADA)
+    assert read.up_to.timestamp() == 1764840000.123
+    for name in ("messenger/ignored_echo.json", "messenger/ignored_reaction.json"):
         assert _parse(name) == [], name
     instagram = InstagramChannel(http=httpx.AsyncClient(), max_media_bytes=1_000_000)
     [read] = _parse("instagram/read.json", instagram)
@@ -253,6 +256,13 @@ async def test_a_messenger_inbox_end_to_end(stack: Stack, graph: FakeGraph) -> N
     assert (await _post(stack, inbox_id, delivered)).status_code == 200
     await socket.wait_event(lambda e: e["type"] == "message.status_changed"
                             and e["message"]["status"] == "delivered")
+    # Messenger's read watermark names no message: everything sent up to it is read.
+    read = page_event(PAGE_ID, {"sender": {"id": ADA}, "recipient": {"id": PAGE_ID},
+                                "timestamp": 2, "read": {"watermark": _millis_now()}})
+    assert (await _post(stack, inbox_id, read)).status_code == 200
+    seen = await socket.wait_event(lambda e: e["type"] == "message.status_changed"
+                                   and e["message"]["status"] == "read")
+    assert seen["event"]["message"]["external_id"] == mid
 
     # Two days later, without the HUMAN_AGENT tag: refused before anything is queued.
     db = Database(stack.settings.sqlalchemy_url)
@@ -285,3 +295,7 @@ async def test_a_messenger_inbox_end_to_end(stack: Stack, graph: FakeGraph) -> N
 
 async def _count(items: list[Any], count: int) -> bool:
     return len(items) >= count
+
+
+def _millis_now() -> int:
+    return int(utcnow().timestamp() * 1000) + 1000
