@@ -94,6 +94,7 @@ class MessageView(View):
     accepted_at: datetime
     created_at: datetime
     edited_at: datetime | None = None  # the customer changed it after sending (see `text`)
+    sent_elsewhere: bool = False  # the business sent it from outside Switchboard
 
 
 class NotificationView(View):

@@ -132,6 +132,10 @@ class InboundMessage(Frozen):
     conversation_ref: int | None = Field(default=None, ge=1, le=2**53)
     # Other people the customer wrote to along with us (email To/Cc): replies may copy them.
     cc: tuple[Identity, ...] = Field(default=(), max_length=50)
+    # Sent by the business from outside Switchboard (a page's own inbox, the phone app): kept
+    # as an outgoing message in the customer's running conversation (`sender` is still the
+    # customer); it never opens, reopens or assigns a conversation.
+    from_business: bool = False
 
     @field_validator("text", "html", "thread_hint", "in_reply_to", mode="before")
     @classmethod

@@ -51,6 +51,7 @@ from inbox.ingest_store import (
     Retry,
     UnknownInbox,
     direct_target,
+    direction_of,
     find,
     insert_contacts,
     insert_conversations,
@@ -212,6 +213,9 @@ def _decide(
                             else running.get((inbox_id, contact.id)))
             if conversation is not None and _stale(conversation, now, window):
                 conversation = None
+        if conversation is None and m.from_business:
+            item.suppressed = True  # written elsewhere with no conversation here to join
+            continue
         if conversation is None:
             conversation = _open(item, contact, now)
             item.opened = True
@@ -270,7 +274,13 @@ def _apply(
 ) -> None:
     """What a customer's message does to its conversation."""
     m = item.message
-    if not m.automated:
+    if m.from_business:
+        # The business answered from elsewhere: the thread shows it, nothing else changes.
+        if item.at >= conversation.last_activity_at:
+            conversation.last_activity_at = item.at
+            conversation.last_message_preview = (m.text or "")[:PREVIEW_CHARS] or None
+            conversation.changed = True
+    elif not m.automated:
         if conversation.status != "open":
             item.reopened_from = conversation.status
             conversation.status = "open"
@@ -309,7 +319,8 @@ async def _assign(ctx: InboxContext, session: AsyncSession, items: list[Item],
     wanting: dict[int, tuple[Item, ConversationState]] = {}
     for item in items:
         conv = item.conversation
-        if conv is None or item.message.automated or not item.inbox.auto_assign:
+        if conv is None or item.message.automated or item.message.from_business \
+                or not item.inbox.auto_assign:
             continue
         if conv.assignee_id is None and conv.waiting_since is None and id(conv) not in wanting:
             wanting[id(conv)] = (item, conv)
@@ -427,8 +438,10 @@ def _message_view(item: Item, now: datetime) -> MessageView:
     assert item.conversation.id is not None and item.contact is not None
     return MessageView(
         id=item.message_id, conversation_id=item.conversation.id, inbox_id=item.inbox.id,
-        direction="in", kind="message", text=m.text, html=m.html, external_id=m.external_id,
-        contact_id=item.contact.id, agent_id=None, status=None, status_reason=None,
+        direction=direction_of(m), kind="message", text=m.text, html=m.html,
+        external_id=m.external_id, contact_id=item.contact.id, agent_id=None,
+        status="sent" if m.from_business else None, status_reason=None,
+        sent_elsewhere=m.from_business,
         attachments=[a.model_dump(mode="json") for a in m.attachments],
         accepted_at=item.at, created_at=now,
     )

@@ -465,17 +465,26 @@ async def insert_messages(session: AsyncSession, items: list[Item], now: datetim
             item.result = Ingested(item.message_id, conv.id)
 
 
+def direction_of(m: InboundMessage) -> str:
+    """How a channel's message is stored: the customer's, or the business's own from
+    elsewhere."""
+    return "out" if m.from_business else "in"
+
+
 def _message_row(item: Item, now: datetime) -> dict[str, Any]:
     m = item.message
     meta: dict[str, Any] = dict(m.metadata)
     if m.references:
         meta["references"] = list(m.references)
+    if m.from_business:
+        meta["sent_elsewhere"] = True
     assert item.conversation is not None and item.contact is not None
     return {
-        "conversation_id": item.conversation.id, "inbox_id": item.inbox.id, "direction": "in",
+        "conversation_id": item.conversation.id, "inbox_id": item.inbox.id,
+        "direction": direction_of(m),
         "kind": "message", "text": m.text, "html": m.html, "external_id": m.external_id,
         "idempotency_key": None, "in_reply_to": m.in_reply_to, "contact_id": item.contact.id,
-        "agent_id": None, "status": None, "status_reason": None,
+        "agent_id": None, "status": "sent" if m.from_business else None, "status_reason": None,
         "attachments": [a.model_dump(mode="json") for a in m.attachments], "meta": meta,
         "provider_ts": m.provider_ts, "accepted_at": item.at, "created_at": now,
     }

@@ -44,6 +44,7 @@ def message_view(message: Message) -> MessageView:
         accepted_at=message.accepted_at,
         created_at=message.created_at,
         edited_at=(message.meta or {}).get("edited_at"),
+        sent_elsewhere=bool((message.meta or {}).get("sent_elsewhere")),
     )
 
 

@@ -35,7 +35,7 @@ from channels.base import (
     VerificationFailed,
     WebhookRequest,
 )
-from channels.meta.events import parse_events
+from channels.meta.events import OWN_MARK, parse_events
 from channels.meta.graph import DEFAULT_GRAPH, GraphError, call, connect_error, send_error
 from hub.fetch import TargetRefused, TooLarge, bounded_body
 from hub.security import constant_time_equal
@@ -258,7 +258,7 @@ class MetaChannel:
         switched it on, again with the HUMAN_AGENT tag."""
         body: dict[str, Any] = {"recipient": {"id": message.recipient.value},
                                 "messaging_type": "RESPONSE",
-                                "message": {"text": message.text}}
+                                "message": {"text": message.text, "metadata": OWN_MARK}}
         path = f"{self._account(inbox_settings)}/messages"
         try:
             try:
@@ -286,7 +286,8 @@ class MessengerChannel(MetaChannel):
         SettingSpec("page_id", "the Facebook page's id"))
     capabilities: ClassVar[Capabilities] = Capabilities(
         reply_window_hours=24, extended_window=("human_agent_tag", 7 * 24), max_text=2000)
-    SUBSCRIBED_FIELDS = "messages,messaging_postbacks,message_deliveries,message_reads"
+    SUBSCRIBED_FIELDS = ("messages,messaging_postbacks,message_deliveries,message_reads,"
+                         "message_echoes")
 
     async def _subscribe(self, inbox_settings: Mapping[str, Any], *, on: bool) -> None:
         """Subscribe (or unsubscribe) the app to the page's messaging events."""

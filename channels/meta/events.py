@@ -9,8 +9,10 @@ and logged. Per event:
   for the worker to fetch), quick replies (their payload kept), Instagram story replies and
   story mentions (shown with their link); `mid` is the external id, so Meta's redeliveries
   are one message;
-- `message.is_echo` (what the page sent, ours or from elsewhere) and `reaction`s are left
-  out; `postback` (a button pressed) becomes a message with the button's title;
+- `message.is_echo`: what the page sent. Ours (the Send API `metadata` mark) is left out;
+  on Messenger, a reply written elsewhere (Meta's own inbox) joins the thread as the
+  business's; `reaction`s are left out; `postback` (a button pressed) becomes a message
+  with the button's title;
 - `delivery` (its `mids`) and Instagram `read` (its `mid`) become delivery states; a
   Messenger `read` watermark marks everything sent to that person up to it read;
 - anything else is ignored and logged, never an error.
@@ -29,6 +31,8 @@ from hub.types import Identity, IdentityKind, InboundMessage, ReadUpTo, StatusUp
 
 log = logging.getLogger("switchboard.channels.meta")
 
+# The Send API's `metadata` on every reply Switchboard sends: its echo is recognised as ours.
+OWN_MARK = "switchboard"
 MEDIA_TYPES = {"image": ("image.jpg", "image/jpeg"), "video": ("video.mp4", "video/mp4"),
                "audio": ("audio.mp4", "audio/mp4"), "file": ("file", "application/octet-stream")}
 
@@ -87,8 +91,16 @@ def _event(event: dict[str, Any], *, channel: str, identity: IdentityKind, inbox
                          recipient=Identity(kind=identity, value=sender))]
     message = event.get("message")
     postback = event.get("postback")
+    from_business = False
     if isinstance(message, dict) and message.get("is_echo"):
-        return []  # what the page sent: ours is stored already
+        # What the page sent. Ours (marked in the Send API's metadata) is stored already;
+        # Messenger echoes of replies written elsewhere (Meta's own inbox, the phone app)
+        # join the customer's thread as the business's. Instagram echoes carry no mark of
+        # ours, so they are left out rather than risk storing our own replies twice.
+        if identity != "messenger" or str(message.get("metadata") or "") == OWN_MARK:
+            return []
+        sender = str((event.get("recipient") or {}).get("id") or "")
+        from_business = True
     if not sender or not (isinstance(message, dict) or isinstance(postback, dict)):
         log.info("meta event ignored: %s", ", ".join(sorted(event)) or "empty")
         return []
@@ -117,6 +129,7 @@ def _event(event: dict[str, Any], *, channel: str, identity: IdentityKind, inbox
         sender=Identity(kind=identity, value=sender),
         thread_hint=f"{channel}:{sender}", in_reply_to=str(reply_to) if reply_to else None,
         text="\n".join(lines), provider_ts=at, received_at=utcnow(), metadata=meta,
+        from_business=from_business,
     )]
 
 

@@ -97,9 +97,18 @@ def test_deliveries_and_reads_become_states_and_echoes_reactions_are_left_out() 
     assert isinstance(read, ReadUpTo) and read.status == "read"
     assert read.recipient == Identity(kind="messenger", value=ADA)
     assert read.up_to.timestamp() == 1764840000.123
-    for name in ("messenger/ignored_echo.json", "messenger/ignored_reaction.json"):
-        assert _parse(name) == [], name
+    [elsewhere] = _parse("messenger/echo_from_elsewhere.json")
+    assert isinstance(elsewhere, InboundMessage) and elsewhere.from_business
+    assert elsewhere.sender == Identity(kind="messenger", value=ADA)  # the customer's thread
+    assert elsewhere.text == "Sent from the page inbox"
     instagram = InstagramChannel(http=httpx.AsyncClient(), max_media_bytes=1_000_000)
+    echo = json.loads((FIXTURES / "messenger/echo_from_elsewhere.json").read_bytes())
+    echo["object"] = "instagram"
+    echo["entry"][0]["id"] = IG_ACCOUNT_ID
+    assert instagram.parse(_request(json.dumps(echo).encode(), settings={
+        "account_id": IG_ACCOUNT_ID, "app_secret": APP_SECRET})) == []
+    for name in ("messenger/ignored_echo_of_ours.json", "messenger/ignored_reaction.json"):
+        assert _parse(name) == [], name
     [read] = _parse("instagram/read.json", instagram)
     assert isinstance(read, StatusUpdate) and read.status == "read"
 
@@ -162,7 +171,8 @@ async def test_send_uses_the_window_the_tag_and_sorts_graph_errors(graph: FakeGr
         assert receipt.external_id.startswith("m_")
         assert graph.sent[-1] == {"node": PAGE_ID, "recipient": {"id": ADA},
                                   "messaging_type": "RESPONSE",
-                                  "message": {"text": "Your order ships today"}}
+                                  "message": {"text": "Your order ships today",
+                                              "metadata": "switchboard"}}
         assert graph.calls[-1].token == PAGE_TOKEN and "access_token" not in graph.calls[-1].params
         graph.window_closed.add(ADA)
         with pytest.raises(PermanentSendError, match="outside of allowed window"):
@@ -198,7 +208,7 @@ async def test_a_messenger_inbox_end_to_end(stack: Stack, graph: FakeGraph) -> N
     assert made.status_code == 201, made.text
     inbox_id = made.json()["id"]
     assert graph.subscribed[PAGE_ID] == (
-        "messages,messaging_postbacks,message_deliveries,message_reads")
+        "messages,messaging_postbacks,message_deliveries,message_reads,message_echoes")
     detail = (await admin.http.get(f"/api/v1/inboxes/{inbox_id}")).json()
     values = {s["name"]: s["value"] for s in detail["settings"]}
     assert values["account_name"] == "Acme Garden Supplies" and values["app_secret"] is None
@@ -246,7 +256,8 @@ async def test_a_messenger_inbox_end_to_end(stack: Stack, graph: FakeGraph) -> N
     assert reply.status_code == 201, reply.text
     await eventually(lambda: _count(graph.sent, 1))
     assert graph.sent[0]["recipient"] == {"id": ADA}
-    assert graph.sent[0]["message"] == {"text": "It arrives tomorrow."}
+    assert graph.sent[0]["message"] == {"text": "It arrives tomorrow.",
+                                        "metadata": "switchboard"}
     sent = await socket.wait_event(lambda e: e["type"] == "message.status_changed"
                                    and e["message"]["status"] == "sent")
     mid = sent["event"]["message"]["external_id"]
@@ -263,6 +274,28 @@ async def test_a_messenger_inbox_end_to_end(stack: Stack, graph: FakeGraph) -> N
     seen = await socket.wait_event(lambda e: e["type"] == "message.status_changed"
                                    and e["message"]["status"] == "read")
     assert seen["event"]["message"]["external_id"] == mid
+
+    # Meta echoes our reply (marked ours: nothing new) and one a colleague wrote in Meta's
+    # own inbox (it joins the thread as the page's, changing nothing else).
+    ours = {"sender": {"id": PAGE_ID}, "recipient": {"id": ADA}, "timestamp": _millis_now(),
+            "message": {"mid": mid, "is_echo": True, "app_id": 1, "metadata": "switchboard",
+                        "text": "It arrives tomorrow."}}
+    elsewhere = {"sender": {"id": PAGE_ID}, "recipient": {"id": ADA},
+                 "timestamp": _millis_now(),
+                 "message": {"mid": "m_from_business_suite", "is_echo": True,
+                             "app_id": 263902037430900, "text": "Also: 10% off next time!"}}
+    assert (await _post(stack, inbox_id, page_event(PAGE_ID, ours, elsewhere))
+            ).status_code == 200
+    echoed = await socket.wait_event(lambda e: e["type"] == "message.created"
+                                     and e["message"]["direction"] == "out"
+                                     and e["message"]["sent_elsewhere"])
+    assert echoed["event"]["message"]["text"] == "Also: 10% off next time!"
+    assert echoed["event"]["conversation"]["unread_count"] == 0
+    items = (await alice.http.get(f"/api/v1/conversations/{conversation_id}/messages")
+             ).json()["items"]
+    assert [(m["direction"], m["text"]) for m in items] == [
+        ("in", "Where is my parcel?"), ("out", "It arrives tomorrow."),
+        ("out", "Also: 10% off next time!")]
 
     # Two days later, without the HUMAN_AGENT tag: refused before anything is queued.
     db = Database(stack.settings.sqlalchemy_url)

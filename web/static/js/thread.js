@@ -165,7 +165,7 @@ export function messageElement(message) {
   const open = state.open;
   const author = message.direction === "in"
     ? contactName((open && open.conversation) || {})
-    : agentName(message.agent_id) || "Switchboard";
+    : agentName(message.agent_id) || (message.sent_elsewhere ? "Sent outside Switchboard" : "Switchboard");
   const label = message.kind === "note" ? `Note · ${author}` : author;
   const conversation = (open && open.conversation) || {};
   const meta = el("div", { class: "meta" }, when);
