@@ -136,6 +136,10 @@ class InboundMessage(Frozen):
     # as an outgoing message in the customer's running conversation (`sender` is still the
     # customer); it never opens, reopens or assigns a conversation.
     from_business: bool = False
+    # Identities the provider vouches are the sender's own (a phone number Telegram checked
+    # and the customer shared): linked to their contact; one that is already another
+    # contact's makes the two one.
+    verified_identities: tuple[Identity, ...] = Field(default=(), max_length=5)
 
     @field_validator("text", "html", "thread_hint", "in_reply_to", mode="before")
     @classmethod

@@ -51,6 +51,7 @@ from hub.types import utcnow as _utcnow
 from inbox.actions import wake_snoozed
 from inbox.assignment import drain_queue, release_offline_agents
 from inbox.attachments import attachment_loader, attachment_store
+from inbox.contacts import link_verified_identities
 from inbox.context import InboxContext
 from inbox.db import is_unavailable
 from inbox.delivery import apply_edits, apply_statuses, apply_watermarks, set_send_result
@@ -202,6 +203,9 @@ class Worker:
             crash_point(self.ctx.settings, "ingest-after-commit")
             for (n, message), result in zip(ready, results, strict=True):
                 outcomes[n] = await self._stored(entries[n], message, result)
+                if message.verified_identities and isinstance(result, Ingested) \
+                        and result.conversation_id is not None and not result.duplicate:
+                    await self._link(result.conversation_id, message)
             if ready:
                 INGEST_SECONDS.observe((time.perf_counter() - started) / len(ready))
         if statuses:
@@ -231,6 +235,17 @@ class Worker:
             ACCEPT_TO_STORE_SECONDS.observe(max(0.0, delay))
         BUS_ENTRIES.labels(INBOUND, "duplicate" if result.duplicate else "stored").inc()
         return None
+
+    async def _link(self, conversation_id: int, message: InboundMessage) -> None:
+        """Link what the provider vouches for to the sender's contact (rare: a shared phone
+        number); a failure is logged, the message is stored whatever happens."""
+        try:
+            await self._guard(link_verified_identities(
+                self.ctx, conversation_id, message.verified_identities))
+        except Outage:
+            raise
+        except Exception:
+            log.exception("linking the verified identities of %s failed", message.external_id)
 
     async def _guard(self, work: Awaitable[T]) -> T:
         """Run database work; an unreachable database becomes an Outage (retried later)."""

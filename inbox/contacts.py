@@ -14,6 +14,7 @@ conversations reply through it, and mail from it should still find this contact.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.events import ContactMerged, ContactView, ConversationUpdated, ConversationView, View
 from hub.identity import InvalidIdentity, normalize_email, normalize_phone
-from hub.types import utcnow
+from hub.types import Identity, utcnow
 from inbox.agents import Principal
 from inbox.context import InboxContext
 from inbox.db import is_postgresql
@@ -205,7 +206,7 @@ async def update_contact(
 
 
 async def _conversations_updated(
-    session: AsyncSession, contact_id: int | None, by_agent_id: int
+    session: AsyncSession, contact_id: int | None, by_agent_id: int | None
 ) -> list[ConversationUpdated]:
     rows = await session.exec(select(Conversation).where(Conversation.contact_id == contact_id))
     now = utcnow()
@@ -246,40 +247,87 @@ async def merge_contacts(
         locked = {cid: await _resolve(session, principal, cid, lock=True)
                   for cid in (first, second)}
         survivor, other = locked[contact_id][0], locked[other_contact_id][0]
-        survivor_id, other_id = survivor.id, other.id
-        if survivor_id == other_id:
+        if survivor.id == other.id:
             raise Refused("other_contact_id: that is this contact already")
-        assert survivor_id is not None and other_id is not None
-        moved = list(await session.exec(
-            select(Conversation.id).where(Conversation.contact_id == other_id)))
-        await session.exec(update(ContactIdentity).where(
-            col(ContactIdentity.contact_id) == other_id).values(contact_id=survivor_id))
-        await session.exec(update(Conversation).where(
-            col(Conversation.contact_id) == other_id).values(contact_id=survivor_id))
-        if moved:
-            # By conversation: the messages table is large and indexed that way.
-            await session.exec(update(Message).where(
-                col(Message.conversation_id).in_(moved), col(Message.contact_id) == other_id,
-            ).values(contact_id=survivor_id))
-        await session.exec(update(ContactNote).where(
-            col(ContactNote.contact_id) == other_id).values(contact_id=survivor_id))
-        survivor.name = survivor.name or other.name
-        survivor.email = survivor.email or other.email
-        survivor.phone = survivor.phone or other.phone
-        survivor.attributes = {**other.attributes, **survivor.attributes}
-        other.merged_into_id = survivor_id
-        session.add_all([survivor, other])
-        await session.flush()
-        view = await contact_view(session, survivor)
-        conversations = await _conversations_updated(session, survivor_id, principal.agent_id)
-        now = utcnow()
-        # One event per inbox the contact is in: no agent learns of a contact they cannot see.
-        inbox_ids = sorted({event.inbox_id for event in conversations if event.inbox_id})
-        events: list[View] = [
-            ContactMerged(inbox_id=inbox_id, at=now, contact=view,
-                          merged_contact_id=other_id, by_agent_id=principal.agent_id)
-            for inbox_id in inbox_ids
-        ]
-        events += conversations
-        stage_events(session, events)
+        view = await _merge(session, survivor, other, by_agent_id=principal.agent_id)
     return view
+
+
+async def _merge(session: AsyncSession, survivor: Contact, other: Contact, *,
+                 by_agent_id: int | None) -> ContactView:
+    """Move every identity, conversation and note of `other` to `survivor` (both locked by
+    the caller) and stage the events; `by_agent_id` None: Switchboard did it."""
+    survivor_id, other_id = survivor.id, other.id
+    assert survivor_id is not None and other_id is not None
+    moved = list(await session.exec(
+        select(Conversation.id).where(Conversation.contact_id == other_id)))
+    await session.exec(update(ContactIdentity).where(
+        col(ContactIdentity.contact_id) == other_id).values(contact_id=survivor_id))
+    await session.exec(update(Conversation).where(
+        col(Conversation.contact_id) == other_id).values(contact_id=survivor_id))
+    if moved:
+        # By conversation: the messages table is large and indexed that way.
+        await session.exec(update(Message).where(
+            col(Message.conversation_id).in_(moved), col(Message.contact_id) == other_id,
+        ).values(contact_id=survivor_id))
+    await session.exec(update(ContactNote).where(
+        col(ContactNote.contact_id) == other_id).values(contact_id=survivor_id))
+    survivor.name = survivor.name or other.name
+    survivor.email = survivor.email or other.email
+    survivor.phone = survivor.phone or other.phone
+    survivor.attributes = {**other.attributes, **survivor.attributes}
+    other.merged_into_id = survivor_id
+    session.add_all([survivor, other])
+    await session.flush()
+    view = await contact_view(session, survivor)
+    conversations = await _conversations_updated(session, survivor_id, by_agent_id)
+    now = utcnow()
+    # One event per inbox the contact is in: no agent learns of a contact they cannot see.
+    inbox_ids = sorted({event.inbox_id for event in conversations if event.inbox_id})
+    events: list[View] = [
+        ContactMerged(inbox_id=inbox_id, at=now, contact=view,
+                      merged_contact_id=other_id, by_agent_id=by_agent_id)
+        for inbox_id in inbox_ids
+    ]
+    events += conversations
+    stage_events(session, events)
+    return view
+
+
+async def link_verified_identities(
+    ctx: InboxContext, conversation_id: int, identities: Sequence[Identity]
+) -> int | None:
+    """Identities a provider vouches are the contact's of a conversation (Telegram's "share
+    my phone number" button): each becomes theirs; one that is already another contact's
+    makes the two one, that other contact surviving (the established one keeps its history,
+    and this conversation joins it). The contact id the conversation has now."""
+    async with ctx.db.write() as session:
+        conversation = await session.get(Conversation, conversation_id)
+        if conversation is None:
+            return None
+        contact = await session.get(Contact, conversation.contact_id)
+        if contact is None:
+            return None
+        for identity in identities:
+            owner = (await session.exec(select(ContactIdentity).where(
+                ContactIdentity.kind == identity.kind,
+                ContactIdentity.value == identity.value))).first()
+            if owner is None:
+                assert contact.id is not None
+                session.add(ContactIdentity(contact_id=contact.id, kind=identity.kind,
+                                            value=identity.value,
+                                            display_name=identity.display_name))
+                if identity.kind == "phone" and not contact.phone:
+                    contact.phone = identity.value
+                    session.add(contact)
+                await session.flush()
+            elif owner.contact_id != contact.id:
+                survivor = await session.get(Contact, owner.contact_id)
+                if survivor is None or survivor.merged_into_id is not None:
+                    continue
+                if is_postgresql(session):
+                    for row in sorted((survivor, contact), key=lambda c: c.id or 0):
+                        await session.refresh(row, with_for_update=True)
+                await _merge(session, survivor, contact, by_agent_id=None)
+                contact = survivor
+        return contact.id

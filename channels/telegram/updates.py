@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from channels.base import BadPayload, Parsed
+from hub.identity import InvalidIdentity, normalize_phone
 from hub.types import Identity, InboundMessage, MessageEdit, utcnow
 
 log = logging.getLogger("switchboard.channels.telegram")
@@ -95,8 +96,18 @@ def _inbound(message: dict[str, Any], chat: dict[str, Any], sender: dict[str, An
     notes = _notes(message, meta)
     external_id = f"{chat_id}:{message_id}"
     when = message.get("date")
+    verified: tuple[Identity, ...] = ()
+    if meta.get("shared_phone"):
+        try:
+            # Telegram gives the number in international form, often without its "+".
+            raw = meta["shared_phone"]
+            number = normalize_phone(raw if raw.startswith("+") else "+" + raw)
+            verified = (Identity(kind="phone", value=number),)
+        except InvalidIdentity:
+            verified = ()
     return InboundMessage(
         channel=channel, inbox_id=inbox_id, external_id=external_id,
+        verified_identities=verified,
         sender=Identity(kind="telegram", value=str(sender["id"]),
                         display_name=(name or meta.get("username") or None)),
         thread_hint=f"telegram:{chat_id}",

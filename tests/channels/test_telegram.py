@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from channels.base import (
     BadPayload,
@@ -92,6 +93,7 @@ def test_locations_contacts_and_edits_are_words_the_agent_reads() -> None:
     [contact] = _parse("contact_own.json")
     assert contact.text == "Shared contact: Tom Keller +4915112345678"
     assert contact.metadata["shared_phone"] == "+4915112345678"
+    assert contact.verified_identities == (Identity(kind="phone", value="+4915112345678"),)
     [edited] = _channel().parse(_request((FIXTURES / "edited.json").read_bytes()))
     # An edit names the message it changes and carries its new wording.
     assert isinstance(edited, MessageEdit)
@@ -408,3 +410,53 @@ async def test_the_connect_form_tests_the_typed_token_before_connecting(
     admin = await stack.login("admin")
     assert not [i for i in (await admin.http.get("/api/v1/inboxes")).json()
                 if i["channel"] == "telegram"]
+
+
+async def test_a_shared_phone_number_joins_the_contact_who_has_it(
+    stack: Stack, fake: FakeTelegram,
+) -> None:
+    from inbox.models import Contact, ContactIdentity, Conversation
+
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.write() as session:
+            known = Contact(name="Tom Keller (shop account)", phone="+4915112345678",
+                            attributes={})
+            session.add(known)
+            await session.flush()
+            assert known.id is not None
+            known_id = known.id
+            session.add(ContactIdentity(contact_id=known_id, kind="phone",
+                                        value="+4915112345678"))
+    finally:
+        await db.close()
+    made = await _connect(stack, fake)
+    inbox_id = made.json()["id"]
+    admin = await stack.login("admin")
+    await admin.http.put(f"/api/v1/inboxes/{inbox_id}/members",
+                         json={"agent_ids": [stack.ids["admin"]]})
+    secret = str(next(iter(fake.webhooks.values()))["secret_token"])
+    socket = await (await stack.login("admin")).ws()
+    assert (await _post(stack, inbox_id, private_message(1, text="Hallo"), secret)
+            ).status_code == 202
+    first = await socket.wait_event(of_type("message.created", direction="in"))
+    conversation_id = first["event"]["conversation"]["id"]
+    assert first["event"]["conversation"]["contact_id"] != known_id  # a new contact, for now
+
+    shared = private_message(2, text=None, contact={
+        "phone_number": "4915112345678", "first_name": "Tom", "user_id": 4242})
+    assert (await _post(stack, inbox_id, shared, secret)).status_code == 202
+    merged = await socket.wait_event(of_type("contact.merged"))
+    assert merged["event"]["contact"]["id"] == known_id
+    assert merged["event"]["merged_contact_id"] == first["event"]["conversation"]["contact_id"]
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.read() as session:
+            conversation = await session.get_one(Conversation, conversation_id)
+            identities = sorted((i.kind, i.value) for i in await session.exec(
+                select(ContactIdentity).where(ContactIdentity.contact_id == known_id)))
+    finally:
+        await db.close()
+    assert conversation.contact_id == known_id  # the Telegram chat is the known customer's
+    assert identities == [("phone", "+4915112345678"), ("telegram", "4242")]
+    await socket.close()
