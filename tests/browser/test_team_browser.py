@@ -346,6 +346,7 @@ async def test_desktop_notifications_and_sound_are_opt_in_and_skip_my_own_action
 
     # Both choices are remembered; turning desktop notifications off is one click.
     await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-live", "true")
     await page.click("#bell")
     await expect(page.locator("#sound-toggle")).to_be_checked()
     await expect(page.locator("#desktop-toggle")).to_have_text("Disable desktop notifications")

@@ -290,6 +290,7 @@ export function addMessage(message) {
 // ---- typing indicators -------------------------------------------------------------
 
 let typingSentAt = 0;
+let typingMode = null; // what colleagues were last told this agent is writing
 let typingStop = null;
 
 export function signalTyping() {
@@ -297,8 +298,10 @@ export function signalTyping() {
   if (!open) return;
   const mode = state.mode === "note" ? "note" : "reply";
   const now = Date.now();
-  if (now - typingSentAt > 3000) {
+  // Repeated at most every 3 s, and at once when the agent switched between reply and note.
+  if (now - typingSentAt > 3000 || mode !== typingMode) {
     typingSentAt = now;
+    typingMode = mode;
     api("POST", `/api/v1/conversations/${open.id}/typing`, { mode, typing: true }).catch(() => {});
   }
   clearTimeout(typingStop);
@@ -309,6 +312,7 @@ export function stopTyping() {
   clearTimeout(typingStop);
   if (!typingSentAt || !state.open) return;
   typingSentAt = 0;
+  typingMode = null;
   const mode = state.mode === "note" ? "note" : "reply";
   api("POST", `/api/v1/conversations/${state.open.id}/typing`, { mode, typing: false }).catch(() => {});
 }
