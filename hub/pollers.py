@@ -19,6 +19,7 @@ from sqlmodel import col, select
 from channels.base import ChannelAdapter, Polls
 from hub.batching import Coalescer
 from hub.bus import INBOUND
+from hub.secrets import SecretsUnreadable
 from hub.types import ChannelItem, encode
 from inbox.attachments import attachment_store
 from inbox.channel_state import InboxChannelState
@@ -73,8 +74,14 @@ class Pollers:
                 select(Inbox).where(col(Inbox.channel).in_(sorted(self.polling)),
                                     col(Inbox.disconnected_at).is_(None))
             )
-            wanted = {row.id: (row.channel, self.ctx.secrets.open_settings(row.settings))
-                      for row in rows if row.id}
+            wanted: dict[int, tuple[str, dict[str, Any]]] = {}
+            for row in rows:
+                if row.id is None:
+                    continue
+                try:
+                    wanted[row.id] = (row.channel, self.ctx.secrets.open_settings(row.settings))
+                except SecretsUnreadable as exc:
+                    log.error("inbox %s is not polled: %s", row.id, exc)
         for inbox_id, (settings, task) in list(self.tasks.items()):
             if inbox_id not in wanted or wanted[inbox_id][1] != settings or task.done():
                 await self._stop(inbox_id)

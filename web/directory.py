@@ -16,11 +16,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from hub.secrets import SecretsUnreadable
 from inbox.inboxes import all_inboxes
 
 if TYPE_CHECKING:  # the types of what hub/app.py hands in
     from hub.secrets import SecretBox
     from inbox.db import Database
+    from inbox.models import Inbox
 
 
 log = logging.getLogger("switchboard.directory")
@@ -41,6 +43,9 @@ class KnownInbox:
     name: str
     channel: str
     settings: dict[str, Any]
+    # A secret of its settings opens with none of the configured keys: it cannot take
+    # anything in until an admin restores the key or types the secret again.
+    unreadable: bool = False
 
 
 class InboxDirectory:
@@ -92,15 +97,24 @@ class InboxDirectory:
                     raise DirectoryUnavailable(str(exc)) from exc
                 log.warning("could not refresh the inboxes (serving the last copy): %s", exc)
 
+    def _known(self, row: Inbox) -> KnownInbox:
+        assert row.id is not None
+        try:
+            return KnownInbox(row.id, row.name, row.channel,
+                              self._secrets.open_settings(row.settings))
+        except SecretsUnreadable as exc:
+            # One inbox whose key was lost must not stop every other inbox's webhooks.
+            log.error("inbox %s cannot take messages in: %s", row.id, exc)
+            return KnownInbox(row.id, row.name, row.channel, {}, unreadable=True)
+
     async def _load(self) -> None:
         self._stale = False  # a change arriving while we read marks it stale again
         started = time.monotonic()
         async with self._db.read() as session:
             rows = await all_inboxes(session)
         # A deleted inbox takes nothing in: its webhooks and widget answer 404.
-        by_id = {row.id: KnownInbox(row.id, row.name, row.channel,
-                                        self._secrets.open_settings(row.settings))
-                 for row in rows if row.id is not None and row.disconnected_at is None}
+        by_id = {row.id: self._known(row) for row in rows
+                 if row.id is not None and row.disconnected_at is None}
         self._by_id = by_id
         self._by_widget_token = {
             str(inbox.settings["public_token"]): inbox for inbox in by_id.values()

@@ -53,6 +53,9 @@ def webhook_routes(ctx: WebContext) -> list[Route]:
         if adapter is None or found is None or found.channel != channel:
             WEBHOOKS.labels(channel=label, outcome="unknown_inbox").inc()
             raise HTTPProblem(404, "not_found", "no such inbox for this channel")
+        if found.unreadable:
+            # The provider retries later; by then the key may be back.
+            raise unavailable("this inbox's secrets (see the server log)")
         within_limit(ctx, inbox_id, label)
         body = await read_body(request, ctx.settings.webhook_max_bytes) \
             if request.method == "POST" else b""

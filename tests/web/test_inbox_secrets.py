@@ -116,3 +116,31 @@ async def test_a_key_rotates_with_reseal(stack: Stack) -> None:
     assert lost.returncode == 2 and "nothing was changed" in lost.stderr
     assert "Traceback" not in lost.stderr
     assert await _stored_settings(stack, inbox_id) == stored
+
+
+async def test_an_inbox_whose_key_was_lost_waits_and_the_others_go_on(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    made = await admin.http.post("/api/v1/inboxes", json={
+        "name": "Shop", "channel": "api", "settings": {"secret": SHOP_SECRET}})
+    inbox_id = made.json()["id"]
+    stack.ids["shop"] = inbox_id
+    stranger = SecretBox([new_key()]).seal_settings({"secret": SHOP_SECRET}, {"secret"})
+    db = Database(stack.settings.sqlalchemy_url)
+    try:
+        async with db.write() as session:
+            await session.exec(text("UPDATE inboxes SET settings = :s WHERE id = :id"),
+                               params={"s": json.dumps(stranger), "id": inbox_id})
+    finally:
+        await db.close()
+    # Any inbox change makes every process read the inboxes again.
+    renamed = await admin.http.patch(f"/api/v1/inboxes/{stack.ids['sales']}",
+                                     json={"name": "Sales team"})
+    assert renamed.status_code == 200
+
+    async def waiting() -> bool:
+        answer = await stack.inbound("shop", [message("s-1", "hello")], secret=SHOP_SECRET)
+        return answer.status_code == 503  # the provider retries; nothing is lost
+
+    await eventually(waiting)
+    other = await stack.inbound("support", [message("o-1", "still fine")])
+    assert other.status_code == 202
