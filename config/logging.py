@@ -5,9 +5,15 @@ from __future__ import annotations
 import logging
 import re
 
-# A Telegram bot token travels in the Bot API's URL path (/bot<id>:<secret>/method): any
-# record that quotes such a URL (a client library's request line, an error) has it cut.
-_BOT_TOKEN = re.compile(r"/bot\d+:[A-Za-z0-9_-]+")
+# Secrets that travel where a log line may quote them (a provider's URL path), each with
+# what stands in its place; a channel adds its own (redact_in_logs) when it is imported.
+_REDACTED: list[tuple[re.Pattern[str], str]] = []
+
+
+def redact_in_logs(pattern: re.Pattern[str], replacement: str) -> None:
+    """Cut what `pattern` finds out of every log record, whoever logs it."""
+    if all(known.pattern != pattern.pattern for known, _ in _REDACTED):
+        _REDACTED.append((pattern, replacement))
 
 
 class RedactSecrets(logging.Filter):
@@ -15,7 +21,9 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _BOT_TOKEN.sub("/bot<redacted>", message)
+        redacted = message
+        for pattern, replacement in _REDACTED:
+            redacted = pattern.sub(replacement, redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

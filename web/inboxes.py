@@ -305,16 +305,15 @@ async def delete_inbox(ctx: WebContext, principal: Principal, inbox_id: int) -> 
         raise HTTPProblem(403, "forbidden", "only admins delete inboxes")
     async with ctx.inbox.db.read() as session:
         before = await inbox_by_id(session, inbox_id)
-        found = await inbox_settings(session, inbox_id, ctx.inbox.secrets)
-    if before is None or found is None:
+    if before is None:
         raise not_found("inbox")
     inbox = await act(disconnect_inbox(ctx.inbox, principal, inbox_id))
     ctx.directory.invalidate()  # this process at once; the others on the inbox.changed event
-    adapter = ctx.channels.get(found[0])
+    adapter = ctx.channels.get(before.channel)
     provider = None
     if isinstance(adapter, Connects) and before.disconnected_at is None:
         try:
-            await adapter.disconnect(inbox_id, found[1])
+            await adapter.disconnect(inbox_id, ctx.inbox.secrets.open_settings(before.settings))
             provider = PROVIDER_UNDONE
         except ConnectFailed as exc:
             log.warning("inbox %s deleted, but its provider set-up was not removed: %s",

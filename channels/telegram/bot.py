@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,12 +29,16 @@ from telegram.error import (
 from telegram.request import BaseRequest, RequestData
 
 from channels.base import ConnectFailed, PermanentSendError, TransientSendError
+from config.logging import redact_in_logs
 
 # python-telegram-bot's documented opt-in to its next major version's durations (timedelta,
 # not seconds); without it every 429 from Telegram emits a deprecation warning.
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 DEFAULT_API_BASE = "https://api.telegram.org"
+# The Bot API carries the token in the URL path (/bot<id>:<secret>/method): any log record
+# quoting such a URL (a client library's request line, an error) has it cut.
+redact_in_logs(re.compile(r"/bot\d+:[A-Za-z0-9_-]+"), "/bot<redacted>")
 TIMEOUT_S = 15.0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import channels.telegram  # noqa: F401  (it declares how its tokens are cut from logs)
 from config.logging import RedactSecrets, setup_logging
 
 
