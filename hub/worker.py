@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     RetryError,
     retry_if_exception_type,
     stop_after_attempt,
@@ -38,6 +37,7 @@ from hub.consumer import Outage, run_batch_consumer, run_consumer
 from hub.faults import crash_point
 from hub.metrics import ACCEPT_TO_STORE_SECONDS, BUS_ENTRIES, INGEST_SECONDS, SENDS
 from hub.pollers import Pollers
+from hub.retry import honouring_retry_after
 from hub.types import (
     InboundMessage,
     MessageEdit,
@@ -66,22 +66,6 @@ log = logging.getLogger("switchboard.worker")
 INBOUND_GROUP = "inbox"
 OUTBOUND_GROUP = "senders"
 SEND_ATTEMPTS = 5
-# The longest a provider's "retry after" is waited out inside one send (longer: failed).
-MAX_RETRY_AFTER_S = 60.0
-
-
-def honouring_retry_after(fallback: Callable[[RetryCallState], float]
-                          ) -> Callable[[RetryCallState], float]:
-    """A tenacity wait: what the provider asked for (TransientSendError.retry_after, at most
-    MAX_RETRY_AFTER_S), else the fallback's backoff."""
-
-    def wait(state: RetryCallState) -> float:
-        failed = state.outcome.exception() if state.outcome is not None else None
-        after = getattr(failed, "retry_after", None)
-        if isinstance(after, int | float) and after > 0:
-            return min(float(after), MAX_RETRY_AFTER_S)
-        return fallback(state)
-    return wait
 T = TypeVar("T")
 
 
@@ -100,11 +84,14 @@ class Worker:
     def __init__(
         self, ctx: InboxContext, channels: Mapping[str, ChannelAdapter], *, name: str,
         event_consumers: Sequence[EventConsumer] = (),
+        services: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = (),
     ) -> None:
         self.ctx = ctx
         self.channels = channels
         self.name = name
         self.event_consumers = tuple(event_consumers)
+        # More loops of this process, each run until stop (the outbound webhook deliverer).
+        self.services = tuple(services)
         self.send_wait = honouring_retry_after(wait_exponential(multiplier=0.5, max=8))
         self.load_file = attachment_loader(ctx.db)
         self.relay = Relay(ctx, owner=name)
@@ -132,6 +119,7 @@ class Worker:
             self.keep_assigning(stop),
             *(consumer.run(self.ctx, worker=self.name, **common)
               for consumer in self.event_consumers),
+            *(service(stop) for service in self.services),
         )
 
     async def healthy(self) -> bool:
