@@ -116,6 +116,22 @@ class Settings(BaseSettings):
         "the conversations of agents who went offline."
     )
 
+    webhook_retry_base_seconds: float = Field(
+        5.0, gt=0, description="Outbound webhooks: the wait before the first retry of a "
+        "failed delivery; each later wait doubles (with jitter).")
+    webhook_retry_max_seconds: float = Field(
+        3600.0, gt=0, description="Outbound webhooks: the longest wait between two tries.")
+    webhook_give_up_seconds: float = Field(
+        86400.0, gt=0, description="Outbound webhooks: a delivery still failing this long "
+        "after its first try is dead (replay it from the delivery log).")
+    webhook_poll_seconds: float = Field(
+        1.0, gt=0, description="How often workers look for outbound webhook deliveries that "
+        "are due (a new event wakes the worker that recorded it at once).")
+
+    crm_poll_seconds: float = Field(
+        1.0, gt=0, description="How often the CRM syncer looks for due work (contacts, "
+        "transcripts) when it had none.")
+
     crash_point: Literal["", "ingest-after-commit", "relay-before-publish",
                          "relay-after-publish"] = Field(
         "", description="For fault tests only: the process kills itself (as kill -9 would) "

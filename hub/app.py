@@ -14,6 +14,10 @@ from starlette.applications import Starlette
 from channels.base import ChannelAdapter
 from channels.registry import build_channels
 from config import Settings
+from crm_sync.base import Connector
+from crm_sync.registry import build_connectors
+from crm_sync.sync import Syncer, crm_consumer
+from crm_sync.webhooks import Deliverer, webhook_consumer
 from hub.bus import Bus
 from hub.fetch import FetchPolicy, build_http
 from hub.realtime import Fanout
@@ -48,6 +52,7 @@ class Runtime:
     http: httpx.AsyncClient
     channels: dict[str, ChannelAdapter]
     inbox: InboxContext
+    crm: dict[str, Connector]
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -66,6 +71,7 @@ class Runtime:
             http=http,
             channels=channels,
             inbox=InboxContext(settings=settings, db=db, bus=bus, channels=profiles),
+            crm=build_connectors(http),
         )
 
     async def start(self) -> None:
@@ -80,9 +86,12 @@ class Runtime:
 
     def worker(self) -> Worker:
         """A worker over this runtime's bus and database."""
+        name = self.settings.worker_name or default_worker_name()
         return Worker(
-            self.inbox, self.channels,
-            name=self.settings.worker_name or default_worker_name(),
+            self.inbox, self.channels, name=name,
+            event_consumers=[webhook_consumer(), crm_consumer()],
+            services=[Deliverer(self.inbox, self.http).run,
+                      Syncer(self.inbox, self.crm, owner=name).run],
         )
 
 
@@ -91,6 +100,7 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> Starlette:
     runtime = Runtime.build(settings)
     fanout = Fanout(runtime.bus)
     ctx = WebContext(settings=settings, inbox=runtime.inbox, channels=runtime.channels,
+                     crm=runtime.crm,
                      fanout=fanout)
     fanout.on_event("inbox.changed", ctx.directory.invalidate)
 

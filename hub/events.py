@@ -245,6 +245,23 @@ class ContactCreated(_Event):
     contact: ContactView
 
 
+class ContactUpdated(_Event):
+    """A contact's name, email, phone or attributes changed, by an agent or a CRM.
+
+    For the durable consumers (CRM connectors, outbound webhooks): no agent receives it live
+    (agents see the change through `conversation.updated` of the contact's conversations).
+    """
+
+    type: Literal["contact.updated"] = "contact.updated"
+    audience: list[int] | None = Field(default_factory=list)
+    contact: ContactView
+    changes: list[str]
+    by_agent_id: int | None
+    # Who made it: "agent", or "crm:<connection id>" (a connector never pushes back what it
+    # brought in itself).
+    source: str = "agent"
+
+
 class InboxChanged(_Event):
     """An inbox was added or its settings changed. For the processes that keep inboxes in
     memory (webhooks, the widget); no agent receives it."""
@@ -269,6 +286,7 @@ Event = Annotated[
     | AgentUpdated
     | ContactMerged
     | ContactCreated
+    | ContactUpdated
     | InboxChanged,
     Field(discriminator="type"),
 ]
@@ -287,6 +305,7 @@ EVENT_TYPES = (
     AgentUpdated,
     ContactMerged,
     ContactCreated,
+    ContactUpdated,
     InboxChanged,
 )
 event_adapter: TypeAdapter[Any] = TypeAdapter(Event)

@@ -23,7 +23,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.events import ContactMerged, ContactView, ConversationUpdated, ConversationView, View
+from hub.events import (
+    ContactMerged,
+    ContactUpdated,
+    ContactView,
+    ConversationUpdated,
+    ConversationView,
+    View,
+)
 from hub.identity import InvalidIdentity, normalize_email, normalize_phone
 from hub.types import Identity, utcnow
 from inbox.agents import Principal
@@ -132,16 +139,18 @@ def _attributes(current: dict[str, Any], changes: dict[str, Any]) -> dict[str, A
 
 
 async def _link_identity(
-    session: AsyncSession, principal: Principal, contact: Contact, kind: str, value: str
+    session: AsyncSession, principal: Principal | None, contact: Contact, kind: str, value: str
 ) -> None:
-    """Make (kind, value) an identity of the contact, unless another contact owns it."""
+    """Make (kind, value) an identity of the contact, unless another contact owns it
+    (`principal` None: Switchboard itself asks, for another system)."""
     owner = (
         await session.exec(select(ContactIdentity).where(
             ContactIdentity.kind == kind, ContactIdentity.value == value))
     ).first()
     if owner is not None and owner.contact_id != contact.id:
         # Name the owner only to an agent who may see them (so they can merge the two).
-        named = await contact_is_visible(session, principal, owner.contact_id)
+        named = principal is None or await contact_is_visible(session, principal,
+                                                              owner.contact_id)
         raise Refused(
             f"{kind}: {value} belongs to "
             + (f"contact {owner.contact_id}" if named else "another contact")
@@ -180,6 +189,7 @@ async def update_contact(
     events: list[View] = []
     async with ctx.db.write() as session:
         contact, _ = await _resolve(session, principal, contact_id, lock=True)
+        before = _fields(contact)
         renamed = False
         if not isinstance(name, Unset):
             cleaned = " ".join(name.split())[:200] if name else None
@@ -201,8 +211,18 @@ async def update_contact(
         if renamed:
             # Conversation lists show the contact's name: refresh them live.
             events += await _conversations_updated(session, contact.id, principal.agent_id)
+        changes = sorted(key for key, value in _fields(contact).items() if before[key] != value)
+        if changes:
+            events.append(ContactUpdated(inbox_id=None, at=utcnow(), contact=view,
+                                         changes=changes, by_agent_id=principal.agent_id))
         stage_events(session, events)
     return view
+
+
+def _fields(contact: Contact) -> dict[str, Any]:
+    """What `contact.updated` compares: the fields an edit may change."""
+    return {"name": contact.name, "email": contact.email, "phone": contact.phone,
+            "attributes": dict(contact.attributes)}
 
 
 async def _conversations_updated(
@@ -331,3 +351,46 @@ async def link_verified_identities(
                 await _merge(session, survivor, contact, by_agent_id=None)
                 contact = survivor
         return contact.id
+
+
+async def change_from_outside(
+    session: AsyncSession, contact_id: int, changes: dict[str, str | None], *, source: str
+) -> list[str]:
+    """Apply a change another system made (a CRM) to a contact, in the caller's transaction:
+    `changes` of name, email, phone. Returns what changed (nothing when the values are
+    Switchboard's already, which is how an echo of Switchboard's own push ends).
+
+    Refused when an email or phone belongs to another contact, or does not read as one.
+    The events say `source`, so the system that made the change is not told it back.
+    """
+    contact = await session.get(Contact, contact_id)
+    if contact is None or contact.merged_into_id is not None or contact.id is None:
+        raise NotFound(f"contact {contact_id} not found")
+    if is_postgresql(session):
+        await session.refresh(contact, with_for_update=True)
+    before = _fields(contact)
+    if "name" in changes:
+        contact.name = " ".join((changes["name"] or "").split())[:200] or None
+    for kind, normalise in (("email", normalize_email), ("phone", normalize_phone)):
+        if kind not in changes:
+            continue
+        value = changes[kind]
+        if value is not None:
+            try:
+                value = normalise(value)
+            except InvalidIdentity as exc:
+                raise Refused(f"{kind}: {exc}") from None
+            if value != getattr(contact, kind):
+                await _link_identity(session, None, contact, kind, value)
+        setattr(contact, kind, value)
+    changed = sorted(key for key, value in _fields(contact).items() if before[key] != value)
+    if not changed:
+        return []
+    session.add(contact)
+    await session.flush()
+    view = await contact_view(session, contact)
+    events: list[View] = [ContactUpdated(inbox_id=None, at=utcnow(), contact=view,
+                                         changes=changed, by_agent_id=None, source=source)]
+    events += await _conversations_updated(session, contact.id, None)
+    stage_events(session, events)
+    return changed

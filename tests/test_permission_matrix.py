@@ -113,6 +113,33 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PATCH", "/api/v1/assignment-rules/{rule_id}"): Route(
         "lead", lambda i: {"team_id": i["team_sales"]}),
     ("DELETE", "/api/v1/assignment-rules/{rule_id}"): Route("lead"),
+    ("GET", "/api/v1/crm/connectors"): Route("admin"),
+    ("GET", "/api/v1/crm/connections"): Route("admin"),
+    ("POST", "/api/v1/crm/connections"): Route(
+        "admin", lambda i: {"kind": "hubspot", "settings": {"access_token": "mole",
+                                                            "client_secret": "mole"}}),
+    ("GET", "/api/v1/crm/connections/{connection_id}"): Route("admin"),
+    ("PATCH", "/api/v1/crm/connections/{connection_id}"): Route(
+        "admin", lambda i: {"settings": {"api_base": "https://mole.example"}}),
+    ("DELETE", "/api/v1/crm/connections/{connection_id}"): Route("admin"),
+    ("POST", "/api/v1/crm/connections/{connection_id}/backfill"): Route("admin"),
+    ("GET", "/api/v1/crm/connections/{connection_id}/log"): Route("admin"),
+    ("GET", "/api/v1/contacts/{contact_id}/crm"): Route("scoped"),
+    ("GET", "/api/v1/webhook-event-types"): Route("admin"),
+    ("GET", "/api/v1/webhook-endpoints"): Route("admin"),
+    ("POST", "/api/v1/webhook-endpoints"): Route(
+        "admin", lambda i: {"url": "https://mole.example/hooks"}),
+    ("GET", "/api/v1/webhook-endpoints/{endpoint_id}"): Route("admin"),
+    ("PATCH", "/api/v1/webhook-endpoints/{endpoint_id}"): Route(
+        "admin", lambda i: {"url": "https://mole.example/hooks"}),
+    ("DELETE", "/api/v1/webhook-endpoints/{endpoint_id}"): Route("admin"),
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): Route("admin"),
+    ("GET", "/api/v1/webhook-endpoints/{endpoint_id}/deliveries"): Route("admin"),
+    ("GET", "/api/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}"): Route("admin"),
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/replay"): Route(
+        "admin"),
+    ("POST", "/api/v1/webhook-endpoints/{endpoint_id}/replay"): Route(
+        "admin", lambda i: {"since": "2000-01-01T00:00:00Z"}),
     ("GET", "/api/v1/notifications"): Route("self"),
     ("POST", "/api/v1/notifications/read"): Route("self", lambda i: {"all": True}),
     ("POST", "/api/v1/conversations/{conversation_id}/viewing"): Route(
@@ -212,6 +239,8 @@ async def _setup(stack: Stack) -> tuple[dict[str, Any], Agent, Agent, Agent, Age
         "name": "vip to support", "inbox_id": stack.ids["support"],
         "team_id": ids["team_support"],
         "conditions": [{"field": "keywords", "op": "contains_any", "value": ["vip"]}]})))["id"]
+    ids["endpoint_id"] = (await made(await admin.http.post("/api/v1/webhook-endpoints", json={
+        "url": "https://erp.example/matrix-secret"})))["id"]
     ids["invitation_id"] = (await made(await admin.http.post("/api/v1/admin/invitations", json={
         "email": "new@example.com", "inbox_ids": [stack.ids["support"]]})))["id"]
     return ids, admin, alice, bob, lena_agent
@@ -225,6 +254,7 @@ def _path(template: str, ids: dict[str, Any]) -> str:
         "invitation_id": ids["invitation_id"], "rule_id": ids["rule_id"],
         "canned_id": ids["canned_id"], "label_id": ids["label"], "message_id": ids["message"],
         "stream": "inbound", "entry": "1-0", "channel": "api",
+        "endpoint_id": ids["endpoint_id"], "delivery_id": 1, "connection_id": 1,
     }
     path = template
     for name, value in values.items():

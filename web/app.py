@@ -21,6 +21,7 @@ from web import (
     canned,
     contacts,
     conversations,
+    crm,
     dead_letters,
     files,
     inboxes,
@@ -30,10 +31,13 @@ from web import (
     notifications,
     search,
     teams,
+    webhook_endpoints,
 )
+from web.admin_crm import ROUTES as ADMIN_CRM_ROUTES
 from web.admin_inboxes import ROUTES as ADMIN_INBOX_ROUTES
 from web.admin_routing import ROUTES as ADMIN_ROUTING_ROUTES
 from web.admin_ui import ROUTES as ADMIN_UI_ROUTES
+from web.admin_webhooks import ROUTES as ADMIN_WEBHOOK_ROUTES
 from web.context import WebContext
 from web.health import health_routes
 from web.http import HTTPProblem, Operation, SameOrigin, problem_response, routes_of
@@ -52,6 +56,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 API_MODULES = (
     auth, agents, inboxes, conversations, messages, files, admin, invitations, teams,
     assignment, notifications, labels, canned, contacts, search, dead_letters,
+    webhook_endpoints, crm,
 )
 
 
@@ -80,6 +85,9 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *ADMIN_UI_ROUTES,
         *ADMIN_INBOX_ROUTES,
         *ADMIN_ROUTING_ROUTES,
+        *ADMIN_WEBHOOK_ROUTES,
+        *ADMIN_CRM_ROUTES,
+        *crm.ROUTES,
         static_files(),
     ]
 

@@ -6,12 +6,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from starlette.requests import HTTPConnection
 
 from channels.base import ChannelAdapter
 from config import Settings
+from crm_sync.base import Connector
+from crm_sync.connections import CardCache
 from hub.realtime import Fanout
 from inbox.context import InboxContext
 from web.directory import InboxDirectory
@@ -26,6 +29,9 @@ class WebContext:
     inbox: InboxContext
     channels: dict[str, ChannelAdapter]
     fanout: Fanout
+    # The CRM connectors (contact cards, CRM webhooks, connecting).
+    crm: Mapping[str, Connector] = field(default_factory=dict)
+    cards: CardCache = field(default_factory=CardCache)
     directory: InboxDirectory = field(init=False)
     # Webhook requests per inbox (before their signature is checked: checking costs too).
     webhook_limits: RateLimiter = field(init=False)

@@ -301,6 +301,7 @@ def path_id(request: Request, name: str) -> int:
 
 # What the OpenAPI document says of operations some roles may not use.
 LEAD_ONLY = {403: "Only team leads and admins"}
+ADMIN_ONLY = {403: "Only admins"}
 AUTHOR_ONLY = {403: "Only its author, a team lead or an admin"}
 
 

@@ -27,8 +27,9 @@ from web.http import HTTPProblem, read_body, unavailable
 log = logging.getLogger("switchboard.webhooks")
 
 
-def within_limit(ctx: WebContext, inbox_id: int, label: str) -> None:
-    """Take one of the inbox's webhook tokens, or answer 429 with Retry-After."""
+def within_limit(ctx: WebContext, inbox_id: int | str, label: str) -> None:
+    """Take one of the inbox's (or CRM connection's) webhook tokens, or answer 429 with
+    Retry-After."""
     if not ctx.webhook_limits.allow(str(inbox_id)):
         WEBHOOKS.labels(channel=label, outcome="rate_limited").inc()
         raise HTTPProblem(429, "slow_down", "too many webhook requests for this inbox",

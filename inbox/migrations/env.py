@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 from sqlmodel.sql.sqltypes import AutoString
 
+import crm_sync.models  # noqa: F401 - the webhook and CRM tables, on the same metadata
 import inbox.models  # registers the tables on SQLModel.metadata
 
 target_metadata = SQLModel.metadata
