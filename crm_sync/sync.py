@@ -113,9 +113,17 @@ async def _move_links(session: AsyncSession, from_contact: int, to_contact: int)
     ).values(contact_id=to_contact))
 
 
+async def any_connection(ctx: InboxContext) -> bool:
+    """Whether a CRM is connected at all (without one, events need no transaction)."""
+    async with ctx.db.read() as session:
+        return (await session.exec(select(CrmConnection.id).limit(1))).first() is not None
+
+
 def crm_consumer() -> EventConsumer:
     """The durable consumer that records CRM jobs."""
-    return EventConsumer(CONSUMER, record)
+    return EventConsumer(CONSUMER, record, active=any_connection, types=frozenset({
+        "contact.created", "contact.updated", "contact.merged",
+        "conversation.status_changed"}))
 
 
 async def backfill(ctx: InboxContext, connection_id: int) -> int:

@@ -284,9 +284,16 @@ async def record(session: AsyncSession, event: Any) -> None:
                    for endpoint_id in wanting])
 
 
+async def any_endpoint(ctx: InboxContext) -> bool:
+    """Whether an enabled endpoint exists (without one, events need no transaction)."""
+    async with ctx.db.read() as session:
+        return (await session.exec(select(WebhookEndpoint.id).where(
+            col(WebhookEndpoint.disabled_at).is_(None)).limit(1))).first() is not None
+
+
 def webhook_consumer() -> EventConsumer:
     """The durable consumer that records outbound webhook deliveries."""
-    return EventConsumer(CONSUMER, record)
+    return EventConsumer(CONSUMER, record, types=frozenset(CATALOGUE), active=any_endpoint)
 
 
 # -- sending ----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ in `consumed_events` in the same transaction as the consumer's own changes.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,14 +38,34 @@ async def first_time(session: AsyncSession, *, consumer: str, event_id: str) -> 
     return (await execute(session, statement)).first() is not None
 
 
+# What a consumer may skip without a transaction: the event types it handles, and whether
+# it has anything to do at all right now (no webhook endpoint, no CRM connection).
+Active = Callable[[InboxContext], Awaitable[bool]]
+_TYPE = re.compile(rb'"audience":(?:null|\[[0-9,]*\]),"type":"([a-z_.]+)"')
+
+
+def event_type(payload: bytes) -> str | None:
+    """The type of an encoded event, read off its front (None when it is not there)."""
+    found = _TYPE.search(payload, 0, 400)
+    return found.group(1).decode() if found else None
+
+
 @dataclass(frozen=True)
 class EventConsumer:
-    """A named consumer of every event, each applied once (see the module)."""
+    """A named consumer of every event, each applied once (see the module).
+
+    `types` (when given) are the only event types it handles; `active` is asked once per
+    batch read from the stream: False acknowledges the batch without work. It is asked
+    after the batch was read, so every event in it was committed before the answer: an
+    event that predates the first endpoint or connection is not owed to it.
+    """
 
     name: str
     handle: Handle
     # Events before the group existed are not replayed to a new consumer.
     from_start: bool = False
+    types: frozenset[str] | None = None
+    active: Active | None = None
 
     async def run(self, ctx: InboxContext, *, worker: str, stop: asyncio.Event,
                   **options: Any) -> None:
@@ -52,10 +73,30 @@ class EventConsumer:
         await ctx.bus.ensure_group(EVENTS, self.name, from_start=self.from_start)
 
         async def batch(entries: Sequence[Entry]) -> list[BaseException | None]:
-            return [await self._one(ctx, entry) for entry in entries]
+            outcomes: list[BaseException | None] = [None] * len(entries)
+            wanted = [n for n, entry in enumerate(entries) if self._wants(entry.payload)]
+            if not wanted:
+                return outcomes
+            if self.active is not None:
+                try:
+                    if not await self.active(ctx):
+                        return outcomes
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        raise Outage(str(exc)) from exc
+                    raise
+            for n in wanted:
+                outcomes[n] = await self._one(ctx, entries[n])
+            return outcomes
 
         await run_batch_consumer(ctx.bus, EVENTS, self.name, worker, batch, stop=stop,
                                  batches=1, **options)
+
+    def _wants(self, payload: bytes) -> bool:
+        if self.types is None:
+            return True
+        found = event_type(payload)
+        return found is None or found in self.types  # unreadable: decoded (and refused) below
 
     async def _one(self, ctx: InboxContext, entry: Entry) -> BaseException | None:
         try:

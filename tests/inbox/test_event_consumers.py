@@ -62,3 +62,61 @@ async def test_each_event_applies_once_even_when_delivered_again(ctx: InboxConte
     stop.set()
     await asyncio.wait_for(task, 10)
     assert seen == list(range(20))
+
+
+async def test_unwanted_events_and_idle_consumers_cost_no_transaction(
+        ctx: InboxContext) -> None:
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from hub.events import ContactCreated, ContactView
+    from inbox.models import ConsumedEvent
+
+    seen: list[str] = []
+    switched_on = False
+
+    async def handle(session: AsyncSession, event: Any) -> None:
+        seen.append(event.type)
+
+    async def active(_: InboxContext) -> bool:
+        return switched_on
+
+    consumer = EventConsumer("filtered", handle, types=frozenset({"contact.created"}),
+                             active=active)
+    await ctx.bus.ensure_group(EVENTS, "filtered", from_start=False)
+
+    def contact(n: int) -> bytes:
+        return encode_event(ContactCreated(inbox_id=1, at=utcnow(), contact=ContactView(
+            id=n, name=None, email=None, phone=None, created_at=utcnow())))
+
+    others = [encode_event(InboxChanged(inbox_id=None, at=utcnow(), changed_inbox_id=n))
+              for n in range(5)]
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(ctx, worker="w", stop=stop, block_ms=20,
+                                            claim_idle_ms=200))
+
+    async def drained() -> None:
+        for _ in range(250):
+            if await ctx.bus.pending_count(EVENTS, "filtered") == 0:
+                await asyncio.sleep(0.1)
+                if await ctx.bus.pending_count(EVENTS, "filtered") == 0:
+                    return
+            await asyncio.sleep(0.02)
+
+    await _publish(ctx, [*others, contact(1)])  # nothing to do yet: acknowledged as is
+    await drained()
+    await asyncio.sleep(0.3)
+    switched_on = True
+    await _publish(ctx, [*others, contact(2), contact(3)])
+    for _ in range(250):
+        if len(seen) >= 2:
+            break
+        await asyncio.sleep(0.02)
+    await drained()
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert seen == ["contact.created", "contact.created"]
+    async with ctx.db.read() as session:
+        recorded = (await session.exec(select(func.count()).select_from(ConsumedEvent).where(
+            ConsumedEvent.consumer == "filtered"))).one()
+    assert recorded == 2  # one transaction per wanted event, none for the others
