@@ -21,6 +21,7 @@ const ui = elements({
 
 // The panel's parts are built once per contact, so a re-render never loses what is being typed.
 let view = null;
+let reloadSoon = 0;
 
 /** Load the open conversation's contact (a merged contact answers with the one it became). */
 export async function loadContact(contactId) {
@@ -30,6 +31,20 @@ export async function loadContact(contactId) {
   open.contact = contact;
   open.others = contact.conversations || [];
   renderContact();
+  loadCrmCards(open, contact.id);
+}
+
+/** What the connected CRMs know of the contact (owner, stage, deals, a link), when linked. */
+async function loadCrmCards(open, contactId) {
+  try {
+    const cards = await api("GET", `/api/v1/contacts/${contactId}/crm`);
+    if (state.open !== open || !open.contact || open.contact.id !== contactId) return;
+    open.crm = cards;
+    renderContact();
+  } catch (error) {
+    // The panel works without the CRM; say so only in the card's place.
+    if (state.open === open) { open.crm = [{ crm: "CRM", problem: error.message, fields: [], deals: [] }]; renderContact(); }
+  }
 }
 
 const reload = () => {
@@ -71,6 +86,7 @@ function buildView(contactId) {
       el("button", { type: "button", class: "ghost", onclick: () => toggleEdit(false) }, "Cancel"),
       el("button", { type: "submit", class: "primary" }, "Save")));
   v.facts = el("dl", { class: "facts" });
+  v.crm = el("div", { class: "crm-cards", id: "contact-crm" });
   v.identities = el("ul", { class: "identities" });
   v.visitTitle = el("h4", {}, "On the website");
   v.visit = el("dl", { class: "facts visit", id: "contact-visit" });
@@ -88,6 +104,7 @@ function buildView(contactId) {
     el("div", { class: "contact-title" }, v.name, v.editButton),
     v.editForm,
     v.facts,
+    v.crm,
     v.visitTitle, v.visit,
     el("h4", {}, "Identities"), v.identities,
     el("h4", {}, "Other conversations"), v.conversations,
@@ -113,6 +130,7 @@ function fillView(open) {
       identity.display_name ? el("span", { class: "muted" }, ` (${identity.display_name})`) : null)));
 
   fillVisit(contact.visits || []);
+  fillCrm(open.crm || []);
 
   const others = open.others.filter((c) => c.id !== open.id && !c.merged_into_id);
   const here = open.conversation;
@@ -152,6 +170,23 @@ function fillView(open) {
       el("div", { class: "text" }, note.text),
       el("div", { class: "meta" }, `${agentName(note.agent_id) || "Switchboard"} · `,
         el("time", { datetime: note.created_at }, formatTime(note.created_at))))));
+}
+
+function fillCrm(cards) {
+  view.crm.hidden = cards.length === 0;
+  view.crm.replaceChildren(...cards.map((card) => {
+    const safeLink = typeof card.link === "string" && card.link.startsWith("https://");
+    return el("section", { class: "crm-card" },
+      el("h4", {}, card.crm, safeLink
+        ? el("a", { href: card.link, target: "_blank", rel: "noopener noreferrer", class: "crm-link" }, ` Open in ${card.crm}`)
+        : null),
+      card.problem ? el("p", { class: "muted" }, card.problem) : null,
+      el("dl", { class: "facts" }, ...card.fields.flatMap(([label, value]) => [el("dt", {}, label), el("dd", {}, value)])),
+      card.deals.length
+        ? el("ul", { class: "crm-deals" }, card.deals.map(([name, detail]) =>
+          el("li", {}, el("span", {}, name), detail ? el("span", { class: "muted" }, ` ${detail}`) : null)))
+        : null);
+  }));
 }
 
 /** The visitor's local time now, in their time zone ("14:05 Europe/Zurich"). */
@@ -383,6 +418,16 @@ export function init() {
   ui.mergeCancel.addEventListener("click", () => ui.mergeDialog.close());
   ui.mergeConfirm.addEventListener("click", confirmMerge);
   onEvent((event) => {
+    if (event.type === "conversation.updated" && (event.changes || []).includes("contact")) {
+      // The contact changed (an agent, or the CRM): the panel shows it now.
+      const open = state.open;
+      if (open && open.contact && open.contact.id === event.conversation.contact_id) {
+        // One change reaches every conversation of the contact: reload once for them all.
+        clearTimeout(reloadSoon);
+        reloadSoon = setTimeout(reload, 150);
+      }
+      return;
+    }
     if (event.type !== "contact.merged") return;
     // Conversations of the merged contact now belong to the survivor, here and in the list.
     renameConversations(event.merged_contact_id, event.contact.id, event.contact.name);
