@@ -9,6 +9,7 @@ rate limits, broken connections, the log.
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,3 +186,17 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes, what: str
         after = headers.get("retry-after", "")
         return Transient(detail, float(after) if after.replace(".", "", 1).isdigit() else None)
     return Permanent(detail)
+
+
+def note_html(transcript: Transcript) -> str:
+    """The note's body: what the conversation was, who answered, every line, a link back."""
+    e = html.escape
+    head = (f"<p><strong>{e(transcript.subject or 'Conversation')}</strong> · "
+            f"{e(transcript.channel)} · {e(transcript.inbox)}"
+            + (f" · answered by {e(transcript.agent)}" if transcript.agent else "")
+            + f"<br>{transcript.opened_at:%Y-%m-%d %H:%M} to "
+              f"{transcript.resolved_at:%Y-%m-%d %H:%M} UTC · "
+              f"<a href=\"{e(transcript.link)}\">open in Switchboard</a></p>")
+    lines = "".join(f"<p><em>{line.at:%H:%M}</em> <strong>{e(line.who)}</strong>: "
+                    f"{e(line.text)}</p>" for line in transcript.lines)
+    return head + lines + f"<p>Switchboard ref {e(transcript.reference)}</p>"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import html
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ from crm_sync.base import (
     Revoked,
     Spec,
     Transcript,
+    note_html,
 )
 from crm_sync.http import CrmClient
 from hub.security import constant_time_equal
@@ -341,20 +341,6 @@ def _properties(contact: ContactData) -> dict[str, str]:
     if contact.phone:
         props["phone"] = contact.phone
     return props
-
-
-def note_html(transcript: Transcript) -> str:
-    """The note's body: what the conversation was, who answered, every line, a link back."""
-    e = html.escape
-    head = (f"<p><strong>{e(transcript.subject or 'Conversation')}</strong> · "
-            f"{e(transcript.channel)} · {e(transcript.inbox)}"
-            + (f" · answered by {e(transcript.agent)}" if transcript.agent else "")
-            + f"<br>{transcript.opened_at:%Y-%m-%d %H:%M} to "
-              f"{transcript.resolved_at:%Y-%m-%d %H:%M} UTC · "
-              f"<a href=\"{e(transcript.link)}\">open in Switchboard</a></p>")
-    lines = "".join(f"<p><em>{line.at:%H:%M}</em> <strong>{e(line.who)}</strong>: "
-                    f"{e(line.text)}</p>" for line in transcript.lines)
-    return head + lines + f"<p>Switchboard ref {e(transcript.reference)}</p>"
 
 
 def _chunks(items: Sequence[ContactData], size: int) -> list[Sequence[ContactData]]:
