@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often workers look for outbound webhook deliveries that "
         "are due (a new event wakes the worker that recorded it at once).")
 
+    crm_claim_seconds: float = Field(
+        60.0, gt=0, description="How long the CRM syncer holds the work it took: a syncer "
+        "that died holding it leaves it to the next one after this.")
     crm_poll_seconds: float = Field(
         1.0, gt=0, description="How often the CRM syncer looks for due work (contacts, "
         "transcripts) when it had none.")

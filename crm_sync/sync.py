@@ -57,8 +57,6 @@ CONSUMER = "crm"
 LEASE = "crm-sync"
 LEASE_TTL_MS = 10_000
 CLAIM = 500
-# A claimed job's next try, should the syncer die on it.
-CLAIM_LEASE_S = 120.0
 MAX_WAIT_S = 300.0
 TRANSCRIPT_LINES = 200
 
@@ -231,8 +229,12 @@ class Syncer:
                    .where(jobs.c.connection_id == connection_id, jobs.c.status == "pending",
                           jobs.c.next_attempt_at <= now)
                    .order_by(jobs.c.id).limit(CLAIM))
+            # Claimed until its next try would be due, should this syncer die on it; each
+            # claim counts as a try, so a job taken over looks for what the last try made.
+            lease = timedelta(seconds=self.ctx.settings.crm_claim_seconds)
             rows = await execute(session, update(jobs).where(jobs.c.id.in_(due.scalar_subquery()))
-                                 .values(next_attempt_at=now + timedelta(seconds=CLAIM_LEASE_S))
+                                 .values(next_attempt_at=now + lease,
+                                         attempts=jobs.c.attempts + 1)
                                  .returning(jobs.c.id, jobs.c.kind, jobs.c.contact_id,
                                             jobs.c.conversation_id, jobs.c.event_id,
                                             jobs.c.attempts))
@@ -256,7 +258,7 @@ class Syncer:
                     continue
                 try:
                     note = await connector.push_note(account, remote, transcript,
-                                                     retrying=job.attempts > 0)
+                                                     retrying=job.attempts > 1)
                 except Permanent as exc:
                     skipped[job.id] = str(exc)
                     continue
@@ -452,9 +454,8 @@ class Syncer:
                          next_attempt_at=bindparam("due")))
         async with self.ctx.db.write() as session:
             await execute(session, later, [
-                {"job_id": job.id, "tries": job.attempts + 1,
-                 "due": now + timedelta(seconds=max(float(after),
-                                                    retry_wait(job.attempts + 1)))}
+                {"job_id": job.id, "tries": job.attempts,
+                 "due": now + timedelta(seconds=max(float(after), retry_wait(job.attempts)))}
                 for job in jobs])
             _log(session, connection_id, "out", "sync", outcome="retry",
                  detail=f"{len(jobs)} waiting: {exc}"[:500])

@@ -417,3 +417,62 @@ async def _stored(faults: Faults, inbox_id: int, external_ids: set[str]) -> bool
     finally:
         await conn.close()
     return int(found) == len(external_ids)
+
+
+async def test_a_worker_killed_mid_sync_loses_nothing_and_makes_nothing_twice(
+    faults: Faults,
+) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    from tests.fakes.hubspot_server import CLIENT_SECRET, FakeHubSpot
+
+    hubspot = FakeHubSpot(delay=0.7)
+    await hubspot.start()
+    assert faults.stack.database is not None
+    conn = await asyncpg.connect(faults.stack.database.url)
+    try:
+        await conn.executemany(
+            "INSERT INTO contacts (name, email, phone, attributes, created_at) "
+            "VALUES ($1, $2, $3, '{}', now())",
+            [(f"Synced {n}", f"synced{n}@example.com", None) for n in range(500)]
+            + [(f"Caller {n}", None, f"+44207946{n:04d}") for n in range(100)])
+    finally:
+        await conn.close()
+    doomed = faults.worker("crm-doomed", SWITCHBOARD_CRM_CLAIM_SECONDS="3")
+    heir = None
+    made = None
+    try:
+        made = await faults.admin.post("/api/v1/crm/connections", json={
+            "kind": "hubspot", "settings": {"access_token": "pat-na1-good-token",
+                                            "client_secret": CLIENT_SECRET,
+                                            "api_base": hubspot.url}})
+        assert made.status_code == 201, made.text
+
+        async def midway() -> bool:
+            return len(hubspot.contacts) >= 100
+
+        await _until(midway, 60, "the sync under way")
+        doomed.kill()
+        assert len(hubspot.contacts) < 600, "the sync ended before the kill: nothing proven"
+        heir = faults.worker("crm-heir", SWITCHBOARD_CRM_CLAIM_SECONDS="3")
+
+        async def complete() -> bool:
+            return len(hubspot.contacts) >= 600
+
+        await _until(complete, 120, "every contact in HubSpot")
+        await asyncio.sleep(2.0)  # anything pushed twice would be there by now
+        emails = [c["properties"].get("email") for c in hubspot.contacts.values()]
+        phones = [c["properties"].get("phone") for c in hubspot.contacts.values()
+                  if not c["properties"].get("email")]
+        assert len(hubspot.contacts) == 600
+        assert len({e for e in emails if e}) == 500 and len(set(phones)) == 100
+        state = (await faults.admin.get(
+            f"/api/v1/crm/connections/{made.json()['id']}")).json()
+        assert state["pending"] == 0 and state["linked"] == 600
+    finally:
+        doomed.stop()
+        if heir is not None:
+            heir.stop()
+        if made is not None and made.status_code == 201:
+            await faults.admin.delete(f"/api/v1/crm/connections/{made.json()['id']}")
+        await hubspot.stop()

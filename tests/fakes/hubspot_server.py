@@ -66,6 +66,7 @@ class FakeHubSpot:
     hits: list[Hit] = field(default_factory=list)
     # Faults: 503 until this monotonic time; 429s still to answer; Retry-After of a 429.
     down_until: float = 0.0
+    delay: float = 0.0
     throttle: int = 0
     retry_after: int = 1
     # Where webhooks go (the connection's webhook URL), and which property changes were sent.
@@ -162,6 +163,8 @@ class FakeHubSpot:
         self.hits.append(Hit(time.monotonic(), request.method, request.url.path, status))
 
     async def _guarded(self, request: Request, *, auth: bool = True) -> JSONResponse | None:
+        if self.delay:
+            await asyncio.sleep(self.delay)  # a slow HubSpot: a sync takes a while
         refused = self._gate(request, auth=auth)
         self._hit(request, refused.status_code if refused else 200)
         return refused
