@@ -63,6 +63,7 @@ class FakeHubSpot:
     owners: dict[str, dict[str, Any]] = field(default_factory=dict)
     properties: set[str] = field(default_factory=lambda: set(STANDARD))
     emails: dict[str, str] = field(default_factory=dict)  # lower-cased email -> contact id
+    created_at: dict[str, float] = field(default_factory=dict)  # contact id -> monotonic
     hits: list[Hit] = field(default_factory=list)
     # Faults: 503 until this monotonic time; 429s still to answer; Retry-After of a 429.
     down_until: float = 0.0
@@ -182,6 +183,7 @@ class FakeHubSpot:
         record = {"id": cid, "properties": {"hs_object_id": cid}, "createdAt": self._now(),
                   "updatedAt": self._now(), "deals": []}
         self.contacts[cid] = record
+        self.created_at[cid] = time.monotonic()
         self._set(record, properties, source="INTEGRATION")
         return record
 
