@@ -13,7 +13,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class CrmError(Exception):
@@ -28,9 +28,12 @@ class Revoked(CrmError):
 class Transient(CrmError):
     """Try again later (5xx, 429, the network): `retry_after` seconds when the CRM said."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # The HTTP status (None: no answer). Only a 429 says the CRM did nothing for sure.
+        self.status = status
 
 
 class Permanent(CrmError):
@@ -177,6 +180,20 @@ class Connector(Protocol):
         ...
 
 
+@runtime_checkable
+class AuthorisesWithOAuth(Protocol):
+    """A connector whose CRM offers OAuth 2.0's authorization code flow."""
+
+    def authorize_url(self, settings: Mapping[str, Any], redirect_uri: str, state: str) -> str:
+        """Where the admin's browser goes to let Switchboard in."""
+        ...
+
+    async def exchange_code(self, account: Account, code: str, redirect_uri: str) -> None:
+        """Trade the code the CRM sent back for tokens (into `account.updates`); Revoked or
+        Permanent when the CRM refuses."""
+        ...
+
+
 def status_error(status: int, headers: Mapping[str, str], body: bytes, what: str) -> CrmError:
     """The error an unsuccessful answer means: 401 Revoked, 429/5xx Transient, else Permanent."""
     detail = f"{what}: HTTP {status} {body[:200].decode('utf-8', 'replace')}"
@@ -184,7 +201,8 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes, what: str
         return Revoked(detail)
     if status == 429 or status >= 500:
         after = headers.get("retry-after", "")
-        return Transient(detail, float(after) if after.replace(".", "", 1).isdigit() else None)
+        return Transient(detail, float(after) if after.replace(".", "", 1).isdigit() else None,
+                         status=status)
     return Permanent(detail)
 
 

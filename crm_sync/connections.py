@@ -14,7 +14,15 @@ from sqlalchemy import func, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from crm_sync.base import Account, BadWebhook, Card, Connector, CrmError, RemoteChange
+from crm_sync.base import (
+    Account,
+    AuthorisesWithOAuth,
+    BadWebhook,
+    Card,
+    Connector,
+    CrmError,
+    RemoteChange,
+)
 from crm_sync.models import CrmConnection, CrmJob, CrmLink, CrmLogEntry
 from crm_sync.sync import _log, backfill, source_of
 from hub.types import utcnow
@@ -144,6 +152,25 @@ async def connect(ctx: InboxContext, principal: Principal, connectors: Mapping[s
     return row
 
 
+async def connect_with_code(ctx: InboxContext, principal: Principal,
+                            connectors: Mapping[str, Connector], *, kind: str, name: str,
+                            settings: Mapping[str, Any], code: str,
+                            redirect_uri: str) -> CrmConnection:
+    """The end of OAuth's authorization code flow: trade the code for tokens, then connect
+    as with a token (checked, stored sealed, existing contacts queued)."""
+    admins_only(principal, "manage CRM connections")
+    connector = _connector(connectors, kind)
+    if not isinstance(connector, AuthorisesWithOAuth):
+        raise Refused(f"{connector.display_name} does not connect with OAuth")
+    account = Account(0, _clean(connector, settings))
+    try:
+        await connector.exchange_code(account, code, redirect_uri)
+    except CrmError as exc:
+        raise Refused(f"{connector.display_name} refused the authorization: {exc}") from None
+    return await connect(ctx, principal, connectors, kind=kind, name=name,
+                         settings={**account.settings, **account.updates})
+
+
 async def reconnect(ctx: InboxContext, principal: Principal,
                     connectors: Mapping[str, Connector], connection_id: int, *,
                     settings: Mapping[str, Any], name: str | None = None) -> CrmConnection:
@@ -153,8 +180,17 @@ async def reconnect(ctx: InboxContext, principal: Principal,
     async with ctx.db.read() as session:
         row = await existing(session, CrmConnection, connection_id, "CRM connection")
     connector = _connector(connectors, row.kind)
-    sealed = await _checked(ctx, connector, connection_id, _clean(
-        connector, settings, ctx.secrets.open_settings(row.settings)))
+    current = ctx.secrets.open_settings(row.settings)
+    moved = [name for name in ("api_base", "authorize_url")
+             if name in settings and str(settings[name]).strip() != str(current.get(name, ""))]
+    if moved:
+        # The stored secrets go only where they went: a new address needs them typed again.
+        missing = [spec.label for spec in connector.specs
+                   if spec.secret and current.get(spec.name) and not settings.get(spec.name)]
+        if missing:
+            raise Refused(f"settings.{moved[0]}: a new address needs the secrets again "
+                          f"({', '.join(missing)})")
+    sealed = await _checked(ctx, connector, connection_id, _clean(connector, settings, current))
     async with ctx.db.write() as session:
         row = await existing(session, CrmConnection, connection_id, "CRM connection")
         row.settings = sealed
@@ -212,31 +248,40 @@ async def webhook_account(ctx: InboxContext, connectors: Mapping[str, Connector]
 
 async def apply_changes(ctx: InboxContext, connection_id: int,
                         changes: Sequence[RemoteChange]) -> int:
-    """Apply what changed in the CRM to the linked contacts; how many changed. The later
-    change wins: one older than an agent's last edit of the contact is logged and dropped.
-    A value Switchboard has already (the echo of its own push) changes nothing."""
+    """Apply what changed in the CRM to the linked contacts, in one transaction (a CRM sends
+    up to a hundred changes a request); how many contacts changed. The later change wins:
+    one older than an agent's last edit of the contact is logged and dropped. A value
+    Switchboard has already (the echo of its own push) changes nothing and logs nothing."""
+    if not changes:
+        return 0
     applied = 0
-    for change in changes:
-        async with ctx.db.write() as session:
-            link = (await session.exec(select(CrmLink).where(
-                CrmLink.connection_id == connection_id,
-                CrmLink.remote_id == change.remote_id))).first()
+    async with ctx.db.write() as session:
+        links = {link.remote_id: link for link in await session.exec(select(CrmLink).where(
+            CrmLink.connection_id == connection_id,
+            col(CrmLink.remote_id).in_({c.remote_id for c in changes})))}
+        edits = {cid: edited for cid, edited in await session.exec(
+            select(Contact.id, Contact.edited_at).where(
+                col(Contact.id).in_({link.contact_id for link in links.values()})))}
+        for change in changes:
+            link = links.get(change.remote_id)
             if link is None:
                 _log(session, connection_id, "in", "contact.update", remote_id=change.remote_id,
                      outcome="skipped", detail="no Switchboard contact is linked to it")
                 continue
-            if link.local_changed_at is not None and change.occurred_at < link.local_changed_at:
+            edited = edits.get(link.contact_id)
+            if edited is not None and change.occurred_at < edited:
                 _log(session, connection_id, "in", "contact.update",
                      contact_id=link.contact_id, remote_id=change.remote_id,
                      outcome="conflict",
-                     detail=f"kept Switchboard's later change ({_at(link.local_changed_at)}) "
+                     detail=f"kept Switchboard's later change ({_at(edited)}) "
                             f"over {', '.join(change.fields)} changed in the CRM at "
                             f"{_at(change.occurred_at)}")
                 continue
-            fields = await _fields_for(session, link.contact_id, change.fields)
             try:
-                changed = await change_from_outside(session, link.contact_id, fields,
-                                                    source=source_of(connection_id))
+                async with session.begin_nested():  # a refused change undoes only itself
+                    fields = await _fields_for(session, link.contact_id, change.fields)
+                    changed = await change_from_outside(session, link.contact_id, fields,
+                                                        source=source_of(connection_id))
             except (Refused, NotFound) as exc:
                 _log(session, connection_id, "in", "contact.update",
                      contact_id=link.contact_id, remote_id=change.remote_id,

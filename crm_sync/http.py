@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from crm_sync.base import Permanent, Transient, status_error
 from hub.fetch import TooLarge, bounded_body
@@ -34,11 +34,19 @@ class CrmClient:
     async def call(self, method: str, url: str, *, what: str,
                    headers: dict[str, str] | None = None, json: Any = None,
                    params: dict[str, Any] | None = None,
-                   data: dict[str, str] | None = None) -> Any:
+                   data: dict[str, str] | None = None, idempotent: bool = True) -> Any:
         """The JSON answer of a successful call (None when empty); Revoked, Transient or
-        Permanent otherwise (Transient after the last of `attempts` tries)."""
+        Permanent otherwise (Transient after the last of `attempts` tries).
+
+        A call that creates something (`idempotent=False`) is tried again here only after a
+        429, which says the CRM did nothing; after a timeout or a 5xx it may have made it,
+        so the caller looks before it makes it again (on the job's next try)."""
+
+        def again(failed: BaseException) -> bool:
+            return isinstance(failed, Transient) and (idempotent or failed.status == 429)
+
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(Transient), stop=stop_after_attempt(self.attempts),
+            retry=retry_if_exception(again), stop=stop_after_attempt(self.attempts),
             wait=honouring_retry_after(wait_exponential(multiplier=0.5, max=self.max_wait)),
             reraise=True)
         async for attempt in retrying:
@@ -57,7 +65,8 @@ class CrmClient:
             except TooLarge as exc:
                 raise Permanent(f"{what}: {exc}") from exc
             except httpx.TransportError as exc:
-                raise Transient(f"{what}: {type(exc).__name__} {exc}".strip()) from exc
+                raise Transient(f"{what}: {type(exc).__name__} {exc}".strip(),
+                                status=None) from exc
         if not response.is_success:
             raise status_error(response.status_code, response.headers, body, what)
         return json_module.loads(body) if body else None

@@ -21,6 +21,7 @@ import hmac
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +44,9 @@ from crm_sync.http import CrmClient
 from hub.security import constant_time_equal
 
 API = "https://api.hubapi.com"
+AUTHORIZE = "https://app.hubspot.com/oauth/authorize"
+SCOPES = ("crm.objects.contacts.read", "crm.objects.contacts.write", "crm.objects.deals.read",
+          "crm.objects.owners.read", "crm.schemas.contacts.write")
 # Note -> contact, HubSpot-defined (documented association type id).
 NOTE_TO_CONTACT = 202
 MAX_AGE_MS = 5 * 60 * 1000
@@ -62,7 +66,7 @@ class HubSpot:
     kind = "hubspot"
     display_name = "HubSpot"
     specs: Sequence[Spec] = (
-        Spec("access_token", "Access token", secret=True,
+        Spec("access_token", "Access token", secret=True, required=False,
              help="A private app's token (scopes: crm.objects.contacts.read/write, "
                   "crm.objects.deals.read, crm.schemas.contacts.write), or the OAuth "
                   "access token."),
@@ -71,6 +75,7 @@ class HubSpot:
         Spec("refresh_token", "OAuth refresh token", secret=True, required=False),
         Spec("client_id", "OAuth client id", required=False),
         Spec("api_base", "API address", required=False, default=API),
+        Spec("authorize_url", "OAuth authorization page", required=False, default=AUTHORIZE),
     )
     # Private apps may make 100 requests per rolling 10 s (the lowest tier's documented
     # budget). A bucket of 9 refilled at 9 per second stays under it in any 10 s window
@@ -133,8 +138,31 @@ class HubSpot:
 
     # -- set-up -----------------------------------------------------------------------
 
+    def authorize_url(self, settings: Mapping[str, Any], redirect_uri: str, state: str) -> str:
+        """HubSpot's page where an admin installs the app into their account."""
+        base = str(settings.get("authorize_url") or AUTHORIZE)
+        return str(httpx.URL(base, params={
+            "client_id": str(settings.get("client_id", "")), "redirect_uri": redirect_uri,
+            "scope": " ".join(SCOPES), "state": state}))
+
+    async def exchange_code(self, account: Account, code: str, redirect_uri: str) -> None:
+        """The authorization code for an access and a refresh token."""
+        try:
+            answer = await self.client(account).call(
+                "POST", self._base(account) + "/oauth/v1/token", what="authorization code",
+                data={"grant_type": "authorization_code", "client_id": account.get("client_id"),
+                      "client_secret": account.get("client_secret"),
+                      "redirect_uri": redirect_uri, "code": code})
+        except Permanent as exc:
+            raise Revoked(str(exc)) from exc
+        account.updates["access_token"] = answer["access_token"]
+        account.updates["refresh_token"] = answer.get("refresh_token", "")
+
     async def check(self, account: Account) -> dict[str, Any]:
         """The token works; the account id (for deep links); the custom properties exist."""
+        if not account.get("access_token"):
+            raise Permanent("an access token is needed: a private app's, or connect with "
+                            "OAuth")
         details = await self._call(account, "GET", "/account-info/v3/details",
                                    what="account details")
         for name, label in CUSTOM_PROPERTIES.items():
@@ -163,10 +191,13 @@ class HubSpot:
                                       what="update contacts", json={"inputs": [
                                           {"id": c.remote_id, "properties": _properties(c)}
                                           for c in chunk]})
-            found = {r["id"] for r in answer.get("results", [])}
-            results += [Pushed(c.id, c.remote_id) if c.remote_id in found
-                        else Pushed(c.id, None, error="HubSpot has no such record any more")
-                        for c in chunk]
+            found = {str(r["id"]) for r in answer.get("results", [])}
+            results += [Pushed(c.id, c.remote_id) for c in chunk if c.remote_id in found]
+            # Records deleted in HubSpot since: matched (or made) again like new contacts,
+            # and the link follows.
+            gone = [replace(c, remote_id=None) for c in chunk if c.remote_id not in found]
+            if gone:
+                results += await self.push_contacts(account, gone)
         for chunk in _chunks(by_email, self.batch):
             answer = await self._call(account, "POST", "/crm/v3/objects/contacts/batch/upsert",
                                       what="upsert contacts", json={"inputs": [
@@ -205,7 +236,7 @@ class HubSpot:
             results += [Pushed(c.id, known[str(c.phone)]) for c in update]
         if create:
             made = await self._call(account, "POST", "/crm/v3/objects/contacts/batch/create",
-                                    what="create contacts", json={"inputs": [
+                                    what="create contacts", idempotent=False, json={"inputs": [
                                         {"properties": _properties(c)} for c in create]})
             ids = {str(r.get("properties", {}).get("phone")): str(r["id"])
                    for r in made.get("results", [])}
@@ -231,7 +262,7 @@ class HubSpot:
             if found.get("results"):
                 return str(found["results"][0]["id"])
         made = await self._call(account, "POST", "/crm/v3/objects/notes", what="create note",
-                                json={
+                                idempotent=False, json={
                                     "properties": {
                                         "hs_timestamp": transcript.resolved_at.isoformat(),
                                         "hs_note_body": note_html(transcript)},
@@ -331,11 +362,15 @@ def sign_v3(secret: str, method: str, url: str, body: bytes, stamp: str) -> str:
 
 
 def _properties(contact: ContactData) -> dict[str, str]:
+    """What Switchboard knows, and nothing it does not: an empty value would erase
+    HubSpot's (a one-word name leaves the last name alone)."""
     first, _, last = (contact.name or "").partition(" ")
     props = {"switchboard_id": str(contact.id),
              "switchboard_identities": "\n".join(contact.identities)}
-    if contact.name:
-        props["firstname"], props["lastname"] = first, last
+    if first:
+        props["firstname"] = first
+    if last:
+        props["lastname"] = last
     if contact.email:
         props["email"] = contact.email
     if contact.phone:

@@ -115,9 +115,6 @@ class CrmLink(SQLModel, table=True):
     contact_id: int = Field(foreign_key="contacts.id", ondelete="CASCADE", primary_key=True)
     remote_id: str = Field(max_length=64)
     synced_at: datetime = _ts(default_factory=utcnow)
-    # When an agent last changed the contact in Switchboard: a CRM change older than this
-    # loses (the later change wins).
-    local_changed_at: datetime | None = _ts(default=None, nullable=True)
 
 
 class CrmJob(SQLModel, table=True):

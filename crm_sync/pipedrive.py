@@ -56,7 +56,8 @@ class Pipedrive:
     # second stays under it in any 2 s window (3 + 6).
     rate = 3
     per_seconds = 1.0
-    batch = 50
+    # One person per call: what Pipedrive took is linked even when the next one fails.
+    batch = 1
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self.http = http
@@ -94,25 +95,34 @@ class Pipedrive:
     async def push_contacts(self, account: Account,
                             contacts: Sequence[ContactData]) -> list[Pushed]:
         """Each contact: update the linked person, else the one with its email or phone,
-        else create one."""
+        else create one. An update adds Switchboard's email and phone to the person's own
+        lists (as primary) instead of replacing them, and leaves a name Switchboard does
+        not know alone."""
         results: list[Pushed] = []
         for contact in contacts:
-            remote, created = contact.remote_id, False
-            if remote is None:
-                remote = await self._find(account, contact)
-            body = _person(contact)
+            remote = contact.remote_id
+            person = None
             if remote is not None:
                 try:
-                    await self._call(account, "PUT", f"/v1/persons/{remote}",
-                                     what="update person", json=body)
-                except Permanent as exc:
-                    results.append(Pushed(contact.id, None, error=str(exc)))
-                    continue
-            else:
+                    person = await self._call(account, "GET", f"/v1/persons/{remote}",
+                                              what="read person")
+                except Permanent:  # deleted in Pipedrive since: matched again below
+                    remote = None
+            if remote is None:
+                remote = await self._find(account, contact)
+                if remote is not None:
+                    person = await self._call(account, "GET", f"/v1/persons/{remote}",
+                                              what="read person")
+            if remote is None:
                 made = await self._call(account, "POST", "/v1/persons", what="create person",
-                                        json=body)
-                remote, created = str(made["id"]), True
-            results.append(Pushed(contact.id, str(remote), created))
+                                        json=_person(contact), idempotent=False)
+                results.append(Pushed(contact.id, str(made["id"]), True))
+                continue
+            change = _changes(contact, person or {})
+            if change:
+                await self._call(account, "PUT", f"/v1/persons/{remote}",
+                                 what="update person", json=change)
+            results.append(Pushed(contact.id, str(remote)))
         return results
 
     async def _find(self, account: Account, contact: ContactData) -> str | None:
@@ -140,7 +150,7 @@ class Pipedrive:
                 if transcript.reference in str(note.get("content", "")):
                     return str(note["id"])
         made = await self._call(account, "POST", "/v1/notes", what="create note", json={
-            "content": note_html(transcript), "person_id": int(remote_id)})
+            "content": note_html(transcript), "person_id": int(remote_id)}, idempotent=False)
         return str(made["id"])
 
     # -- the card ---------------------------------------------------------------------
@@ -213,6 +223,7 @@ def _check_basic(header: str, user: str, password: str) -> None:
 
 
 def _person(contact: ContactData) -> dict[str, Any]:
+    """A new person (Pipedrive needs a name: the address stands in for an unknown one)."""
     body: dict[str, Any] = {"name": contact.name or contact.email or contact.phone or
                             f"Switchboard contact {contact.id}"}
     if contact.email:
@@ -220,6 +231,24 @@ def _person(contact: ContactData) -> dict[str, Any]:
     if contact.phone:
         body["phone"] = [{"value": contact.phone, "primary": True, "label": "mobile"}]
     return body
+
+
+def _changes(contact: ContactData, person: Mapping[str, Any]) -> dict[str, Any]:
+    """What to change on an existing person: the name when Switchboard knows one, the email
+    and phone made primary, the person's other ones kept."""
+    change: dict[str, Any] = {}
+    if contact.name and contact.name != person.get("name"):
+        change["name"] = contact.name
+    for key, value, label in (("email", contact.email, "work"),
+                              ("phone", contact.phone, "mobile")):
+        if not value:
+            continue
+        current = [dict(v) for v in person.get(key) or [] if isinstance(v, dict)]
+        if any(v.get("value") == value and v.get("primary") for v in current):
+            continue
+        others = [{**v, "primary": False} for v in current if v.get("value") != value]
+        change[key] = [{"value": value, "primary": True, "label": label}, *others]
+    return change
 
 
 def _primary(values: Any) -> str | None:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -78,10 +78,6 @@ async def record(session: AsyncSession, event: Any) -> None:
         skip = getattr(event, "source", None)
         if event.type == "contact.merged":
             await _move_links(session, event.merged_contact_id, event.contact.id)
-        if event.type == "contact.updated" and event.source == "agent":
-            await execute(session, update(table_of(CrmLink))
-                          .where(table_of(CrmLink).c.contact_id == event.contact.id)
-                          .values(local_changed_at=event.at))
     elif (event.type == "conversation.status_changed"
           and event.conversation.status == "resolved"):
         jobs.append(("note", event.conversation.contact_id, event.conversation.id))
@@ -130,7 +126,8 @@ async def backfill(ctx: InboxContext, connection_id: int) -> int:
     stamp = now.strftime("%Y%m%d%H%M%S")
     async with ctx.db.write() as session:
         rows = list(await session.exec(select(Contact.id)
-                                       .where(col(Contact.merged_into_id).is_(None))))
+                                       .where(col(Contact.merged_into_id).is_(None))
+                                       .order_by(col(Contact.id))))
         await execute(session, conflict_insert(table_of(CrmJob), is_postgresql(session))
                       .on_conflict_do_nothing(
                           index_elements=["connection_id", "event_id", "kind"]),
@@ -169,21 +166,15 @@ class Syncer:
     async def run(self, stop: asyncio.Event) -> None:
         """Sync until `stop` is set, taking over whenever the lease is free."""
         every = self.ctx.settings.crm_poll_seconds
-        renewed = 0.0
-        loop = asyncio.get_running_loop()
+        keeper: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 busy = False
                 try:
-                    if not self.leading.is_set():
-                        if await self.ctx.bus.acquire_lease(LEASE, self.owner, LEASE_TTL_MS):
-                            self.leading.set()
-                            renewed = loop.time()
-                    elif loop.time() - renewed > LEASE_TTL_MS / 3000:
-                        if await self.ctx.bus.renew_lease(LEASE, self.owner, LEASE_TTL_MS):
-                            renewed = loop.time()
-                        else:
-                            self.leading.clear()
+                    if not self.leading.is_set() and await self.ctx.bus.acquire_lease(
+                            LEASE, self.owner, LEASE_TTL_MS):
+                        self.leading.set()
+                        keeper = asyncio.create_task(self._keep_lease(stop), name="crm-lease")
                     if self.leading.is_set():
                         busy = await self.sync_due()
                 except Exception:
@@ -192,9 +183,26 @@ class Syncer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), timeout=every)
         finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(BaseException):
+                    await keeper
             if self.leading.is_set():
                 with contextlib.suppress(Exception):
                     await self.ctx.bus.release_lease(LEASE, self.owner)
+                self.leading.clear()
+
+    async def _keep_lease(self, stop: asyncio.Event) -> None:
+        """Renew the lease all along, during a long round too (a CRM that asks to wait a
+        minute): another syncer must never believe it free while this one works."""
+        while self.leading.is_set() and not stop.is_set():
+            await asyncio.sleep(LEASE_TTL_MS / 3000)
+            try:
+                renewed = await self.ctx.bus.renew_lease(LEASE, self.owner, LEASE_TTL_MS)
+            except Exception:
+                renewed = False
+            if not renewed:
+                log.warning("lost the CRM sync lease; standing by")
                 self.leading.clear()
 
     async def sync_due(self) -> bool:
@@ -206,7 +214,7 @@ class Syncer:
         busy = False
         for connection in connections:
             connector = self.connectors.get(connection.kind)
-            if connector is None or connection.id is None:
+            if connector is None or connection.id is None or not self.leading.is_set():
                 continue
             jobs = await self._claim(connection.id)
             if not jobs:
@@ -283,25 +291,24 @@ class Syncer:
                              done: dict[int, str | None],
                              skipped: dict[int, str]) -> dict[int, str]:
         """Push every contact the jobs name (contact jobs; notes whose contact is not linked
-        yet); the contacts' links after it."""
+        yet); the contacts' links after it. What the CRM took is linked even when a later
+        batch fails (so a retry updates those records instead of making them again)."""
         data, links, gone = await self._contacts(account.id, {j.contact_id for j in jobs})
         target = {j.id: gone.get(j.contact_id, j.contact_id) for j in jobs}
         to_push = {target[j.id] for j in jobs
                    if j.kind == "contact" or target[j.id] not in links} & set(data)
         unmatched = {cid for cid in to_push
                      if not (data[cid].email or data[cid].phone or data[cid].remote_id)}
-        pushed = await self._push(connector, account,
-                                  [data[c] for c in sorted(to_push - unmatched)])
+        pushed: list[Pushed] = []
+        try:
+            await self._push(connector, account, [data[c] for c in sorted(to_push - unmatched)],
+                             pushed)
+        finally:
+            clashes = await self._save_links(account.id, pushed)
         results = {p.contact_id: p for p in pushed}
-        entries: list[tuple[str, int, str | None, str, str]] = []
         for one in pushed:
-            if one.remote_id:
+            if one.remote_id and one.contact_id not in clashes:
                 links[one.contact_id] = one.remote_id
-                entries.append(("contact.create" if one.created else "contact.update",
-                                one.contact_id, one.remote_id, "ok", ""))
-            else:
-                entries.append(("contact.push", one.contact_id, None, "failed",
-                                one.error or ""))
         for job in (j for j in jobs if j.kind == "contact"):
             cid = target[job.id]
             result = results.get(cid)
@@ -309,20 +316,23 @@ class Syncer:
                 skipped[job.id] = "the contact is gone"
             elif cid in unmatched:
                 skipped[job.id] = "no email or phone to match in the CRM"
+            elif cid in clashes:
+                skipped[job.id] = clashes[cid]
             elif result is not None and result.remote_id:
                 done[job.id] = result.remote_id
             else:
                 skipped[job.id] = (result.error if result else None) or "not pushed"
-        await self._save_links(account.id, pushed, entries)
         return {job.contact_id: links[target[job.id]] for job in jobs
                 if target[job.id] in links}
 
     async def _push(self, connector: Connector, account: Account,
-                    contacts: list[ContactData]) -> list[Pushed]:
-        """Batches; a batch the CRM refuses for its data is tried one contact at a time,
-        so one bad address does not hold the others back."""
-        results: list[Pushed] = []
+                    contacts: list[ContactData], results: list[Pushed]) -> None:
+        """Batches, into `results` as each is answered; a batch the CRM refuses for its
+        data is tried one contact at a time, so one bad address does not hold the others
+        back."""
         for n in range(0, len(contacts), connector.batch):
+            if not self.leading.is_set():
+                raise Transient("this worker no longer holds the CRM sync lease")
             chunk = contacts[n:n + connector.batch]
             try:
                 results += await connector.push_contacts(account, chunk)
@@ -335,7 +345,6 @@ class Syncer:
                         results += await connector.push_contacts(account, [one])
                     except Permanent as single:
                         results.append(Pushed(one.id, None, error=str(single)))
-        return results
 
     async def _contacts(self, connection_id: int, ids: set[int]
                         ) -> tuple[dict[int, ContactData], dict[int, str], dict[int, int]]:
@@ -407,19 +416,44 @@ class Syncer:
 
     # -- recording outcomes -------------------------------------------------------------
 
-    async def _save_links(self, connection_id: int, pushed: Iterable[Pushed],
-                          entries: Sequence[tuple[str, int, str | None, str, str]]) -> None:
+    async def _save_links(self, connection_id: int, pushed: Sequence[Pushed]
+                          ) -> dict[int, str]:
+        """Link each pushed contact to its record, and log it. A record already linked to
+        another contact (two contacts that are one person: an email and a WhatsApp number
+        that HubSpot holds on one record) is not linked twice: logged as a conflict, for an
+        agent to merge the two. Returns those contacts, with why."""
         now = utcnow()
         made = [p for p in pushed if p.remote_id]
+        clashes: dict[int, str] = {}
+        entries: list[tuple[str, int, str | None, str, str]] = [
+            ("contact.push", p.contact_id, None, "failed", p.error or "")
+            for p in pushed if not p.remote_id]
         async with self.ctx.db.write() as session:
-            if made:
+            owners = {remote: contact for remote, contact in await session.exec(
+                select(CrmLink.remote_id, CrmLink.contact_id).where(
+                    CrmLink.connection_id == connection_id,
+                    col(CrmLink.remote_id).in_({p.remote_id for p in made})))} if made else {}
+            linked: list[Pushed] = []
+            for p in made:
+                owner = owners.setdefault(str(p.remote_id), p.contact_id)
+                if owner != p.contact_id:
+                    clashes[p.contact_id] = (f"the CRM record {p.remote_id} is contact "
+                                             f"{owner}'s already: merge the two contacts")
+                    entries.append(("contact.link", p.contact_id, p.remote_id, "conflict",
+                                    clashes[p.contact_id]))
+                    continue
+                linked.append(p)
+                entries.append(("contact.create" if p.created else "contact.update",
+                                p.contact_id, p.remote_id, "ok", ""))
+            if linked:
                 statement = conflict_insert(table_of(CrmLink), is_postgresql(session))
                 await execute(session, statement.on_conflict_do_update(
                     index_elements=["connection_id", "contact_id"],
                     set_={"remote_id": statement.excluded.remote_id, "synced_at": now}),
                     [{"connection_id": connection_id, "contact_id": p.contact_id,
-                      "remote_id": p.remote_id, "synced_at": now} for p in made])
+                      "remote_id": p.remote_id, "synced_at": now} for p in linked])
             await _log_many(session, connection_id, entries)
+        return clashes
 
     async def _finish(self, done: Mapping[int, str | None], skipped: Mapping[int, str], *,
                       account: Account,

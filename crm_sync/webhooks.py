@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from standardwebhooks.webhooks import Webhook
@@ -250,7 +251,8 @@ async def replay(ctx: InboxContext, principal: Principal, endpoint_id: int, *,
         else:
             which = which.where(table_of(WebhookDelivery).c.created_at >= since)
         result = await execute(session, which.values(
-            status="pending", next_attempt_at=now, first_attempt_at=now, delivered_at=None))
+            status="pending", next_attempt_at=now, first_attempt_at=now, delivered_at=None,
+            attempts=0))
         return int(result.rowcount or 0)
 
 
@@ -351,20 +353,29 @@ class Deliverer:
         secrets = await self._secrets({d.endpoint_id for d in due})
         slots = asyncio.Semaphore(SENDS_AT_ONCE)
 
-        async def one(delivery: _Due) -> tuple[_Due, _Outcome]:
+        async def one(delivery: _Due) -> None:
+            found = secrets.get(delivery.endpoint_id)
+            if found is None:
+                return  # the endpoint was removed (with its deliveries) meanwhile
             async with slots:
-                return delivery, await self._send(delivery, *secrets[delivery.endpoint_id])
+                outcome = await self._send(delivery, *found)
+            # Recorded as soon as it is known: a slow endpoint holds nobody else's outcome.
+            try:
+                await self._record([(delivery, outcome)])
+            except IntegrityError:
+                pass  # the endpoint was removed while its delivery was on its way
 
-        outcomes = await asyncio.gather(*(one(d) for d in due))
-        await self._record(outcomes)
+        await asyncio.gather(*(one(d) for d in due))
         return len(due)
 
     async def _claim(self) -> list[_Due]:
         now = utcnow()
         table = table_of(WebhookDelivery)
         async with self.ctx.db.write() as session:
+            enabled = select(WebhookEndpoint.id).where(col(WebhookEndpoint.disabled_at).is_(None))
             due = (select(table.c.id)
-                   .where(table.c.status == "pending", table.c.next_attempt_at <= now)
+                   .where(table.c.status == "pending", table.c.next_attempt_at <= now,
+                          table.c.endpoint_id.in_(enabled.scalar_subquery()))
                    .order_by(table.c.next_attempt_at, table.c.id).limit(CLAIM_BATCH)
                    .with_for_update(skip_locked=True))
             rows = await execute(session, update(table).where(table.c.id.in_(due.scalar_subquery()))
@@ -396,8 +407,10 @@ class Deliverer:
                    "webhook-signature": signatures}
         started = time.monotonic()
         try:
-            async with self.http.stream("POST", url, content=body, headers=headers,
-                                        timeout=REQUEST_TIMEOUT_S) as response:
+            # The whole exchange within the timeout (httpx's bounds each phase on its own).
+            async with asyncio.timeout(REQUEST_TIMEOUT_S), self.http.stream(
+                    "POST", url, content=body, headers=headers,
+                    timeout=REQUEST_TIMEOUT_S) as response:
                 kept = bytearray()
                 async for chunk in response.aiter_bytes():
                     kept += chunk
@@ -405,6 +418,9 @@ class Deliverer:
                         break
                 text = bytes(kept[:RESPONSE_KEPT]).decode("utf-8", "replace")
                 return _Outcome(response.status_code, _ms(started), text, None)
+        except TimeoutError:
+            return _Outcome(None, _ms(started), "",
+                            f"no answer within {REQUEST_TIMEOUT_S:g} s")
         except TargetRefused as exc:
             return _Outcome(None, _ms(started), "", f"refused: {exc}"[:500])
         except httpx.HTTPError as exc:

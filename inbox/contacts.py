@@ -213,6 +213,8 @@ async def update_contact(
             events += await _conversations_updated(session, contact.id, principal.agent_id)
         changes = sorted(key for key, value in _fields(contact).items() if before[key] != value)
         if changes:
+            contact.edited_at = utcnow()
+            session.add(contact)
             events.append(ContactUpdated(inbox_id=None, at=utcnow(), contact=view,
                                          changes=changes, by_agent_id=principal.agent_id))
         stage_events(session, events)

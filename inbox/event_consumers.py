@@ -77,6 +77,8 @@ class EventConsumer:
             wanted = [n for n, entry in enumerate(entries) if self._wants(entry.payload)]
             if not wanted:
                 return outcomes
+            # Nothing to do at all (no endpoint, no connection): acknowledged as they are,
+            # unreadable ones too, so the stream is trimmed behind them at once.
             if self.active is not None:
                 try:
                     if not await self.active(ctx):

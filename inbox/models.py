@@ -165,6 +165,9 @@ class Contact(SQLModel, table=True):
         default=None, foreign_key="contacts.id", nullable=True, ondelete="SET NULL"
     )
     created_at: datetime = _ts(default_factory=utcnow)
+    # When an agent last changed the name, email, phone or attributes: another system's
+    # change made before this loses (the later change wins).
+    edited_at: datetime | None = _ts(default=None, nullable=True)
 
 
 class ContactIdentity(SQLModel, table=True):

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from crm_sync.hubspot import sign_v3
@@ -74,6 +74,8 @@ class FakeHubSpot:
     webhook_url: str | None = None
     sent_webhooks: list[dict[str, Any]] = field(default_factory=list)
     webhook_answers: list[int] = field(default_factory=list)
+    codes: dict[str, str] = field(default_factory=dict)  # authorization code -> redirect URI
+    scopes: list[str] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(51))
 
     @property
@@ -83,6 +85,7 @@ class FakeHubSpot:
     async def start(self) -> None:
         routes = [
             Route("/oauth/v1/token", self._token, methods=["POST"]),
+            Route("/oauth/authorize", self._authorize, methods=["GET"]),
             Route("/account-info/v3/details", self._details, methods=["GET"]),
             Route("/crm/v3/properties/contacts", self._create_property, methods=["POST"]),
             Route("/crm/v3/properties/contacts/{name}", self._property, methods=["GET"]),
@@ -244,10 +247,31 @@ class FakeHubSpot:
 
     # -- endpoints ---------------------------------------------------------------------
 
+    async def _authorize(self, request: Request) -> Response:
+        """The page where a HubSpot user approves the app: here, approved at once."""
+        query = request.query_params
+        if query.get("client_id") != CLIENT_ID:
+            return JSONResponse({"status": "error", "message": "Invalid client id"}, 400)
+        code = f"code-{next(self._ids)}"
+        self.codes[code] = query["redirect_uri"]
+        self.scopes = query.get("scope", "").split(" ")
+        return RedirectResponse(str(httpx.URL(query["redirect_uri"], params={
+            "code": code, "state": query.get("state", "")})), status_code=302)
+
     async def _token(self, request: Request) -> Response:
         if (refused := await self._guarded(request, auth=False)) is not None:
             return refused
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        if form.get("grant_type") == "authorization_code":
+            if (form.get("client_id") != CLIENT_ID or form.get("client_secret") != CLIENT_SECRET
+                    or self.codes.pop(form.get("code", ""), None) != form.get("redirect_uri")):
+                return JSONResponse({"status": "BAD_AUTH_CODE",
+                                     "message": "missing or unknown auth code"}, 400)
+            token, refresh = f"CJ-access-{next(self._ids)}", f"refresh-{next(self._ids)}"
+            self.tokens.add(token)
+            self.refresh_tokens.add(refresh)
+            return JSONResponse({"token_type": "bearer", "access_token": token,
+                                 "refresh_token": refresh, "expires_in": 1800})
         if (form.get("grant_type") != "refresh_token" or form.get("client_id") != CLIENT_ID
                 or form.get("client_secret") != CLIENT_SECRET
                 or form.get("refresh_token") not in self.refresh_tokens):

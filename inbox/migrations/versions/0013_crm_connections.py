@@ -1,4 +1,5 @@
-"""CRM connections: links of contacts to CRM records, the jobs to push, the sync log
+"""CRM connections: links of contacts to CRM records, the jobs to push, the sync log;
+contacts.edited_at (when an agent last changed one: the later change wins)
 
 Revision ID: 0013
 Revises: 0012
@@ -54,7 +55,6 @@ def upgrade() -> None:
     sa.Column('contact_id', sa.Integer(), nullable=False),
     sa.Column('remote_id', sa.String(64), nullable=False),
     sa.Column('synced_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('local_changed_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['connection_id'], ['crm_connections.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('connection_id', 'contact_id'),
@@ -74,9 +74,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_crm_log_connection', 'crm_log', ['connection_id', 'id'])
+    # ADD COLUMN, not a batch rebuild (SQLite would lose the table's triggers and indexes).
+    op.add_column('contacts', sa.Column('edited_at', sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('contacts') as batch_op:
+        batch_op.drop_column('edited_at')
     op.drop_table('crm_log')
     op.drop_table('crm_links')
     op.drop_table('crm_jobs')
