@@ -4,6 +4,7 @@ budget (a token bucket, `aiolimiter`), retried a few times when the CRM says "la
 
 from __future__ import annotations
 
+import hashlib
 import json as json_module
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from crm_sync.base import Permanent, Transient, status_error
+from crm_sync.base import Account, Permanent, Transient, status_error
 from hub.fetch import TooLarge, bounded_body
 from hub.retry import honouring_retry_after
 
@@ -70,3 +71,32 @@ class CrmClient:
         if not response.is_success:
             raise status_error(response.status_code, response.headers, body, what)
         return json_module.loads(body) if body else None
+
+
+class Budgeted:
+    """What a connector shares: its CRM's address and one rate-bounded client per account
+    and process (keyed by the setting that names the account, so the connect check and
+    the sync after it spend the same budget)."""
+
+    api: str  # the CRM's API address when the connection does not name one
+    account_key: str  # the setting that tells accounts apart
+    rate: int
+    per_seconds: float
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+        self._clients: dict[str, CrmClient] = {}
+
+    def base(self, account: Account) -> str:
+        """The API address of the connection."""
+        return str(account.get("api_base") or self.api).rstrip("/")
+
+    def client(self, account: Account) -> CrmClient:
+        """The account's client."""
+        key = hashlib.sha256(f"{self.base(account)} {account.get(self.account_key)}"
+                             .encode()).hexdigest()
+        found = self._clients.get(key)
+        if found is None:
+            found = self._clients[key] = CrmClient(self.http, rate=self.rate,
+                                                   per_seconds=self.per_seconds)
+        return found

@@ -40,7 +40,7 @@ from crm_sync.base import (
     Transcript,
     note_html,
 )
-from crm_sync.http import CrmClient
+from crm_sync.http import Budgeted
 from hub.security import constant_time_equal
 
 API = "https://api.hubapi.com"
@@ -60,7 +60,7 @@ CARD_PROPERTIES = ["firstname", "lastname", "email", "phone", "lifecyclestage",
 WATCHED = {"firstname": "name", "lastname": "name", "email": "email", "phone": "phone"}
 
 
-class HubSpot:
+class HubSpot(Budgeted):
     """The HubSpot connector."""
 
     kind = "hubspot"
@@ -80,33 +80,17 @@ class HubSpot:
     # Private apps may make 100 requests per rolling 10 s (the lowest tier's documented
     # budget). A bucket of 9 refilled at 9 per second stays under it in any 10 s window
     # (9 + 90); it also keeps under the search endpoints' 5 per second on average.
+    api = API
+    account_key = "client_secret"
     rate = 9
     per_seconds = 1.0
     batch = 100
-
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self._clients: dict[str, CrmClient] = {}
-
-    def client(self, account: Account) -> CrmClient:
-        """The account's rate-bounded client: one per HubSpot account and process (keyed by
-        the app's client secret, the same for the connect check and the sync after it)."""
-        key = hashlib.sha256(f"{self._base(account)} {account.get('client_secret')}"
-                             .encode()).hexdigest()
-        found = self._clients.get(key)
-        if found is None:
-            found = self._clients[key] = CrmClient(self.http, rate=self.rate,
-                                                   per_seconds=self.per_seconds)
-        return found
-
-    def _base(self, account: Account) -> str:
-        return str(account.get("api_base") or API).rstrip("/")
 
     async def _call(self, account: Account, method: str, path: str, *, what: str,
                     **kwargs: Any) -> Any:
         """A call with the account's token; on 401, one refresh (OAuth) and a second try."""
         client = self.client(account)
-        url = self._base(account) + path
+        url = self.base(account) + path
         try:
             return await client.call(method, url, what=what, headers=self._auth(account),
                                      **kwargs)
@@ -126,7 +110,7 @@ class HubSpot:
             return False
         try:
             answer = await self.client(account).call(
-                "POST", self._base(account) + "/oauth/v1/token", what="token refresh",
+                "POST", self.base(account) + "/oauth/v1/token", what="token refresh",
                 data={"grant_type": "refresh_token", "client_id": client_id,
                       "client_secret": account.get("client_secret"),
                       "refresh_token": refresh})
@@ -149,7 +133,7 @@ class HubSpot:
         """The authorization code for an access and a refresh token."""
         try:
             answer = await self.client(account).call(
-                "POST", self._base(account) + "/oauth/v1/token", what="authorization code",
+                "POST", self.base(account) + "/oauth/v1/token", what="authorization code",
                 data={"grant_type": "authorization_code", "client_id": account.get("client_id"),
                       "client_secret": account.get("client_secret"),
                       "redirect_uri": redirect_uri, "code": code})

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-
-import httpx
 
 from crm_sync.base import (
     Account,
@@ -33,13 +30,13 @@ from crm_sync.base import (
     Transcript,
     note_html,
 )
-from crm_sync.http import CrmClient
+from crm_sync.http import Budgeted
 from hub.security import constant_time_equal
 
 API = "https://api.pipedrive.com"
 
 
-class Pipedrive:
+class Pipedrive(Budgeted):
     """The Pipedrive connector."""
 
     kind = "pipedrive"
@@ -54,32 +51,17 @@ class Pipedrive:
     )
     # The search API allows 10 requests per 2 s per token: a bucket of 3 refilled at 3 per
     # second stays under it in any 2 s window (3 + 6).
+    api = API
+    account_key = "api_token"
     rate = 3
     per_seconds = 1.0
     # One person per call: what Pipedrive took is linked even when the next one fails.
     batch = 1
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
-        self._clients: dict[str, CrmClient] = {}
-
-    def client(self, account: Account) -> CrmClient:
-        """The token's rate-bounded client (one per token and process)."""
-        key = hashlib.sha256(f"{self._base(account)} {account.get('api_token')}"
-                             .encode()).hexdigest()
-        found = self._clients.get(key)
-        if found is None:
-            found = self._clients[key] = CrmClient(self.http, rate=self.rate,
-                                                   per_seconds=self.per_seconds)
-        return found
-
-    def _base(self, account: Account) -> str:
-        return str(account.get("api_base") or API).rstrip("/")
-
     async def _call(self, account: Account, method: str, path: str, *, what: str,
                     **kwargs: Any) -> Any:
         answer = await self.client(account).call(
-            method, self._base(account) + path, what=what,
+            method, self.base(account) + path, what=what,
             headers={"x-api-token": str(account.get("api_token"))}, **kwargs)
         if not isinstance(answer, dict) or not answer.get("success", False):
             raise Permanent(f"{what}: {str(answer)[:200]}")

@@ -16,6 +16,8 @@ import pytest
 
 from config import Settings, load_settings
 from inbox.migrate import upgrade
+from tests.fakes.hubspot_server import FakeHubSpot
+from tests.fakes.pipedrive_server import FakePipedrive
 from tests.helpers import Stack, running_stack
 from tests.mail_services import DovecotServer, SmtpRecorder
 from tests.services import LOCAL_TARGETS, PostgresDatabase, RedisServer, free_port
@@ -115,3 +117,35 @@ async def mail_stack(
     finally:
         smtp.stop()
         dovecot.remove()
+
+
+@pytest.fixture
+async def crm_stack(settings: Settings) -> AsyncIterator[Stack]:
+    """A stack that syncs CRMs within a fraction of a second, reached at 127.0.0.1 (where
+    the local CRMs send their webhooks, signed or authenticated for that URL)."""
+    fast = settings.model_copy(update={
+        "crm_poll_seconds": 0.1, "public_url": f"http://127.0.0.1:{settings.port}"})
+    async with running_stack(fast) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def hubspot() -> AsyncIterator[FakeHubSpot]:
+    """A local HubSpot (tests/fakes/hubspot_server.py)."""
+    running = FakeHubSpot()
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def pipedrive() -> AsyncIterator[FakePipedrive]:
+    """A local Pipedrive (tests/fakes/pipedrive_server.py)."""
+    running = FakePipedrive()
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()

@@ -3,34 +3,13 @@ HubSpot, and a change made in HubSpot shows in the panel and the list live."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from playwright.async_api import Browser, expect
 
-from config import Settings
 from tests.browser.test_agent_ui import open_inbox
 from tests.crm_sync.test_hubspot import connect
 from tests.fakes.hubspot_server import PORTAL_ID, FakeHubSpot
-from tests.helpers import Stack, eventually, message, running_stack
-
-
-@pytest.fixture
-async def hubspot() -> AsyncIterator[FakeHubSpot]:
-    running = FakeHubSpot()
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def crm_stack(settings: Settings) -> AsyncIterator[Stack]:
-    fast = settings.model_copy(update={
-        "crm_poll_seconds": 0.1, "public_url": f"http://127.0.0.1:{settings.port}"})
-    async with running_stack(fast) as stack:
-        yield stack
+from tests.helpers import Stack, eventually, message
 
 
 @pytest.mark.parametrize("shape", ["embedded"])

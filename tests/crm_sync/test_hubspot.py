@@ -8,41 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from config import Settings
 from crm_sync.base import BadWebhook
 from crm_sync.hubspot import sign_v3, verify_v3
 from tests.channels.test_twilio import post_webhook, twilio_inbox
 from tests.fakes.hubspot_server import CLIENT_ID, CLIENT_SECRET, PORTAL_ID, FakeHubSpot
 from tests.fakes.twilio_server import FakeTwilio, inbound_fields
-from tests.helpers import Agent, Stack, eventually, message, of_type, running_stack
+from tests.helpers import Agent, Stack, eventually, message, of_type
 
 WHATSAPP_NUMBER = "+14155238886"
 GOOD_TOKEN = "pat-na1-good-token"
-
-
-@pytest.fixture
-async def hubspot() -> AsyncIterator[FakeHubSpot]:
-    running = FakeHubSpot()
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def crm_stack(settings: Settings) -> AsyncIterator[Stack]:
-    """A stack that syncs within a fraction of a second, reached at 127.0.0.1 (where the
-    fake HubSpot sends its webhooks, signed for that URL)."""
-    fast = settings.model_copy(update={
-        "crm_poll_seconds": 0.1, "public_url": f"http://127.0.0.1:{settings.port}"})
-    async with running_stack(fast) as stack:
-        yield stack
 
 
 async def connect(admin: Agent, hubspot: FakeHubSpot, *, backfill: bool = True,

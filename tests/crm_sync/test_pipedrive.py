@@ -6,32 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from config import Settings
 from tests.fakes.pipedrive_server import COMPANY, HOOK_PASSWORD, HOOK_USER, TOKEN, FakePipedrive
-from tests.helpers import Stack, eventually, message, running_stack
-
-
-@pytest.fixture
-async def pipedrive() -> AsyncIterator[FakePipedrive]:
-    running = FakePipedrive()
-    await running.start()
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def crm_stack(settings: Settings) -> AsyncIterator[Stack]:
-    fast = settings.model_copy(update={
-        "crm_poll_seconds": 0.1, "public_url": f"http://127.0.0.1:{settings.port}"})
-    async with running_stack(fast) as stack:
-        yield stack
+from tests.helpers import Stack, eventually, message
 
 
 async def _async(value: Any) -> Any:
