@@ -25,6 +25,7 @@ from hub.types import ChannelProfile
 from hub.worker import Worker, default_worker_name
 from inbox.context import InboxContext
 from inbox.db import Database
+from inbox.event_consumers import SharedReader
 from web.app import build_web
 from web.context import WebContext
 
@@ -89,7 +90,9 @@ class Runtime:
         name = self.settings.worker_name or default_worker_name()
         return Worker(
             self.inbox, self.channels, name=name,
-            event_consumers=[webhook_consumer(), crm_consumer()],
+            # One read of the events stream for both (each still applies an event once).
+            event_consumers=[SharedReader("integrations",
+                                          (webhook_consumer(), crm_consumer()))],
             services=[Deliverer(self.inbox, self.http).run,
                       Syncer(self.inbox, self.crm, owner=name).run],
         )

@@ -55,7 +55,7 @@ from inbox.contacts import link_verified_identities
 from inbox.context import InboxContext
 from inbox.db import is_unavailable
 from inbox.delivery import apply_edits, apply_statuses, apply_watermarks, set_send_result
-from inbox.event_consumers import EventConsumer
+from inbox.event_consumers import EventConsumer, SharedReader
 from inbox.inboxes import inbox_settings
 from inbox.ingest import Ingested, UnknownInbox, ingest_batch
 from inbox.models import Message
@@ -83,7 +83,7 @@ class Worker:
 
     def __init__(
         self, ctx: InboxContext, channels: Mapping[str, ChannelAdapter], *, name: str,
-        event_consumers: Sequence[EventConsumer] = (),
+        event_consumers: Sequence[EventConsumer | SharedReader] = (),
         services: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = (),
     ) -> None:
         self.ctx = ctx

@@ -73,26 +73,31 @@ class EventConsumer:
         await ctx.bus.ensure_group(EVENTS, self.name, from_start=self.from_start)
 
         async def batch(entries: Sequence[Entry]) -> list[BaseException | None]:
-            outcomes: list[BaseException | None] = [None] * len(entries)
-            wanted = [n for n, entry in enumerate(entries) if self._wants(entry.payload)]
-            if not wanted:
-                return outcomes
-            # Nothing to do at all (no endpoint, no connection): acknowledged as they are,
-            # unreadable ones too, so the stream is trimmed behind them at once.
-            if self.active is not None:
-                try:
-                    if not await self.active(ctx):
-                        return outcomes
-                except Exception as exc:
-                    if is_unavailable(exc):
-                        raise Outage(str(exc)) from exc
-                    raise
-            for n in wanted:
-                outcomes[n] = await self._one(ctx, entries[n])
-            return outcomes
+            return await self.apply(ctx, entries)
 
         await run_batch_consumer(ctx.bus, EVENTS, self.name, worker, batch, stop=stop,
                                  batches=1, **options)
+
+    async def apply(self, ctx: InboxContext, entries: Sequence[Entry]
+                    ) -> list[BaseException | None]:
+        """Apply a batch read from the stream; per entry None (done) or why it failed."""
+        outcomes: list[BaseException | None] = [None] * len(entries)
+        wanted = [n for n, entry in enumerate(entries) if self._wants(entry.payload)]
+        if not wanted:
+            return outcomes
+        # Nothing to do at all (no endpoint, no connection): acknowledged as they are,
+        # unreadable ones too, so the stream is trimmed behind them at once.
+        if self.active is not None:
+            try:
+                if not await self.active(ctx):
+                    return outcomes
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise Outage(str(exc)) from exc
+                raise
+        for n in wanted:
+            outcomes[n] = await self._one(ctx, entries[n])
+        return outcomes
 
     def _wants(self, payload: bytes) -> bool:
         if self.types is None:
@@ -114,3 +119,29 @@ class EventConsumer:
                 raise Outage(str(exc)) from exc
             return exc
         return None
+
+
+@dataclass(frozen=True)
+class SharedReader:
+    """Several consumers behind one consumer group: each event is read off the stream once
+    and offered to each, which still applies it once under its own name. An entry one of
+    them failed comes back to all; the others recognise it and skip it."""
+
+    name: str
+    consumers: tuple[EventConsumer, ...]
+
+    async def run(self, ctx: InboxContext, *, worker: str, stop: asyncio.Event,
+                  **options: Any) -> None:
+        """Consume until `stop` is set."""
+        await ctx.bus.ensure_group(EVENTS, self.name, from_start=False)
+
+        async def batch(entries: Sequence[Entry]) -> list[BaseException | None]:
+            outcomes: list[BaseException | None] = [None] * len(entries)
+            for consumer in self.consumers:
+                for n, failed in enumerate(await consumer.apply(ctx, entries)):
+                    outcomes[n] = outcomes[n] or failed
+            return outcomes
+
+        await run_batch_consumer(ctx.bus, EVENTS, self.name, worker, batch, stop=stop,
+                                 batches=1, **options)
+

@@ -120,3 +120,38 @@ async def test_unwanted_events_and_idle_consumers_cost_no_transaction(
         recorded = (await session.exec(select(func.count()).select_from(ConsumedEvent).where(
             ConsumedEvent.consumer == "filtered"))).one()
     assert recorded == 2  # one transaction per wanted event, none for the others
+
+
+async def test_consumers_sharing_one_read_each_apply_every_event_once(
+        ctx: InboxContext) -> None:
+    from inbox.event_consumers import SharedReader
+
+    seen: dict[str, list[int]] = {"steady": [], "flaky": []}
+    failed_once: set[int] = set()
+
+    async def steady(session: AsyncSession, event: Any) -> None:
+        seen["steady"].append(event.changed_inbox_id)
+
+    async def flaky(session: AsyncSession, event: Any) -> None:
+        if event.changed_inbox_id % 3 == 0 and event.changed_inbox_id not in failed_once:
+            failed_once.add(event.changed_inbox_id)
+            raise RuntimeError("not this time")  # its entry comes back to both
+        seen["flaky"].append(event.changed_inbox_id)
+
+    reader = SharedReader("shared", (EventConsumer("steady", steady),
+                                     EventConsumer("flaky", flaky)))
+    await ctx.bus.ensure_group(EVENTS, "shared", from_start=False)
+    await _publish(ctx, [encode_event(InboxChanged(inbox_id=None, at=utcnow(),
+                                                   changed_inbox_id=n)) for n in range(12)])
+    stop = asyncio.Event()
+    task = asyncio.create_task(reader.run(ctx, worker="w", stop=stop, block_ms=20,
+                                          claim_idle_ms=200))
+    for _ in range(500):
+        if len(seen["flaky"]) >= 12 and await ctx.bus.pending_count(EVENTS, "shared") == 0:
+            break
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert sorted(seen["steady"]) == list(range(12))  # once each, though four came back
+    assert sorted(seen["flaky"]) == list(range(12))
+    assert failed_once == {0, 3, 6, 9}
