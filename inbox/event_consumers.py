@@ -10,6 +10,7 @@ in `consumed_events` in the same transaction as the consumer's own changes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -129,6 +130,11 @@ class SharedReader:
 
     name: str
     consumers: tuple[EventConsumer, ...]
+    # Each batch is held this long before the next is read, so under load the events pile
+    # up into few large batches: the per-batch work (a read, an acknowledgement, each
+    # consumer's `active` check) stays a handful per second instead of growing with the
+    # message rate. What these consumers do may wait that long.
+    linger_s: float = 0.2
 
     async def run(self, ctx: InboxContext, *, worker: str, stop: asyncio.Event,
                   **options: Any) -> None:
@@ -140,8 +146,10 @@ class SharedReader:
             for consumer in self.consumers:
                 for n, failed in enumerate(await consumer.apply(ctx, entries)):
                     outcomes[n] = outcomes[n] or failed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.linger_s)
             return outcomes
 
         await run_batch_consumer(ctx.bus, EVENTS, self.name, worker, batch, stop=stop,
-                                 batches=1, **options)
+                                 batches=1, batch=1000, **options)
 

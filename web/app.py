@@ -75,9 +75,11 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         return JSONResponse(spec)
 
     all_routes: list[BaseRoute] = [
+        # Matched in order: the providers' webhooks, the busiest route, first (each API
+        # operation added would otherwise cost every inbound message one more match).
+        *webhook_routes(ctx),
         *routes_of(operations),
         Route("/api/openapi.json", openapi, methods=["GET"]),
-        *webhook_routes(ctx),
         *websocket_routes(ctx, presence),
         *WIDGET_ROUTES,
         *health_routes(ctx),
