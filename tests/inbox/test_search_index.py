@@ -55,17 +55,19 @@ async def _seed(db: Database) -> tuple[int, int, int]:
                 assignment_policy="round_robin", requeue_on_offline=False,
                 created_at=utcnow(),
             ).returning(table_of(Inbox).c.id))).scalar_one()
-        contact = Contact(name="Grace Hopper", email="grace@navy.example", phone="+1 202-555-0147")
-        session.add(contact)
-        await session.flush()
-        assert inbox_id and contact.id
-        session.add(ContactIdentity(contact_id=contact.id, kind="telegram", value="gh1906",
+        contact_id = (await session.exec(  # type: ignore[call-overload]
+            insert(table_of(Contact)).values(
+                name="Grace Hopper", email="grace@navy.example", phone="+1 202-555-0147",
+                attributes={}, created_at=utcnow(),
+            ).returning(table_of(Contact).c.id))).scalar_one()
+        assert inbox_id and contact_id
+        session.add(ContactIdentity(contact_id=contact_id, kind="telegram", value="gh1906",
                                     display_name="Amazing Grace"))
         # Only the columns of the 0004 schema (models may have gained some since).
         now = utcnow()
         conversation_id = (await session.exec(  # type: ignore[call-overload]
             insert(table_of(Conversation)).values(
-                inbox_id=inbox_id, contact_id=contact.id, subject="Compiler nanosecond question",
+                inbox_id=inbox_id, contact_id=contact_id, subject="Compiler nanosecond question",
                 status="open", priority="none", unread_count=0, last_activity_at=now,
                 created_at=now,
             ).returning(table_of(Conversation).c.id))).scalar_one()
@@ -73,7 +75,7 @@ async def _seed(db: Database) -> tuple[int, int, int]:
                             ("activity", "assigned to someone")):
             session.add(Message(conversation_id=conversation_id, inbox_id=inbox_id,
                                 direction="in", kind=kind, text=words))
-        return inbox_id, conversation_id, contact.id
+        return inbox_id, conversation_id, contact_id
 
 
 async def _check(url: str) -> None:
