@@ -132,7 +132,8 @@ def _key_file(path: Path) -> bytes:
     if not path.exists():
         # Written aside and linked into place: the link fails if another process made the
         # file first, and nobody ever reads a half-written key.
-        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        # Unique per writer: two threads of one process must not share (and unlink) it.
+        temp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}")
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, Fernet.generate_key())

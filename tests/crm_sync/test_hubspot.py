@@ -177,7 +177,7 @@ async def test_outage_throttling_and_a_revoked_token_lose_nothing(
                  for c in hubspot.contacts.values()}
         return "Renamed While Broken" in names and len(hubspot.notes) == 1
 
-    await eventually(caught_up, timeout=30)
+    await eventually(caught_up, timeout=90)
     assert len(hubspot.contacts) == 5  # none twice
 
     async def nothing_waits() -> bool:  # recorded as done just after HubSpot answered
