@@ -182,13 +182,14 @@ async def rotate_secret(ctx: InboxContext, principal: Principal, endpoint_id: in
         ends = (now + overlap).isoformat()
         row.secrets = [{"secret": ctx.secrets.seal(secret), "expires_at": None},
                        *({"secret": s["secret"], "expires_at": s["expires_at"] or ends}
-                         for s in _valid(row.secrets, now))]
+                         for s in valid_secrets(row.secrets, now))]
         session.add(row)
         await session.flush()
     return row, secret
 
 
-def _valid(secrets: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+def valid_secrets(secrets: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The secrets that sign now (a rotated one until it expires)."""
     return [s for s in secrets
             if not s.get("expires_at") or datetime.fromisoformat(s["expires_at"]) > now]
 
@@ -393,7 +394,7 @@ class Deliverer:
             rows = await session.exec(select(WebhookEndpoint)
                                       .where(col(WebhookEndpoint.id).in_(endpoint_ids)))
             return {row.id: (row.url, [self.ctx.secrets.open(s["secret"])
-                                       for s in _valid(row.secrets, now)])
+                                       for s in valid_secrets(row.secrets, now)])
                     for row in rows if row.id is not None}
 
     async def _send(self, delivery: _Due, url: str, secrets: list[str]) -> _Outcome:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from crm_sync import webhooks
+from hub.types import utcnow
 from inbox.agents import Principal
 from web.context import web_context
 from web.http import (
@@ -111,9 +112,7 @@ class CatalogueEntry(BaseModel):
 def endpoint_view(row: WebhookEndpoint) -> EndpointView:
     """An endpoint as the API and the admin page show it (never its secrets)."""
     assert row.id is not None
-    now = datetime.now().astimezone()
-    valid = [s for s in row.secrets
-             if not s.get("expires_at") or datetime.fromisoformat(s["expires_at"]) > now]
+    valid = webhooks.valid_secrets(row.secrets, utcnow())
     return EndpointView(id=row.id, url=row.url, description=row.description,
                         event_types=row.event_types, enabled=row.disabled_at is None,
                         created_at=row.created_at, secrets=len(valid))
