@@ -199,6 +199,11 @@ async def reconnect(ctx: InboxContext, principal: Principal,
         was = row.status
         row.status, row.status_reason, row.status_changed_at = "connected", None, utcnow()
         session.add(row)
+        # What waited (on the broken token, or backing off from an outage the admin has
+        # since fixed) is due now: a reconnect resumes at once, not after the backoff.
+        await execute(session, update(table_of(CrmJob)).where(
+            table_of(CrmJob).c.connection_id == connection_id,
+            table_of(CrmJob).c.status == "pending").values(next_attempt_at=row.status_changed_at))
         _log(session, connection_id, "out", "connect", outcome="ok",
              detail="reconnected" if was == "broken" else "settings changed")
     return row

@@ -496,10 +496,11 @@ class Syncer:
 
     async def _broken(self, connection_id: int, jobs: Sequence[_Job], why: str) -> None:
         """The CRM refused the credentials: the connection waits for an admin; its jobs wait
-        with it (due at once when it is reconnected)."""
+        with it (all due at once when it is reconnected, see `connections.reconnect`)."""
         now = utcnow()
         table = table_of(CrmJob)
         async with self.ctx.db.write() as session:
+            # Released from this round's claim (which would hold them a minute more).
             await execute(session, update(table).where(
                 table.c.id.in_([j.id for j in jobs]), table.c.status == "pending",
             ).values(next_attempt_at=now))

@@ -8,12 +8,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlmodel import col
 
 from crm_sync.base import BadWebhook
 from crm_sync.hubspot import sign_v3, verify_v3
+from crm_sync.models import CrmJob
+from hub.types import utcnow
+from inbox.db import Database, execute
 from tests.channels.test_twilio import post_webhook, twilio_inbox
 from tests.fakes.hubspot_server import CLIENT_ID, CLIENT_SECRET, PORTAL_ID, FakeHubSpot
 from tests.fakes.twilio_server import FakeTwilio, inbound_fields
@@ -186,6 +192,38 @@ async def test_outage_throttling_and_a_revoked_token_lose_nothing(
     await eventually(nothing_waits)
     await asyncio.sleep(1)
     assert len(hubspot.notes) == 1
+
+
+async def test_saving_the_connection_again_retries_what_was_backing_off(
+        crm_stack: Stack, hubspot: FakeHubSpot) -> None:
+    """An admin who fixed the CRM side and saves the connection does not wait for the
+    backoff (up to 5 minutes after many failed rounds): the waiting work is due at once."""
+    stack = crm_stack
+    admin = await stack.login("admin")
+    view = await connect(admin, hubspot)
+    base = f"/api/v1/crm/connections/{view['id']}"
+    hubspot.down_until = time.monotonic() + 3600
+    await stack.inbound("support", [message("wait-1", "hello", "w1") | {
+        "sender": {"phone": "+447700900777", "name": "Waiting Person"}}])
+
+    async def retried() -> bool:
+        log = (await admin.http.get(f"{base}/log")).json()
+        return any(line["outcome"] == "retry" for line in log)
+
+    await eventually(retried)
+    db = Database(stack.settings.sqlalchemy_url)
+    try:  # as after many failed rounds
+        async with db.write() as session:
+            await execute(session, update(CrmJob).where(col(CrmJob.status) == "pending")
+                          .values(next_attempt_at=utcnow() + timedelta(hours=1)))
+    finally:
+        await db.close()
+    hubspot.down_until = 0.0
+    await asyncio.sleep(1)
+    assert hubspot.by_phone("+447700900777") == []
+    saved = await admin.http.patch(base, json={"settings": {"access_token": GOOD_TOKEN}})
+    assert saved.status_code == 200, saved.text
+    await eventually(lambda: _async(hubspot.by_phone("+447700900777")), timeout=15)
 
 
 async def test_oauth_tokens_are_refreshed_and_a_refused_refresh_breaks(
