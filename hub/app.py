@@ -23,6 +23,7 @@ from hub.fetch import FetchPolicy, build_http
 from hub.realtime import Fanout
 from hub.types import ChannelProfile
 from hub.worker import Worker, default_worker_name
+from inbox.automation_runner import AutomationConsumer
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.event_consumers import SharedReader
@@ -90,9 +91,9 @@ class Runtime:
         name = self.settings.worker_name or default_worker_name()
         return Worker(
             self.inbox, self.channels, name=name,
-            # One read of the events stream for both (each still applies an event once).
-            event_consumers=[SharedReader("integrations",
-                                          (webhook_consumer(), crm_consumer()))],
+            # One read of the events stream for all three (each applies an event once).
+            event_consumers=[SharedReader("integrations", (
+                webhook_consumer(), crm_consumer(), AutomationConsumer()))],
             services=[Deliverer(self.inbox, self.http).run,
                       Syncer(self.inbox, self.crm, owner=name).run],
         )

@@ -7,6 +7,7 @@ and an HTTP response with one piece of code.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -95,6 +96,7 @@ class MessageView(View):
     created_at: datetime
     edited_at: datetime | None = None  # the customer changed it after sending (see `text`)
     sent_elsewhere: bool = False  # the business sent it from outside Switchboard
+    automated: bool = False  # machine mail (an auto-reply, a bounce): never answered or acted on
 
 
 class NotificationView(View):
@@ -111,12 +113,20 @@ class NotificationView(View):
     created_at: datetime
 
 
+# The automation rules whose actions are running now, outermost first: every event staged
+# meanwhile carries them (`caused_by`), so a rule never fires on what it caused itself and
+# chains stay short (inbox/automation_runner.py).
+CAUSED_BY: ContextVar[tuple[int, ...]] = ContextVar("switchboard_caused_by", default=())
+
+
 class _Event(View):
     v: int = EVENT_VERSION
     id: str = Field(default_factory=new_event_id)
     # The inbox whose agents receive the event; None: every agent (e.g. an agent went away).
     inbox_id: int | None
     at: datetime
+    # The automation rules that caused it (see CAUSED_BY); empty for people's changes.
+    caused_by: list[int] = Field(default_factory=list)
     # When set, only these agents receive the event, whatever their inboxes.
     audience: list[int] | None = None
 

@@ -25,7 +25,7 @@ from inbox.db import is_postgresql
 from inbox.errors import NotFound, Refused, admins_only, existing
 from inbox.login_limits import locked_until, unlock
 from inbox.memberships import check_ids, links_by, replace_links
-from inbox.models import Agent, AgentSession, Inbox, InboxMember, Team, TeamMember
+from inbox.models import SYSTEM_ROLE, Agent, AgentSession, Inbox, InboxMember, Team, TeamMember
 from inbox.outbox import stage_events
 
 MAX_CAPACITY = 1000
@@ -68,7 +68,8 @@ class AgentPatch(BaseModel):
 async def list_agents(session: AsyncSession, *, presence_seconds: int) -> list[AgentAdminView]:
     """Every agent, active ones first, by name."""
     agents = list(await session.exec(
-        select(Agent).order_by(col(Agent.is_active).desc(), col(Agent.name), col(Agent.id))
+        select(Agent).where(Agent.role != SYSTEM_ROLE)  # the automation agent is no one's to manage
+        .order_by(col(Agent.is_active).desc(), col(Agent.name), col(Agent.id))
     ))
     return await _views(session, agents, presence_seconds)
 

@@ -14,7 +14,7 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -122,6 +122,13 @@ class EventConsumer:
         return None
 
 
+class Applier(Protocol):
+    """What a SharedReader offers each batch to (an EventConsumer, the automation rules)."""
+
+    async def apply(self, ctx: InboxContext, entries: Sequence[Entry]
+                    ) -> list[BaseException | None]: ...
+
+
 @dataclass(frozen=True)
 class SharedReader:
     """Several consumers behind one consumer group: each event is read off the stream once
@@ -129,7 +136,7 @@ class SharedReader:
     them failed comes back to all; the others recognise it and skip it."""
 
     name: str
-    consumers: tuple[EventConsumer, ...]
+    consumers: tuple[Applier, ...]
     # Each batch is held this long before the next is read, so under load the events pile
     # up into few large batches: the per-batch work (a read, an acknowledgement, each
     # consumer's `active` check) stays a handful per second instead of growing with the

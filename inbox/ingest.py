@@ -441,7 +441,7 @@ def _message_view(item: Item, now: datetime) -> MessageView:
         direction=direction_of(m), kind="message", text=m.text, html=m.html,
         external_id=m.external_id, contact_id=item.contact.id, agent_id=None,
         status="sent" if m.from_business else None, status_reason=None,
-        sent_elsewhere=m.from_business,
+        sent_elsewhere=m.from_business, automated=m.automated,
         attachments=[a.model_dump(mode="json") for a in m.attachments],
         accepted_at=item.at, created_at=now,
     )

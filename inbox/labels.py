@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable, Sequence
 
 from sqlalchemy import delete, func
 from sqlalchemy.exc import IntegrityError
@@ -24,7 +25,7 @@ from inbox.errors import Forbidden, NotFound, Refused
 from inbox.models import PRIORITIES, Conversation, ConversationLabel, Label
 from inbox.outbox import stage_events
 from inbox.ownership import may_manage, new_owner
-from inbox.views import load_conversation_view
+from inbox.views import conversation_labels, load_conversation_view
 
 COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MAX_LABELS = 50  # on one conversation
@@ -111,11 +112,31 @@ async def set_conversation_labels(
     ctx: InboxContext, principal: Principal, *, conversation_id: int, names: list[str]
 ) -> ConversationView:
     """Put exactly these labels (by name) on a conversation; unknown names are refused."""
-    wanted = list(dict.fromkeys(label_key(n) for n in names if n.strip()))
-    if len(wanted) > MAX_LABELS:
-        raise Refused(f"a conversation may have at most {MAX_LABELS} labels")
+    view, _ = await _put_labels(ctx, principal, conversation_id, lambda _current: names)
+    return view
+
+
+async def change_labels(
+    ctx: InboxContext, principal: Principal, *, conversation_id: int,
+    add: Sequence[str] = (), remove: Sequence[str] = (),
+) -> tuple[ConversationView, bool]:
+    """Put labels on a conversation and take others off (by name), leaving the rest as they
+    are (what automation does); with whether anything changed."""
+    taken = {label_key(n) for n in remove}
+    return await _put_labels(ctx, principal, conversation_id, lambda current: [
+        *(n for n in current if label_key(n) not in taken), *add])
+
+
+async def _put_labels(
+    ctx: InboxContext, principal: Principal, conversation_id: int,
+    names_of: Callable[[list[str]], Sequence[str]],
+) -> tuple[ConversationView, bool]:
     async with ctx.db.write() as session:
         conversation = await conversation_to_change(session, principal, conversation_id)
+        names = names_of(await conversation_labels(session, conversation_id))
+        wanted = list(dict.fromkeys(label_key(n) for n in names if n.strip()))
+        if len(wanted) > MAX_LABELS:
+            raise Refused(f"a conversation may have at most {MAX_LABELS} labels")
         known = {
             label.name_key: label
             for label in await session.exec(select(Label).where(col(Label.name_key).in_(wanted)))
@@ -127,7 +148,7 @@ async def set_conversation_labels(
         current = set(await session.exec(select(ConversationLabel.label_id).where(
             ConversationLabel.conversation_id == conversation_id)))
         if target == current:
-            return await load_conversation_view(session, conversation)
+            return await load_conversation_view(session, conversation), False
         if current - target:
             await session.exec(delete(ConversationLabel).where(
                 col(ConversationLabel.conversation_id) == conversation_id,
@@ -139,7 +160,7 @@ async def set_conversation_labels(
         await session.flush()
         view = await load_conversation_view(session, conversation)
         stage_events(session, [_updated(view, ["labels"], principal.agent_id)])
-    return view
+    return view, True
 
 
 async def set_priority(

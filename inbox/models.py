@@ -35,10 +35,13 @@ TZ = UTCDateTime()
 
 CONVERSATION_STATUSES = ("open", "pending", "snoozed", "resolved")
 ROLES = ("admin", "lead", "agent")
+# The one agent row automation acts as ("Automation" in the thread): never signs in, never
+# listed or assigned (inactive), created on first use.
+SYSTEM_ROLE = "system"
 AVAILABILITY = ("online", "away")
 PRIORITIES = ("none", "low", "medium", "high", "urgent")
 ASSIGNMENT_POLICIES = ("round_robin", "least_loaded")
-NOTIFICATION_KINDS = ("mention", "assigned")
+NOTIFICATION_KINDS = ("mention", "assigned", "rule")
 
 
 def _ts(**kwargs: Any) -> Any:
@@ -444,6 +447,52 @@ class AssignmentRule(SQLModel, table=True):
     team_id: int = Field(foreign_key="teams.id", ondelete="CASCADE")
     is_active: bool = True
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+class AutomationRule(SQLModel, table=True):
+    """When a trigger's event happens and the conditions hold, do the actions (in order of
+    position, then id; see inbox/automation.py for what each part may hold)."""
+
+    __tablename__ = "automation_rules"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    position: int = 0
+    # None: every inbox (admins only).
+    inbox_id: int | None = Field(
+        default=None, foreign_key="inboxes.id", nullable=True, ondelete="CASCADE"
+    )
+    trigger: str = Field(max_length=40)
+    # "all": every condition must hold; "any": one is enough.
+    match: str = Field(default="all", max_length=3)
+    conditions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    actions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    # After this rule fired, later rules are not tried for that event.
+    stop_processing: bool = False
+    is_active: bool = True
+    created_by: int | None = Field(
+        default=None, foreign_key="agents.id", nullable=True, ondelete="SET NULL"
+    )
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class AutomationFiring(SQLModel, table=True):
+    """A rule fired on an event (once: the pair is the key) and what its actions did."""
+
+    __tablename__ = "automation_firings"
+    __table_args__ = (sa.Index("ix_automation_firings_conversation", "conversation_id"),)
+
+    rule_id: int = Field(foreign_key="automation_rules.id", primary_key=True,
+                         ondelete="CASCADE")
+    event_id: str = Field(primary_key=True, max_length=64)
+    conversation_id: int = Field(foreign_key="conversations.id", ondelete="CASCADE")
+    at: datetime = _ts(default_factory=utcnow)
+    summary: str = Field(max_length=1000)
 
 
 class LoginAttempt(SQLModel, table=True):

@@ -25,7 +25,7 @@ from sqlalchemy import insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.bus import EVENTS, OUTBOUND
-from hub.events import View, encode_event
+from hub.events import CAUSED_BY, View, encode_event
 from hub.types import OutboundMessage, encode, utcnow
 from inbox.models import OutboxEntry, table_of
 
@@ -35,7 +35,10 @@ STAGED = "switchboard.outbox"
 def stage_events(session: AsyncSession, events: Iterable[View]) -> None:
     """Publish these events once the session's transaction commits (never if it rolls back)."""
     staged: list[dict[str, Any]] = session.info.setdefault(STAGED, [])
+    chain = CAUSED_BY.get()
     for event in events:
+        if chain and hasattr(event, "caused_by"):
+            event = event.model_copy(update={"caused_by": list(chain)})
         staged.append({"stream": EVENTS, "key": getattr(event, "id", ""),
                        "payload": encode_event(event)})
 

@@ -45,6 +45,7 @@ def message_view(message: Message) -> MessageView:
         created_at=message.created_at,
         edited_at=(message.meta or {}).get("edited_at"),
         sent_elsewhere=bool((message.meta or {}).get("sent_elsewhere")),
+        automated=bool((message.meta or {}).get("automated")),
     )
 
 

@@ -113,6 +113,15 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PATCH", "/api/v1/assignment-rules/{rule_id}"): Route(
         "lead", lambda i: {"team_id": i["team_sales"]}),
     ("DELETE", "/api/v1/assignment-rules/{rule_id}"): Route("lead"),
+    ("GET", "/api/v1/automation-rules"): Route("lead"),
+    ("POST", "/api/v1/automation-rules"): Route("lead", lambda i: _automation(i)),
+    ("POST", "/api/v1/automation-rules/dry-run"): Route("lead", lambda i: _automation(i)),
+    ("GET", "/api/v1/automation-vocabulary"): Route("self"),
+    ("GET", "/api/v1/automation-rules/{automation_rule_id}"): Route("lead"),
+    ("PATCH", "/api/v1/automation-rules/{automation_rule_id}"): Route(
+        "lead", lambda i: {"actions": [{"type": "reply", "text": "hijack"}]}),
+    ("DELETE", "/api/v1/automation-rules/{automation_rule_id}"): Route("lead"),
+    ("GET", "/api/v1/conversations/{conversation_id}/automation"): Route("scoped"),
     ("GET", "/api/v1/crm/connectors"): Route("admin"),
     ("GET", "/api/v1/crm/connections"): Route("admin"),
     ("POST", "/api/v1/crm/connections"): Route(
@@ -168,6 +177,11 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/api/v1/search"): Route("self"),
     ("GET", "/api/v1/contacts"): Route("self"),
 }
+
+
+def _automation(ids: dict[str, Any]) -> dict[str, Any]:
+    return {"name": "steal", "inbox_id": ids["support"], "trigger": "message_received",
+            "actions": [{"type": "reply", "text": "hijack"}]}
 
 
 def expected(kind: str, actor: str, status: int) -> bool:
@@ -239,6 +253,12 @@ async def _setup(stack: Stack) -> tuple[dict[str, Any], Agent, Agent, Agent, Age
         "name": "vip to support", "inbox_id": stack.ids["support"],
         "team_id": ids["team_support"],
         "conditions": [{"field": "keywords", "op": "contains_any", "value": ["vip"]}]})))["id"]
+    ids["automation_rule_id"] = (await made(await admin.http.post("/api/v1/automation-rules",
+                                                                  json={
+        "name": "matrix-secret rule", "inbox_id": stack.ids["support"],
+        "trigger": "agent_replied", "conditions": [
+            {"field": "text", "op": "contains_any", "value": ["matrix-secret"]}],
+        "actions": [{"type": "set_priority", "priority": "low"}]})))["id"]
     ids["endpoint_id"] = (await made(await admin.http.post("/api/v1/webhook-endpoints", json={
         "url": "https://erp.example/matrix-secret"})))["id"]
     ids["invitation_id"] = (await made(await admin.http.post("/api/v1/admin/invitations", json={
@@ -252,6 +272,7 @@ def _path(template: str, ids: dict[str, Any]) -> str:
         "attachment_id": ids["attachment"], "inbox_id": ids["support"],
         "agent_id": ids["alice"], "team_id": ids["team_support"], "item_id": 1,
         "invitation_id": ids["invitation_id"], "rule_id": ids["rule_id"],
+        "automation_rule_id": ids["automation_rule_id"],
         "canned_id": ids["canned_id"], "label_id": ids["label"], "message_id": ids["message"],
         "stream": "inbound", "entry": "1-0", "channel": "api",
         "endpoint_id": ids["endpoint_id"], "delivery_id": 1, "connection_id": 1,
@@ -373,6 +394,8 @@ async def test_outsiders_get_nothing_from_any_route_or_the_websocket(stack: Stac
     rule = next(r for r in (rules["items"] if isinstance(rules, dict) else rules)
                 if r["id"] == ids["rule_id"])
     assert rule["team_id"] == ids["team_support"]
+    kept = (await admin.http.get(f"/api/v1/automation-rules/{ids['automation_rule_id']}")).json()
+    assert kept["actions"] == [{"type": "set_priority", "priority": "low"}]
     teams = {t["id"]: t for t in (await admin.http.get("/api/v1/teams")).json()}
     assert teams[ids["team_support"]]["member_ids"] == [ids["alice"]]
     agents = {a["id"]: a for a in (await admin.http.get("/api/v1/admin/agents")).json()}

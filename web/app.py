@@ -18,6 +18,7 @@ from web import (
     agents,
     assignment,
     auth,
+    automation,
     canned,
     contacts,
     conversations,
@@ -56,7 +57,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 API_MODULES = (
     auth, agents, inboxes, conversations, messages, files, admin, invitations, teams,
     assignment, notifications, labels, canned, contacts, search, dead_letters,
-    webhook_endpoints, crm,
+    webhook_endpoints, crm, automation,
 )
 
 

@@ -1,0 +1,335 @@
+"""Running automation rules: a durable consumer of the events stream.
+
+For each event that is a trigger (inbox/automation.py's `trigger_of`), the active rules of
+that trigger and of the conversation's inbox (or of every inbox) are tried in order of
+position; each whose conditions hold fires: its actions run one after the other through
+the same inbox actions an agent uses (assign, labels, priority, reply, note, status),
+as the "Automation" agent with access to that conversation's inbox only. An action that
+cannot be done (a closed reply window, a label since removed) is recorded with why, and
+the others still run. A line on the conversation's activity names the rule and what it
+did; "stop processing" ends the rules for that event.
+
+Nothing fires twice and nothing loops:
+- a firing is keyed by (rule, event): an event delivered again after a crash finds the
+  firing and does nothing; one that crashed mid-actions redoes them, and those are
+  idempotent (a reply or note has an idempotency key made of the rule, the event and the
+  action's place; labels, priority, status and assignment end where they would have);
+- the events a rule's actions cause carry the chain of rules that caused them
+  (`caused_by`): a rule never fires on an event it caused, directly or through others, and
+  a chain stops after MAX_DEPTH rules.
+
+The consumer costs nothing per event while there are no active rules, and decodes only
+the event types some active rule listens to; the rules are read once per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from hub.bus import Entry
+from hub.consumer import Outage
+from hub.events import CAUSED_BY, MessageCreated, decode_event
+from hub.types import utcnow
+from inbox.actions import set_status
+from inbox.activity import add_activity
+from inbox.agents import Principal
+from inbox.assign_actions import Target, assign
+from inbox.automation import EVENT_TYPES, Facts, matches, needs_contact, trigger_of
+from inbox.automation_rules import contact_facts
+from inbox.canned import fill_variables
+from inbox.context import InboxContext
+from inbox.db import conflict_insert, execute, is_postgresql, is_unavailable
+from inbox.errors import Forbidden, NotFound, Refused
+from inbox.event_consumers import event_type
+from inbox.labels import change_labels, set_priority
+from inbox.models import (
+    SYSTEM_ROLE,
+    Agent,
+    AutomationFiring,
+    AutomationRule,
+    CannedResponse,
+    Contact,
+    Conversation,
+    Team,
+    table_of,
+)
+from inbox.notifications import notify
+from inbox.outbox import stage_events
+from inbox.replies import reply
+from inbox.views import load_conversation_view, message_view
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "automation"
+MAX_DEPTH = 3  # rules in one chain of causes (a rule's action waking another rule …)
+SYSTEM_EMAIL = "automation@switchboard.invalid"
+SYSTEM_NAME = "Automation"
+NO_PASSWORD = "!"  # not an Argon2 hash: no password ever matches it  # noqa: S105
+_ALL_TYPES = frozenset(EVENT_TYPES.values())
+
+
+@dataclass(frozen=True)
+class _Rule:
+    id: int
+    name: str
+    position: int
+    inbox_id: int | None
+    trigger: str
+    match: str
+    conditions: list[dict[str, Any]]
+    actions: list[dict[str, Any]]
+    stop_processing: bool
+    needs_contact: bool
+
+
+class AutomationConsumer:
+    """The `automation` consumer (see the module); `apply` is what a SharedReader calls."""
+
+    name = CONSUMER
+
+    def __init__(self) -> None:
+        self._system_id: int | None = None
+
+    async def apply(self, ctx: InboxContext, entries: Sequence[Entry]
+                    ) -> list[BaseException | None]:
+        """Apply a batch read from the stream; per entry None (done) or why it failed."""
+        outcomes: list[BaseException | None] = [None] * len(entries)
+        kinds = [event_type(entry.payload) for entry in entries]
+        if not any(kind in _ALL_TYPES for kind in kinds):
+            return outcomes
+        try:
+            rules = await self._rules(ctx)
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise Outage(str(exc)) from exc
+            raise
+        if not rules:
+            return outcomes
+        listened = {EVENT_TYPES[rule.trigger] for rule in rules}
+        for n, (entry, kind) in enumerate(zip(entries, kinds, strict=True)):
+            if kind not in listened:
+                continue
+            try:
+                event = decode_event(entry.payload)
+            except ValueError as exc:
+                outcomes[n] = exc
+                continue
+            try:
+                await self.handle(ctx, event, rules)
+            except Exception as exc:
+                if is_unavailable(exc):
+                    raise Outage(str(exc)) from exc
+                log.exception("automation failed on event %s", getattr(event, "id", "?"))
+                outcomes[n] = exc
+        return outcomes
+
+    async def _rules(self, ctx: InboxContext) -> list[_Rule]:
+        """The active rules, in the order they are tried (one query per batch)."""
+        async with ctx.db.read() as session:
+            rows = await session.exec(
+                select(AutomationRule).where(col(AutomationRule.is_active).is_(True))
+                .order_by(col(AutomationRule.position), col(AutomationRule.id)))
+            return [_Rule(id=r.id or 0, name=r.name, position=r.position, inbox_id=r.inbox_id,
+                          trigger=r.trigger, match=r.match, conditions=list(r.conditions),
+                          actions=list(r.actions), stop_processing=r.stop_processing,
+                          needs_contact=needs_contact(r.conditions)) for r in rows]
+
+    async def handle(self, ctx: InboxContext, event: Any, rules: Sequence[_Rule]) -> None:
+        """Fire the rules that this event wakes and whose conditions hold."""
+        triggers = trigger_of(event)
+        chain = tuple(event.caused_by)
+        if not triggers or len(chain) >= MAX_DEPTH:
+            return
+        conversation = event.conversation
+        if conversation.merged_into_id is not None:
+            return
+        woken = [rule for rule in rules if rule.trigger in triggers
+                 and rule.inbox_id in (None, conversation.inbox_id) and rule.id not in chain]
+        if not woken:
+            return
+        facts = Facts(trigger=triggers[0], conversation=conversation,
+                      message=event.message if isinstance(event, MessageCreated) else None)
+        for rule in woken:
+            if rule.needs_contact and facts.contact_attributes is None:
+                async with ctx.db.read() as session:
+                    facts.contact_attributes, facts.identity_kinds = await contact_facts(
+                        session, conversation.contact_id)
+            if not matches(rule.match, rule.conditions, facts):
+                continue
+            await self._fire(ctx, rule, event, chain)
+            if rule.stop_processing:
+                break
+
+    async def _fire(self, ctx: InboxContext, rule: _Rule, event: Any,
+                    chain: tuple[int, ...]) -> None:
+        conversation_id: int = event.conversation.id
+        async with ctx.db.read() as session:
+            if await session.get(AutomationFiring, (rule.id, event.id)) is not None:
+                return  # fired already (this event came again after a crash)
+        system = await self.system_agent(ctx)
+        principal = Principal(agent_id=system, role="admin",
+                              inbox_ids=frozenset({event.conversation.inbox_id}),
+                              csrf_token="")
+        token = CAUSED_BY.set((*chain, rule.id))
+        try:
+            done: list[str] = []
+            for n, action in enumerate(rule.actions):
+                try:
+                    done.append(await self._act(ctx, principal, rule, conversation_id, action,
+                                                key=f"rule-{rule.id}-{event.id}-{n}"))
+                except (Refused, Forbidden, NotFound) as exc:
+                    done.append(f"could not {_verb(action)}: {exc}")
+            await self._record(ctx, rule, event.id, conversation_id, system, done)
+        finally:
+            CAUSED_BY.reset(token)
+
+    async def _act(self, ctx: InboxContext, principal: Principal, rule: _Rule,
+                   conversation_id: int, action: dict[str, Any], *, key: str) -> str:
+        """Do one action; what it did, in words for the activity line."""
+        kind = action["type"]
+        if kind == "add_label" or kind == "remove_label":
+            adding = kind == "add_label"
+            _, changed = await change_labels(
+                ctx, principal, conversation_id=conversation_id,
+                add=[action["label"]] if adding else [],
+                remove=[] if adding else [action["label"]])
+            verb = "added label" if adding else "removed label"
+            return f"{verb} {action['label']}" + ("" if changed else " (it was so already)")
+        if kind == "set_priority":
+            await set_priority(ctx, principal, conversation_id=conversation_id,
+                               priority=action["priority"])
+            return f"set priority {action['priority']}"
+        if kind in ("assign_agent", "assign_team", "unassign"):
+            target = (Target(assignee_id=action["agent_id"]) if kind == "assign_agent"
+                      else Target(assignee_id=None, team_id=action["team_id"],
+                                  change_team=True) if kind == "assign_team"
+                      else Target(assignee_id=None))
+            view = await assign(ctx, principal, conversation_id=conversation_id, target=target)
+            async with ctx.db.read() as session:
+                if kind == "assign_agent":
+                    agent = await session.get(Agent, action["agent_id"])
+                    return f"assigned to {agent.name if agent else action['agent_id']}"
+                if kind == "assign_team":
+                    team = await session.get(Team, action["team_id"])
+                    to = await session.get(Agent, view.assignee_id) if view.assignee_id else None
+                    return (f"sent to team {team.name if team else action['team_id']}"
+                            + (f" ({to.name})" if to else ""))
+            return "unassigned"
+        if kind == "reply" or kind == "add_note":
+            text = await self._text(ctx, principal, conversation_id, action)
+            await reply(ctx, principal, conversation_id=conversation_id, text=text,
+                        kind="message" if kind == "reply" else "note", idempotency_key=key)
+            return "replied" if kind == "reply" else "added a note"
+        if kind == "set_status":
+            await set_status(ctx, principal, conversation_id=conversation_id,
+                             status=action["status"])
+            return {"open": "reopened", "pending": "set pending",
+                    "resolved": "resolved"}[action["status"]]
+        if kind == "snooze":
+            until = utcnow() + timedelta(hours=float(action["hours"]))
+            await set_status(ctx, principal, conversation_id=conversation_id,
+                             status="snoozed", snoozed_until=until)
+            return f"snoozed until {until:%Y-%m-%d %H:%M} UTC"
+        if kind == "notify":
+            return await self._notify(ctx, principal, rule, conversation_id, action["agent_id"])
+        raise Refused(f"unknown action {kind!r}")
+
+    async def _text(self, ctx: InboxContext, principal: Principal, conversation_id: int,
+                    action: dict[str, Any]) -> str:
+        """The action's text (or canned response) with its {{variables}} filled in."""
+        async with ctx.db.read() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise NotFound(f"conversation {conversation_id} not found")
+            if "canned_id" in action:
+                canned = await session.get(CannedResponse, action["canned_id"])
+                if canned is None:
+                    raise NotFound(f"canned response {action['canned_id']} was removed")
+                text = canned.text
+            else:
+                text = str(action["text"])
+            contact = await session.get_one(Contact, conversation.contact_id)
+            agent = await session.get_one(Agent, principal.agent_id)
+            return fill_variables(text, contact, agent, conversation)
+
+    async def _notify(self, ctx: InboxContext, principal: Principal, rule: _Rule,
+                      conversation_id: int, agent_id: int) -> str:
+        async with ctx.db.write() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            agent = await session.get(Agent, agent_id)
+            if conversation is None or agent is None or not agent.is_active:
+                raise NotFound(f"agent {agent_id} is not there any more")
+            about = conversation.subject or conversation.last_message_preview \
+                or f"conversation #{conversation_id}"
+            stage_events(session, [await notify(
+                session, agent_id=agent_id, kind="rule", conversation=conversation,
+                text=f"{rule.name}: {about}", by_agent_id=principal.agent_id)])
+            return f"notified {agent.name}"
+
+    async def _record(self, ctx: InboxContext, rule: _Rule, event_id: str,
+                      conversation_id: int, system: int, done: list[str]) -> None:
+        """The firing and its activity line, once."""
+        summary = f"Rule “{rule.name}”: " + "; ".join(done)
+        async with ctx.db.write() as session:
+            inserted = (await execute(session, conflict_insert(
+                table_of(AutomationFiring), is_postgresql(session)).values(
+                    rule_id=rule.id, event_id=event_id, conversation_id=conversation_id,
+                    at=utcnow(), summary=summary[:1000],
+                ).on_conflict_do_nothing(index_elements=["rule_id", "event_id"])
+                .returning(table_of(AutomationFiring).c.rule_id))).first()
+            conversation = await session.get(Conversation, conversation_id)
+            if inserted is None or conversation is None:
+                return
+            line = await add_activity(session, conversation, summary, system)
+            view = await load_conversation_view(session, conversation)
+            stage_events(session, [MessageCreated(
+                inbox_id=conversation.inbox_id, at=utcnow(), message=message_view(line),
+                conversation=view)])
+
+    async def system_agent(self, ctx: InboxContext) -> int:
+        """The id of the "Automation" agent, made on first use."""
+        if self._system_id is None:
+            self._system_id = await system_agent_id(ctx)
+        return self._system_id
+
+
+async def system_agent_id(ctx: InboxContext) -> int:
+    """The agent row automation acts as: inactive (it never signs in, is never listed or
+    assigned), made on first use; two workers making it at once end with the one row."""
+    for _ in range(2):
+        async with ctx.db.read() as session:
+            found = await _system(session)
+        if found is not None:
+            return found
+        try:
+            async with ctx.db.write() as session:
+                agent = Agent(email=SYSTEM_EMAIL, name=SYSTEM_NAME, password_hash=NO_PASSWORD,
+                              role=SYSTEM_ROLE, is_active=False, availability="away")
+                session.add(agent)
+                await session.flush()
+                assert agent.id is not None
+                return agent.id
+        except IntegrityError:
+            continue  # made meanwhile by another worker
+    raise RuntimeError("the automation agent could not be made")
+
+
+async def _system(session: AsyncSession) -> int | None:
+    return (await session.exec(select(Agent.id).where(Agent.role == SYSTEM_ROLE)
+                               .order_by(col(Agent.id)).limit(1))).first()
+
+
+def _verb(action: dict[str, Any]) -> str:
+    return {"assign_agent": "assign", "assign_team": "send to the team", "unassign": "unassign",
+            "add_label": "add the label", "remove_label": "remove the label",
+            "set_priority": "set the priority", "reply": "reply", "add_note": "add a note",
+            "set_status": "change the status", "snooze": "snooze",
+            "notify": "notify"}.get(str(action["type"]), str(action["type"]))

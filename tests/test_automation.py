@@ -1,0 +1,288 @@
+"""Automation rules on both shapes: a rule labels, prioritises, assigns and answers a matching
+customer message live; stop processing; a rule never loops; actions that cannot be done are
+recorded and the others still run; dry runs; who may keep which rules; clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from inbox.models import AutomationFiring, Message
+from tests.helpers import Agent, Stack, count_rows, eventually, make_team, message, of_type
+
+RULES = "/api/v1/automation-rules"
+
+
+async def labels(admin: Agent, *names: str) -> None:
+    for name in names:
+        made = await admin.http.post("/api/v1/labels", json={"name": name})
+        assert made.status_code == 201, made.text
+
+
+async def rule(client: Agent, **body: Any) -> dict[str, Any]:
+    made = await client.http.post(RULES, json={"name": "Rule", "inbox_id": client.stack.ids[
+        "support"], "trigger": "message_received"} | body)
+    assert made.status_code == 201, made.text
+    found: dict[str, Any] = made.json()
+    return found
+
+
+async def conversation_of(client: Agent, sender: str) -> dict[str, Any]:
+    async def found() -> dict[str, Any] | None:
+        items = (await client.http.get("/api/v1/conversations")).json()["items"]
+        return next((c for c in items if c["contact_name"] == sender.title()), None)
+    result: dict[str, Any] = await eventually(found)
+    return result
+
+
+async def thread(client: Agent, conversation_id: int) -> list[dict[str, Any]]:
+    page = (await client.http.get(f"/api/v1/conversations/{conversation_id}/messages")).json()
+    return list(page["items"])
+
+
+async def firings(stack: Stack, rule_id: int) -> int:
+    return await count_rows(stack, AutomationFiring, AutomationFiring.rule_id == rule_id)
+
+
+async def test_a_rule_labels_assigns_and_answers_a_matching_message_live(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await labels(admin, "billing")
+    billing = await rule(admin, name="Billing questions", conditions=[
+        {"field": "text", "op": "contains_any", "value": ["invoice", "refund"]},
+        {"field": "channel", "op": "in", "value": ["api"]},
+    ], actions=[
+        {"type": "add_label", "label": "billing"},
+        {"type": "set_priority", "priority": "high"},
+        {"type": "assign_agent", "agent_id": stack.ids["alice"]},
+        {"type": "reply", "text": "Hello {{contact.first_name}}, billing will answer today."},
+    ])
+    socket = await stack.ws(alice.http)
+    await stack.inbound("support", [message("m-1", "Where is my INVOICE?", "cust-billing")])
+
+    updated = await socket.wait_event(of_type("conversation.updated"))
+    assert "billing" in updated["event"]["conversation"]["labels"]  # live, to the agent
+    assert updated["event"]["caused_by"] == [billing["id"]]
+    conversation = await conversation_of(alice, "cust-billing")
+
+    async def done() -> dict[str, Any] | None:
+        view: dict[str, Any] = (await alice.http.get(
+            f"/api/v1/conversations/{conversation['id']}")).json()
+        return view if view["assignee_id"] == stack.ids["alice"] else None
+
+    view = await eventually(done)
+    assert view["labels"] == ["billing"] and view["priority"] == "high"
+    await stack.receiver.wait(1)
+    assert stack.receiver.received[0]["text"] == "Hello Cust-Billing, billing will answer today."
+    lines = [m["text"] for m in await thread(alice, conversation["id"]) if m["kind"] == "activity"]
+    assert ("Rule “Billing questions”: added label billing; set priority high; assigned to "
+            "Alice; replied") in lines
+    listed = (await alice.http.get(f"/api/v1/conversations/{conversation['id']}/automation"))
+    assert [f["rule_name"] for f in listed.json()] == ["Billing questions"]
+
+    # Another message that does not match: nothing more happens.
+    await stack.inbound("support", [message("m-2", "Hello there", "cust-other")])
+    other = await conversation_of(alice, "cust-other")
+    await socket.quiet(1.0)
+    assert await firings(stack, billing["id"]) == 1
+    assert (await alice.http.get(f"/api/v1/conversations/{other['id']}")).json()["labels"] == []
+    assert len(stack.receiver.received) == 1
+
+
+async def test_stop_processing_and_the_order_of_rules(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    await labels(admin, "first", "second", "third")
+    first = await rule(admin, name="First", position=1, stop_processing=True,
+                       conditions=[{"field": "text", "op": "regex", "value": r"^urgent\b"}],
+                       actions=[{"type": "add_label", "label": "first"}])
+    second = await rule(admin, name="Second", position=2,
+                        actions=[{"type": "add_label", "label": "second"}])
+    third = await rule(admin, name="Third", position=3, match="any", conditions=[
+        {"field": "priority", "op": "in", "value": ["urgent"]},
+        {"field": "subject", "op": "contains_any", "value": ["order"]}],
+        actions=[{"type": "add_label", "label": "third"}])
+    await stack.inbound("support", [message("s-1", "URGENT: help", "cust-a"),
+                                    message("s-2", "just asking", "cust-b",
+                                            subject="My order 42")])
+    alice = await stack.login("alice")
+    a, b = await conversation_of(alice, "cust-a"), await conversation_of(alice, "cust-b")
+
+    async def labelled(conversation_id: int, want: list[str]) -> bool:
+        view = (await alice.http.get(f"/api/v1/conversations/{conversation_id}")).json()
+        return bool(view["labels"] == want)
+
+    await eventually(lambda: labelled(a["id"], ["first"]))
+    await eventually(lambda: labelled(b["id"], ["second", "third"]))
+    assert await firings(stack, first["id"]) == 1
+    assert await firings(stack, second["id"]) == 1  # b only: a stopped at First
+    assert await firings(stack, third["id"]) == 1
+
+
+async def test_rules_that_would_wake_each_other_fire_once_each(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await labels(admin, "vip", "checked")
+    # Each change of labels wakes both; left alone they would add and remove for ever.
+    adds = await rule(admin, name="Adds", trigger="labels_changed", conditions=[
+        {"field": "label", "op": "has_none", "value": ["checked"]}],
+        actions=[{"type": "add_label", "label": "checked"}])
+    removes = await rule(admin, name="Removes", trigger="labels_changed", conditions=[
+        {"field": "label", "op": "has_any", "value": ["checked"]}],
+        actions=[{"type": "remove_label", "label": "checked"}])
+    await stack.inbound("support", [message("l-1", "hello", "cust-loop")])
+    conversation = await conversation_of(alice, "cust-loop")
+    socket = await stack.ws(alice.http)
+    put = await alice.http.put(f"/api/v1/conversations/{conversation['id']}/labels",
+                               json={"labels": ["vip"]})
+    assert put.status_code == 200, put.text
+    await eventually(lambda: _async_count(stack, removes["id"], 1))
+    await socket.quiet(1.5)
+    assert await firings(stack, adds["id"]) == 1
+    assert await firings(stack, removes["id"]) == 1
+    view = (await alice.http.get(f"/api/v1/conversations/{conversation['id']}")).json()
+    assert view["labels"] == ["vip"]
+
+
+async def _async_count(stack: Stack, rule_id: int, want: int) -> bool:
+    return await firings(stack, rule_id) == want
+
+
+async def test_an_action_that_cannot_be_done_is_recorded_and_the_rest_run(
+        stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await labels(admin, "late")
+    made = await rule(admin, name="Late", actions=[
+        {"type": "add_label", "label": "late"},
+        {"type": "add_note", "text": "Customer wrote late: check the SLA."},
+        {"type": "set_status", "status": "pending"},
+    ])
+    gone = await admin.http.get("/api/v1/labels")
+    label_id = next(label["id"] for label in gone.json() if label["name"] == "late")
+    assert (await admin.http.delete(f"/api/v1/labels/{label_id}")).status_code == 204
+    await stack.inbound("support", [message("x-1", "hello", "cust-late")])
+    conversation = await conversation_of(alice, "cust-late")
+
+    async def recorded() -> list[str]:
+        return [m["text"] for m in await thread(alice, conversation["id"])
+                if m["kind"] == "activity" and m["text"].startswith("Rule")]
+
+    lines = await eventually(recorded)
+    assert lines[0].startswith("Rule “Late”: could not add the label: labels: no label named "
+                               "'late'")
+    assert lines[0].endswith("; added a note; set pending")
+    notes = [m for m in await thread(alice, conversation["id"]) if m["kind"] == "note"]
+    assert [n["text"] for n in notes] == ["Customer wrote late: check the SLA."]
+    view = (await alice.http.get(f"/api/v1/conversations/{conversation['id']}")).json()
+    assert view["status"] == "pending"
+    assert await firings(stack, made["id"]) == 1
+
+
+async def test_agent_replied_status_and_assignee_triggers(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await labels(admin, "answered", "closed-by-rule", "assigned")
+    await rule(admin, name="Answered", trigger="agent_replied",
+               actions=[{"type": "add_label", "label": "answered"}])
+    await rule(admin, name="Resolved", trigger="status_changed",
+               conditions=[{"field": "status", "op": "in", "value": ["resolved"]}],
+               actions=[{"type": "add_label", "label": "closed-by-rule"}])
+    await rule(admin, name="Assigned", trigger="assignee_changed",
+               conditions=[{"field": "assignee", "op": "is_set"}],
+               actions=[{"type": "add_label", "label": "assigned"}])
+    await stack.inbound("support", [message("t-1", "hello", "cust-t")])
+    conversation = await conversation_of(alice, "cust-t")
+    cid = conversation["id"]
+    assert (await alice.http.post(f"/api/v1/conversations/{cid}/assignment",
+                                  json={"assignee_id": stack.ids["alice"]})).status_code == 200
+    sent = await alice.http.post(f"/api/v1/conversations/{cid}/messages",
+                                 json={"text": "On it."})
+    assert sent.status_code in (200, 201, 202), sent.text
+    assert (await alice.http.post(f"/api/v1/conversations/{cid}/status",
+                                  json={"status": "resolved"})).status_code == 200
+
+    async def all_three() -> bool:
+        view = (await alice.http.get(f"/api/v1/conversations/{cid}")).json()
+        return set(view["labels"]) == {"answered", "closed-by-rule", "assigned"}
+
+    await eventually(all_three)
+
+
+async def test_dry_run_shows_what_a_rule_would_match(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    await stack.inbound("support", [message("d-1", "my invoice is wrong", "cust-d1"),
+                                    message("d-2", "hello", "cust-d2"),
+                                    message("d-3", "INVOICE again", "cust-d3")])
+    await stack.inbound("sales", [message("d-4", "invoice from sales", "cust-d4")])
+    alice = await stack.login("alice")
+    await conversation_of(alice, "cust-d3")
+    body = {"name": "Try", "inbox_id": stack.ids["support"], "trigger": "message_received",
+            "conditions": [{"field": "text", "op": "contains_any", "value": ["invoice"]}],
+            "actions": [{"type": "set_priority", "priority": "low"}]}
+    tried = await admin.http.post(f"{RULES}/dry-run", json=body)
+    assert tried.status_code == 200, tried.text
+    found = tried.json()
+    assert found["checked"] == 3 and found["matched"] == 2
+    assert {m["contact_name"] for m in found["matches"]} == {"Cust-D1", "Cust-D3"}
+    assert (await admin.http.get(RULES)).json() == []  # nothing was saved or done
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ({"trigger": "sometimes"}, "trigger: unknown trigger 'sometimes'"),
+    ({"conditions": [{"field": "mood", "op": "in", "value": ["x"]}]},
+     "conditions[0].field: unknown field 'mood'"),
+    ({"conditions": [{"field": "text", "op": "regex", "value": "(unclosed"}]},
+     "conditions[0].value: not a regular expression"),
+    ({"conditions": [{"field": "status", "op": "in", "value": ["done"]}]},
+     "conditions[0].value: unknown status 'done'"),
+    ({"actions": [{"type": "explode"}]}, "actions[0].type: unknown action 'explode'"),
+    ({"actions": [{"type": "add_label", "label": "nope"}]}, "no label named 'nope'"),
+    ({"actions": [{"type": "reply"}]}, "actions[0]: a reply has a text or a canned_id"),
+    ({"actions": [{"type": "assign_agent", "agent_id": 999_999}]}, "no active agent with id"),
+    ({"actions": [{"type": "set_status", "status": "snoozed"}]}, "actions[0].status"),
+])
+async def test_rules_are_checked_on_save_with_clear_errors(
+        stack: Stack, body: dict[str, Any], error: str) -> None:
+    admin = await stack.login("admin")
+    full = {"name": "Bad", "inbox_id": stack.ids["support"], "trigger": "message_received",
+            "actions": [{"type": "set_priority", "priority": "low"}]} | body
+    refused = await admin.http.post(RULES, json=full)
+    assert refused.status_code == 422, refused.text
+    assert error in refused.json()["error"]["message"], refused.text
+    assert (await admin.http.get(RULES)).json() == []
+
+
+async def test_who_keeps_which_rules(stack: Stack) -> None:
+    await stack.add_agent("lena", role="lead", inboxes=("support",))
+    await make_team(stack, "Support desk", members=("lena",), inboxes=("support",))
+    lena, alice, admin = (await stack.login("lena"), await stack.login("alice"),
+                          await stack.login("admin"))
+    body = {"name": "Mine", "inbox_id": stack.ids["support"], "trigger": "message_received",
+            "actions": [{"type": "set_priority", "priority": "low"}]}
+    assert (await alice.http.post(RULES, json=body)).status_code == 403
+    assert (await alice.http.get(RULES)).status_code == 403
+    mine = await lena.http.post(RULES, json=body)
+    assert mine.status_code == 201, mine.text
+    assert (await lena.http.post(RULES, json=body | {"inbox_id": None})).status_code == 403
+    sales = await lena.http.post(RULES, json=body | {"inbox_id": stack.ids["sales"]})
+    assert sales.status_code == 422  # not an inbox of hers
+    admins = await admin.http.post(RULES, json=body | {"inbox_id": stack.ids["sales"]})
+    assert admins.status_code == 201
+    assert [r["name"] for r in (await lena.http.get(RULES)).json()] == ["Mine"]
+    other = f"{RULES}/{admins.json()['id']}"
+    assert (await lena.http.get(other)).status_code == 404
+    assert (await lena.http.patch(other, json={"name": "x"})).status_code == 404
+    changed = await lena.http.patch(f"{RULES}/{mine.json()['id']}", json={"is_active": False})
+    assert changed.status_code == 200 and changed.json()["is_active"] is False
+    assert (await lena.http.delete(f"{RULES}/{mine.json()['id']}")).status_code == 204
+
+
+async def test_the_automation_agent_is_nobody_to_manage(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    await labels(admin, "seen")
+    await rule(admin, actions=[{"type": "add_label", "label": "seen"}])
+    await stack.inbound("support", [message("n-1", "hi", "cust-n")])
+    await eventually(lambda: count_rows(stack, Message, Message.kind == "activity"))
+    listed = (await admin.http.get("/api/v1/admin/agents")).json()
+    names = [a["name"] for a in (listed["items"] if isinstance(listed, dict) else listed)]
+    assert "Automation" not in names
+    refused = await stack.client().post("/api/v1/auth/login", json={
+        "email": "automation@switchboard.invalid", "password": "!"})
+    assert refused.status_code == 401
