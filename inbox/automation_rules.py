@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, or_
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -39,6 +40,7 @@ from inbox.context import InboxContext
 from inbox.errors import Forbidden, NotFound, Refused
 from inbox.labels import label_key
 from inbox.models import (
+    SYSTEM_ROLE,
     Agent,
     AutomationFiring,
     AutomationRule,
@@ -56,6 +58,9 @@ from inbox.models import (
 from inbox.views import conversation_view, label_names, message_view
 
 MAX_POSITION = 1_000_000
+SYSTEM_EMAIL = "automation@switchboard.invalid"
+SYSTEM_NAME = "Automation"
+NO_PASSWORD = "!"  # not an Argon2 hash: no password ever matches it  # noqa: S105
 DRY_RUN_CONVERSATIONS = 500
 
 
@@ -264,7 +269,9 @@ async def create_rule(ctx: InboxContext, principal: Principal, body: AutomationR
             created_by=principal.agent_id)
         session.add(rule)
         await session.flush()
-        return rule_view(rule)
+        view = rule_view(rule)
+    await system_agent_id(ctx)  # made now, so the agents' pages already know its name
+    return view
 
 
 async def update_rule(ctx: InboxContext, principal: Principal, rule_id: int,
@@ -398,3 +405,34 @@ async def conversation_firings(session: AsyncSession, principal: Principal,
 
 def trigger_names() -> dict[str, str]:
     return dict(TRIGGERS)
+
+
+async def system_agent_id(ctx: InboxContext) -> int:
+    """The agent row automation acts as: inactive (it never signs in, is never listed or
+    assigned), made on first use; two workers making it at once end with the one row."""
+    for _ in range(2):
+        async with ctx.db.read() as session:
+            found = await _system(session)
+        if found is not None:
+            return found
+        try:
+            async with ctx.db.write() as session:
+                agent = Agent(email=SYSTEM_EMAIL, name=SYSTEM_NAME, password_hash=NO_PASSWORD,
+                              role=SYSTEM_ROLE, is_active=False, availability="away")
+                session.add(agent)
+                await session.flush()
+                assert agent.id is not None
+                return agent.id
+        except IntegrityError:
+            continue  # made meanwhile by another worker
+    raise RuntimeError("the automation agent could not be made")
+
+
+async def automation_agent(session: AsyncSession) -> int | None:
+    """The id of the agent rules act as, if one fired yet."""
+    return await _system(session)
+
+
+async def _system(session: AsyncSession) -> int | None:
+    return (await session.exec(select(Agent.id).where(Agent.role == SYSTEM_ROLE)
+                               .order_by(col(Agent.id)).limit(1))).first()

@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.bus import Entry
 from hub.consumer import Outage
@@ -43,7 +41,7 @@ from inbox.activity import add_activity
 from inbox.agents import Principal
 from inbox.assign_actions import Target, assign
 from inbox.automation import EVENT_TYPES, Facts, matches, needs_contact, trigger_of
-from inbox.automation_rules import contact_facts
+from inbox.automation_rules import contact_facts, system_agent_id
 from inbox.canned import fill_variables
 from inbox.context import InboxContext
 from inbox.db import conflict_insert, execute, is_postgresql, is_unavailable
@@ -51,7 +49,6 @@ from inbox.errors import Forbidden, NotFound, Refused
 from inbox.event_consumers import event_type
 from inbox.labels import change_labels, set_priority
 from inbox.models import (
-    SYSTEM_ROLE,
     Agent,
     AutomationFiring,
     AutomationRule,
@@ -70,9 +67,6 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "automation"
 MAX_DEPTH = 3  # rules in one chain of causes (a rule's action waking another rule …)
-SYSTEM_EMAIL = "automation@switchboard.invalid"
-SYSTEM_NAME = "Automation"
-NO_PASSWORD = "!"  # not an Argon2 hash: no password ever matches it  # noqa: S105
 _ALL_TYPES = frozenset(EVENT_TYPES.values())
 
 
@@ -299,32 +293,6 @@ class AutomationConsumer:
         if self._system_id is None:
             self._system_id = await system_agent_id(ctx)
         return self._system_id
-
-
-async def system_agent_id(ctx: InboxContext) -> int:
-    """The agent row automation acts as: inactive (it never signs in, is never listed or
-    assigned), made on first use; two workers making it at once end with the one row."""
-    for _ in range(2):
-        async with ctx.db.read() as session:
-            found = await _system(session)
-        if found is not None:
-            return found
-        try:
-            async with ctx.db.write() as session:
-                agent = Agent(email=SYSTEM_EMAIL, name=SYSTEM_NAME, password_hash=NO_PASSWORD,
-                              role=SYSTEM_ROLE, is_active=False, availability="away")
-                session.add(agent)
-                await session.flush()
-                assert agent.id is not None
-                return agent.id
-        except IntegrityError:
-            continue  # made meanwhile by another worker
-    raise RuntimeError("the automation agent could not be made")
-
-
-async def _system(session: AsyncSession) -> int | None:
-    return (await session.exec(select(Agent.id).where(Agent.role == SYSTEM_ROLE)
-                               .order_by(col(Agent.id)).limit(1))).first()
 
 
 def _verb(action: dict[str, Any]) -> str:

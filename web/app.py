@@ -34,6 +34,7 @@ from web import (
     teams,
     webhook_endpoints,
 )
+from web.admin_automation import ROUTES as ADMIN_AUTOMATION_ROUTES
 from web.admin_crm import ROUTES as ADMIN_CRM_ROUTES
 from web.admin_inboxes import ROUTES as ADMIN_INBOX_ROUTES
 from web.admin_routing import ROUTES as ADMIN_ROUTING_ROUTES
@@ -88,6 +89,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *ADMIN_UI_ROUTES,
         *ADMIN_INBOX_ROUTES,
         *ADMIN_ROUTING_ROUTES,
+        *ADMIN_AUTOMATION_ROUTES,
         *ADMIN_WEBHOOK_ROUTES,
         *ADMIN_CRM_ROUTES,
         *crm.ROUTES,

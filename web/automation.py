@@ -11,6 +11,7 @@ from starlette.responses import Response
 from inbox import automation_rules as rules
 from inbox.agents import Principal
 from inbox.automation import ACTIONS, OPS, TRIGGERS
+from inbox.automation_rules import SYSTEM_NAME, automation_agent
 from web.context import web_context
 from web.http import Operation, act, authenticated, json_response, parse_json, path_id
 from web.openapi import Doc
@@ -25,6 +26,9 @@ class Vocabulary(BaseModel):
     triggers: dict[str, str]
     conditions: dict[str, list[str]]
     actions: dict[str, list[str]]
+    # The agent rules act as (their replies and notes carry it); null until a rule fired.
+    agent_id: int | None
+    agent_name: str
 
 
 async def list_rules(request: Request, principal: Principal) -> Response:
@@ -79,7 +83,10 @@ async def dry_run(request: Request, principal: Principal) -> Response:
 
 async def vocabulary(request: Request, principal: Principal) -> Response:
     """The triggers, condition fields and actions rules may use."""
+    async with web_context(request).inbox.db.read() as session:
+        agent_id = await automation_agent(session)
     return json_response(Vocabulary(
+        agent_id=agent_id, agent_name=SYSTEM_NAME,
         triggers=dict(TRIGGERS),
         conditions={(k if k != "contact." else "contact.<attribute>"): list(v)
                     for k, v in OPS.items()},

@@ -2,7 +2,8 @@
 // - a Copy button copies the text of the field its data-copy names;
 // - the website chat's preview follows the greeting and colour fields as they are typed;
 // - a search box (data-filter) hides the table rows that do not contain what is typed;
-// - a canned response's preview follows its text as it is typed.
+// - a canned response's preview follows its text as it is typed;
+// - an automation rule's form gets more condition and action rows on demand.
 
 function copyButtons() {
   for (const button of document.querySelectorAll("button[data-copy]")) {
@@ -64,7 +65,25 @@ function cannedPreviews() {
   }
 }
 
+function addRows() {
+  for (const button of document.querySelectorAll("button[data-add-row]")) {
+    button.addEventListener("click", () => {
+      const rows = button.parentElement.querySelectorAll(`.${button.dataset.addRow}`);
+      const last = rows[rows.length - 1];
+      const row = last.cloneNode(true);
+      for (const field of row.querySelectorAll("select, input")) {
+        field.value = "";
+        const n = rows.length + 1;
+        field.setAttribute("aria-label", field.getAttribute("aria-label").replace(/\d+$/, String(n)));
+      }
+      last.after(row);
+      row.querySelector("select").focus();
+    });
+  }
+}
+
 copyButtons();
+addRows();
 widgetPreview();
 tableFilters();
 cannedPreviews();

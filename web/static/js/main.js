@@ -129,11 +129,13 @@ export async function start() {
   setMode("message");
   renderFilters();
   renderContact();
-  const [agents, inboxes] = await Promise.all([
+  const [agents, inboxes, automation] = await Promise.all([
     api("GET", "/api/v1/agents").catch(() => []),
     api("GET", "/api/v1/inboxes").catch(() => []),
+    api("GET", "/api/v1/automation-vocabulary").catch(() => null),
   ]);
   for (const agent of agents) state.agents.set(agent.id, agent.name);
+  if (automation?.agent_id) state.automationAgent = { id: automation.agent_id, name: automation.agent_name };
   for (const inbox of inboxes) {
     state.inboxes.set(inbox.id, inbox);
     ui.inboxFilter.append(el("option", { value: String(inbox.id) }, inbox.name));

@@ -62,6 +62,9 @@ export const onThreadChange = (handler) => on("thread", handler);
 // ---- state -------------------------------------------------------------------------
 
 export const state = {
+  // The agent automation rules act as ({id, name}), to name their replies and notes; it is
+  // nobody's colleague (never in an assignment menu), so it is not in `agents`.
+  automationAgent: null,
   // The bell and the Mentions/All list: changed by API answers and notification events
   // alike, drawn on "notifications".
   notifications: {
@@ -114,7 +117,8 @@ export function saveFilter() {
   try { localStorage.setItem("switchboard.filter", JSON.stringify(state.filter)); } catch { /* private mode */ }
 }
 
-export const agentName = (id) => (id === null || id === undefined ? null : state.agents.get(id) || `Agent #${id}`);
+export const agentName = (id) => (id === null || id === undefined ? null
+  : state.agents.get(id) || (state.automationAgent?.id === id ? state.automationAgent.name : `Agent #${id}`));
 export const inboxName = (id) => (state.inboxes.get(id) || {}).name || `Inbox #${id}`;
 // Channels as people name them (the API says "webchat"; an agent reads "Website chat").
 const CHANNEL_NAMES = {
