@@ -10,6 +10,8 @@ from channels.webchat import WebchatChannel
 from config import Settings
 from hub.types import Identity, InboundMessage
 from inbox.agents import AgentError, Principal, add_to_inbox, add_to_team, create_agent
+from inbox.automation_rules import AutomationRuleCreate
+from inbox.automation_rules import create_rule as create_automation
 from inbox.canned import create_canned
 from inbox.context import InboxContext
 from inbox.db import Database
@@ -55,6 +57,13 @@ DEMO_LABELS = (
     ("Delivery", "#2f9e44", "Where is my order, address changes, returns"),
     ("Bug", "#c92a2a", "Something on the website or in the app is broken"),
 )
+DEMO_AUTOMATION = (
+    ("Something is broken", ["broken", "error", "crash", "bug"],
+     [{"type": "add_label", "label": "Bug"}, {"type": "set_priority", "priority": "high"}]),
+    ("Double charges", ["charged twice", "double charge", "refund"],
+     [{"type": "add_label", "label": "Billing"},
+      {"type": "add_note", "text": "Check the payment provider's log before answering."}]),
+)
 DEMO_CANNED = (
     ("hello", "Greeting", "Hi {{contact.first_name}}, thanks for writing to Acme Garden "
      "Supplies! {{agent.first_name}} here, let me check that for you."),
@@ -92,6 +101,11 @@ async def _seed_story(ctx: InboxContext, api_inbox_id: int) -> None:
         name="Invoices and refunds", inbox_id=phone_inbox.id, team_id=billing.id,
         conditions=[{"field": "keywords", "op": "contains_any",
                      "value": ["invoice", "refund", "charged"]}]), channels=("api",))
+    for name, words, actions in DEMO_AUTOMATION:
+        await create_automation(ctx, principal, AutomationRuleCreate(
+            name=name, trigger="message_received", conditions=[
+                {"field": "text", "op": "contains_any", "value": words}],
+            actions=actions), channels=("api",))
     samples = [
         (api_inbox_id, Identity(kind="email", value="grace@example.com",
                                 display_name="Grace Hopper"),

@@ -108,7 +108,8 @@ async def shoot(base: str, out: Path) -> list[Path]:
         for name, path in (("admin-inboxes.png", "/admin/inboxes"),
                            ("admin-agents.png", "/admin/agents"),
                            ("admin-teams.png", "/admin/teams"),
-                           ("admin-routing.png", "/admin/routing")):
+                           ("admin-routing.png", "/admin/routing"),
+                           ("admin-automation.png", "/admin/automation")):
             await admin.goto(base + path)
             made.append(out / name)
             await admin.screenshot(path=str(made[-1]), full_page=True)
