@@ -128,6 +128,9 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often workers look for outbound webhook deliveries that "
         "are due (a new event wakes the worker that recorded it at once).")
 
+    sla_check_seconds: float = Field(
+        5.0, gt=0, description="How often workers look for SLA targets that became at risk or "
+        "breached (the notification comes at most this late).")
     crm_claim_seconds: float = Field(
         60.0, gt=0, description="How long the CRM syncer holds the work it took: a syncer "
         "that died holding it leaves it to the next one after this.")

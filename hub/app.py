@@ -27,6 +27,7 @@ from inbox.automation_runner import AutomationConsumer
 from inbox.context import InboxContext
 from inbox.db import Database
 from inbox.event_consumers import SharedReader
+from inbox.sla import SlaConsumer
 from web.app import build_web
 from web.context import WebContext
 
@@ -91,9 +92,9 @@ class Runtime:
         name = self.settings.worker_name or default_worker_name()
         return Worker(
             self.inbox, self.channels, name=name,
-            # One read of the events stream for all three (each applies an event once).
+            # One read of the events stream for all of them (each applies an event once).
             event_consumers=[SharedReader("integrations", (
-                webhook_consumer(), crm_consumer(), AutomationConsumer()))],
+                webhook_consumer(), crm_consumer(), SlaConsumer(), AutomationConsumer()))],
             services=[Deliverer(self.inbox, self.http).run,
                       Syncer(self.inbox, self.crm, owner=name).run],
         )

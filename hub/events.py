@@ -74,6 +74,11 @@ class ConversationView(View):
     merged_into_id: int | None = None
     # Other people on the thread (email To/Cc), copied on replies unless the agent says not.
     cc: list[IdentityView] = Field(default_factory=list)
+    # The SLA: when its soonest running target is due, and "ok", "at_risk", "breached",
+    # "paused" or "met" (None: no SLA policy applies). Kept by the SLA clocks; an event that
+    # is not about them ("sla" not in a conversation.updated's changes) may carry None here.
+    sla_due_at: datetime | None = None
+    sla_status: str | None = None
 
 
 class MessageView(View):

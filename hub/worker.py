@@ -60,6 +60,7 @@ from inbox.inboxes import inbox_settings
 from inbox.ingest import Ingested, UnknownInbox, ingest_batch
 from inbox.models import Message
 from inbox.relay import Relay
+from inbox.sla import CHECK_BATCH, check_due
 
 log = logging.getLogger("switchboard.worker")
 
@@ -117,6 +118,7 @@ class Worker:
                     rescan_s=s.poller_rescan_seconds).run(stop),
             self.wake_snoozed(stop),
             self.keep_assigning(stop),
+            self.check_slas(stop),
             *(consumer.run(self.ctx, worker=self.name, **common)
               for consumer in self.event_consumers),
             *(service(stop) for service in self.services),
@@ -134,6 +136,19 @@ class Worker:
                 await wake_snoozed(self.ctx)
             except Exception:
                 log.exception("waking snoozed conversations failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    async def check_slas(self, stop: asyncio.Event) -> None:
+        """Until `stop`: mark the SLA clocks whose warning or breach time came (each worker
+        takes different conversations)."""
+        every = self.ctx.settings.sla_check_seconds
+        while not stop.is_set():
+            try:
+                while await check_due(self.ctx) >= CHECK_BATCH and not stop.is_set():
+                    pass  # more were due
+            except Exception:
+                log.exception("checking SLA clocks failed; trying again later")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
 

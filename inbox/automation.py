@@ -10,6 +10,8 @@ triggers (the events that wake rules; see `trigger_of`)
   assignee_changed       the assignee or team changed
   labels_changed         labels were put on or taken off
   priority_changed       the priority changed
+  sla_at_risk            an SLA target will be due soon (inbox/sla.py)
+  sla_breached           an SLA target is overdue
 
 conditions, stored as {"field": ..., "op": ..., "value": ...}
   inbox      in / not_in [ids]            channel   in / not_in [names]
@@ -64,6 +66,8 @@ TRIGGERS: dict[str, str] = {
     "assignee_changed": "The assignee or team changes",
     "labels_changed": "The labels change",
     "priority_changed": "The priority changes",
+    "sla_at_risk": "An SLA target is at risk",
+    "sla_breached": "An SLA target is breached",
 }
 # The event types each trigger listens to (what the runner decodes at all).
 EVENT_TYPES: dict[str, str] = {
@@ -74,6 +78,8 @@ EVENT_TYPES: dict[str, str] = {
     "assignee_changed": "conversation.assigned",
     "labels_changed": "conversation.updated",
     "priority_changed": "conversation.updated",
+    "sla_at_risk": "conversation.updated",
+    "sla_breached": "conversation.updated",
 }
 OPS: dict[str, tuple[str, ...]] = {
     "inbox": ("in", "not_in"),
@@ -351,7 +357,9 @@ def trigger_of(event: Any) -> tuple[str, ...]:
         return ("assignee_changed",)
     if isinstance(event, ConversationUpdated):
         return tuple(t for t, change in (("labels_changed", "labels"),
-                                         ("priority_changed", "priority"))
+                                         ("priority_changed", "priority"),
+                                         ("sla_at_risk", "sla_at_risk"),
+                                         ("sla_breached", "sla_breached"))
                      if change in event.changes)
     return ()
 

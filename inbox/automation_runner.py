@@ -33,8 +33,7 @@ from typing import Any
 from sqlmodel import col, select
 
 from hub.bus import Entry
-from hub.consumer import Outage
-from hub.events import CAUSED_BY, MessageCreated, decode_event
+from hub.events import CAUSED_BY, MessageCreated
 from hub.types import utcnow
 from inbox.actions import set_status
 from inbox.activity import add_activity
@@ -44,9 +43,9 @@ from inbox.automation import EVENT_TYPES, Facts, matches, needs_contact, trigger
 from inbox.automation_rules import contact_facts, system_agent_id
 from inbox.canned import fill_variables
 from inbox.context import InboxContext
-from inbox.db import conflict_insert, execute, is_postgresql, is_unavailable
+from inbox.db import conflict_insert, execute, is_postgresql
 from inbox.errors import Forbidden, NotFound, Refused
-from inbox.event_consumers import event_type
+from inbox.event_consumers import each_event, event_type, unless_down
 from inbox.labels import change_labels, set_priority
 from inbox.models import (
     Agent,
@@ -99,31 +98,15 @@ class AutomationConsumer:
         kinds = [event_type(entry.payload) for entry in entries]
         if not any(kind in _ALL_TYPES for kind in kinds):
             return outcomes
-        try:
-            rules = await self._rules(ctx)
-        except Exception as exc:
-            if is_unavailable(exc):
-                raise Outage(str(exc)) from exc
-            raise
+        rules = await unless_down(self._rules(ctx))
         if not rules:
             return outcomes
         listened = {EVENT_TYPES[rule.trigger] for rule in rules}
-        for n, (entry, kind) in enumerate(zip(entries, kinds, strict=True)):
-            if kind not in listened:
-                continue
-            try:
-                event = decode_event(entry.payload)
-            except ValueError as exc:
-                outcomes[n] = exc
-                continue
-            try:
-                await self.handle(ctx, event, rules)
-            except Exception as exc:
-                if is_unavailable(exc):
-                    raise Outage(str(exc)) from exc
-                log.exception("automation failed on event %s", getattr(event, "id", "?"))
-                outcomes[n] = exc
-        return outcomes
+
+        async def one(event: Any) -> None:
+            await self.handle(ctx, event, rules)
+
+        return await each_event(entries, kinds, listened, one, what="automation")
 
     async def _rules(self, ctx: InboxContext) -> list[_Rule]:
         """The active rules, in the order they are tried (one query per batch)."""

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,6 +26,9 @@ from hub.types import utcnow
 from inbox.context import InboxContext
 from inbox.db import conflict_insert, execute, is_postgresql, is_unavailable
 from inbox.models import ConsumedEvent, table_of
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Handles one event inside the transaction that records it as consumed.
 Handle = Callable[[AsyncSession, Any], Awaitable[None]]
@@ -120,6 +124,40 @@ class EventConsumer:
                 raise Outage(str(exc)) from exc
             return exc
         return None
+
+
+async def unless_down(work: Awaitable[T]) -> T:
+    """`work`, with the database being down turned into an Outage (the batch waits)."""
+    try:
+        return await work
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise Outage(str(exc)) from exc
+        raise
+
+
+async def each_event(entries: Sequence[Entry], kinds: Sequence[str | None],
+                     wanted: Collection[str], handle: Callable[[Any], Awaitable[None]], *,
+                     what: str) -> list[BaseException | None]:
+    """Decode and handle the entries whose type is `wanted`; per entry None (done or not
+    wanted) or why it failed (the database being down stops the batch: Outage)."""
+    outcomes: list[BaseException | None] = [None] * len(entries)
+    for n, (entry, kind) in enumerate(zip(entries, kinds, strict=True)):
+        if kind not in wanted:
+            continue
+        try:
+            event = decode_event(entry.payload)
+        except ValueError as exc:
+            outcomes[n] = exc
+            continue
+        try:
+            await unless_down(handle(event))
+        except Outage:
+            raise
+        except Exception as exc:
+            log.exception("%s failed on event %s", what, getattr(event, "id", "?"))
+            outcomes[n] = exc
+    return outcomes
 
 
 class Applier(Protocol):

@@ -41,7 +41,7 @@ SYSTEM_ROLE = "system"
 AVAILABILITY = ("online", "away")
 PRIORITIES = ("none", "low", "medium", "high", "urgent")
 ASSIGNMENT_POLICIES = ("round_robin", "least_loaded")
-NOTIFICATION_KINDS = ("mention", "assigned", "rule")
+NOTIFICATION_KINDS = ("mention", "assigned", "rule", "sla")
 
 
 def _ts(**kwargs: Any) -> Any:
@@ -202,6 +202,8 @@ class Conversation(SQLModel, table=True):
         sa.Index("ix_conversations_assignee_status", "assignee_id", "status",
                  "last_activity_at", "id"),
         sa.Index("ix_conversations_team_activity", "team_id", "last_activity_at", "id"),
+        # The at-risk and breached lists, soonest due first.
+        sa.Index("ix_conversations_sla", "sla_status", "sla_due_at", "id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -236,6 +238,10 @@ class Conversation(SQLModel, table=True):
     last_activity_at: datetime = _ts(default_factory=utcnow)
     resolved_at: datetime | None = _ts(default=None, nullable=True)
     created_at: datetime = _ts(default_factory=utcnow)
+    # The SLA (inbox/sla.py): when its soonest running target is due, and "ok", "at_risk",
+    # "breached" or "met"; None without a policy.
+    sla_due_at: datetime | None = _ts(default=None, nullable=True)
+    sla_status: str | None = Field(default=None, max_length=10, nullable=True)
 
 
 class ThreadKey(SQLModel, table=True):
@@ -493,6 +499,57 @@ class AutomationFiring(SQLModel, table=True):
     conversation_id: int = Field(foreign_key="conversations.id", ondelete="CASCADE")
     at: datetime = _ts(default_factory=utcnow)
     summary: str = Field(max_length=1000)
+
+
+class SlaPolicy(SQLModel, table=True):
+    """Response and resolution targets for the conversations it applies to (the first active
+    policy by position whose scope holds: inbox, team, priorities, label), counted in the
+    business hours of its calendar (none: around the clock)."""
+
+    __tablename__ = "sla_policies"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    position: int = 0
+    inbox_id: int | None = Field(
+        default=None, foreign_key="inboxes.id", nullable=True, ondelete="CASCADE"
+    )
+    team_id: int | None = Field(
+        default=None, foreign_key="teams.id", nullable=True, ondelete="CASCADE"
+    )
+    # Any of these priorities (empty: any priority); a label the conversation has (None: any).
+    priorities: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    label: str | None = Field(default=None, max_length=200, nullable=True)
+    first_response_s: int | None = Field(default=None, nullable=True)
+    next_response_s: int | None = Field(default=None, nullable=True)
+    resolution_s: int | None = Field(default=None, nullable=True)
+    # "At risk" this long before a target is due.
+    warn_s: int = 900
+    # A business-hours calendar (inbox/business_hours.py's CalendarSpec); None: 24/7.
+    calendar: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The clocks stop while the conversation is pending or snoozed (waiting on the customer).
+    pause_when_waiting: bool = True
+    is_active: bool = True
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class ConversationSla(SQLModel, table=True):
+    """A conversation's SLA clocks (inbox/sla.py). Its soonest due time and state are copied
+    on the conversation (sla_due_at, sla_status) for the list, its filters and its sort."""
+
+    __tablename__ = "conversation_slas"
+    __table_args__ = (sa.Index("ix_conversation_slas_check_at", "check_at"),)
+
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True,
+                                 ondelete="CASCADE")
+    policy_id: int | None = Field(default=None, foreign_key="sla_policies.id", nullable=True,
+                                  ondelete="SET NULL")
+    # The clocks: JSON of inbox/sla.py's Clocks (what was spent, since when, met or breached).
+    clocks: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # When the checker must look next (a warning or a breach is due then); None: nothing runs.
+    check_at: datetime | None = _ts(default=None, nullable=True)
+    updated_at: datetime = _ts(default_factory=utcnow)
 
 
 class LoginAttempt(SQLModel, table=True):

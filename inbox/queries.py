@@ -35,6 +35,10 @@ class InvalidQuery(ValueError):
     """A filter or cursor that cannot be understood, with a message for the caller."""
 
 
+SLA_FILTERS = {"at_risk": ("at_risk",), "breached": ("breached",),
+               "running": ("ok", "at_risk", "breached")}
+
+
 @dataclass(frozen=True)
 class ConversationFilter:
     """What the conversation list shows."""
@@ -47,8 +51,16 @@ class ConversationFilter:
     team_id: int | None = None
     priority: str | None = None
     waiting: bool | None = None  # True: only the queue; False: none of it
+    # "at_risk", "breached", or "running" (an SLA target counts: ok, at risk or breached).
+    sla: str | None = None
+    # "activity" (newest first) or "sla_due" (the soonest due SLA target first).
+    sort: str = "activity"
 
     def __post_init__(self) -> None:
+        if self.sla not in (None, *SLA_FILTERS):
+            raise InvalidQuery(f"unknown sla {self.sla!r}; use {', '.join(SLA_FILTERS)}")
+        if self.sort not in ("activity", "sla_due"):
+            raise InvalidQuery("sort must be 'activity' or 'sla_due'")
         bad = [s for s in self.statuses if s not in CONVERSATION_STATUSES]
         if self.priority is not None and self.priority not in PRIORITIES:
             raise InvalidQuery(f"unknown priority {self.priority!r}; use {', '.join(PRIORITIES)}")
@@ -136,6 +148,10 @@ async def list_conversations(
     if filters.waiting is not None:
         waits = col(Conversation.waiting_since)
         query = query.where(waits.is_not(None) if filters.waiting else waits.is_(None))
+    if filters.sla is not None:
+        query = query.where(col(Conversation.sla_status).in_(SLA_FILTERS[filters.sla]))
+    if filters.sort == "sla_due":
+        return await _by_sla_due(session, query, cursor, limit)
     if cursor:
         at, row_id = decode_cursor(cursor)
         query = query.where(
@@ -155,6 +171,24 @@ async def list_conversations(
     if len(rows) > limit:
         last = views[-1]
         next_cursor = encode_cursor(last.last_activity_at, last.id)
+    return views, next_cursor
+
+
+async def _by_sla_due(session: AsyncSession, query: Any, cursor: str | None,
+                      limit: int) -> tuple[list[ConversationView], str | None]:
+    """The page of conversations whose SLA is due soonest (those with a running target)."""
+    due = col(Conversation.sla_due_at)
+    query = query.where(due.is_not(None))
+    if cursor:
+        at, row_id = decode_cursor(cursor)
+        query = query.where(tuple_(due, col(Conversation.id)) > tuple_(at, row_id))
+    rows = list(await session.exec(query.order_by(due, col(Conversation.id)).limit(limit + 1)))
+    labels = await label_names(session, [c.id for c, _, _ in rows[:limit] if c.id is not None])
+    views = [conversation_view(c, channel=ch, contact_name=n, labels=labels.get(c.id or 0, ()))
+             for c, ch, n in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit and views[-1].sla_due_at is not None:
+        next_cursor = encode_cursor(views[-1].sla_due_at, views[-1].id)
     return views, next_cursor
 
 

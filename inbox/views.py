@@ -78,6 +78,8 @@ def conversation_view(
         cc=[IdentityView.model_validate(p) for p in conversation.cc or []],
         last_activity_at=conversation.last_activity_at,
         created_at=conversation.created_at,
+        sla_due_at=conversation.sla_due_at,
+        sla_status=conversation.sla_status,
     )
 
 

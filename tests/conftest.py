@@ -75,6 +75,7 @@ def settings(
         "claim_idle_ms": 1000,
         "presence_seconds": 60,
         "snooze_check_seconds": 0.5,
+        "sla_check_seconds": 0.2,
     }
     if shape == "embedded":
         (tmp_path / "var").mkdir()

@@ -122,6 +122,12 @@ ROUTES: dict[tuple[str, str], Route] = {
         "lead", lambda i: {"actions": [{"type": "reply", "text": "hijack"}]}),
     ("DELETE", "/api/v1/automation-rules/{automation_rule_id}"): Route("lead"),
     ("GET", "/api/v1/conversations/{conversation_id}/automation"): Route("scoped"),
+    ("GET", "/api/v1/sla-policies"): Route("lead_global"),
+    ("POST", "/api/v1/sla-policies"): Route(
+        "admin", lambda i: {"name": "mole", "first_response_minutes": 1}),
+    ("PATCH", "/api/v1/sla-policies/{policy_id}"): Route(
+        "admin", lambda i: {"first_response_minutes": 99999}),
+    ("DELETE", "/api/v1/sla-policies/{policy_id}"): Route("admin"),
     ("GET", "/api/v1/crm/connectors"): Route("admin"),
     ("GET", "/api/v1/crm/connections"): Route("admin"),
     ("POST", "/api/v1/crm/connections"): Route(
@@ -259,6 +265,9 @@ async def _setup(stack: Stack) -> tuple[dict[str, Any], Agent, Agent, Agent, Age
         "trigger": "agent_replied", "conditions": [
             {"field": "text", "op": "contains_any", "value": ["matrix-secret"]}],
         "actions": [{"type": "set_priority", "priority": "low"}]})))["id"]
+    ids["policy_id"] = (await made(await admin.http.post("/api/v1/sla-policies", json={
+        "name": "Support SLA", "inbox_id": stack.ids["support"],
+        "first_response_minutes": 60})))["id"]
     ids["endpoint_id"] = (await made(await admin.http.post("/api/v1/webhook-endpoints", json={
         "url": "https://erp.example/matrix-secret"})))["id"]
     ids["invitation_id"] = (await made(await admin.http.post("/api/v1/admin/invitations", json={
@@ -272,7 +281,7 @@ def _path(template: str, ids: dict[str, Any]) -> str:
         "attachment_id": ids["attachment"], "inbox_id": ids["support"],
         "agent_id": ids["alice"], "team_id": ids["team_support"], "item_id": 1,
         "invitation_id": ids["invitation_id"], "rule_id": ids["rule_id"],
-        "automation_rule_id": ids["automation_rule_id"],
+        "automation_rule_id": ids["automation_rule_id"], "policy_id": ids["policy_id"],
         "canned_id": ids["canned_id"], "label_id": ids["label"], "message_id": ids["message"],
         "stream": "inbound", "entry": "1-0", "channel": "api",
         "endpoint_id": ids["endpoint_id"], "delivery_id": 1, "connection_id": 1,

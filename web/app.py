@@ -31,6 +31,7 @@ from web import (
     messages,
     notifications,
     search,
+    sla,
     teams,
     webhook_endpoints,
 )
@@ -58,7 +59,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 API_MODULES = (
     auth, agents, inboxes, conversations, messages, files, admin, invitations, teams,
     assignment, notifications, labels, canned, contacts, search, dead_letters,
-    webhook_endpoints, crm, automation,
+    webhook_endpoints, crm, automation, sla,
 )
 
 

@@ -100,6 +100,8 @@ async def list_conversations(request: Request, principal: Principal) -> Response
             team_id=int_param(q.get("team_id"), "team_id"),
             priority=q.get("priority") or None,
             waiting=_flag(q.get("waiting"), "waiting"),
+            sla=q.get("sla") or None,
+            sort=q.get("sort") or "activity",
         )
         async with db.read() as session:
             items, cursor = await queries.list_conversations(
@@ -316,6 +318,8 @@ OPERATIONS: list[Operation] = [
             ("team_id", "only this team's"),
             ("priority", "none, low, medium, high or urgent"),
             ("waiting", "1: only the queue (waiting for an agent); 0: none of it"),
+            ("sla", "at_risk, breached, or running (an SLA target counts)"),
+            ("sort", "activity (newest first, the default) or sla_due (soonest due first)"),
             ("cursor", "next_cursor of the previous page"),
             ("limit", "1-100, default 25"))),
      authenticated(list_conversations)),

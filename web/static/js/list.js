@@ -3,7 +3,7 @@
 
 import { $, channelBadge, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { PRIORITY_WORDS, STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, inboxName, listQuery, on, saveFilter, sortList, state } from "./state.js";
+import { PRIORITY_WORDS, STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, inboxName, listQuery, on, saveFilter, slaState, slaWords, sortList, state } from "./state.js";
 
 // The page's elements this view works with, found once.
 const ui = elements({
@@ -14,6 +14,7 @@ const ui = elements({
   inboxFilter: "inbox-filter",
   labelFilter: "label-filter",
   priorityFilter: "priority-filter",
+  slaFilter: "sla-filter",
   teamFilter: "team-filter",
   moreFiltersToggle: "more-filters-toggle",
   moreFilters: "more-filters",
@@ -114,6 +115,7 @@ export function makeRow(id) {
     assignee: el("span", { class: "assignee" }),
     status: el("span", { class: "status-chip" }),
     priority: el("span", { class: "priority-chip" }),
+    sla: el("span", { class: "sla-chip" }),
     labels: el("span", { class: "row-labels" }),
     badge: el("span", { class: "badge", "aria-label": "unread messages" }),
     check: el("input", {
@@ -125,9 +127,18 @@ export function makeRow(id) {
   const link = el("a", { class: "conversation", href: `#/conversations/${id}`, onclick: () => emit("open", id) },
     el("div", { class: "row-top" }, parts.channel, parts.name, parts.badge, parts.time),
     el("div", { class: "row-preview" }, parts.preview),
-    el("div", { class: "row-meta" }, parts.inbox, parts.assignee, parts.status, parts.priority, parts.labels));
+    el("div", { class: "row-meta" }, parts.inbox, parts.assignee, parts.status, parts.priority, parts.sla, parts.labels));
   const li = el("li", { class: "conversation-row", dataset: { id: String(id) } }, parts.check, link);
   return { li, parts };
+}
+
+/** An SLA chip: its countdown and how urgent it is (hidden without a running SLA). */
+export function fillSla(chip, conversation) {
+  const words = slaWords(conversation);
+  chip.textContent = words;
+  chip.hidden = !words;
+  chip.className = `sla-chip sla-${slaState(conversation) || "none"}`;
+  if (conversation.sla_due_at) chip.title = `SLA due ${new Date(conversation.sla_due_at).toLocaleString()}`;
 }
 
 export function fillRow(row, conversation) {
@@ -153,6 +164,7 @@ export function fillRow(row, conversation) {
   parts.priority.textContent = priority === "none" ? "" : PRIORITY_WORDS[priority] || priority;
   parts.priority.hidden = priority === "none";
   parts.priority.className = `priority-chip priority-${priority}`;
+  fillSla(parts.sla, conversation);
   const labels = conversation.labels || [];
   if (parts.labels.dataset.value !== labels.join("\n")) {
     parts.labels.dataset.value = labels.join("\n");
@@ -208,8 +220,9 @@ export function renderFilters() {
   ui.inboxFilter.value = state.filter.inbox;
   ui.labelFilter.value = state.filter.label;
   ui.priorityFilter.value = state.filter.priority;
+  ui.slaFilter.value = state.filter.sla || "";
   ui.teamFilter.value = state.filter.team;
-  ui.moreFiltersToggle.classList.toggle("active", Boolean(state.filter.label || state.filter.priority || state.filter.team));
+  ui.moreFiltersToggle.classList.toggle("active", Boolean(state.filter.label || state.filter.priority || state.filter.team || state.filter.sla));
 }
 
 export function setFilter(change) {
@@ -285,11 +298,19 @@ export function move(step) {
 on("list", () => renderList());
 
 export function init() {
-  for (const [id, key] of [["#label-filter", "label"], ["#priority-filter", "priority"], ["#team-filter", "team"]]) {
+  for (const [id, key] of [["#label-filter", "label"], ["#priority-filter", "priority"], ["#sla-filter", "sla"], ["#team-filter", "team"]]) {
     $(id).addEventListener("change", (event) => setFilter({ [key]: event.target.value }));
   }
   ui.moreFiltersToggle.addEventListener("click", () => showMoreFilters(ui.moreFilters.hidden));
-  const { label, priority, team } = state.filter;
-  showMoreFilters(Boolean(label || priority || team));
+  const { label, priority, team, sla } = state.filter;
+  showMoreFilters(Boolean(label || priority || team || sla));
+  // The countdowns move on by themselves.
+  setInterval(() => {
+    for (const id of state.order) {
+      const row = rows.get(id);
+      const conversation = state.conversations.get(id);
+      if (row && conversation && conversation.sla_due_at) fillSla(row.parts.sla, conversation);
+    }
+  }, 15_000);
   loadDirectory().then(fillFilterOptions);
 }

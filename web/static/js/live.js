@@ -127,7 +127,7 @@ export function applyEvent(event) {
       upsertConversation(event.conversation);
       break;
     case "conversation.updated": {
-      upsertConversation(event.conversation);
+      upsertConversation(event.conversation, { sla: (event.changes || []).includes("sla") });
       const open = state.open;
       // Messages moved in (a merge) or out (a split): read the thread again.
       if (open && open.id === event.conversation.id &&

@@ -63,6 +63,8 @@ function describe(notification) {
   const conversation = state.conversations.get(notification.conversation_id);
   const where = conversation ? ` · ${contactName(conversation)}` : ` · conversation #${notification.conversation_id}`;
   if (notification.kind === "mention") return `${by || "Someone"} mentioned you${where}`;
+  // SLA warnings and rules' notices say it all in their text.
+  if (notification.kind === "sla" || notification.kind === "rule") return `${notification.text}${where}`;
   // No author: the assignment rules gave it to me.
   return by ? `${by} assigned you a conversation${where}` : `A conversation came to you${where}`;
 }

@@ -105,7 +105,7 @@ export const state = {
 };
 
 export function loadFilter() {
-  const fallback = { view: "all", status: "open", inbox: "", label: "", priority: "", team: "" };
+  const fallback = { view: "all", status: "open", inbox: "", label: "", priority: "", team: "", sla: "" };
   try {
     const saved = JSON.parse(localStorage.getItem("switchboard.filter") || "null");
     if (saved && ["mine", "unassigned", "all"].includes(saved.view)) return { ...fallback, ...saved };
@@ -136,7 +136,7 @@ export const contactName = (conversation) => conversation.contact_name || "Unkno
 export const newerFirst = (a, b) => Date.parse(b.last_activity_at) - Date.parse(a.last_activity_at) || b.id - a.id;
 
 export function matchesFilter(conversation) {
-  const { view, status, inbox, label, priority, team } = state.filter;
+  const { view, status, inbox, label, priority, team, sla } = state.filter;
   if (view === "mine" && conversation.assignee_id !== meId) return false;
   if (view === "unassigned" && conversation.assignee_id !== null) return false;
   if (status && conversation.status !== status) return false;
@@ -144,7 +144,35 @@ export function matchesFilter(conversation) {
   if (label && !(conversation.labels || []).includes(label)) return false;
   if (priority && conversation.priority !== priority) return false;
   if (team && conversation.team_id !== Number(team)) return false;
+  if (sla && !(SLA_FILTERS[sla] || []).includes(conversation.sla_status)) return false;
   return true;
+}
+
+// The SLA filter's choices: which states each shows (soonest due first).
+const SLA_FILTERS = { running: ["ok", "at_risk", "breached"], at_risk: ["at_risk"], breached: ["breached"] };
+
+/** An SLA's state in a few words ("2h 5m left", "overdue 4m", "paused"), or "" for none. */
+export function slaWords(conversation, now = Date.now()) {
+  const status = conversation.sla_status;
+  if (!status || status === "met") return "";
+  if (status === "paused") return "SLA paused";
+  if (!conversation.sla_due_at) return "";
+  const left = Date.parse(conversation.sla_due_at) - now;
+  const span = (ms) => {
+    const minutes = Math.max(0, Math.round(Math.abs(ms) / 60000));
+    if (minutes < 1) return "<1m";
+    const days = Math.floor(minutes / 1440), hours = Math.floor((minutes % 1440) / 60), rest = minutes % 60;
+    return days ? `${days}d ${hours}h` : hours ? `${hours}h ${rest}m` : `${rest}m`;
+  };
+  return left <= 0 || status === "breached" ? `SLA overdue ${span(left)}` : `SLA ${span(left)} left`;
+}
+
+/** How urgent an SLA looks right now: "breached", "at_risk", "ok", or "" (none shown). */
+export function slaState(conversation, now = Date.now()) {
+  const status = conversation.sla_status;
+  if (!status || status === "met" || status === "paused") return status === "paused" ? "paused" : "";
+  if (status === "breached" || (conversation.sla_due_at && Date.parse(conversation.sla_due_at) <= now)) return "breached";
+  return status;
 }
 
 export function listQuery(cursor) {
@@ -156,20 +184,34 @@ export function listQuery(cursor) {
   if (state.filter.label) params.set("label", state.filter.label);
   if (state.filter.priority) params.set("priority", state.filter.priority);
   if (state.filter.team) params.set("team_id", state.filter.team);
+  if (state.filter.sla) {
+    params.set("sla", state.filter.sla);
+    params.set("sort", "sla_due");
+  }
   if (cursor) params.set("cursor", cursor);
   return `/api/v1/conversations?${params}`;
 }
 
 // ---- changes to the store ------------------------------------------------------------
 
+const soonestDue = (a, b) => Date.parse(a.sla_due_at || 0) - Date.parse(b.sla_due_at || 0) || a.id - b.id;
+
 export function sortList() {
-  state.order.sort((a, b) => newerFirst(state.conversations.get(a), state.conversations.get(b)));
+  const order = state.filter.sla ? soonestDue : newerFirst;
+  state.order.sort((a, b) => order(state.conversations.get(a), state.conversations.get(b)));
 }
 
 /** Apply a conversation's new state (an API answer or a live event) to the list, the open
  * thread and the contact panel's conversations; each view that shows it redraws. */
-export function upsertConversation(conversation) {
+export function upsertConversation(conversation, { sla = false } = {}) {
   const open = state.open;
+  // Only the SLA clocks' own news (and the API) say what the SLA is: other events may carry
+  // none, and then what is known stays.
+  const known = state.conversations.get(conversation.id)
+    || (open && open.id === conversation.id ? open.conversation : null);
+  if (!sla && known && conversation.sla_status == null && known.sla_status != null) {
+    conversation = { ...conversation, sla_status: known.sla_status, sla_due_at: known.sla_due_at };
+  }
   if (open && open.id === conversation.id) {
     open.conversation = conversation;
     emit("header");
@@ -183,7 +225,8 @@ export function upsertConversation(conversation) {
     // With more pages to load, an older conversation belongs to a page not fetched yet.
     const lastId = state.order[state.order.length - 1];
     const last = lastId === undefined ? null : state.conversations.get(lastId);
-    if (!listed && state.nextCursor && last && newerFirst(conversation, last) > 0) return;
+    const order = state.filter.sla ? (a, b) => -soonestDue(a, b) : newerFirst;
+    if (!listed && state.nextCursor && last && order(conversation, last) > 0) return;
     if (!listed) state.order.push(conversation.id);
     state.conversations.set(conversation.id, conversation);
     sortList();

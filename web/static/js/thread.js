@@ -3,7 +3,7 @@
 
 import { channelBadge, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, headerRendered, inboxName, meId, on, state, upsertConversation } from "./state.js";
+import { STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, headerRendered, inboxName, meId, on, slaState, slaWords, state, upsertConversation } from "./state.js";
 
 export { onThreadChange } from "./state.js";
 
@@ -134,6 +134,13 @@ export function renderThreadHeader() {
   ];
   if (conversation.status === "snoozed" && conversation.snoozed_until) {
     meta.push(el("span", {}, ` · until ${new Date(conversation.snoozed_until).toLocaleString()}`));
+  }
+  const sla = slaWords(conversation);
+  if (sla) {
+    meta.push(el("span", {}, " · "), el("span", {
+      id: "thread-sla", class: `sla-chip sla-${slaState(conversation)}`,
+      title: conversation.sla_due_at ? `SLA due ${new Date(conversation.sla_due_at).toLocaleString()}` : "",
+    }, sla));
   }
   ui.threadMeta.replaceChildren(...meta);
   ui.threadMeta.title = ui.threadMeta.textContent;
