@@ -130,7 +130,8 @@ class Settings(BaseSettings):
 
     sla_check_seconds: float = Field(
         5.0, gt=0, description="How often workers look for SLA targets that became at risk or "
-        "breached (the notification comes at most this late).")
+        "breached, and for timed automation rules whose wait is over (they come at most this "
+        "late).")
     crm_claim_seconds: float = Field(
         60.0, gt=0, description="How long the CRM syncer holds the work it took: a syncer "
         "that died holding it leaves it to the next one after this.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -90,13 +91,15 @@ class Runtime:
     def worker(self) -> Worker:
         """A worker over this runtime's bus and database."""
         name = self.settings.worker_name or default_worker_name()
+        automation = AutomationConsumer()
         return Worker(
             self.inbox, self.channels, name=name,
             # One read of the events stream for all of them (each applies an event once).
             event_consumers=[SharedReader("integrations", (
-                webhook_consumer(), crm_consumer(), SlaConsumer(), AutomationConsumer()))],
+                webhook_consumer(), crm_consumer(), SlaConsumer(), automation))],
             services=[Deliverer(self.inbox, self.http).run,
-                      Syncer(self.inbox, self.crm, owner=name).run],
+                      Syncer(self.inbox, self.crm, owner=name).run,
+                      functools.partial(automation.run_timers, self.inbox)],
         )
 
 

@@ -20,6 +20,7 @@ from inbox.ingest import ingest
 from inbox.labels import create_label, set_conversation_labels, set_priority
 from inbox.models import Agent, Inbox, Team, TeamInbox
 from inbox.rules import RuleCreate, create_rule
+from inbox.sla_policies import SlaPolicyCreate, create_policy
 from inbox.teams import TeamCreate, create_team
 
 # Demo credentials are printed on purpose: the demo is for trying Switchboard locally.
@@ -101,6 +102,9 @@ async def _seed_story(ctx: InboxContext, api_inbox_id: int) -> None:
         name="Invoices and refunds", inbox_id=phone_inbox.id, team_id=billing.id,
         conditions=[{"field": "keywords", "op": "contains_any",
                      "value": ["invoice", "refund", "charged"]}]), channels=("api",))
+    await create_policy(ctx, principal, SlaPolicyCreate(
+        name="Answer within the hour", first_response_minutes=60, next_response_minutes=120,
+        resolution_minutes=24 * 60))
     for name, words, actions in DEMO_AUTOMATION:
         await create_automation(ctx, principal, AutomationRuleCreate(
             name=name, trigger="message_received", conditions=[

@@ -12,6 +12,8 @@ triggers (the events that wake rules; see `trigger_of`)
   priority_changed       the priority changed
   sla_at_risk            an SLA target will be due soon (inbox/sla.py)
   sla_breached           an SLA target is overdue
+  pending_for            pending for `delay_hours` (timed: see inbox/automation_runner.py)
+  no_customer_reply_for  the customer silent `delay_hours` after our last reply
 
 conditions, stored as {"field": ..., "op": ..., "value": ...}
   inbox      in / not_in [ids]            channel   in / not_in [names]
@@ -69,18 +71,27 @@ TRIGGERS: dict[str, str] = {
     "sla_at_risk": "An SLA target is at risk",
     "sla_breached": "An SLA target is breached",
 }
-# The event types each trigger listens to (what the runner decodes at all).
-EVENT_TYPES: dict[str, str] = {
-    "conversation_created": "conversation.created",
-    "message_received": "message.created",
-    "agent_replied": "message.created",
-    "status_changed": "conversation.status_changed",
-    "assignee_changed": "conversation.assigned",
-    "labels_changed": "conversation.updated",
-    "priority_changed": "conversation.updated",
-    "sla_at_risk": "conversation.updated",
-    "sla_breached": "conversation.updated",
+# Time-based triggers: the rule fires when the state an event started has lasted
+# `delay_hours` (pending that long; the customer silent that long after a reply).
+TIMED = {"pending_for": "Pending for (hours)",
+         "no_customer_reply_for": "No customer reply for (hours) after ours"}
+TRIGGERS.update(TIMED)
+# The event types each trigger listens to (what the runner decodes at all); a timed trigger
+# listens to those that start and end its wait.
+EVENT_TYPES: dict[str, tuple[str, ...]] = {
+    "conversation_created": ("conversation.created",),
+    "message_received": ("message.created",),
+    "agent_replied": ("message.created",),
+    "status_changed": ("conversation.status_changed",),
+    "assignee_changed": ("conversation.assigned",),
+    "labels_changed": ("conversation.updated",),
+    "priority_changed": ("conversation.updated",),
+    "sla_at_risk": ("conversation.updated",),
+    "sla_breached": ("conversation.updated",),
+    "pending_for": ("conversation.status_changed",),
+    "no_customer_reply_for": ("message.created", "conversation.status_changed"),
 }
+MAX_DELAY_HOURS = 24 * 366
 OPS: dict[str, tuple[str, ...]] = {
     "inbox": ("in", "not_in"),
     "channel": ("in", "not_in"),
@@ -129,10 +140,16 @@ class InvalidRule(ValueError):
 # -- checking what a rule says ------------------------------------------------------------
 
 
-def validate_trigger(trigger: Any) -> str:
+def validate_trigger(trigger: Any, delay_hours: float | None = None) -> str:
     if trigger not in TRIGGERS:
         raise InvalidRule(f"trigger: unknown trigger {trigger!r}; use one of "
                           + ", ".join(TRIGGERS))
+    if trigger in TIMED and not (delay_hours and 0 < delay_hours <= MAX_DELAY_HOURS):
+        raise InvalidRule(f"delay_hours: {trigger} needs how many hours (more than 0, at "
+                          f"most {MAX_DELAY_HOURS})")
+    if trigger not in TIMED and delay_hours is not None:
+        raise InvalidRule(f"delay_hours: only {' and '.join(TIMED)} wait; {trigger} fires at "
+                          "once")
     return str(trigger)
 
 

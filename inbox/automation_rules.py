@@ -72,6 +72,7 @@ class AutomationRuleView(BaseModel):
     position: int
     inbox_id: int | None
     trigger: str
+    delay_hours: float | None
     match: str
     conditions: list[dict[str, Any]]
     actions: list[dict[str, Any]]
@@ -91,6 +92,8 @@ class AutomationRuleCreate(BaseModel):
     position: int = Field(default=0, ge=0, le=MAX_POSITION)
     inbox_id: RowId | None = None  # None: every inbox (admins only)
     trigger: str = Field(min_length=1, max_length=40)
+    # For the timed triggers (pending_for, no_customer_reply_for): how many hours.
+    delay_hours: float | None = Field(default=None, gt=0)
     match: Literal["all", "any"] = "all"
     conditions: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_CONDITIONS)
     actions: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_ACTIONS)
@@ -107,6 +110,7 @@ class AutomationRulePatch(BaseModel):
     position: int | None = Field(default=None, ge=0, le=MAX_POSITION)
     inbox_id: RowId | None = None
     trigger: str | None = Field(default=None, min_length=1, max_length=40)
+    delay_hours: float | None = Field(default=None, gt=0)
     match: Literal["all", "any"] | None = None
     conditions: list[dict[str, Any]] | None = Field(default=None, max_length=MAX_CONDITIONS)
     actions: list[dict[str, Any]] | None = Field(default=None, min_length=1,
@@ -145,11 +149,17 @@ class FiringView(BaseModel):
     summary: str
 
 
+def _seconds(hours: float | None) -> int | None:
+    return None if hours is None else max(1, round(hours * 3600))
+
+
 def rule_view(rule: AutomationRule) -> AutomationRuleView:
     assert rule.id is not None
     return AutomationRuleView(
         id=rule.id, name=rule.name, position=rule.position, inbox_id=rule.inbox_id,
-        trigger=rule.trigger, match=rule.match, conditions=list(rule.conditions),
+        trigger=rule.trigger,
+        delay_hours=None if rule.delay_s is None else round(rule.delay_s / 3600, 4),
+        match=rule.match, conditions=list(rule.conditions),
         actions=list(rule.actions), stop_processing=rule.stop_processing,
         is_active=rule.is_active, created_by=rule.created_by, created_at=rule.created_at,
         updated_at=rule.updated_at)
@@ -201,10 +211,11 @@ async def _may_keep(session: AsyncSession, principal: Principal, inbox_id: int |
 async def checked_rule(
     session: AsyncSession, principal: Principal, *, inbox_id: int | None, trigger: str,
     conditions: list[dict[str, Any]], actions: list[dict[str, Any]], channels: Iterable[str],
+    delay_hours: float | None = None,
 ) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
     """The trigger, conditions and actions as stored; Refused naming the first problem."""
     try:
-        stored_trigger = validate_trigger(trigger)
+        stored_trigger = validate_trigger(trigger, delay_hours)
         stored_conditions = validate_conditions(conditions, channels=channels)
         stored_actions = validate_actions(actions)
     except InvalidRule as exc:
@@ -261,10 +272,12 @@ async def create_rule(ctx: InboxContext, principal: Principal, body: AutomationR
         await _may_keep(session, principal, body.inbox_id)
         trigger, conditions, actions = await checked_rule(
             session, principal, inbox_id=body.inbox_id, trigger=body.trigger,
-            conditions=body.conditions, actions=body.actions, channels=channels)
+            conditions=body.conditions, actions=body.actions, channels=channels,
+            delay_hours=body.delay_hours)
         rule = AutomationRule(
             name=body.name.strip(), position=body.position, inbox_id=body.inbox_id,
-            trigger=trigger, match=body.match, conditions=conditions, actions=actions,
+            trigger=trigger, delay_s=_seconds(body.delay_hours), match=body.match,
+            conditions=conditions, actions=actions,
             stop_processing=body.stop_processing, is_active=body.is_active,
             created_by=principal.agent_id)
         session.add(rule)
@@ -285,13 +298,15 @@ async def update_rule(ctx: InboxContext, principal: Principal, rule_id: int,
         inbox_id = patch.inbox_id if "inbox_id" in patch.model_fields_set else rule.inbox_id
         if inbox_id != rule.inbox_id:
             await _may_keep(session, principal, inbox_id)
+        trigger = patch.trigger if patch.trigger is not None else rule.trigger
+        delay = patch.delay_hours if "delay_hours" in patch.model_fields_set else (
+            None if rule.delay_s is None or trigger != rule.trigger else rule.delay_s / 3600)
         trigger, conditions, actions = await checked_rule(
-            session, principal, inbox_id=inbox_id,
-            trigger=patch.trigger if patch.trigger is not None else rule.trigger,
+            session, principal, inbox_id=inbox_id, trigger=trigger,
             conditions=patch.conditions if patch.conditions is not None else rule.conditions,
             actions=patch.actions if patch.actions is not None else rule.actions,
-            channels=channels)
-        rule.inbox_id, rule.trigger = inbox_id, trigger
+            channels=channels, delay_hours=delay)
+        rule.inbox_id, rule.trigger, rule.delay_s = inbox_id, trigger, _seconds(delay)
         rule.conditions, rule.actions = conditions, actions
         for name in ("name", "position", "match", "stop_processing", "is_active"):
             value = getattr(patch, name)
@@ -321,7 +336,8 @@ async def dry_run(ctx: InboxContext, principal: Principal, body: AutomationRuleC
         await _may_keep(session, principal, body.inbox_id)
         trigger, conditions, _ = await checked_rule(
             session, principal, inbox_id=body.inbox_id, trigger=body.trigger,
-            conditions=body.conditions, actions=body.actions, channels=channels)
+            conditions=body.conditions, actions=body.actions, channels=channels,
+            delay_hours=body.delay_hours)
         inbox_ids = [body.inbox_id] if body.inbox_id is not None else (
             None if principal.is_admin else sorted(principal.inbox_ids))
         query = (select(Conversation, Inbox.channel, Contact.name)

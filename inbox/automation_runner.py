@@ -24,22 +24,25 @@ the event types some active rule listens to; the rules are read once per batch.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import delete, tuple_, update
 from sqlmodel import col, select
 
 from hub.bus import Entry
-from hub.events import CAUSED_BY, MessageCreated
+from hub.events import CAUSED_BY, ConversationStatusChanged, ConversationView, MessageCreated
 from hub.types import utcnow
 from inbox.actions import set_status
 from inbox.activity import add_activity
 from inbox.agents import Principal
 from inbox.assign_actions import Target, assign
-from inbox.automation import EVENT_TYPES, Facts, matches, needs_contact, trigger_of
+from inbox.automation import EVENT_TYPES, TIMED, Facts, matches, needs_contact, trigger_of
 from inbox.automation_rules import contact_facts, system_agent_id
 from inbox.canned import fill_variables
 from inbox.context import InboxContext
@@ -51,6 +54,7 @@ from inbox.models import (
     Agent,
     AutomationFiring,
     AutomationRule,
+    AutomationTimer,
     CannedResponse,
     Contact,
     Conversation,
@@ -66,7 +70,9 @@ log = logging.getLogger(__name__)
 
 CONSUMER = "automation"
 MAX_DEPTH = 3  # rules in one chain of causes (a rule's action waking another rule …)
-_ALL_TYPES = frozenset(EVENT_TYPES.values())
+_ALL_TYPES = frozenset(t for types in EVENT_TYPES.values() for t in types)
+TIMER_BATCH = 200
+TIMER_LEASE = timedelta(minutes=5)  # a checker that died holding timers leaves them then
 
 
 @dataclass(frozen=True)
@@ -76,11 +82,21 @@ class _Rule:
     position: int
     inbox_id: int | None
     trigger: str
+    delay_s: int | None
     match: str
     conditions: list[dict[str, Any]]
     actions: list[dict[str, Any]]
     stop_processing: bool
     needs_contact: bool
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """What a timed rule fires on: the arming event's id (its key) and the conversation as
+    it is now."""
+
+    id: str
+    conversation: ConversationView
 
 
 class AutomationConsumer:
@@ -101,7 +117,7 @@ class AutomationConsumer:
         rules = await unless_down(self._rules(ctx))
         if not rules:
             return outcomes
-        listened = {EVENT_TYPES[rule.trigger] for rule in rules}
+        listened = {t for rule in rules for t in EVENT_TYPES[rule.trigger]}
 
         async def one(event: Any) -> None:
             await self.handle(ctx, event, rules)
@@ -115,12 +131,16 @@ class AutomationConsumer:
                 select(AutomationRule).where(col(AutomationRule.is_active).is_(True))
                 .order_by(col(AutomationRule.position), col(AutomationRule.id)))
             return [_Rule(id=r.id or 0, name=r.name, position=r.position, inbox_id=r.inbox_id,
-                          trigger=r.trigger, match=r.match, conditions=list(r.conditions),
+                          trigger=r.trigger, delay_s=r.delay_s, match=r.match,
+                          conditions=list(r.conditions),
                           actions=list(r.actions), stop_processing=r.stop_processing,
                           needs_contact=needs_contact(r.conditions)) for r in rows]
 
     async def handle(self, ctx: InboxContext, event: Any, rules: Sequence[_Rule]) -> None:
-        """Fire the rules that this event wakes and whose conditions hold."""
+        """Fire the rules that this event wakes and whose conditions hold; arm or disarm the
+        timed rules whose wait it starts or ends."""
+        if any(rule.trigger in TIMED for rule in rules):
+            await self._arm(ctx, event, rules)
         triggers = trigger_of(event)
         chain = tuple(event.caused_by)
         if not triggers or len(chain) >= MAX_DEPTH:
@@ -144,6 +164,100 @@ class AutomationConsumer:
             await self._fire(ctx, rule, event, chain)
             if rule.stop_processing:
                 break
+
+    async def _arm(self, ctx: InboxContext, event: Any, rules: Sequence[_Rule]) -> None:
+        view = getattr(event, "conversation", None)
+        if view is None:
+            return
+        arming: list[_Rule] = []
+        ending: set[str] = set()
+        if isinstance(event, ConversationStatusChanged):
+            if view.status == "pending":
+                arming += [r for r in rules if r.trigger == "pending_for"]
+            else:
+                ending.add("pending_for")
+            if view.status == "resolved":
+                ending.add("no_customer_reply_for")
+        elif isinstance(event, MessageCreated) and event.message.kind == "message" \
+                and not event.message.automated:
+            message = event.message
+            if message.direction == "in" and not message.sent_elsewhere:
+                ending.add("no_customer_reply_for")
+            elif message.direction == "out" and view.status != "resolved":
+                arming += [r for r in rules if r.trigger == "no_customer_reply_for"]
+        arming = [r for r in arming if r.inbox_id in (None, view.inbox_id)
+                  and r.id not in event.caused_by]
+        if not arming and not ending:
+            return
+        timers = table_of(AutomationTimer)
+        async with ctx.db.write() as session:
+            stale = [r.id for r in rules if r.trigger in ending]
+            if stale:
+                await execute(session, delete(timers).where(
+                    timers.c.conversation_id == view.id, timers.c.rule_id.in_(stale)))
+            for rule in arming:
+                assert rule.delay_s is not None
+                due = event.at + timedelta(seconds=rule.delay_s)
+                values = {"rule_id": rule.id, "conversation_id": view.id,
+                          "armed_by": event.id, "due_at": due}
+                await execute(session, conflict_insert(timers, is_postgresql(session))
+                              .values(**values).on_conflict_do_update(
+                                  index_elements=["rule_id", "conversation_id"],
+                                  set_={"armed_by": event.id, "due_at": due}))
+
+    async def run_timers(self, ctx: InboxContext, stop: asyncio.Event) -> None:
+        """Until `stop`: fire the timed rules whose wait is over, every few seconds."""
+        every = ctx.settings.sla_check_seconds
+        while not stop.is_set():
+            try:
+                while await self.fire_timers(ctx) >= TIMER_BATCH and not stop.is_set():
+                    pass  # more were due
+            except Exception:
+                log.exception("timed automation rules failed; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+
+    async def fire_timers(self, ctx: InboxContext, *, now: datetime | None = None) -> int:
+        """Fire the timed rules whose wait is over (each checker takes different timers);
+        return how many were due."""
+        now = now or utcnow()
+        timers = table_of(AutomationTimer)
+        async with ctx.db.write() as session:
+            query = (select(AutomationTimer).where(col(AutomationTimer.due_at) <= now)
+                     .order_by(col(AutomationTimer.due_at)).limit(TIMER_BATCH))
+            if is_postgresql(session):
+                query = query.with_for_update(skip_locked=True)
+            due = [(t.rule_id, t.conversation_id, t.armed_by) for t in await session.exec(query)]
+            if due:  # held for a while: another checker leaves them alone
+                await execute(session, update(timers).where(tuple_(
+                    timers.c.rule_id, timers.c.conversation_id).in_(
+                        [(r, c) for r, c, _ in due])).values(due_at=now + TIMER_LEASE))
+        if not due:
+            return 0
+        rules = {rule.id: rule for rule in await self._rules(ctx)}
+        for rule_id, conversation_id, armed_by in due:
+            rule = rules.get(rule_id)
+            async with ctx.db.read() as session:
+                conversation = await session.get(Conversation, conversation_id)
+                view = await load_conversation_view(session, conversation) \
+                    if conversation is not None else None
+            still = view is not None and view.merged_into_id is None and (
+                view.status == "pending" if rule is not None and rule.trigger == "pending_for"
+                else view.status != "resolved")
+            if rule is not None and view is not None and still:
+                facts = Facts(trigger=rule.trigger, conversation=view)
+                if rule.needs_contact:
+                    async with ctx.db.read() as session:
+                        facts.contact_attributes, facts.identity_kinds = await contact_facts(
+                            session, view.contact_id)
+                if matches(rule.match, rule.conditions, facts):
+                    await self._fire(ctx, rule, _Timed(id=f"timer-{armed_by}", conversation=view),
+                                     ())
+            async with ctx.db.write() as session:  # done with, unless armed again meanwhile
+                await execute(session, delete(timers).where(
+                    timers.c.rule_id == rule_id, timers.c.conversation_id == conversation_id,
+                    timers.c.armed_by == armed_by))
+        return len(due)
 
     async def _fire(self, ctx: InboxContext, rule: _Rule, event: Any,
                     chain: tuple[int, ...]) -> None:

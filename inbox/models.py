@@ -469,6 +469,8 @@ class AutomationRule(SQLModel, table=True):
         default=None, foreign_key="inboxes.id", nullable=True, ondelete="CASCADE"
     )
     trigger: str = Field(max_length=40)
+    # Timed triggers: how long the state lasts before the rule fires.
+    delay_s: int | None = Field(default=None, nullable=True)
     # "all": every condition must hold; "any": one is enough.
     match: str = Field(default="all", max_length=3)
     conditions: list[dict[str, Any]] = Field(
@@ -485,6 +487,22 @@ class AutomationRule(SQLModel, table=True):
     )
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class AutomationTimer(SQLModel, table=True):
+    """A timed rule waiting on a conversation: it fires at due_at unless the state that
+    armed it (pending; the customer's silence) ends first."""
+
+    __tablename__ = "automation_timers"
+    __table_args__ = (sa.Index("ix_automation_timers_due", "due_at"),)
+
+    rule_id: int = Field(foreign_key="automation_rules.id", primary_key=True,
+                         ondelete="CASCADE")
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True,
+                                 ondelete="CASCADE")
+    # The event that armed it: the firing's key, so a timer fires once per arming.
+    armed_by: str = Field(max_length=64)
+    due_at: datetime = _ts()
 
 
 class AutomationFiring(SQLModel, table=True):

@@ -4,6 +4,7 @@ recorded and the others still run; dry runs; who may keep which rules; clear err
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -286,3 +287,54 @@ async def test_the_automation_agent_is_nobody_to_manage(stack: Stack) -> None:
     refused = await stack.client().post("/api/v1/auth/login", json={
         "email": "automation@switchboard.invalid", "password": "!"})
     assert refused.status_code == 401
+
+
+async def test_timed_rules_fire_when_the_wait_lasts_and_not_when_it_ends(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await labels(admin, "stale", "silent")
+    pending = await rule(admin, name="Stale", trigger="pending_for", delay_hours=0.0005,
+                         actions=[{"type": "add_label", "label": "stale"},
+                                  {"type": "set_status", "status": "open"}])
+    silent = await rule(admin, name="Silent", trigger="no_customer_reply_for",
+                        delay_hours=0.001, actions=[{"type": "add_label", "label": "silent"}])
+    await stack.inbound("support", [message("w-1", "hello", "cust-wait")])
+    cid = (await conversation_of(alice, "cust-wait"))["id"]
+    url = f"/api/v1/conversations/{cid}"
+
+    # Our reply arms "Silent"; the customer answering within the wait disarms it.
+    assert (await alice.http.post(f"{url}/messages", json={"text": "Hi!"})).status_code < 300
+    await stack.inbound("support", [message("w-2", "thanks", "cust-wait")])
+    # Pending for 1.8 s: "Stale" labels it and opens it again, once.
+    assert (await alice.http.post(f"{url}/status", json={"status": "pending"})
+            ).status_code == 200
+
+    async def reopened() -> bool:
+        got = (await alice.http.get(url)).json()
+        return bool(got["status"] == "open" and "stale" in got["labels"])
+
+    await eventually(reopened)
+    await asyncio.sleep(4.5)  # past the silent rule's wait, had it stayed armed
+    assert await firings(stack, pending["id"]) == 1
+    assert await firings(stack, silent["id"]) == 0
+    assert "silent" not in (await alice.http.get(url)).json()["labels"]
+
+    # Our reply, then silence: "Silent" fires.
+    assert (await alice.http.post(f"{url}/messages", json={"text": "Anything else?"})
+            ).status_code < 300
+    await eventually(lambda: _async_count(stack, silent["id"], 1), timeout=20)
+    assert "silent" in (await alice.http.get(url)).json()["labels"]
+
+
+async def test_a_timed_trigger_needs_its_hours(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    body = {"name": "x", "inbox_id": stack.ids["support"], "trigger": "pending_for",
+            "actions": [{"type": "set_priority", "priority": "low"}]}
+    refused = await admin.http.post(RULES, json=body)
+    assert refused.status_code == 422
+    assert "delay_hours: pending_for needs how many hours" in refused.json()["error"]["message"]
+    other = await admin.http.post(RULES, json=body | {"trigger": "message_received",
+                                                      "delay_hours": 2})
+    assert other.status_code == 422
+    assert "only pending_for and no_customer_reply_for wait" in other.json()["error"]["message"]
+    made = await admin.http.post(RULES, json=body | {"delay_hours": 72})
+    assert made.status_code == 201 and made.json()["delay_hours"] == 72

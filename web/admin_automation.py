@@ -205,6 +205,8 @@ def describe_rule(rule: rules.AutomationRuleView, labels: dict[str, dict[int, st
                  else next((str(v) for k, v in a.items() if k != "type"), ""))
         done.append(f"{words} {value}".strip())
     when = TRIGGERS.get(rule.trigger, rule.trigger)
+    if rule.delay_hours is not None:
+        when = when.replace("(hours)", f"{rule.delay_hours:g} hours")
     return (f"{when}" + (f", if {joiner.join(parts)}" if parts else "") + ": "
             + "; ".join(done))
 
@@ -254,7 +256,8 @@ async def automation_get(request: Request, principal: Principal, form: Form | No
 
 def _typed(form: Form) -> dict[str, Any]:
     return {**{k: form_value(form, k) for k in ("name", "inbox_id", "trigger", "match",
-                                                 "position", "stop_processing")},
+                                                 "position", "stop_processing",
+                                                 "delay_hours")},
             "conditions": _rows(form, "condition", "condition_value"),
             "actions": _rows(form, "action", "action_value")}
 
@@ -267,8 +270,14 @@ async def _body(ctx: WebContext, principal: Principal,
     if not actions:
         raise FormError("actions: choose at least one thing the rule does")
     match = form_value(form, "match") or "all"
+    hours = form_value(form, "delay_hours")
+    try:
+        delay = float(hours) if hours else None
+    except ValueError:
+        raise FormError("delay_hours: how many hours? A number") from None
     return form_model(lambda: rules.AutomationRuleCreate(
         name=form_value(form, "name") or "Dry run", trigger=form_value(form, "trigger"),
+        delay_hours=delay,
         inbox_id=int(inbox) if inbox.isdigit() else None,
         match="any" if match == "any" else "all",
         position=int(position) if position.isdigit() else 0,
