@@ -93,7 +93,6 @@ from hub.types import utcnow  # noqa: E402
 from inbox.automation import (  # noqa: E402
     EVENT_TYPES,
     Facts,
-    matches,
     trigger_of,
     validate_actions,
     validate_conditions,
@@ -511,7 +510,7 @@ def evaluator(events: list[Any], rules: Sequence[Any],
                 if rule.needs_contact and facts.contact_attributes is None:
                     facts.contact_attributes, facts.identity_kinds = \
                         facts_of[conversation.contact_id]
-                if matches(rule.match, rule.conditions, facts):
+                if rule.holds(facts):
                     raise AssertionError(f"rule {rule.name} matches a benchmark message")
         return len(events)
 

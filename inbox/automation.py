@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
@@ -346,13 +346,84 @@ def _text(value: Any) -> str:
 @dataclass
 class Facts:
     """What conditions look at. The contact's part is loaded only when a condition needs it
-    (`needs_contact`)."""
+    (`needs_contact`). The words of the text and subject and the labels are worked out once,
+    however many rules look at them."""
 
     trigger: str
     conversation: ConversationView
     message: MessageView | None = None
     contact_attributes: Mapping[str, Any] | None = None
     identity_kinds: frozenset[str] | None = None
+    _words: dict[str, Words] = field(default_factory=dict, repr=False)
+    _labels: frozenset[str] | None = field(default=None, repr=False)
+
+    def text(self, name: str) -> str:
+        if name == "text":
+            return (self.message.text if self.message else "")[:SCAN_CHARS]
+        return (self.conversation.subject or "")[:SCAN_CHARS]
+
+    def words(self, name: str) -> Words:
+        found = self._words.get(name)
+        if found is None:
+            found = self._words[name] = Words.of(self.text(name))
+        return found
+
+    def labels(self) -> frozenset[str]:
+        if self._labels is None:
+            self._labels = frozenset(_text(label) for label in self.conversation.labels)
+        return self._labels
+
+
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class Words:
+    """A text's words (any case), to find whole words and phrases in it at set speed."""
+
+    each: frozenset[str]
+    joined: str  # " word word … " (for phrases)
+
+    @classmethod
+    def of(cls, text: str) -> Words:
+        words = _WORD.findall(text.casefold())
+        return cls(frozenset(words), " " + " ".join(words) + " ")
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    """A contains_any value list, prepared: single words, phrases, and the values that are
+    not plain words (searched the slow way)."""
+
+    single: frozenset[str]
+    phrases: tuple[str, ...]
+    other: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=2048)
+def _wanted(values: tuple[str, ...]) -> _Wanted:
+    single: set[str] = set()
+    phrases: list[str] = []
+    other: list[str] = []
+    for value in values:
+        words = _WORD.findall(value.casefold())
+        if " ".join(words) != " ".join(value.casefold().split()):
+            other.append(value)  # punctuation inside: the regular expression decides
+        elif len(words) == 1:
+            single.add(words[0])
+        elif words:
+            phrases.append(" " + " ".join(words) + " ")
+    return _Wanted(frozenset(single), tuple(phrases), tuple(other))
+
+
+def _contains_any(values: tuple[str, ...], facts: Facts, name: str) -> bool:
+    wanted = _wanted(values)
+    words = facts.words(name)
+    if not wanted.single.isdisjoint(words.each):
+        return True
+    if any(phrase in words.joined for phrase in wanted.phrases):
+        return True
+    return bool(wanted.other) and bool(_words(wanted.other).search(facts.text(name)))
 
 
 def trigger_of(event: Any) -> tuple[str, ...]:
@@ -386,12 +457,64 @@ def needs_contact(conditions: Iterable[Mapping[str, Any]]) -> bool:
                for c in conditions)
 
 
-def matches(match: str, conditions: list[dict[str, Any]], facts: Facts) -> bool:
-    """Whether the rule's conditions hold ("all" of them, or "any"); none: always."""
-    if not conditions:
+Test = Callable[[Facts], bool]
+_VIEW_FIELDS = {"inbox": "inbox_id", "team": "team_id", "assignee": "assignee_id",
+                "channel": "channel", "status": "status", "priority": "priority"}
+
+
+def compile_rule(match: str, conditions: list[dict[str, Any]]) -> Test:
+    """The rule's conditions as one function of the facts ("all" of them, or "any"; none:
+    always), each condition made ready once: what runs per event is only the comparing."""
+    tests = tuple(_compiled(c) for c in conditions)
+    if not tests:
+        return lambda facts: True
+    if len(tests) == 1:
+        return tests[0]
+    if match == "any":
+        def any_holds(facts: Facts) -> bool:
+            for test in tests:
+                if test(facts):
+                    return True
+            return False
+        return any_holds
+
+    def all_hold(facts: Facts) -> bool:
+        for test in tests:
+            if not test(facts):
+                return False
         return True
-    held = (_holds(c, facts) for c in conditions)
-    return any(held) if match == "any" else all(held)
+    return all_hold
+
+
+def _compiled(condition: Mapping[str, Any]) -> Test:
+    name, op, value = str(condition["field"]), str(condition["op"]), condition["value"]
+    attribute = _VIEW_FIELDS.get(name)
+    if attribute is not None:
+        if op == "is_set":
+            return lambda facts: getattr(facts.conversation, attribute) is not None
+        if op == "is_empty":
+            return lambda facts: getattr(facts.conversation, attribute) is None
+        values = frozenset(value)
+        if op == "in":
+            return lambda facts: getattr(facts.conversation, attribute) in values
+        return lambda facts: getattr(facts.conversation, attribute) not in values
+    if name == "label":
+        labels = frozenset(value)
+        if op == "has_any":
+            return lambda facts: not facts.labels().isdisjoint(labels)
+        return lambda facts: facts.labels().isdisjoint(labels)
+    if name in ("text", "subject"):
+        if op == "contains_any":
+            wanted = tuple(value)
+            return lambda facts: _contains_any(wanted, facts, name)
+        return lambda facts: _search(op, value, facts.text(name))
+    return lambda facts: _holds(condition, facts)
+
+
+def matches(match: str, conditions: list[dict[str, Any]], facts: Facts) -> bool:
+    """Whether the rule's conditions hold ("all" of them, or "any"); none: always. (Where
+    one rule meets many facts, `compile_rule` once.)"""
+    return compile_rule(match, conditions)(facts)
 
 
 def _holds(condition: Mapping[str, Any], facts: Facts) -> bool:
@@ -408,12 +531,11 @@ def _holds(condition: Mapping[str, Any], facts: Facts) -> bool:
         have_text = {"channel": c.channel, "status": c.status, "priority": c.priority}[name]
         return bool(have_text in value) == (op == "in")
     if name == "label":
-        labels = {_text(label) for label in c.labels}
-        return bool(labels & set(value)) == (op == "has_any")
+        return (not facts.labels().isdisjoint(value)) == (op == "has_any")
     if name in ("text", "subject"):
-        text = (facts.message.text if facts.message else "") if name == "text" \
-            else (c.subject or "")
-        return _search(op, value, text[:SCAN_CHARS])
+        if op == "contains_any":
+            return _contains_any(tuple(value), facts, name)
+        return _search(op, value, facts.text(name))
     if name == "language":
         tag = (facts.contact_attributes or {}).get("language")
         if not isinstance(tag, str) or not tag.strip():

@@ -29,7 +29,7 @@ from inbox.automation import (
     TRIGGERS,
     Facts,
     InvalidRule,
-    matches,
+    compile_rule,
     needs_contact,
     referenced,
     validate_actions,
@@ -351,9 +351,10 @@ async def dry_run(ctx: InboxContext, principal: Principal, body: AutomationRuleC
         ids = [c.id for c, _, _ in rows if c.id is not None]
         labels = await label_names(session, ids)
         latest = await _latest_customer_messages(session, ids)
-        contacts = await _contact_facts(session, {c.contact_id for c, _, _ in rows}) \
+        contacts = await contacts_facts(session, {c.contact_id for c, _, _ in rows}) \
             if needs_contact(conditions) else {}
         found: list[DryRunMatch] = []
+        holds = compile_rule(body.match, conditions)
         for conversation, channel, contact_name in rows:
             assert conversation.id is not None
             view = conversation_view(conversation, channel=channel, contact_name=contact_name,
@@ -362,7 +363,7 @@ async def dry_run(ctx: InboxContext, principal: Principal, body: AutomationRuleC
             facts = Facts(trigger=trigger, conversation=view,
                           message=latest.get(conversation.id),
                           contact_attributes=attributes, identity_kinds=kinds)
-            if matches(body.match, conditions, facts):
+            if holds(facts):
                 found.append(DryRunMatch(
                     conversation_id=conversation.id, inbox_id=conversation.inbox_id,
                     contact_name=contact_name, subject=conversation.subject,
@@ -386,11 +387,12 @@ async def _latest_customer_messages(session: AsyncSession,
 async def contact_facts(session: AsyncSession, contact_id: int
                         ) -> tuple[dict[str, Any], frozenset[str]]:
     """A contact's attributes and the kinds of its identities (what conditions read)."""
-    return (await _contact_facts(session, {contact_id})).get(contact_id, ({}, frozenset()))
+    return (await contacts_facts(session, {contact_id})).get(contact_id, ({}, frozenset()))
 
 
-async def _contact_facts(session: AsyncSession, contact_ids: set[int]
+async def contacts_facts(session: AsyncSession, contact_ids: set[int]
                          ) -> dict[int, tuple[dict[str, Any], frozenset[str]]]:
+    """`contact_facts` of many contacts, in two queries."""
     if not contact_ids:
         return {}
     wanted = sorted(contact_ids)

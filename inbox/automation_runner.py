@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,8 +42,16 @@ from inbox.actions import set_status
 from inbox.activity import add_activity
 from inbox.agents import Principal
 from inbox.assign_actions import Target, assign
-from inbox.automation import EVENT_TYPES, TIMED, Facts, matches, needs_contact, trigger_of
-from inbox.automation_rules import contact_facts, system_agent_id
+from inbox.automation import (
+    EVENT_TYPES,
+    TIMED,
+    Facts,
+    Test,
+    compile_rule,
+    needs_contact,
+    trigger_of,
+)
+from inbox.automation_rules import contact_facts, contacts_facts, system_agent_id
 from inbox.canned import fill_variables
 from inbox.context import InboxContext
 from inbox.db import conflict_insert, execute, is_postgresql
@@ -58,6 +66,7 @@ from inbox.models import (
     CannedResponse,
     Contact,
     Conversation,
+    Message,
     Team,
     table_of,
 )
@@ -73,6 +82,7 @@ MAX_DEPTH = 3  # rules in one chain of causes (a rule's action waking another ru
 _ALL_TYPES = frozenset(t for types in EVENT_TYPES.values() for t in types)
 TIMER_BATCH = 200
 TIMER_LEASE = timedelta(minutes=5)  # a checker that died holding timers leaves them then
+TIMER_RETRY = timedelta(seconds=10)  # a timed rule that failed is tried again after this
 
 
 @dataclass(frozen=True)
@@ -88,6 +98,21 @@ class _Rule:
     actions: list[dict[str, Any]]
     stop_processing: bool
     needs_contact: bool
+    holds: Test  # the conditions, compiled
+
+
+_compiled_rules: dict[tuple[int, datetime], Test] = {}
+
+
+def _compiled_rule(row: AutomationRule) -> Test:
+    """A rule's compiled conditions, made once per version of the rule."""
+    key = (row.id or 0, row.updated_at)
+    found = _compiled_rules.get(key)
+    if found is None:
+        if len(_compiled_rules) > 10_000:
+            _compiled_rules.clear()
+        found = _compiled_rules[key] = compile_rule(row.match, list(row.conditions))
+    return found
 
 
 @dataclass(frozen=True)
@@ -119,10 +144,22 @@ class AutomationConsumer:
             return outcomes
         listened = {t for rule in rules for t in EVENT_TYPES[rule.trigger]}
 
-        async def one(event: Any) -> None:
-            await self.handle(ctx, event, rules)
+        contacts: dict[int, tuple[dict[str, Any], frozenset[str]]] = {}
+        contact_triggers = {rule.trigger for rule in rules if rule.needs_contact}
 
-        return await each_event(entries, kinds, listened, one, what="automation")
+        async def prepare(events: list[Any]) -> None:
+            # The contacts the rules will look at, for the whole batch in one read.
+            wanted = {event.conversation.contact_id for event in events
+                      if contact_triggers & set(trigger_of(event))}
+            if wanted:
+                async with ctx.db.read() as session:
+                    contacts.update(await contacts_facts(session, wanted))
+
+        async def one(event: Any) -> None:
+            await self.handle(ctx, event, rules, contacts)
+
+        return await each_event(entries, kinds, listened, one, what="automation",
+                                prepare=prepare)
 
     async def _rules(self, ctx: InboxContext) -> list[_Rule]:
         """The active rules, in the order they are tried (one query per batch)."""
@@ -134,9 +171,12 @@ class AutomationConsumer:
                           trigger=r.trigger, delay_s=r.delay_s, match=r.match,
                           conditions=list(r.conditions),
                           actions=list(r.actions), stop_processing=r.stop_processing,
-                          needs_contact=needs_contact(r.conditions)) for r in rows]
+                          needs_contact=needs_contact(r.conditions),
+                          holds=_compiled_rule(r)) for r in rows]
 
-    async def handle(self, ctx: InboxContext, event: Any, rules: Sequence[_Rule]) -> None:
+    async def handle(self, ctx: InboxContext, event: Any, rules: Sequence[_Rule],
+                     contacts: Mapping[int, tuple[dict[str, Any], frozenset[str]]] = {},
+                     ) -> None:
         """Fire the rules that this event wakes and whose conditions hold; arm or disarm the
         timed rules whose wait it starts or ends."""
         if any(rule.trigger in TIMED for rule in rules):
@@ -156,54 +196,45 @@ class AutomationConsumer:
                       message=event.message if isinstance(event, MessageCreated) else None)
         for rule in woken:
             if rule.needs_contact and facts.contact_attributes is None:
-                async with ctx.db.read() as session:
-                    facts.contact_attributes, facts.identity_kinds = await contact_facts(
-                        session, conversation.contact_id)
-            if not matches(rule.match, rule.conditions, facts):
+                known = contacts.get(conversation.contact_id)
+                if known is None:
+                    async with ctx.db.read() as session:
+                        known = await contact_facts(session, conversation.contact_id)
+                facts.contact_attributes, facts.identity_kinds = known
+            if not rule.holds(facts):
                 continue
             await self._fire(ctx, rule, event, chain)
             if rule.stop_processing:
                 break
 
     async def _arm(self, ctx: InboxContext, event: Any, rules: Sequence[_Rule]) -> None:
+        """Arm the timed rules whose wait this event starts: pending (pending_for), our
+        reply (no_customer_reply_for). What ends a wait writes nothing: the timer checks,
+        when due, that the state held (so a customer message costs no write here)."""
         view = getattr(event, "conversation", None)
         if view is None:
             return
-        arming: list[_Rule] = []
-        ending: set[str] = set()
-        if isinstance(event, ConversationStatusChanged):
-            if view.status == "pending":
-                arming += [r for r in rules if r.trigger == "pending_for"]
-            else:
-                ending.add("pending_for")
-            if view.status == "resolved":
-                ending.add("no_customer_reply_for")
+        starts = ""
+        if isinstance(event, ConversationStatusChanged) and view.status == "pending":
+            starts = "pending_for"
         elif isinstance(event, MessageCreated) and event.message.kind == "message" \
-                and not event.message.automated:
-            message = event.message
-            if message.direction == "in" and not message.sent_elsewhere:
-                ending.add("no_customer_reply_for")
-            elif message.direction == "out" and view.status != "resolved":
-                arming += [r for r in rules if r.trigger == "no_customer_reply_for"]
-        arming = [r for r in arming if r.inbox_id in (None, view.inbox_id)
+                and event.message.direction == "out" and not event.message.automated \
+                and view.status != "resolved":
+            starts = "no_customer_reply_for"
+        arming = [r for r in rules if r.trigger == starts and r.inbox_id in (None, view.inbox_id)
                   and r.id not in event.caused_by]
-        if not arming and not ending:
+        if not arming:
             return
         timers = table_of(AutomationTimer)
         async with ctx.db.write() as session:
-            stale = [r.id for r in rules if r.trigger in ending]
-            if stale:
-                await execute(session, delete(timers).where(
-                    timers.c.conversation_id == view.id, timers.c.rule_id.in_(stale)))
             for rule in arming:
                 assert rule.delay_s is not None
-                due = event.at + timedelta(seconds=rule.delay_s)
-                values = {"rule_id": rule.id, "conversation_id": view.id,
-                          "armed_by": event.id, "due_at": due}
+                values = {"armed_by": event.id, "armed_at": event.at,
+                          "due_at": event.at + timedelta(seconds=rule.delay_s)}
                 await execute(session, conflict_insert(timers, is_postgresql(session))
-                              .values(**values).on_conflict_do_update(
-                                  index_elements=["rule_id", "conversation_id"],
-                                  set_={"armed_by": event.id, "due_at": due}))
+                              .values(rule_id=rule.id, conversation_id=view.id, **values)
+                              .on_conflict_do_update(
+                                  index_elements=["rule_id", "conversation_id"], set_=values))
 
     async def run_timers(self, ctx: InboxContext, stop: asyncio.Event) -> None:
         """Until `stop`: fire the timed rules whose wait is over, every few seconds."""
@@ -227,37 +258,64 @@ class AutomationConsumer:
                      .order_by(col(AutomationTimer.due_at)).limit(TIMER_BATCH))
             if is_postgresql(session):
                 query = query.with_for_update(skip_locked=True)
-            due = [(t.rule_id, t.conversation_id, t.armed_by) for t in await session.exec(query)]
+            due = [(t.rule_id, t.conversation_id, t.armed_by, t.armed_at)
+                   for t in await session.exec(query)]
             if due:  # held for a while: another checker leaves them alone
                 await execute(session, update(timers).where(tuple_(
                     timers.c.rule_id, timers.c.conversation_id).in_(
-                        [(r, c) for r, c, _ in due])).values(due_at=now + TIMER_LEASE))
+                        [(r, c) for r, c, _, _ in due])).values(due_at=now + TIMER_LEASE))
         if not due:
             return 0
         rules = {rule.id: rule for rule in await self._rules(ctx)}
-        for rule_id, conversation_id, armed_by in due:
-            rule = rules.get(rule_id)
-            async with ctx.db.read() as session:
-                conversation = await session.get(Conversation, conversation_id)
-                view = await load_conversation_view(session, conversation) \
-                    if conversation is not None else None
-            still = view is not None and view.merged_into_id is None and (
-                view.status == "pending" if rule is not None and rule.trigger == "pending_for"
-                else view.status != "resolved")
-            if rule is not None and view is not None and still:
-                facts = Facts(trigger=rule.trigger, conversation=view)
-                if rule.needs_contact:
-                    async with ctx.db.read() as session:
-                        facts.contact_attributes, facts.identity_kinds = await contact_facts(
-                            session, view.contact_id)
-                if matches(rule.match, rule.conditions, facts):
-                    await self._fire(ctx, rule, _Timed(id=f"timer-{armed_by}", conversation=view),
-                                     ())
+        for rule_id, conversation_id, armed_by, armed_at in due:
+            try:
+                await self._timer_due(ctx, rules.get(rule_id), conversation_id, armed_by,
+                                      armed_at)
+            except Exception:
+                # Tried again shortly (not after the whole lease); the firing's key keeps a
+                # second try from doing twice what the first did.
+                log.exception("timed rule %s on conversation %s failed; trying again soon",
+                              rule_id, conversation_id)
+                async with ctx.db.write() as session:
+                    await execute(session, update(timers).where(
+                        timers.c.rule_id == rule_id, timers.c.conversation_id == conversation_id,
+                        timers.c.armed_by == armed_by).values(
+                            due_at=utcnow() + TIMER_RETRY))
+                continue
             async with ctx.db.write() as session:  # done with, unless armed again meanwhile
                 await execute(session, delete(timers).where(
                     timers.c.rule_id == rule_id, timers.c.conversation_id == conversation_id,
                     timers.c.armed_by == armed_by))
         return len(due)
+
+    async def _timer_due(self, ctx: InboxContext, rule: _Rule | None, conversation_id: int,
+                         armed_by: str, armed_at: datetime) -> None:
+        """Fire a timed rule whose wait is over, if the wait held and its conditions do."""
+        if rule is None:
+            return  # switched off or removed meanwhile
+        async with ctx.db.read() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None or conversation.merged_into_id is not None:
+                return
+            view = await load_conversation_view(session, conversation)
+            # Did the wait hold? Pending all along (a new pending arms again), or no word
+            # from the customer since our reply, and not resolved.
+            if rule.trigger == "pending_for":
+                held = view.status == "pending"
+            else:
+                held = view.status != "resolved" and (await session.exec(
+                    select(Message.id).where(
+                        Message.conversation_id == conversation_id,
+                        Message.direction == "in", Message.kind == "message",
+                        col(Message.created_at) > armed_at).limit(1))).first() is None
+            if not held:
+                return
+            facts = Facts(trigger=rule.trigger, conversation=view)
+            if rule.needs_contact:
+                facts.contact_attributes, facts.identity_kinds = await contact_facts(
+                    session, view.contact_id)
+        if rule.holds(facts):
+            await self._fire(ctx, rule, _Timed(id=f"timer-{armed_by}", conversation=view), ())
 
     async def _fire(self, ctx: InboxContext, rule: _Rule, event: Any,
                     chain: tuple[int, ...]) -> None:

@@ -138,18 +138,24 @@ async def unless_down(work: Awaitable[T]) -> T:
 
 async def each_event(entries: Sequence[Entry], kinds: Sequence[str | None],
                      wanted: Collection[str], handle: Callable[[Any], Awaitable[None]], *,
-                     what: str) -> list[BaseException | None]:
+                     what: str,
+                     prepare: Callable[[list[Any]], Awaitable[None]] | None = None,
+                     ) -> list[BaseException | None]:
     """Decode and handle the entries whose type is `wanted`; per entry None (done or not
-    wanted) or why it failed (the database being down stops the batch: Outage)."""
+    wanted) or why it failed (the database being down stops the batch: Outage).
+    `prepare` sees every decoded event first (to read what they need in one go)."""
     outcomes: list[BaseException | None] = [None] * len(entries)
+    decoded: list[tuple[int, Any]] = []
     for n, (entry, kind) in enumerate(zip(entries, kinds, strict=True)):
         if kind not in wanted:
             continue
         try:
-            event = decode_event(entry.payload)
+            decoded.append((n, decode_event(entry.payload)))
         except ValueError as exc:
             outcomes[n] = exc
-            continue
+    if prepare is not None and decoded:
+        await unless_down(prepare([event for _, event in decoded]))
+    for n, event in decoded:
         try:
             await unless_down(handle(event))
         except Outage:

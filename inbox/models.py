@@ -500,8 +500,9 @@ class AutomationTimer(SQLModel, table=True):
                          ondelete="CASCADE")
     conversation_id: int = Field(foreign_key="conversations.id", primary_key=True,
                                  ondelete="CASCADE")
-    # The event that armed it: the firing's key, so a timer fires once per arming.
+    # The event that armed it (the firing's key: a timer fires once per arming), and when.
     armed_by: str = Field(max_length=64)
+    armed_at: datetime = _ts()
     due_at: datetime = _ts()
 
 

@@ -312,7 +312,7 @@ async def test_timed_rules_fire_when_the_wait_lasts_and_not_when_it_ends(stack: 
         got = (await alice.http.get(url)).json()
         return bool(got["status"] == "open" and "stale" in got["labels"])
 
-    await eventually(reopened)
+    await eventually(reopened, timeout=30)
     await asyncio.sleep(4.5)  # past the silent rule's wait, had it stayed armed
     assert await firings(stack, pending["id"]) == 1
     assert await firings(stack, silent["id"]) == 0
