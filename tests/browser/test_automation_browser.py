@@ -52,9 +52,13 @@ async def test_a_lead_writes_a_rule_and_the_next_message_is_handled_by_it_live(
         "add the label billing; assign to the agent Alice; reply with Hi")
 
     alice = await open_inbox(browser, stack, "alice")
-    await stack.inbound("support", [message("auto-1", "Where is my refund?", "ines")])
+    sent = await stack.inbound("support", [message("auto-1", "Where is my refund?", "ines")])
+    assert sent.status_code == 202, sent.text
     row = alice.row("Where is my refund?")
-    await expect(row.locator(".label-chip")).to_have_text(["Billing"])
+    await expect(row).to_be_visible()
+    # The rule's changes follow the message through the events stream: on a machine busy
+    # with the rest of the suite that can take more than the usual 15 s.
+    await expect(row.locator(".label-chip")).to_have_text(["Billing"], timeout=45_000)
     await row.click()
     thread = alice.page.locator("#message-list")
     await expect(thread).to_contain_text("Hi Ines, Billing has your question.")
