@@ -22,12 +22,16 @@ const ui = elements({
 // The panel's parts are built once per contact, so a re-render never loses what is being typed.
 let view = null;
 let reloadSoon = 0;
+// Answers can come back out of order: only the newest load (or save) is shown, so a slow
+// answer read before a change never replaces what the change showed.
+let loads = 0;
 
 /** Load the open conversation's contact (a merged contact answers with the one it became). */
 export async function loadContact(contactId) {
   const open = state.open;
+  const load = ++loads;
   const contact = await api("GET", `/api/v1/contacts/${contactId}`);
-  if (state.open !== open || !open) return;
+  if (state.open !== open || !open || load !== loads) return;
   open.contact = contact;
   open.others = contact.conversations || [];
   renderContact();
@@ -248,6 +252,7 @@ async function patchContact(change, failure) {
     toast(`${failure}: ${error.message}`);
     return false;
   }
+  loads += 1;  // a load started before this change answers with what it replaced
   if (state.open !== open) return true;
   open.contact = { ...open.contact, ...updated };
   renameConversations(updated.id, updated.id, updated.name);
