@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import func, or_
+from sqlalchemy import delete, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -37,6 +37,7 @@ from inbox.automation import (
     validate_trigger,
 )
 from inbox.context import InboxContext
+from inbox.db import execute
 from inbox.errors import Forbidden, NotFound, Refused
 from inbox.labels import label_key
 from inbox.models import (
@@ -44,6 +45,7 @@ from inbox.models import (
     Agent,
     AutomationFiring,
     AutomationRule,
+    AutomationTimer,
     CannedResponse,
     Contact,
     ContactIdentity,
@@ -54,6 +56,7 @@ from inbox.models import (
     Message,
     Team,
     TeamInbox,
+    table_of,
 )
 from inbox.views import conversation_view, label_names, message_view
 
@@ -306,7 +309,17 @@ async def update_rule(ctx: InboxContext, principal: Principal, rule_id: int,
             conditions=patch.conditions if patch.conditions is not None else rule.conditions,
             actions=patch.actions if patch.actions is not None else rule.actions,
             channels=channels, delay_hours=delay)
-        rule.inbox_id, rule.trigger, rule.delay_s = inbox_id, trigger, _seconds(delay)
+        delay_s = _seconds(delay)
+        timers = table_of(AutomationTimer)
+        if (inbox_id, trigger) != (rule.inbox_id, rule.trigger):
+            # The waits under way were for another rule: they end here.
+            await execute(session, delete(timers).where(timers.c.rule_id == rule_id))
+        elif delay_s != rule.delay_s:
+            # Each wait is looked at again now: the runner fires those already long enough
+            # and moves the others to their new time.
+            await execute(session, update(timers).where(timers.c.rule_id == rule_id)
+                          .values(due_at=utcnow()))
+        rule.inbox_id, rule.trigger, rule.delay_s = inbox_id, trigger, delay_s
         rule.conditions, rule.actions = conditions, actions
         for name in ("name", "position", "match", "stop_processing", "is_active"):
             value = getattr(patch, name)

@@ -40,7 +40,7 @@ from hub.events import CAUSED_BY, ConversationStatusChanged, ConversationView, M
 from hub.types import utcnow
 from inbox.actions import set_status
 from inbox.activity import add_activity
-from inbox.agents import Principal
+from inbox.agents import Principal, visible_inbox_ids
 from inbox.assign_actions import Target, assign
 from inbox.automation import (
     EVENT_TYPES,
@@ -221,20 +221,24 @@ class AutomationConsumer:
                 and event.message.direction == "out" and not event.message.automated \
                 and view.status != "resolved":
             starts = "no_customer_reply_for"
+        chain = list(event.caused_by)
         arming = [r for r in rules if r.trigger == starts and r.inbox_id in (None, view.inbox_id)
-                  and r.id not in event.caused_by]
+                  and r.id not in chain and len(chain) < MAX_DEPTH]
         if not arming:
             return
         timers = table_of(AutomationTimer)
         async with ctx.db.write() as session:
             for rule in arming:
                 assert rule.delay_s is not None
-                values = {"armed_by": event.id, "armed_at": event.at,
+                values = {"armed_by": event.id, "armed_at": event.at, "caused_by": chain,
                           "due_at": event.at + timedelta(seconds=rule.delay_s)}
+                # A later start of the wait moves the timer; an earlier one (an event that
+                # came again after a crash) leaves it where it is.
                 await execute(session, conflict_insert(timers, is_postgresql(session))
                               .values(rule_id=rule.id, conversation_id=view.id, **values)
                               .on_conflict_do_update(
-                                  index_elements=["rule_id", "conversation_id"], set_=values))
+                                  index_elements=["rule_id", "conversation_id"], set_=values,
+                                  where=timers.c.armed_at < event.at))
 
     async def run_timers(self, ctx: InboxContext, stop: asyncio.Event) -> None:
         """Until `stop`: fire the timed rules whose wait is over, every few seconds."""
@@ -258,19 +262,31 @@ class AutomationConsumer:
                      .order_by(col(AutomationTimer.due_at)).limit(TIMER_BATCH))
             if is_postgresql(session):
                 query = query.with_for_update(skip_locked=True)
-            due = [(t.rule_id, t.conversation_id, t.armed_by, t.armed_at)
-                   for t in await session.exec(query)]
+            due = list(await session.exec(query))
             if due:  # held for a while: another checker leaves them alone
                 await execute(session, update(timers).where(tuple_(
                     timers.c.rule_id, timers.c.conversation_id).in_(
-                        [(r, c) for r, c, _, _ in due])).values(due_at=now + TIMER_LEASE))
+                        [(t.rule_id, t.conversation_id) for t in due])).values(
+                            due_at=now + TIMER_LEASE))
         if not due:
             return 0
         rules = {rule.id: rule for rule in await self._rules(ctx)}
-        for rule_id, conversation_id, armed_by, armed_at in due:
+        for timer in due:
+            rule_id, conversation_id, armed_by = timer.rule_id, timer.conversation_id, \
+                timer.armed_by
+            rule = rules.get(rule_id)
+            later = (timer.armed_at + timedelta(seconds=rule.delay_s)
+                     if rule is not None and rule.delay_s is not None else None)
+            if later is not None and later > now:
+                # The rule was edited to wait longer: the timer waits on.
+                async with ctx.db.write() as session:
+                    await execute(session, update(timers).where(
+                        timers.c.rule_id == rule_id, timers.c.conversation_id == conversation_id,
+                        timers.c.armed_by == armed_by).values(due_at=later))
+                continue
             try:
-                await self._timer_due(ctx, rules.get(rule_id), conversation_id, armed_by,
-                                      armed_at)
+                await self._timer_due(ctx, rule, conversation_id, armed_by, timer.armed_at,
+                                      tuple(timer.caused_by or ()))
             except Exception:
                 # Tried again shortly (not after the whole lease); the firing's key keeps a
                 # second try from doing twice what the first did.
@@ -289,13 +305,15 @@ class AutomationConsumer:
         return len(due)
 
     async def _timer_due(self, ctx: InboxContext, rule: _Rule | None, conversation_id: int,
-                         armed_by: str, armed_at: datetime) -> None:
+                         armed_by: str, armed_at: datetime, chain: tuple[int, ...] = (),
+                         ) -> None:
         """Fire a timed rule whose wait is over, if the wait held and its conditions do."""
-        if rule is None:
-            return  # switched off or removed meanwhile
+        if rule is None or rule.trigger not in TIMED:
+            return  # switched off, removed or made another kind of rule meanwhile
         async with ctx.db.read() as session:
             conversation = await session.get(Conversation, conversation_id)
-            if conversation is None or conversation.merged_into_id is not None:
+            if conversation is None or conversation.merged_into_id is not None \
+                    or rule.inbox_id not in (None, conversation.inbox_id):
                 return
             view = await load_conversation_view(session, conversation)
             # Did the wait hold? Pending all along (a new pending arms again), or no word
@@ -315,7 +333,8 @@ class AutomationConsumer:
                 facts.contact_attributes, facts.identity_kinds = await contact_facts(
                     session, view.contact_id)
         if rule.holds(facts):
-            await self._fire(ctx, rule, _Timed(id=f"timer-{armed_by}", conversation=view), ())
+            await self._fire(ctx, rule, _Timed(id=f"timer-{armed_by}", conversation=view),
+                             chain)
 
     async def _fire(self, ctx: InboxContext, rule: _Rule, event: Any,
                     chain: tuple[int, ...]) -> None:
@@ -416,6 +435,10 @@ class AutomationConsumer:
             agent = await session.get(Agent, agent_id)
             if conversation is None or agent is None or not agent.is_active:
                 raise NotFound(f"agent {agent_id} is not there any more")
+            # Asked again at each firing: the agent may have left the inbox since the rule
+            # was written, and a notification would show them what they may not see.
+            if conversation.inbox_id not in await visible_inbox_ids(session, agent):
+                raise Forbidden(f"{agent.name} does not see this inbox any more")
             about = conversation.subject or conversation.last_message_preview \
                 or f"conversation #{conversation_id}"
             stage_events(session, [await notify(

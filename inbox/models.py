@@ -504,6 +504,10 @@ class AutomationTimer(SQLModel, table=True):
     armed_by: str = Field(max_length=64)
     armed_at: datetime = _ts()
     due_at: datetime = _ts()
+    # The rules whose changes armed it: they are the firing's chain (no rule wakes itself
+    # through another, and chains stay short).
+    caused_by: list[int] = Field(default_factory=list, sa_column=Column(
+        JSON, nullable=False, server_default=sa.text("'[]'")))
 
 
 class AutomationFiring(SQLModel, table=True):

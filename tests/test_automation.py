@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from inbox.models import AutomationFiring, Message
+from inbox.models import AutomationFiring, AutomationTimer, Message, Notification
 from tests.helpers import Agent, Stack, count_rows, eventually, make_team, message, of_type
 
 RULES = "/api/v1/automation-rules"
@@ -338,3 +338,95 @@ async def test_a_timed_trigger_needs_its_hours(stack: Stack) -> None:
     assert "only pending_for and no_customer_reply_for wait" in other.json()["error"]["message"]
     made = await admin.http.post(RULES, json=body | {"delay_hours": 72})
     assert made.status_code == 201 and made.json()["delay_hours"] == 72
+
+
+async def test_timed_rules_that_would_wake_each_other_stop_after_one_round(
+        stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    # Each sets the conversation pending again, which starts the other's wait: left alone
+    # they would take turns for ever.
+    again = [{"type": "set_status", "status": "open"}, {"type": "set_status", "status": "pending"}]
+    first = await rule(admin, name="First", trigger="pending_for", delay_hours=0.0003,
+                       actions=again)
+    second = await rule(admin, name="Second", trigger="pending_for", delay_hours=0.0003,
+                        actions=again)
+    await stack.inbound("support", [message("t-1", "hello", "cust-turns")])
+    cid = (await conversation_of(alice, "cust-turns"))["id"]
+    assert (await alice.http.post(f"/api/v1/conversations/{cid}/status",
+                                  json={"status": "pending"})).status_code == 200
+    # Each fires on the agent's pending, and once more on the other's; then nothing.
+    await eventually(lambda: _async_count(stack, first["id"], 2), timeout=20)
+    await eventually(lambda: _async_count(stack, second["id"], 2), timeout=20)
+    await asyncio.sleep(5)  # several waits' worth
+    assert await firings(stack, first["id"]) == 2
+    assert await firings(stack, second["id"]) == 2
+
+
+async def test_editing_a_timed_rule_moves_or_ends_the_waits_under_way(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await labels(admin, "stale")
+    made = await rule(admin, name="Stale", trigger="pending_for", delay_hours=0.0005,
+                      actions=[{"type": "add_label", "label": "stale"}])
+    url = f"{RULES}/{made['id']}"
+    await stack.inbound("support", [message("e-1", "hello", "cust-edit")])
+    await stack.inbound("support", [message("e-2", "hello", "cust-other")])
+    one = (await conversation_of(alice, "cust-edit"))["id"]
+    other = (await conversation_of(alice, "cust-other"))["id"]
+    assert (await admin.http.patch(url, json={"delay_hours": 1})).status_code == 200
+    for cid in (one, other):
+        assert (await alice.http.post(f"/api/v1/conversations/{cid}/status",
+                                      json={"status": "pending"})).status_code == 200
+    await asyncio.sleep(3)  # past the old wait: the new one holds them
+    assert await firings(stack, made["id"]) == 0
+    # Shorter again: the conversations pending for longer than that get it at once.
+    assert (await admin.http.patch(url, json={"delay_hours": 0.0005})).status_code == 200
+    await eventually(lambda: _async_count(stack, made["id"], 2), timeout=20)
+
+    # Another trigger: the waits under way were for the rule it was.
+    for cid in (one, other):
+        assert (await alice.http.post(f"/api/v1/conversations/{cid}/status",
+                                      json={"status": "open"})).status_code == 200
+        assert (await alice.http.post(f"/api/v1/conversations/{cid}/status",
+                                      json={"status": "pending"})).status_code == 200
+    assert (await admin.http.patch(url, json={"delay_hours": 1})).status_code == 200
+
+    async def armed() -> bool:
+        return await count_rows(stack, AutomationTimer,
+                                AutomationTimer.rule_id == made["id"]) == 2
+
+    await eventually(armed)
+    assert (await admin.http.patch(url, json={
+        "trigger": "no_customer_reply_for", "delay_hours": 0.0005})).status_code == 200
+    assert await count_rows(stack, AutomationTimer, AutomationTimer.rule_id == made["id"]) == 0
+    await asyncio.sleep(3)
+    assert await firings(stack, made["id"]) == 2
+
+
+async def test_a_rule_does_not_notify_an_agent_who_left_the_inbox(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    made = await rule(admin, name="Tell Alice", actions=[
+        {"type": "notify", "agent_id": stack.ids["alice"]}, {"type": "set_priority",
+                                                             "priority": "high"}])
+    await stack.inbound("support", [message("n-1", "first", "cust-notify")])
+    await eventually(lambda: _async_count(stack, made["id"], 1))
+    told = (await alice.http.get("/api/v1/notifications")).json()["items"]
+    assert [n["kind"] for n in told] == ["rule"]
+
+    left = await admin.http.put(f"/api/v1/inboxes/{stack.ids['support']}/members",
+                                json={"agent_ids": []})
+    assert left.status_code < 300, left.text
+    await stack.inbound("support", [message("n-2", "second", "cust-notify-2")])
+    await eventually(lambda: _async_count(stack, made["id"], 2))
+    # (The list leaves out what she may not see now: the rows tell what was made.)
+    assert await count_rows(stack, Notification,
+                            Notification.agent_id == stack.ids["alice"]) == 1
+
+    async def line() -> list[str]:
+        items = (await admin.http.get("/api/v1/conversations")).json()["items"]
+        cid = next(c["id"] for c in items if c["contact_name"] == "Cust-Notify-2")
+        return [m["text"] for m in await thread(admin, cid)
+                if m["kind"] == "activity" and m["text"].startswith("Rule")]
+
+    assert (await eventually(line)) == [
+        "Rule “Tell Alice”: could not notify: Alice does not see this inbox any more; "
+        "set priority high"]
