@@ -163,6 +163,7 @@ class Clocks:
             if clock.active:
                 self._stop(clock, at, targets)
                 clock.met_at = at
+                self._in_time(clock, targets.of(name))
 
     def pause(self, at: datetime, targets: Targets) -> None:
         if self.paused:
@@ -190,10 +191,18 @@ class Clocks:
                 self._stop(clock, at, targets)
                 if name == "resolve":
                     clock.met_at = at
+                    self._in_time(clock, targets.resolve)
 
     def reopened(self, at: datetime) -> None:
         self.paused = False
         self.resolve.active, self.resolve.since, self.resolve.met_at = True, at, None
+
+    @staticmethod
+    def _in_time(clock: Clock, target: float | None) -> None:
+        # The checker may mark a breach before this consumer reads a reply (or resolve)
+        # that came in time: the time it happened decides.
+        if clock.breached and target is not None and clock.spent <= target:
+            clock.breached = False
 
     @staticmethod
     def _stop(clock: Clock, at: datetime, targets: Targets) -> None:
@@ -353,7 +362,8 @@ class SlaConsumer:
         if isinstance(event, ConversationUpdated) and all(c.startswith("sla") for c in
                                                           event.changes):
             return  # our own news
-        row = await session.get(ConversationSla, view.id)
+        # Locked: the checker (check_due) changes the same row.
+        row = await session.get(ConversationSla, view.id, with_for_update=True)
         if row is None:
             if not isinstance(event, ConversationCreated) or not policies:
                 return  # clocks start with the conversation

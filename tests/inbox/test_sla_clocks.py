@@ -99,3 +99,20 @@ def test_around_the_clock_without_a_calendar() -> None:
     clocks.opened(start, counting=True)
     assert clocks.due("first", targets) == start + timedelta(minutes=10)
     assert clocks.status(Targets(), start) is None  # no targets: no SLA
+
+
+def test_a_reply_in_time_read_after_the_checker_marked_the_breach_is_met_in_time() -> None:
+    clocks = Clocks()
+    clocks.opened(ny(9, 9), counting=True)  # Wednesday 09:00, first response due 10:00
+    # The checker runs at 10:00; the reply sent at 09:59 is still on its way to the clocks.
+    assert clocks.advance(TARGETS, ny(9, 10)) == [("first", "breached")]
+    clocks.replied(ny(9, 9, 59), TARGETS)
+    assert clocks.first.met_at == ny(9, 9, 59) and not clocks.first.breached
+    clocks.resolved(ny(9, 11), TARGETS)
+    assert clocks.status(TARGETS, ny(9, 11)) == "met"
+    # A late one stays breached.
+    late = Clocks()
+    late.opened(ny(9, 9), counting=True)
+    late.advance(TARGETS, ny(9, 10))
+    late.replied(ny(9, 10, 1), TARGETS)
+    assert late.first.breached
