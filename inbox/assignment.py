@@ -29,7 +29,7 @@ from sqlalchemy import and_, bindparam, exists, func, or_, text, tuple_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from hub.events import ConversationAssigned, View
+from hub.events import CAUSED_BY, ConversationAssigned, View
 from hub.types import InboundMessage, utcnow
 from inbox.activity import agent_name, change_with_activity
 from inbox.context import InboxContext
@@ -334,6 +334,16 @@ async def auto_assign(
 
 async def drain_queue(ctx: InboxContext) -> int:
     """Assign waiting conversations, oldest first, to whoever can take them; return how many."""
+    # The queue assigns other conversations than the one whose change freed a place: what
+    # a rule did there (CAUSED_BY) did not cause these.
+    token = CAUSED_BY.set(())
+    try:
+        return await _drain_queue(ctx)
+    finally:
+        CAUSED_BY.reset(token)
+
+
+async def _drain_queue(ctx: InboxContext) -> int:
     presence = ctx.settings.presence_seconds
     total = 0
     after: tuple[datetime, int] | None = None

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -114,12 +114,15 @@ def policy_view(row: SlaPolicy) -> SlaPolicyView:
 
 
 async def list_policies(session: AsyncSession, principal: Principal) -> list[SlaPolicyView]:
-    """Every policy, in the order they are tried (leads and admins read them)."""
+    """The policies, in the order they are tried: every one for admins; for leads those
+    that can apply in the inboxes they see (any inbox, or one of theirs)."""
     if not principal.is_lead:
         admins_only(principal, "read SLA policies")
-    rows = await session.exec(select(SlaPolicy).order_by(col(SlaPolicy.position),
-                                                         col(SlaPolicy.id)))
-    return [policy_view(row) for row in rows]
+    query = select(SlaPolicy).order_by(col(SlaPolicy.position), col(SlaPolicy.id))
+    if not principal.is_admin:
+        query = query.where(or_(col(SlaPolicy.inbox_id).is_(None),
+                                col(SlaPolicy.inbox_id).in_(sorted(principal.inbox_ids))))
+    return [policy_view(row) for row in await session.exec(query)]
 
 
 async def _apply(session: AsyncSession, row: SlaPolicy, values: dict[str, Any]) -> None:

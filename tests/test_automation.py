@@ -430,3 +430,29 @@ async def test_a_rule_does_not_notify_an_agent_who_left_the_inbox(stack: Stack) 
     assert (await eventually(line)) == [
         "Rule “Tell Alice”: could not notify: Alice does not see this inbox any more; "
         "set priority high"]
+
+
+async def test_what_the_queue_assigns_after_a_rule_resolves_is_not_the_rules_doing(
+        stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    capped = await admin.http.patch(f"/api/v1/admin/agents/{stack.ids['alice']}",
+                                    json={"capacity": 1})
+    assert capped.status_code == 200, capped.text
+    await rule(admin, name="Goodbye", conditions=[
+        {"field": "text", "op": "contains_any", "value": ["bye"]}],
+        actions=[{"type": "set_status", "status": "resolved"}])
+    socket = await stack.ws(alice.http)  # online: the queue gives her conversations
+    await stack.inbound("support", [message("q-1", "hello", "cust-first")])
+    first = await conversation_of(alice, "cust-first")
+    assert first["assignee_id"] == stack.ids["alice"]
+    await stack.inbound("support", [message("q-2", "waiting", "cust-second")])
+    await stack.inbound("support", [message("q-3", "bye now", "cust-first")])
+    # The rule resolved the first; the queue then gave her the second: a change of its own
+    # (rules listening to assignments may act on it).
+    resolved = await socket.wait_event(of_type("conversation.status_changed", id=first["id"],
+                                               status="resolved"), timeout=20)
+    assert resolved["event"]["caused_by"]
+    given = await socket.wait_event(of_type("conversation.assigned",
+                                            contact_name="Cust-Second"), timeout=20)
+    assert given["event"]["conversation"]["assignee_id"] == stack.ids["alice"]
+    assert given["event"]["caused_by"] == []

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Agent, Stack, eventually, message
+from tests.helpers import Agent, Stack, eventually, make_team, message
 
 POLICIES = "/api/v1/sla-policies"
 
@@ -147,3 +147,21 @@ async def test_policies_are_checked_on_save(stack: Stack, body: dict[str, Any],
     assert (await alice.http.post(POLICIES, json={"name": "x", "first_response_minutes": 5})
             ).status_code == 403
     assert (await admin.http.get(POLICIES)).json() == []
+
+
+async def test_a_lead_reads_the_policies_of_the_inboxes_they_see(stack: Stack) -> None:
+    await stack.add_agent("lena", role="lead", inboxes=("support",))
+    await make_team(stack, "Support desk", ("lena",), ("support",))
+    admin = await stack.login("admin")
+    for name, inbox in (("Everywhere", None), ("Support", stack.ids["support"]),
+                        ("Sales", stack.ids["sales"])):
+        made = await admin.http.post(POLICIES, json={
+            "name": name, "inbox_id": inbox, "first_response_minutes": 60})
+        assert made.status_code == 201, made.text
+    lena, alice = await stack.login("lena"), await stack.login("alice")
+    listed = await lena.http.get(POLICIES)
+    assert listed.status_code == 200, listed.text
+    assert [p["name"] for p in listed.json()] == ["Everywhere", "Support"]
+    assert [p["name"] for p in (await admin.http.get(POLICIES)).json()] == [
+        "Everywhere", "Support", "Sales"]
+    assert (await alice.http.get(POLICIES)).status_code == 403

@@ -225,7 +225,7 @@ export function upsertConversation(conversation, { sla = false } = {}) {
     // With more pages to load, an older conversation belongs to a page not fetched yet.
     const lastId = state.order[state.order.length - 1];
     const last = lastId === undefined ? null : state.conversations.get(lastId);
-    const order = state.filter.sla ? (a, b) => -soonestDue(a, b) : newerFirst;
+    const order = state.filter.sla ? soonestDue : newerFirst;
     if (!listed && state.nextCursor && last && order(conversation, last) > 0) return;
     if (!listed) state.order.push(conversation.id);
     state.conversations.set(conversation.id, conversation);
