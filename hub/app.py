@@ -26,6 +26,7 @@ from hub.types import ChannelProfile
 from hub.worker import Worker, default_worker_name
 from inbox.automation_runner import AutomationConsumer
 from inbox.context import InboxContext
+from inbox.csat import CsatConsumer
 from inbox.db import Database
 from inbox.event_consumers import SharedReader
 from inbox.sla import SlaConsumer
@@ -96,7 +97,8 @@ class Runtime:
             self.inbox, self.channels, name=name,
             # One read of the events stream for all of them (each applies an event once).
             event_consumers=[SharedReader("integrations", (
-                webhook_consumer(), crm_consumer(), SlaConsumer(), automation))],
+                webhook_consumer(), crm_consumer(), SlaConsumer(), automation,
+                CsatConsumer()))],
             services=[Deliverer(self.inbox, self.http).run,
                       Syncer(self.inbox, self.crm, owner=name).run,
                       functools.partial(automation.run_timers, self.inbox)],

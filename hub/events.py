@@ -79,6 +79,8 @@ class ConversationView(View):
     # is not about them ("sla" not in a conversation.updated's changes) may carry None here.
     sla_due_at: datetime | None = None
     sla_status: str | None = None
+    # The customer's answer to the satisfaction survey, 1 (poor) to 5 (great).
+    csat_score: int | None = None
 
 
 class MessageView(View):
@@ -102,6 +104,7 @@ class MessageView(View):
     edited_at: datetime | None = None  # the customer changed it after sending (see `text`)
     sent_elsewhere: bool = False  # the business sent it from outside Switchboard
     automated: bool = False  # machine mail (an auto-reply, a bounce): never answered or acted on
+    survey: bool = False  # the satisfaction survey: the website widget shows its 1-5 buttons
 
 
 class NotificationView(View):

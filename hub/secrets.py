@@ -16,6 +16,8 @@ right for one machine; several machines must share SWITCHBOARD_SECRET_KEY.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -58,9 +60,24 @@ class SecretBox:
         if not fernets:
             raise SecretKeyError("SWITCHBOARD_SECRET_KEY: no key given")
         self._fernet = MultiFernet(fernets)
+        self._keys = [k.encode() if isinstance(k, str) else bytes(k) for k in keys]
 
     def __repr__(self) -> str:  # never the keys
         return "SecretBox(...)"
+
+    def signature(self, purpose: str, payload: str, *, key: int = 0) -> str:
+        """An HMAC-SHA256 of `payload` (hex, 128 bits) for links sent to customers, with a
+        key of its own per `purpose` derived from the installation's (first) key."""
+        derived = hmac.new(self._keys[key], f"switchboard {purpose} v1".encode(),
+                           hashlib.sha256).digest()
+        return hmac.new(derived, payload.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def signed(self, purpose: str, payload: str, signature: str) -> bool:
+        """Whether `signature` is `payload`'s for this purpose under any of the keys (an
+        old key's links keep working through a rotation), compared in constant time."""
+        return any(hmac.compare_digest(signature.encode(),
+                                       self.signature(purpose, payload, key=n).encode())
+                   for n in range(len(self._keys)))
 
     def seal(self, value: str) -> dict[str, str]:
         """A clear value, sealed as it is stored."""

@@ -164,6 +164,8 @@ async def seed_demo(settings: Settings) -> str:
                         secret_names(WebchatChannel.settings)),
                 )
                 assert inbox.id is not None and website.id is not None
+                website.csat_survey = True  # resolved chats ask the visitor for 1-5
+                session.add(website)
                 # One team on both inboxes: the demo lead (a member) leads it.
                 team = Team(name="Garden support")
                 session.add(team)

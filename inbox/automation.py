@@ -12,6 +12,7 @@ triggers (the events that wake rules; see `trigger_of`)
   priority_changed       the priority changed
   sla_at_risk            an SLA target will be due soon (inbox/sla.py)
   sla_breached           an SLA target is overdue
+  csat_received          the customer answered the satisfaction survey (inbox/csat.py)
   pending_for            pending for `delay_hours` (timed: see inbox/automation_runner.py)
   no_customer_reply_for  the customer silent `delay_hours` after our last reply
 
@@ -26,6 +27,7 @@ conditions, stored as {"field": ..., "op": ..., "value": ...}
   language   in [tags]                     the contact's "language" attribute ("de" ~ "de-CH")
   identity   has_any [kinds]               the contact can be reached by (email, phone, telegram, …)
   contact.<attribute>  equals / in / contains_any   compared as text, any case
+  csat_score at_most / at_least 1-5        the customer's answer to the survey
 
 actions, stored as {"type": ..., ...}
   assign_agent {agent_id}   assign_team {team_id}   unassign {}
@@ -70,6 +72,7 @@ TRIGGERS: dict[str, str] = {
     "priority_changed": "The priority changes",
     "sla_at_risk": "An SLA target is at risk",
     "sla_breached": "An SLA target is breached",
+    "csat_received": "The customer rates the conversation",
 }
 # Time-based triggers: the rule fires when the state an event started has lasted
 # `delay_hours` (pending that long; the customer silent that long after a reply).
@@ -88,6 +91,7 @@ EVENT_TYPES: dict[str, tuple[str, ...]] = {
     "priority_changed": ("conversation.updated",),
     "sla_at_risk": ("conversation.updated",),
     "sla_breached": ("conversation.updated",),
+    "csat_received": ("conversation.updated",),
     "pending_for": ("conversation.status_changed",),
     "no_customer_reply_for": ("message.created", "conversation.status_changed"),
 }
@@ -105,6 +109,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "language": ("in",),
     "identity": ("has_any",),
     "contact.": ("equals", "in", "contains_any"),
+    "csat_score": ("at_most", "at_least"),
 }
 NO_VALUE = ("is_set", "is_empty")
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -192,6 +197,14 @@ def _checked_value(kind: str, op: str, value: Any, *, where: str, channels: set[
         if value not in (None, "", []):
             raise InvalidRule(f"{where}: '{op}' takes no value")
         return None
+    if kind == "csat_score":
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        score = value if isinstance(value, int) and not isinstance(value, bool) else (
+            int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else 0)
+        if not 1 <= score <= 5:
+            raise InvalidRule(f"{where}: a score from 1 to 5")
+        return score
     if op == "regex":
         if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATTERN:
             raise InvalidRule(f"{where}: a regular expression of 1 to {MAX_PATTERN} characters")
@@ -433,7 +446,9 @@ def trigger_of(event: Any) -> tuple[str, ...]:
         if message.kind != "message" or message.automated:
             return ()
         if message.direction == "in" and not message.sent_elsewhere:
-            return ("message_received",)
+            # On a conversation left resolved, it was the answer to the satisfaction
+            # survey (csat_received is its trigger).
+            return () if event.conversation.status == "resolved" else ("message_received",)
         if message.direction == "out" and message.agent_id is not None:
             return ("agent_replied",)
         return ()
@@ -447,7 +462,8 @@ def trigger_of(event: Any) -> tuple[str, ...]:
         return tuple(t for t, change in (("labels_changed", "labels"),
                                          ("priority_changed", "priority"),
                                          ("sla_at_risk", "sla_at_risk"),
-                                         ("sla_breached", "sla_breached"))
+                                         ("sla_breached", "sla_breached"),
+                                         ("csat_received", "csat"))
                      if change in event.changes)
     return ()
 
@@ -544,6 +560,9 @@ def _holds(condition: Mapping[str, Any], facts: Facts) -> bool:
         return any(have_tag == v or have_tag.startswith(v + "-") for v in value)
     if name == "identity":
         return bool((facts.identity_kinds or frozenset()) & set(value))
+    if name == "csat_score":
+        score = c.csat_score
+        return score is not None and (score <= value if op == "at_most" else score >= value)
     attribute = (facts.contact_attributes or {}).get(name[len("contact."):])
     if attribute is None:
         return False

@@ -56,7 +56,7 @@ from inbox.canned import fill_variables
 from inbox.context import InboxContext
 from inbox.db import conflict_insert, execute, is_postgresql
 from inbox.errors import Forbidden, NotFound, Refused
-from inbox.event_consumers import each_event, event_type, unless_down
+from inbox.event_consumers import each_event, kinds_of, unless_down
 from inbox.labels import change_labels, set_priority
 from inbox.models import (
     Agent,
@@ -136,8 +136,8 @@ class AutomationConsumer:
                     ) -> list[BaseException | None]:
         """Apply a batch read from the stream; per entry None (done) or why it failed."""
         outcomes: list[BaseException | None] = [None] * len(entries)
-        kinds = [event_type(entry.payload) for entry in entries]
-        if not any(kind in _ALL_TYPES for kind in kinds):
+        kinds = kinds_of(entries, _ALL_TYPES)
+        if kinds is None:
             return outcomes
         rules = await unless_down(self._rules(ctx))
         if not rules:

@@ -55,6 +55,13 @@ def event_type(payload: bytes) -> str | None:
     return found.group(1).decode() if found else None
 
 
+def kinds_of(entries: Sequence[Entry], wanted: Collection[str]) -> list[str | None] | None:
+    """Each entry's event type, read off its front; None when none of them is `wanted`
+    (the consumer has nothing to decode in this batch)."""
+    kinds = [event_type(entry.payload) for entry in entries]
+    return kinds if any(kind in wanted for kind in kinds) else None
+
+
 @dataclass(frozen=True)
 class EventConsumer:
     """A named consumer of every event, each applied once (see the module).

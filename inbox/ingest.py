@@ -40,6 +40,7 @@ from hub.events import (
 from hub.types import InboundMessage, utcnow
 from inbox.assignment import Placer, Scope
 from inbox.context import InboxContext, InboxInfo
+from inbox.csat import answer_open, digit_answer, record_replies
 from inbox.db import is_unavailable
 from inbox.delivery import mark_bounced
 from inbox.ingest_store import (
@@ -169,6 +170,11 @@ async def _ingest(ctx: InboxContext, session: AsyncSession, items: list[Item]) -
     await record_thread_keys(session, live)
     await update_conversations(session, live)
     stage_events(session, events + await _events(session, live, now))
+    answers = [(i.conversation.id, i.csat_score) for i in live if i.csat_score is not None
+               and i.conversation is not None and i.conversation.id is not None
+               and i.message_id is not None]
+    if answers:
+        await record_replies(session, answers, now)
 
 
 # -- deciding ----------------------------------------------------------------------------
@@ -280,6 +286,11 @@ def _apply(
             conversation.last_activity_at = item.at
             conversation.last_message_preview = (m.text or "")[:PREVIEW_CHARS] or None
             conversation.changed = True
+    elif not m.automated and conversation.status == "resolved" \
+            and answer_open(conversation.csat_asked_at, now) \
+            and (score := digit_answer(m.text)) is not None:
+        # The answer to the satisfaction survey: in the thread, but nothing to reopen.
+        item.csat_score = score
     elif not m.automated:
         if conversation.status != "open":
             item.reopened_from = conversation.status
@@ -320,7 +331,7 @@ async def _assign(ctx: InboxContext, session: AsyncSession, items: list[Item],
     for item in items:
         conv = item.conversation
         if conv is None or item.message.automated or item.message.from_business \
-                or not item.inbox.auto_assign:
+                or not item.inbox.auto_assign or conv.status == "resolved":
             continue
         if conv.assignee_id is None and conv.waiting_since is None and id(conv) not in wanting:
             wanting[id(conv)] = (item, conv)

@@ -105,6 +105,7 @@ class ConversationState:
     created_at: datetime
     cc: list[dict[str, Any]]
     labels: list[str] = field(default_factory=list)
+    csat_asked_at: datetime | None = None  # its satisfaction survey went out then
     created: bool = False
     changed: bool = False
     # The contact who wrote last: replies go to their identity (known once inserted).
@@ -127,6 +128,7 @@ class Item:
     message_id: int | None = None
     opened: bool = False
     reopened_from: str | None = None
+    csat_score: int | None = None  # the message answers the satisfaction survey with it
     assigned_to: int | None = None
     snapshot: ConversationState | None = None  # the conversation right after this message
     result: Ingested | Exception | None = None
@@ -336,6 +338,7 @@ def _from_row(row: Any) -> ConversationState:
         snoozed_until=row.snoozed_until, last_activity_at=row.last_activity_at,
         resolved_at=row.resolved_at, created_at=row.created_at, cc=list(row.cc or []),
         labels=sorted(names, key=lambda name: (name.lower(), name)),
+        csat_asked_at=row.csat_asked_at,
     )
 
 

@@ -63,6 +63,9 @@ class Inbox(SQLModel, table=True):
     # When an assignee goes offline or is deactivated: their open conversations go back to
     # the queue (True) or stay theirs (False).
     requeue_on_offline: bool = False
+    # A satisfaction survey goes to the customer when a conversation is resolved (inbox/csat.py).
+    csat_survey: bool = Field(default=False, sa_column=Column(
+        sa.Boolean, nullable=False, server_default=sa.false()))
     created_at: datetime = _ts(default_factory=utcnow)
     # Set when an admin deletes the inbox: intake stops (webhooks 404, pollers stop, replies
     # are refused) and its conversations stay readable.
@@ -242,6 +245,9 @@ class Conversation(SQLModel, table=True):
     # "breached" or "met"; None without a policy.
     sla_due_at: datetime | None = _ts(default=None, nullable=True)
     sla_status: str | None = Field(default=None, max_length=10, nullable=True)
+    # The satisfaction survey (inbox/csat.py): when it was sent, and the customer's 1-5.
+    csat_asked_at: datetime | None = _ts(default=None, nullable=True)
+    csat_score: int | None = Field(default=None, nullable=True)
 
 
 class ThreadKey(SQLModel, table=True):
@@ -573,6 +579,33 @@ class ConversationSla(SQLModel, table=True):
     # When the checker must look next (a warning or a breach is due then); None: nothing runs.
     check_at: datetime | None = _ts(default=None, nullable=True)
     updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class CsatSurvey(SQLModel, table=True):
+    """A conversation's satisfaction survey (one per conversation) and the answer to it; who
+    and what it was about are kept as they were when it was sent, for the reports."""
+
+    __tablename__ = "csat_surveys"
+    __table_args__ = (sa.Index("ix_csat_surveys_asked", "asked_at"),)
+
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True,
+                                 ondelete="CASCADE")
+    inbox_id: int = Field(foreign_key="inboxes.id", ondelete="CASCADE")
+    channel: str = Field(max_length=40)
+    contact_id: int | None = Field(default=None, foreign_key="contacts.id", nullable=True,
+                                   ondelete="SET NULL")
+    assignee_id: int | None = Field(default=None, foreign_key="agents.id", nullable=True,
+                                    ondelete="SET NULL")
+    team_id: int | None = Field(default=None, foreign_key="teams.id", nullable=True,
+                                ondelete="SET NULL")
+    # Signed into the email links: a link works once, and only for this survey.
+    nonce: str = Field(max_length=64)
+    asked_at: datetime = _ts(default_factory=utcnow)
+    score: int | None = Field(default=None, nullable=True)
+    comment: str | None = Field(default=None, sa_type=sa.Text, nullable=True)
+    answered_at: datetime | None = _ts(default=None, nullable=True)
+    answered_via: str | None = Field(default=None, max_length=20, nullable=True)
+    link_used_at: datetime | None = _ts(default=None, nullable=True)
 
 
 class LoginAttempt(SQLModel, table=True):

@@ -66,6 +66,7 @@ async def reply(
     after_message_id: int | None = None,
     force: bool = False,
     cc: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> MessageView:
     """Send a reply on the customer's channel (queued) or leave an internal note.
 
@@ -78,7 +79,8 @@ async def reply(
     of the inbox (`mention_ids`): each is notified. A reply with `after_message_id` (the
     newest message the agent saw) raises Collision when another agent replied after it in
     the last minutes, unless `force`. `cc`: the addresses copied on an email reply (None:
-    the conversation's other participants).
+    the conversation's other participants). `meta`: what the system notes on the message
+    (the satisfaction survey marks its own).
     """
     request = _Request.check(
         text=text, kind=kind, template=template, variables=template_variables,
@@ -113,7 +115,7 @@ async def reply(
         if kind == "message" and target.identity is None:
             raise Refused("this conversation has no customer address to reply to")
         message = await _store(session, principal, target, request, key=key, files=files,
-                               now=now)
+                               now=now, meta=meta)
         view = message_view(message)
         event = MessageCreated(inbox_id=target.inbox_id, at=now, message=view,
                                conversation=target.view)
@@ -335,7 +337,7 @@ async def _collision(session: AsyncSession, message_id: int, now: datetime) -> N
 
 async def _store(
     session: AsyncSession, principal: Principal, target: _Target, request: _Request, *,
-    key: str, files: Sequence[AttachmentRef], now: datetime,
+    key: str, files: Sequence[AttachmentRef], now: datetime, meta: dict[str, Any] | None = None,
 ) -> Message:
     """Insert the message and update the conversation (two statements)."""
     template = request.template
@@ -344,7 +346,8 @@ async def _store(
         kind=request.kind, text=request.text, agent_id=principal.agent_id,
         idempotency_key=key, status="queued" if request.kind == "message" else None,
         meta=({"template": template, "template_variables": request.variables} if template
-              else {"mention_ids": request.mentioned} if request.mentioned else {}),
+              else {"mention_ids": request.mentioned} if request.mentioned else {})
+        | (meta or {}),
         attachments=[ref.model_dump(mode="json") for ref in files],
         accepted_at=now, created_at=now,
     )
@@ -373,6 +376,7 @@ def _send_request(
         attachments=tuple(files), in_reply_to=target.answers, idempotency_key=key,
         template=message.meta.get("template"),
         template_variables=message.meta.get("template_variables") or {},
+        automated=bool(message.meta.get("automated")),  # the survey: no auto-reply to it
         subject=target.subject, references=tuple(target.references),
         cc=tuple(p for p in copied if p != target.identity),
     )

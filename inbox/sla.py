@@ -46,7 +46,7 @@ from hub.types import utcnow
 from inbox.business_hours import ALWAYS_OPEN, Calendar, parse_calendar
 from inbox.context import InboxContext
 from inbox.db import is_postgresql
-from inbox.event_consumers import each_event, event_type, first_time, unless_down
+from inbox.event_consumers import each_event, first_time, kinds_of, unless_down
 from inbox.models import (
     Agent,
     Conversation,
@@ -334,8 +334,8 @@ class SlaConsumer:
     async def apply(self, ctx: InboxContext, entries: Sequence[Entry]
                     ) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = [None] * len(entries)
-        kinds = [event_type(entry.payload) for entry in entries]
-        if not any(kind in _TYPES for kind in kinds):
+        kinds = kinds_of(entries, _TYPES)
+        if kinds is None:
             return outcomes
         async def read() -> tuple[list[Policy], bool]:
             async with ctx.db.read() as session:
@@ -382,6 +382,8 @@ class SlaConsumer:
             if message.kind != "message" or message.automated:
                 return
             if message.direction == "in" and not message.sent_elsewhere:
+                if view.status == "resolved":
+                    return  # the answer to the satisfaction survey: nobody waits on it
                 clocks.customer_wrote(at, targets)
             elif message.direction == "out" and not event.caused_by and (
                     message.agent_id is not None or message.sent_elsewhere):

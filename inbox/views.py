@@ -46,6 +46,7 @@ def message_view(message: Message) -> MessageView:
         edited_at=(message.meta or {}).get("edited_at"),
         sent_elsewhere=bool((message.meta or {}).get("sent_elsewhere")),
         automated=bool((message.meta or {}).get("automated")),
+        survey=bool((message.meta or {}).get("survey")),
     )
 
 
@@ -80,6 +81,7 @@ def conversation_view(
         created_at=conversation.created_at,
         sla_due_at=conversation.sla_due_at,
         sla_status=conversation.sla_status,
+        csat_score=conversation.csat_score,
     )
 
 

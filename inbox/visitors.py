@@ -134,7 +134,8 @@ def event_shape(message: Message) -> dict[str, Any]:
     widget's view of a message is made from)."""
     return {"id": message.id, "direction": message.direction, "text": message.text,
             "external_id": message.external_id, "attachments": message.attachments,
-            "accepted_at": message.accepted_at.isoformat(), "agent_id": message.agent_id}
+            "accepted_at": message.accepted_at.isoformat(), "agent_id": message.agent_id,
+            "survey": bool((message.meta or {}).get("survey"))}
 
 
 async def agent_first_names(session: AsyncSession, agent_ids: set[int]) -> dict[int, str]:

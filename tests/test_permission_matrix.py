@@ -104,6 +104,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         "lead", lambda i: {"conversation_ids": [i["conversation"]], "assignee_id": i["me"]}),
     ("PATCH", "/api/v1/inboxes/{inbox_id}/assignment"): Route(
         "lead", lambda i: {"auto_assign": False}),
+    ("PUT", "/api/v1/inboxes/{inbox_id}/csat"): Route("lead", lambda i: {"enabled": False}),
     ("PUT", "/api/v1/agents/{agent_id}/capacity"): Route("lead", lambda i: {"capacity": 0}),
     ("GET", "/api/v1/reports/load"): Route("lead"),
     ("GET", "/api/v1/assignment-rules"): Route("lead"),

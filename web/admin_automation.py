@@ -67,6 +67,8 @@ CONDITIONS: dict[str, str] = {
     "language|in": "The customer's language is one of",
     "identity|has_any": "The customer can be reached by",
     "contact|in": "A contact attribute is one of (attribute: values)",
+    "csat_score|at_most": "The satisfaction score is at most (1-5)",
+    "csat_score|at_least": "The satisfaction score is at least (1-5)",
 }
 ACTIONS: dict[str, str] = {
     "add_label": "Add the label",
@@ -125,7 +127,7 @@ def conditions_of(form: Form, names: Names) -> list[dict[str, Any]]:
             continue
         if not value:
             raise FormError(f"{where}: {CONDITIONS[what].lower()} what? Fill in the value")
-        if op == "regex":
+        if op == "regex" or field == "csat_score":
             out.append({"field": field, "op": op, "value": value})
         elif field in ("inbox", "team", "assignee"):
             out.append({"field": field, "op": op, "value": names.ids(

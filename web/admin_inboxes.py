@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from channels.base import TestsConnection
-from inbox import admin, assign_actions
+from inbox import admin, assign_actions, csat
 from inbox.agents import Principal
 from inbox.assignment import drain_queue
 from inbox.inboxes import InboxError, all_inboxes, member_counts, set_members, setup_progress
@@ -56,6 +56,7 @@ NOTICES = {
     "saved": "Saved.",
     "members": "Members saved: they see this inbox's conversations now.",
     "assignment": "Assignment settings saved.",
+    "csat": "Satisfaction survey saved.",
     "deleted": "The inbox is deleted: nothing comes in or goes out any more; its "
                "conversations stay readable.",
     "deleted_here_only": "The inbox is deleted here, but its provider could not be told: "
@@ -324,6 +325,18 @@ async def assignment_post(
     return redirect(f"/admin/inboxes/{inbox_id}?done=assignment#assignment")
 
 
+async def csat_post(request: Request, principal: Principal, form: Form | None) -> Response:
+    assert form is not None
+    ctx = web_context(request)
+    inbox_id = path_id(request, "inbox_id")
+    try:
+        await form_act(csat.set_inbox_survey(ctx.inbox, principal, inbox_id,
+                                             form_value(form, "csat_survey") == "1"))
+    except FormError as exc:
+        return await refused(ctx, principal, inbox_id, exc, "csat")
+    return redirect(f"/admin/inboxes/{inbox_id}?done=csat#csat")
+
+
 ROUTES: list[BaseRoute] = [
     Route("/admin/inboxes", admin_page(inboxes_get), methods=["GET"]),
     Route("/admin/inboxes/new", admin_page(new_inbox_get), methods=["GET"]),
@@ -336,4 +349,5 @@ ROUTES: list[BaseRoute] = [
     Route("/admin/inboxes/{inbox_id:id}/members", admin_page(members_post), methods=["POST"]),
     Route("/admin/inboxes/{inbox_id:id}/assignment", admin_page(assignment_post),
           methods=["POST"]),
+    Route("/admin/inboxes/{inbox_id:id}/csat", admin_page(csat_post), methods=["POST"]),
 ]

@@ -23,6 +23,7 @@ from web import (
     contacts,
     conversations,
     crm,
+    csat,
     dead_letters,
     files,
     inboxes,
@@ -59,7 +60,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 API_MODULES = (
     auth, agents, inboxes, conversations, messages, files, admin, invitations, teams,
     assignment, notifications, labels, canned, contacts, search, dead_letters,
-    webhook_endpoints, crm, automation, sla,
+    webhook_endpoints, crm, automation, sla, csat,
 )
 
 
@@ -94,6 +95,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *ADMIN_WEBHOOK_ROUTES,
         *ADMIN_CRM_ROUTES,
         *crm.ROUTES,
+        *csat.ROUTES,
         static_files(),
     ]
 

@@ -41,6 +41,7 @@ from hub.bus import INBOUND, BusUnavailable
 from hub.events import ConversationTyping
 from hub.identity import InvalidIdentity
 from hub.types import encode, utcnow
+from inbox import csat
 from inbox.assignment import online_member_count, online_member_counts
 from inbox.delivery import visitor_receipt
 from inbox.inboxes import inboxes_of_channel
@@ -57,7 +58,7 @@ from inbox.visitors import (
 from web.context import WebContext, web_context
 from web.directory import DirectoryUnavailable
 from web.files import attachment_response
-from web.http import HTTPProblem, client_address, read_body, unavailable
+from web.http import HTTPProblem, act, client_address, read_body, unavailable
 from web.limits import RateLimiter
 
 log = logging.getLogger("switchboard.widget")
@@ -95,6 +96,8 @@ def _visitor_view(message: dict[str, Any], agents: dict[int, str] | None = None
     if files:  # downloaded with the visitor's token from .../attachments/{id}
         view["attachments"] = [{k: f.get(k) for k in ("id", "filename", "content_type", "size")}
                                for f in files]
+    if message.get("survey"):
+        view["survey"] = True  # the satisfaction survey: the widget shows 1-5 under it
     external = str(message.get("external_id") or "")
     if message["direction"] == "in" and external.startswith("widget:"):
         view["client_id"] = external.rsplit(":", 1)[1]  # lets the widget settle its bubble
@@ -305,7 +308,11 @@ async def history(ctx: WebContext, visitor: Visitor) -> list[dict[str, Any]]:
             session, conversation_id=conversation.id)]
         agents = await agent_first_names(session, {m["agent_id"] for m in thread
                                                    if m["agent_id"] is not None})
-        return [_visitor_view(m, agents) for m in thread]
+        views = [_visitor_view(m, agents) for m in thread]
+        for view in views:
+            if view.get("survey"):
+                view["rated"] = conversation.csat_score  # what the visitor answered, if yet
+        return views
 
 
 async def accept(ctx: WebContext, limiter: RateLimiter, visitor: Visitor,
@@ -421,6 +428,31 @@ async def email(request: Request) -> Response:
     return _cors(request, JSONResponse({"email": address.strip().lower()}))
 
 
+async def rate(request: Request) -> Response:
+    """The visitor's answer to the satisfaction survey of their conversation: a score of
+    1-5 and an optional comment (a later answer replaces it, within the survey's days)."""
+    inbox = await _checked(request)
+    visitor = _visitor_of(request, inbox)
+    data = await _body_of(request)
+    if not widget_state(request).limiter.allow(visitor.identity.value):
+        raise _too_many("requests", REFILL_SECONDS)
+    score, comment = data.get("score"), data.get("comment")
+    if not isinstance(score, int) or isinstance(score, bool) or score not in csat.SCORES:
+        raise HTTPProblem(422, "invalid_score", "score: a whole number from 1 to 5")
+    if comment is not None and (not isinstance(comment, str) or len(comment) > csat.MAX_COMMENT):
+        raise HTTPProblem(422, "invalid_comment",
+                          f"comment: text of at most {csat.MAX_COMMENT} characters")
+    ctx = web_context(request)
+    async with ctx.inbox.db.read() as db_session:
+        conversation = await thread_conversation(db_session, inbox_id=visitor.inbox_id,
+                                                 thread=visitor.thread)
+    if conversation is None or conversation.id is None:
+        raise HTTPProblem(409, "no_conversation", "send a message first")
+    await act(csat.answer(ctx.inbox, conversation.id, score=score, comment=comment,
+                          via="widget"))
+    return _cors(request, JSONResponse({"score": score}))
+
+
 async def script(request: Request) -> Response:
     """The widget's script, for the websites' embed tag."""
     return FileResponse(STATIC / "widget.js", media_type="text/javascript",
@@ -499,6 +531,8 @@ ROUTES: list[BaseRoute] = [
     Route(_BASE + "/attachments/{attachment_id:str}", attachment, methods=["GET"]),
     Route(_BASE + "/attachments/{attachment_id:str}", preflight, methods=["OPTIONS"]),
     Route(_BASE + "/email", preflight, methods=["OPTIONS"]),
+    Route(_BASE + "/csat", rate, methods=["POST"]),
+    Route(_BASE + "/csat", preflight, methods=["OPTIONS"]),
     WebSocketRoute("/widget/ws/{public_token:str}", socket),
 ]
 

@@ -77,6 +77,13 @@
     ".sb .msg img{display:block;max-width:100%;max-height:180px;margin-top:4px;border-radius:8px;cursor:pointer}",
     ".sb .who{font-size:11px;font-weight:600;color:#5b6275;margin:8px 0 0 4px}",
     ".sb .launch{position:relative}",
+    ".sb .csat{margin:4px 0 8px;padding:8px;background:#fff;border:1px solid #e2e5ee;border-radius:12px;max-width:90%}",
+    ".sb .scores{display:flex;gap:6px}",
+    ".sb button.score{width:34px;height:34px;border:1px solid #cfd4e0;border-radius:50%;background:#fff;cursor:pointer;font-weight:600}",
+    ".sb button.score[aria-pressed=true]{color:#fff;background:var(--accent);border-color:var(--accent)}",
+    ".sb .thanks{font-size:12px;color:#5b6275;margin-top:6px}",
+    ".sb .csat form{display:flex;gap:6px;margin-top:6px}",
+    ".sb .csat form button{border:0;border-radius:8px;color:#fff;padding:0 12px;cursor:pointer;background:var(--accent)}",
     ".sb .unread{position:absolute;top:-4px;right:-4px;min-width:20px;height:20px;padding:0 5px;border-radius:10px;background:#e03131;color:#fff;font-size:12px;font-weight:700;line-height:20px;text-align:center;box-sizing:border-box}"
   ].join("\n");
   root.appendChild(css);
@@ -141,8 +148,50 @@
     if (message.id) state.shown["s" + message.id] = b;
     if (message.id && message.from === "agent") state.agentIds.push(message.id);
     log.appendChild(b);
+    if (message.survey) log.appendChild(rating(message.rated));
     log.scrollTop = log.scrollHeight;
     return key;
+  }
+  // The satisfaction survey: 1-5 (one click records it), then an optional comment.
+  function rating(rated) {
+    var box = el("div", "csat"), row = el("div", "scores"), thanks = el("div", "thanks", "");
+    var more = el("form", "more"), comment = el("textarea"), sendComment = el("button", "", "Send");
+    var chosen = rated || null;
+    comment.placeholder = "Anything to add? (optional)";
+    comment.setAttribute("aria-label", "Comment");
+    comment.maxLength = 2000;
+    more.appendChild(comment); more.appendChild(sendComment);
+    more.style.display = "none";
+    function said(score) {
+      chosen = score;
+      thanks.textContent = "Thank you! You rated us " + score + " out of 5.";
+      Array.prototype.forEach.call(row.children, function (button) {
+        button.setAttribute("aria-pressed", String(Number(button.dataset.score) === score));
+      });
+    }
+    [1, 2, 3, 4, 5].forEach(function (n) {
+      var button = el("button", "score", String(n));
+      button.type = "button";
+      button.dataset.score = String(n);
+      button.setAttribute("aria-label", "Rate " + n + " out of 5");
+      button.addEventListener("click", function () {
+        request("POST", "/csat", { score: n }).then(function () {
+          said(n); more.style.display = "flex"; status.textContent = "";
+        }).catch(function (e) { status.textContent = e.message; });
+      });
+      row.appendChild(button);
+    });
+    more.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (!chosen || !comment.value.trim()) return;
+      request("POST", "/csat", { score: chosen, comment: comment.value }).then(function () {
+        more.style.display = "none";
+        thanks.textContent = "Thank you! Your comment reached the team.";
+      }).catch(function (e) { status.textContent = e.message; });
+    });
+    box.appendChild(row); box.appendChild(thanks); box.appendChild(more);
+    if (rated) said(rated);
+    return box;
   }
   // Files are fetched with the visitor's token (never put in a URL), then handed to the
   // browser as a blob: plain images are shown, everything else is a download link.
