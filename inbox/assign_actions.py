@@ -49,6 +49,9 @@ class Target:
     assignee_id: int | None
     team_id: int | None = None
     change_team: bool = False
+    # Nobody named: the assignment policy of its team (or inbox) picks among those online
+    # with room, or it waits in the queue (an automation rule's "assign by the policy").
+    by_policy: bool = False
 
     @property
     def to_team(self) -> bool:
@@ -120,15 +123,17 @@ async def _apply(
         conversation.team_id = target.team_id
     by = await agent_name(session, principal.agent_id)
     notices: list[View] = []
-    if target.to_team:
-        assert checked.team is not None
+    if target.to_team or target.by_policy:
+        assert checked.team is not None or not target.to_team
         conversation.assignee_id = None
         conversation.waiting_since = None
         picked, notices = await place(placer, conversation, contact_name=None,
                                       by_agent_id=principal.agent_id)
         then = (f"{await agent_name(session, picked)} has it now" if picked is not None
                 else "it waits in the queue")
-        text = f"{by} assigned this conversation to team {checked.team.name}: {then}"
+        to = (f"team {checked.team.name}" if target.to_team and checked.team is not None
+              else "the assignment policy")
+        text = f"{by} assigned this conversation to {to}: {then}"
     else:
         if previous == target.assignee_id and team_before == conversation.team_id:
             return await load_conversation_view(session, conversation), []

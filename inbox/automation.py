@@ -30,7 +30,7 @@ conditions, stored as {"field": ..., "op": ..., "value": ...}
   csat_score at_most / at_least 1-5        the customer's answer to the survey
 
 actions, stored as {"type": ..., ...}
-  assign_agent {agent_id}   assign_team {team_id}   unassign {}
+  assign_agent {agent_id}   assign_team {team_id}   unassign {}   assign_auto {}
   add_label {label}         remove_label {label}    set_priority {priority}
   reply {text} | {canned_id}   add_note {text}       set_status {status}
   snooze {hours}            notify {agent_id}
@@ -116,6 +116,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "assign_agent": ("agent_id",),
     "assign_team": ("team_id",),
     "unassign": (),
+    "assign_auto": (),
     "add_label": ("label",),
     "remove_label": ("label",),
     "set_priority": ("priority",),

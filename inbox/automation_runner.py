@@ -375,11 +375,11 @@ class AutomationConsumer:
             await set_priority(ctx, principal, conversation_id=conversation_id,
                                priority=action["priority"])
             return f"set priority {action['priority']}"
-        if kind in ("assign_agent", "assign_team", "unassign"):
+        if kind in ("assign_agent", "assign_team", "unassign", "assign_auto"):
             target = (Target(assignee_id=action["agent_id"]) if kind == "assign_agent"
                       else Target(assignee_id=None, team_id=action["team_id"],
                                   change_team=True) if kind == "assign_team"
-                      else Target(assignee_id=None))
+                      else Target(assignee_id=None, by_policy=kind == "assign_auto"))
             view = await assign(ctx, principal, conversation_id=conversation_id, target=target)
             async with ctx.db.read() as session:
                 if kind == "assign_agent":
@@ -390,6 +390,10 @@ class AutomationConsumer:
                     to = await session.get(Agent, view.assignee_id) if view.assignee_id else None
                     return (f"sent to team {team.name if team else action['team_id']}"
                             + (f" ({to.name})" if to else ""))
+                if kind == "assign_auto":
+                    to = await session.get(Agent, view.assignee_id) if view.assignee_id else None
+                    return "assigned by the policy " + (f"to {to.name}" if to
+                                                         else "(it waits in the queue)")
             return "unassigned"
         if kind == "reply" or kind == "add_note":
             text = await self._text(ctx, principal, conversation_id, action)
@@ -475,6 +479,7 @@ class AutomationConsumer:
 
 def _verb(action: dict[str, Any]) -> str:
     return {"assign_agent": "assign", "assign_team": "send to the team", "unassign": "unassign",
+            "assign_auto": "assign by the policy",
             "add_label": "add the label", "remove_label": "remove the label",
             "set_priority": "set the priority", "reply": "reply", "add_note": "add a note",
             "set_status": "change the status", "snooze": "snooze",

@@ -456,3 +456,34 @@ async def test_what_the_queue_assigns_after_a_rule_resolves_is_not_the_rules_doi
                                             contact_name="Cust-Second"), timeout=20)
     assert given["event"]["conversation"]["assignee_id"] == stack.ids["alice"]
     assert given["event"]["caused_by"] == []
+
+
+async def test_a_rule_assigns_by_the_inbox_policy_or_leaves_it_in_the_queue(
+        stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    support = stack.ids["support"]
+    manual = await admin.http.patch(f"/api/v1/inboxes/{support}/assignment",
+                                    json={"auto_assign": False})
+    assert manual.status_code == 200, manual.text
+    capped = await admin.http.patch(f"/api/v1/admin/agents/{stack.ids['alice']}",
+                                    json={"capacity": 1})
+    assert capped.status_code == 200, capped.text
+    made = await rule(admin, name="Policy", actions=[{"type": "assign_auto"}])
+    socket = await stack.ws(alice.http)  # online: the policy may pick her
+    await stack.inbound("support", [message("p-1", "first", "cust-policy-1")])
+    await eventually(lambda: _async_count(stack, made["id"], 1))
+    first = await conversation_of(alice, "cust-policy-1")
+    assert first["assignee_id"] == stack.ids["alice"]
+    lines = [m["text"] for m in await thread(alice, first["id"]) if m["kind"] == "activity"]
+    assert "Rule “Policy”: assigned by the policy to Alice" in lines
+    assert "Automation assigned this conversation to the assignment policy: Alice has it now" \
+        in lines
+
+    # She is at capacity: the next one waits in the queue.
+    await stack.inbound("support", [message("p-2", "second", "cust-policy-2")])
+    await eventually(lambda: _async_count(stack, made["id"], 2))
+    second = await conversation_of(admin, "cust-policy-2")
+    assert second["assignee_id"] is None and second["waiting_since"] is not None
+    lines = [m["text"] for m in await thread(admin, second["id"]) if m["kind"] == "activity"]
+    assert "Rule “Policy”: assigned by the policy (it waits in the queue)" in lines
+    await socket.close()

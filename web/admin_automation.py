@@ -76,6 +76,7 @@ ACTIONS: dict[str, str] = {
     "assign_agent": "Assign to the agent",
     "assign_team": "Send to the team",
     "unassign": "Unassign",
+    "assign_auto": "Assign by the assignment policy",
     "set_priority": "Set the priority",
     "reply": "Reply with (text, or /shortcut)",
     "add_note": "Add an internal note",
@@ -151,7 +152,7 @@ def actions_of(form: Form, names: Names) -> list[dict[str, Any]]:
         where = f"actions[{n}]"
         if kind not in ACTIONS:
             raise FormError(f"{where}: choose an action")
-        if kind == "unassign":
+        if kind in ("unassign", "assign_auto"):
             out.append({"type": kind})
         elif kind in ("assign_agent", "notify"):
             out.append({"type": kind, "agent_id": _one(names.ids("agent", value, where), where)})
