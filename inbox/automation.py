@@ -28,6 +28,8 @@ conditions, stored as {"field": ..., "op": ..., "value": ...}
   identity   has_any [kinds]               the contact can be reached by (email, phone, telegram, …)
   contact.<attribute>  equals / in / contains_any   compared as text, any case
   csat_score at_most / at_least 1-5        the customer's answer to the survey
+  business_hours  open / closed {calendar}  the event's time in a business-hours calendar
+                                            (inbox/business_hours.py's CalendarSpec)
 
 actions, stored as {"type": ..., ...}
   assign_agent {agent_id}   assign_team {team_id}   unassign {}   assign_auto {}
@@ -45,6 +47,7 @@ import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, get_args
 
 import regex
@@ -58,7 +61,8 @@ from hub.events import (
     MessageCreated,
     MessageView,
 )
-from hub.types import IdentityKind
+from hub.types import IdentityKind, utcnow
+from inbox.business_hours import InvalidCalendar, parse_calendar
 from inbox.models import CONVERSATION_STATUSES, PRIORITIES
 from inbox.routing import ATTRIBUTE, LANGUAGE
 
@@ -110,6 +114,7 @@ OPS: dict[str, tuple[str, ...]] = {
     "identity": ("has_any",),
     "contact.": ("equals", "in", "contains_any"),
     "csat_score": ("at_most", "at_least"),
+    "business_hours": ("open", "closed"),
 }
 NO_VALUE = ("is_set", "is_empty")
 ACTIONS: dict[str, tuple[str, ...]] = {
@@ -198,6 +203,15 @@ def _checked_value(kind: str, op: str, value: Any, *, where: str, channels: set[
         if value not in (None, "", []):
             raise InvalidRule(f"{where}: '{op}' takes no value")
         return None
+    if kind == "business_hours":
+        if not isinstance(value, Mapping):
+            raise InvalidRule(f"{where}: a calendar: time_zone, hours, and optionally country, "
+                              "subdivision, closed_dates")
+        try:
+            parse_calendar(value)
+        except InvalidCalendar as exc:
+            raise InvalidRule(f"{where}: {exc}") from None
+        return dict(value)
     if kind == "csat_score":
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
@@ -368,6 +382,7 @@ class Facts:
     message: MessageView | None = None
     contact_attributes: Mapping[str, Any] | None = None
     identity_kinds: frozenset[str] | None = None
+    at: datetime | None = None  # when the event happened (None: now)
     _words: dict[str, Words] = field(default_factory=dict, repr=False)
     _labels: frozenset[str] | None = field(default=None, repr=False)
 
@@ -525,6 +540,9 @@ def _compiled(condition: Mapping[str, Any]) -> Test:
             wanted = tuple(value)
             return lambda facts: _contains_any(wanted, facts, name)
         return lambda facts: _search(op, value, facts.text(name))
+    if name == "business_hours":
+        calendar, open_wanted = parse_calendar(value), op == "open"
+        return lambda facts: calendar.is_open(facts.at or utcnow()) == open_wanted
     return lambda facts: _holds(condition, facts)
 
 
@@ -561,6 +579,8 @@ def _holds(condition: Mapping[str, Any], facts: Facts) -> bool:
         return any(have_tag == v or have_tag.startswith(v + "-") for v in value)
     if name == "identity":
         return bool((facts.identity_kinds or frozenset()) & set(value))
+    if name == "business_hours":
+        return bool(parse_calendar(value).is_open(facts.at or utcnow())) == (op == "open")
     if name == "csat_score":
         score = c.csat_score
         return score is not None and (score <= value if op == "at_most" else score >= value)

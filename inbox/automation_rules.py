@@ -373,8 +373,9 @@ async def dry_run(ctx: InboxContext, principal: Principal, body: AutomationRuleC
             view = conversation_view(conversation, channel=channel, contact_name=contact_name,
                                      labels=labels.get(conversation.id, []))
             attributes, kinds = contacts.get(conversation.contact_id, ({}, frozenset()))
-            facts = Facts(trigger=trigger, conversation=view,
-                          message=latest.get(conversation.id),
+            message = latest.get(conversation.id)
+            facts = Facts(trigger=trigger, conversation=view, message=message,
+                          at=message.created_at if message is not None else None,
                           contact_attributes=attributes, identity_kinds=kinds)
             if holds(facts):
                 found.append(DryRunMatch(

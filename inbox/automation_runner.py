@@ -192,7 +192,7 @@ class AutomationConsumer:
                  and rule.inbox_id in (None, conversation.inbox_id) and rule.id not in chain]
         if not woken:
             return
-        facts = Facts(trigger=triggers[0], conversation=conversation,
+        facts = Facts(trigger=triggers[0], conversation=conversation, at=event.at,
                       message=event.message if isinstance(event, MessageCreated) else None)
         for rule in woken:
             if rule.needs_contact and facts.contact_attributes is None:

@@ -487,3 +487,30 @@ async def test_a_rule_assigns_by_the_inbox_policy_or_leaves_it_in_the_queue(
     lines = [m["text"] for m in await thread(admin, second["id"]) if m["kind"] == "activity"]
     assert "Rule “Policy”: assigned by the policy (it waits in the queue)" in lines
     await socket.close()
+
+
+async def test_business_hours_conditions_on_a_live_message(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    await labels(admin, "in-hours", "after-hours")
+    always = {"time_zone": "America/New_York",
+              "hours": {d: [["00:00", "24:00"]] for d in
+                        ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}}
+    open_rule = await rule(admin, name="Open", conditions=[
+        {"field": "business_hours", "op": "open", "value": always}],
+        actions=[{"type": "add_label", "label": "in-hours"}])
+    closed_rule = await rule(admin, name="Closed", conditions=[
+        {"field": "business_hours", "op": "closed", "value": always}],
+        actions=[{"type": "add_label", "label": "after-hours"}])
+    assert open_rule["conditions"][0]["value"] == always
+    await stack.inbound("support", [message("h-1", "hello", "cust-hours")])
+    await eventually(lambda: _async_count(stack, open_rule["id"], 1))
+    got = await conversation_of(alice, "cust-hours")
+    assert got["labels"] == ["in-hours"]
+    assert await firings(stack, closed_rule["id"]) == 0
+    bad = await admin.http.post(RULES, json={
+        "name": "x", "inbox_id": stack.ids["support"], "trigger": "message_received",
+        "conditions": [{"field": "business_hours", "op": "open",
+                        "value": {"time_zone": "Nowhere/Here", "hours": {"mon": []}}}],
+        "actions": [{"type": "set_priority", "priority": "low"}]})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["message"].startswith("conditions[0].value: ")

@@ -8,6 +8,7 @@ action (inbox/automation_rules.py), so its errors read the same.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from inbox import automation_rules as rules
 from inbox import teams
 from inbox.agents import Principal
 from inbox.automation import TRIGGERS
+from inbox.business_hours import DAYS
 from inbox.canned import list_canned
 from inbox.directory import colleagues
 from inbox.inboxes import visible_inboxes
@@ -69,6 +71,10 @@ CONDITIONS: dict[str, str] = {
     "contact|in": "A contact attribute is one of (attribute: values)",
     "csat_score|at_most": "The satisfaction score is at most (1-5)",
     "csat_score|at_least": "The satisfaction score is at least (1-5)",
+    "business_hours|open": "It is within the business hours "
+                           "(zone; mon-fri 09:00-17:00; holidays DE)",
+    "business_hours|closed": "It is outside the business hours "
+                             "(zone; mon-fri 09:00-17:00; holidays DE)",
 }
 ACTIONS: dict[str, str] = {
     "add_label": "Add the label",
@@ -115,6 +121,54 @@ def _rows(form: Form, first: str, second: str) -> list[tuple[str, str]]:
                                                    strict=False) if a.strip()]
 
 
+_SPAN = re.compile(r"^([a-z]{3})(?:-([a-z]{3}))?$")
+
+
+def calendar_of(text: str, where: str) -> dict[str, Any]:
+    """A calendar from the form's words: "Europe/Berlin; mon-fri 09:00-17:00; sat
+    10:00-13:00; holidays DE-BY" (the time zone first, then days with their hours, and the
+    country, with its subdivision, whose public holidays are closed). The calendar's own
+    checks (inbox/business_hours.py) run when the rule is saved."""
+    parts = [p.strip() for p in text.split(";") if p.strip()]
+    if len(parts) < 2:
+        raise FormError(f"{where}: write the time zone, then the days and hours, separated "
+                        "by semicolons (Europe/Berlin; mon-fri 09:00-17:00)")
+    spec: dict[str, Any] = {"time_zone": parts[0], "hours": {}}
+    for part in parts[1:]:
+        words = part.casefold().split()
+        if words[0] == "holidays" and len(words) == 2:
+            country, _, region = part.split()[1].upper().partition("-")
+            spec["country"] = country
+            if region:
+                spec["subdivision"] = region
+            continue
+        span = _SPAN.match(words[0])
+        if span is None or len(words) < 2 or span[1] not in DAYS \
+                or (span[2] is not None and span[2] not in DAYS):
+            raise FormError(f"{where}: {part!r}: write days and hours like mon-fri 09:00-17:00")
+        first = DAYS.index(span[1])
+        last = DAYS.index(span[2]) if span[2] else first
+        hours = [w.split("-") for w in words[1:]]
+        if any(len(pair) != 2 for pair in hours) or last < first:
+            raise FormError(f"{where}: {part!r}: write days and hours like mon-fri 09:00-17:00")
+        for day in DAYS[first:last + 1]:
+            spec["hours"].setdefault(day, []).extend(hours)
+    return spec
+
+
+def calendar_words(spec: Any) -> str:
+    """A calendar in the form's words (see calendar_of)."""
+    if not isinstance(spec, dict):
+        return str(spec)
+    parts = [str(spec.get("time_zone", ""))]
+    for day, hours in (spec.get("hours") or {}).items():
+        parts.append(f"{day} " + " ".join(f"{a}-{b}" for a, b in hours))
+    if spec.get("country"):
+        parts.append("holidays " + str(spec["country"])
+                     + (f"-{spec['subdivision']}" if spec.get("subdivision") else ""))
+    return "; ".join(parts)
+
+
 def conditions_of(form: Form, names: Names) -> list[dict[str, Any]]:
     """The conditions the form's rows describe (rows left blank are skipped)."""
     out: list[dict[str, Any]] = []
@@ -130,6 +184,8 @@ def conditions_of(form: Form, names: Names) -> list[dict[str, Any]]:
             raise FormError(f"{where}: {CONDITIONS[what].lower()} what? Fill in the value")
         if op == "regex" or field == "csat_score":
             out.append({"field": field, "op": op, "value": value})
+        elif field == "business_hours":
+            out.append({"field": field, "op": op, "value": calendar_of(value, where)})
         elif field in ("inbox", "team", "assignee"):
             out.append({"field": field, "op": op, "value": names.ids(
                 "agent" if field == "assignee" else field, value, where)})
@@ -195,6 +251,8 @@ def describe_rule(rule: rules.AutomationRuleView, labels: dict[str, dict[int, st
             shown = named("agent" if field == "assignee" else field, value)
         elif field.startswith("contact."):
             shown = f"{field[len('contact.'):]}: " + ", ".join(map(str, value or []))
+        elif field == "business_hours":
+            shown = calendar_words(value)
         else:
             shown = ", ".join(map(str, value)) if isinstance(value, list) else str(value or "")
         parts.append(f"{words} {shown}".strip())

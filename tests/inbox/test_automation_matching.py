@@ -25,6 +25,8 @@ from inbox.automation import (
     validate_actions,
     validate_conditions,
 )
+from web.admin_automation import calendar_of, calendar_words
+from web.admin_ui import FormError
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
@@ -166,3 +168,52 @@ def test_what_a_rule_may_not_say(conditions: list[dict[str, Any]] | None,
             validate_conditions(conditions, channels=CHANNELS)
         if actions is not None:
             validate_actions(actions)
+
+
+BERLIN_OFFICE = {"time_zone": "Europe/Berlin", "country": "DE",
+                 "hours": {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}}
+
+
+@pytest.mark.parametrize(("at", "open_"), [
+    (datetime(2026, 12, 7, 8, 30, tzinfo=UTC), True),  # Monday 09:30 in Berlin
+    (datetime(2026, 12, 7, 7, 59, tzinfo=UTC), False),  # Monday 08:59 in Berlin
+    (datetime(2026, 12, 5, 10, 0, tzinfo=UTC), False),  # Saturday
+    (datetime(2026, 12, 25, 10, 0, tzinfo=UTC), False),  # Friday, Christmas Day
+])
+def test_business_hours_condition_uses_the_events_time_in_the_calendar(
+        at: datetime, open_: bool) -> None:
+    for op, holds in (("open", open_), ("closed", not open_)):
+        conditions = validate_conditions(
+            [{"field": "business_hours", "op": op, "value": BERLIN_OFFICE}], channels=())
+        facts = Facts(trigger="message_received", conversation=conversation(), message=msg(),
+                      at=at)
+        assert matches("all", conditions, facts) is holds
+
+
+def test_a_business_hours_condition_needs_a_calendar_that_works() -> None:
+    for value, said in (
+            ("9-5", "a calendar: time_zone, hours"),
+            ({**BERLIN_OFFICE, "time_zone": "Mars/Olympus"}, "time_zone"),
+            ({**BERLIN_OFFICE, "hours": {"mon": [["17:00", "09:00"]]}}, "hours.mon")):
+        with pytest.raises(InvalidRule, match=r"conditions\[0\]\.value: ") as raised:
+            validate_conditions([{"field": "business_hours", "op": "open", "value": value}],
+                                channels=())
+        assert said in str(raised.value)
+
+
+def test_the_rule_forms_business_hours_words_make_a_calendar_and_back() -> None:
+    spec = calendar_of("Europe/Berlin; mon-fri 09:00-12:00 13:00-17:00; sat 10:00-13:00; "
+                       "holidays de-by", "conditions[0]")
+    assert spec == {"time_zone": "Europe/Berlin", "country": "DE", "subdivision": "BY",
+                    "hours": {**{d: [["09:00", "12:00"], ["13:00", "17:00"]]
+                                 for d in ("mon", "tue", "wed", "thu", "fri")},
+                              "sat": [["10:00", "13:00"]]}}
+    assert validate_conditions([{"field": "business_hours", "op": "closed", "value": spec}],
+                               channels=())[0]["value"] == spec
+    assert calendar_words(spec) == (
+        "Europe/Berlin; mon 09:00-12:00 13:00-17:00; tue 09:00-12:00 13:00-17:00; "
+        "wed 09:00-12:00 13:00-17:00; thu 09:00-12:00 13:00-17:00; "
+        "fri 09:00-12:00 13:00-17:00; sat 10:00-13:00; holidays DE-BY")
+    for bad in ("Europe/Berlin", "Europe/Berlin; weekdays 9-5", "Europe/Berlin; fri-mon 9:00-1"):
+        with pytest.raises(FormError, match="conditions\\[0\\]"):
+            calendar_of(bad, "conditions[0]")
