@@ -25,6 +25,7 @@ from inbox.canned import list_canned
 from inbox.directory import colleagues
 from inbox.inboxes import visible_inboxes
 from inbox.labels import list_labels
+from web.admin_rule_rows import rule_row_routes
 from web.admin_ui import (
     Form,
     FormError,
@@ -38,7 +39,6 @@ from web.admin_ui import (
     sentence,
 )
 from web.context import WebContext, web_context
-from web.http import path_id
 
 NOTICES = {
     "created": "The rule was added: it acts on what happens from now on.",
@@ -371,38 +371,11 @@ async def rule_dry_run(request: Request, principal: Principal, form: Form | None
     return await automation_page(ctx, principal, dry_run=tried, typed=_typed(form))
 
 
-async def rule_update(request: Request, principal: Principal, form: Form | None) -> Response:
-    """A rule's row: switched on or off, moved."""
-    assert form is not None
-    ctx = web_context(request)
-    position = form_value(form, "position")
-    try:
-        patch = form_model(lambda: rules.AutomationRulePatch(
-            is_active=form_value(form, "is_active") == "1",
-            position=int(position) if position.isdigit() else None))
-        await form_act(rules.update_rule(ctx.inbox, principal, path_id(request, "rule_id"),
-                                         patch, channels=ctx.channels))
-    except FormError as exc:
-        return await automation_page(ctx, principal, exc.status, error=sentence(str(exc)))
-    return redirect("/admin/automation?done=saved")
-
-
-async def rule_delete(request: Request, principal: Principal, form: Form | None) -> Response:
-    ctx = web_context(request)
-    try:
-        await form_act(rules.delete_rule(ctx.inbox, principal, path_id(request, "rule_id")))
-    except FormError as exc:
-        return await automation_page(ctx, principal, exc.status, error=sentence(str(exc)))
-    return redirect("/admin/automation?done=deleted")
-
-
 ROUTES: list[BaseRoute] = [
     Route("/admin/automation", admin_page(automation_get, leads=True), methods=["GET"]),
     Route("/admin/automation", admin_page(rule_create, leads=True), methods=["POST"]),
     Route("/admin/automation/dry-run", admin_page(rule_dry_run, leads=True),
           methods=["POST"]),
-    Route("/admin/automation/{rule_id:id}", admin_page(rule_update, leads=True),
-          methods=["POST"]),
-    Route("/admin/automation/{rule_id:id}/delete", admin_page(rule_delete, leads=True),
-          methods=["POST"]),
+    *rule_row_routes("/admin/automation", page=automation_page, patch=rules.AutomationRulePatch,
+                     update=rules.update_rule, delete=rules.delete_rule),
 ]

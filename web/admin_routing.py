@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from inbox import rules, teams
 from inbox.agents import Principal
 from inbox.inboxes import visible_inboxes
+from web.admin_rule_rows import rule_row_routes
 from web.admin_ui import (
     Form,
     FormError,
@@ -28,7 +29,6 @@ from web.admin_ui import (
     sentence,
 )
 from web.context import WebContext, web_context
-from web.http import path_id
 
 NOTICES = {
     "created": "The rule was added: new conversations that match go to its team.",
@@ -104,36 +104,9 @@ async def rule_create(request: Request, principal: Principal, form: Form | None)
     return redirect("/admin/routing?done=created")
 
 
-async def rule_update(request: Request, principal: Principal, form: Form | None) -> Response:
-    """A rule's row: switched on or off, moved."""
-    assert form is not None
-    ctx = web_context(request)
-    position = form_value(form, "position")
-    try:
-        patch = form_model(lambda: rules.RulePatch(
-            is_active=form_value(form, "is_active") == "1",
-            position=int(position) if position.isdigit() else None))
-        await form_act(rules.update_rule(ctx.inbox, principal, path_id(request, "rule_id"),
-                                         patch, channels=ctx.channels))
-    except FormError as exc:
-        return await routing_page(ctx, principal, exc.status, error=sentence(str(exc)))
-    return redirect("/admin/routing?done=saved")
-
-
-async def rule_delete(request: Request, principal: Principal, form: Form | None) -> Response:
-    ctx = web_context(request)
-    try:
-        await form_act(rules.delete_rule(ctx.inbox, principal, path_id(request, "rule_id")))
-    except FormError as exc:
-        return await routing_page(ctx, principal, exc.status, error=sentence(str(exc)))
-    return redirect("/admin/routing?done=deleted")
-
-
 ROUTES: list[BaseRoute] = [
     Route("/admin/routing", admin_page(routing_get, leads=True), methods=["GET"]),
     Route("/admin/routing", admin_page(rule_create, leads=True), methods=["POST"]),
-    Route("/admin/routing/{rule_id:id}", admin_page(rule_update, leads=True),
-          methods=["POST"]),
-    Route("/admin/routing/{rule_id:id}/delete", admin_page(rule_delete, leads=True),
-          methods=["POST"]),
+    *rule_row_routes("/admin/routing", page=routing_page, patch=rules.RulePatch,
+                     update=rules.update_rule, delete=rules.delete_rule),
 ]

@@ -92,3 +92,25 @@ async def test_an_installation_without_inboxes_opens_on_the_checklist(stack: Sta
     assert 'id="checklist"' in page and "Connect a channel" in page
     assert "No inbox yet" in page
     assert (await admin.http.get("/api/v1/inboxes")).json() == []
+
+
+async def test_the_automation_page_switches_moves_and_removes_a_rule(stack: Stack) -> None:
+    admin = await stack.login("admin")
+    made = await admin.http.post("/api/v1/automation-rules", json={
+        "name": "Tidy", "inbox_id": stack.ids["support"], "trigger": "message_received",
+        "actions": [{"type": "set_priority", "priority": "low"}]})
+    assert made.status_code == 201, made.text
+    rule = made.json()["id"]
+    browser, csrf = await _form_login(stack, "admin")
+    moved = await browser.post(f"/admin/automation/{rule}", data={
+        "csrf_token": csrf, "position": "3"})
+    assert moved.status_code == 303 and moved.headers["location"].endswith("done=saved")
+    view = (await admin.http.get(f"/api/v1/automation-rules/{rule}")).json()
+    assert (view["is_active"], view["position"]) == (False, 3)
+    unknown = await browser.post("/admin/automation/999999/delete", data={"csrf_token": csrf})
+    assert unknown.status_code == 404 and "Tidy" in unknown.text  # the page, with why
+    gone = await browser.post(f"/admin/automation/{rule}/delete", data={"csrf_token": csrf})
+    assert gone.status_code == 303 and gone.headers["location"].endswith("done=deleted")
+    assert (await admin.http.get(f"/api/v1/automation-rules/{rule}")).status_code == 404
+    forged = await browser.post(f"/admin/automation/{rule}/delete", data={"csrf_token": "x"})
+    assert forged.status_code == 403
