@@ -323,23 +323,46 @@ async def count_rows(stack: Stack, model: type, *where: object) -> int:
         await db.close()
 
 
+async def _serve(server: uvicorn.Server) -> bool:
+    """Run the server; False when it could not start listening. (uvicorn exits the process
+    then: SystemExit out of a task would stop the test's event loop itself.)"""
+    try:
+        await server.serve()
+    except SystemExit:
+        return False
+    return True
+
+
+def _on_port(settings: Settings, port: int) -> Settings:
+    public = settings.public_url.replace(f":{settings.port}", f":{port}") \
+        if settings.public_url else settings.public_url
+    return settings.model_copy(update={"port": port, "public_url": public})
+
+
 @contextlib.asynccontextmanager
 async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
     """Serve Switchboard (web + worker) in this process on settings.port, seeded."""
     from hub.app import create_app
 
-    app = create_app(settings, with_worker=True)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
-        ws="websockets-sansio",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
+    for _ in range(5):
+        app = create_app(settings, with_worker=True)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
+            ws="websockets-sansio",
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(_serve(server))
+        while not server.started and not task.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            break
+        if task.result():
             raise RuntimeError("server stopped during start-up")
-        await asyncio.sleep(0.01)
+        # The free port was taken between choosing it and binding it (by another test's
+        # server, or as a client connection's own port): another one.
+        settings = _on_port(settings, free_port())
+    else:
+        raise RuntimeError("no free port could be bound in five tries")
     stack = Stack(settings=settings, base=f"http://127.0.0.1:{settings.port}")
     try:
         await stack.seed()

@@ -1,0 +1,24 @@
+"""The tests' own Switchboard starts even when the free port it was given is taken before it
+binds it (another test's server, or a client connection's port): it takes another one."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from config.settings import Settings
+from tests.helpers import running_stack
+
+
+@pytest.mark.parametrize("shape", ["embedded"])
+async def test_a_stack_starts_on_another_port_when_its_port_was_taken(
+        settings: Settings) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", settings.port))
+        taken.listen()
+        async with running_stack(settings) as stack:
+            assert stack.settings.port != settings.port
+            assert stack.base == f"http://127.0.0.1:{stack.settings.port}"
+            answer = await stack.client().get("/login")
+            assert answer.status_code == 200
