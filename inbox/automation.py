@@ -579,8 +579,6 @@ def _holds(condition: Mapping[str, Any], facts: Facts) -> bool:
         return any(have_tag == v or have_tag.startswith(v + "-") for v in value)
     if name == "identity":
         return bool((facts.identity_kinds or frozenset()) & set(value))
-    if name == "business_hours":
-        return bool(parse_calendar(value).is_open(facts.at or utcnow())) == (op == "open")
     if name == "csat_score":
         score = c.csat_score
         return score is not None and (score <= value if op == "at_most" else score >= value)

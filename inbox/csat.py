@@ -71,6 +71,10 @@ _DIGIT = re.compile(r"^\s*([1-5])\s*(?:/\s*5|stars?|[.!])?\s*$", re.IGNORECASE)
 QUESTION = "How would you rate our help with this conversation?"
 
 
+class BadLink(Refused):
+    """A survey link that is forged or malformed (not one this installation made)."""
+
+
 def digit_answer(text: str | None) -> int | None:
     """The score a customer's reply is, when it is only a score."""
     found = _DIGIT.match(text or "") if text and len(text) <= 12 else None
@@ -93,13 +97,13 @@ def link_token(ctx: InboxContext, conversation_id: int, nonce: str, purpose: str
 
 
 def read_token(ctx: InboxContext, token: str, purpose: str) -> tuple[int, str]:
-    """The conversation and nonce a token is for; Refused when it is forged or malformed."""
+    """The conversation and nonce a token is for; BadLink when it is forged or malformed."""
     parts = token.split(".")
     if len(parts) != 3 or not parts[0].isdigit() or len(token) > 200:
-        raise Refused("this survey link is not valid")
+        raise BadLink("this survey link is not valid")
     payload = f"{parts[0]}.{parts[1]}"
     if not ctx.secrets.signed(f"csat {purpose}", payload, parts[2]):
-        raise Refused("this survey link is not valid")
+        raise BadLink("this survey link is not valid")
     return int(parts[0]), parts[1]
 
 

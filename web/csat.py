@@ -42,7 +42,7 @@ OPERATIONS: list[Operation] = [
 
 def _refused(exc: Exception) -> Response:
     text = str(exc)
-    status = 404 if isinstance(exc, NotFound) else 400 if "not valid" in text else 410
+    status = 404 if isinstance(exc, NotFound) else 400 if isinstance(exc, csat.BadLink) else 410
     return page("csat.html", status, problem=text[:1].upper() + text[1:] + ".")
 
 
@@ -55,7 +55,7 @@ async def score_link(request: Request) -> Response:
         conversation_id, nonce = csat.read_token(ctx.inbox, request.path_params["token"],
                                                  "score")
         if not raw.isdigit() or int(raw) not in csat.SCORES:
-            raise Refused("this survey link is not valid (its score is not 1 to 5)")
+            raise csat.BadLink("this survey link is not valid (its score is not 1 to 5)")
         await csat.answer(ctx.inbox, conversation_id, score=int(raw), via="email",
                           nonce=nonce, use_link=True)
     except (Refused, NotFound) as exc:
