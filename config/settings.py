@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -128,6 +129,10 @@ class Settings(BaseSettings):
         1.0, gt=0, description="How often workers look for outbound webhook deliveries that "
         "are due (a new event wakes the worker that recorded it at once).")
 
+    report_time_zone: str = Field(
+        "UTC", description="The time zone whose days the reports count in (an IANA name such "
+        "as Europe/Berlin). Figures already counted keep the days they were counted in.")
+
     sla_check_seconds: float = Field(
         5.0, gt=0, description="How often workers look for SLA targets that became at risk or "
         "breached, and for timed automation rules whose wait is over (they come at most this "
@@ -154,6 +159,16 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{entry!r} is not an IP address or network") from None
         return [entry.strip() for entry in value]
+
+    @field_validator("report_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a known time zone (such as Europe/Berlin)"
+                             ) from None
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -29,6 +29,7 @@ from inbox.context import InboxContext
 from inbox.csat import CsatConsumer
 from inbox.db import Database
 from inbox.event_consumers import SharedReader
+from inbox.report_rollups import ReportsConsumer
 from inbox.sla import SlaConsumer
 from web.app import build_web
 from web.context import WebContext
@@ -98,7 +99,7 @@ class Runtime:
             # One read of the events stream for all of them (each applies an event once).
             event_consumers=[SharedReader("integrations", (
                 webhook_consumer(), crm_consumer(), SlaConsumer(), automation,
-                CsatConsumer()))],
+                CsatConsumer(), ReportsConsumer(self.settings.report_time_zone)))],
             services=[Deliverer(self.inbox, self.http).run,
                       Syncer(self.inbox, self.crm, owner=name).run,
                       functools.partial(automation.run_timers, self.inbox)],

@@ -143,6 +143,22 @@ async def unless_down(work: Awaitable[T]) -> T:
         raise
 
 
+def decode_wanted(entries: Sequence[Entry], kinds: Sequence[str | None],
+                  wanted: Collection[str], outcomes: list[BaseException | None]
+                  ) -> list[tuple[int, Any]]:
+    """The entries whose type is `wanted`, decoded, with their places in the batch; the
+    outcome of one this version cannot read is why (it is dead-lettered in the end)."""
+    decoded: list[tuple[int, Any]] = []
+    for n, (entry, kind) in enumerate(zip(entries, kinds, strict=True)):
+        if kind not in wanted:
+            continue
+        try:
+            decoded.append((n, decode_event(entry.payload)))
+        except ValueError as exc:
+            outcomes[n] = exc
+    return decoded
+
+
 async def each_event(entries: Sequence[Entry], kinds: Sequence[str | None],
                      wanted: Collection[str], handle: Callable[[Any], Awaitable[None]], *,
                      what: str,
@@ -152,14 +168,7 @@ async def each_event(entries: Sequence[Entry], kinds: Sequence[str | None],
     wanted) or why it failed (the database being down stops the batch: Outage).
     `prepare` sees every decoded event first (to read what they need in one go)."""
     outcomes: list[BaseException | None] = [None] * len(entries)
-    decoded: list[tuple[int, Any]] = []
-    for n, (entry, kind) in enumerate(zip(entries, kinds, strict=True)):
-        if kind not in wanted:
-            continue
-        try:
-            decoded.append((n, decode_event(entry.payload)))
-        except ValueError as exc:
-            outcomes[n] = exc
+    decoded = decode_wanted(entries, kinds, wanted, outcomes)
     if prepare is not None and decoded:
         await unless_down(prepare([event for _, event in decoded]))
     for n, event in decoded:

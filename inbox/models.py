@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -696,3 +696,52 @@ class VisitorVisit(SQLModel, table=True):
     verified: bool = False
     first_seen_at: datetime = _ts(default_factory=utcnow)
     last_seen_at: datetime = _ts(default_factory=utcnow)
+
+
+class ReportRollup(SQLModel, table=True):
+    """One day's (or month's) figures of one inbox for one group: everyone ("all", ""), an
+    agent, a team or a label ("" in `key`: none). Kept by the `reports` consumer of the events
+    stream (inbox/report_rollups.py); the reports read only these (inbox/reports.py).
+
+    Times are histograms, {seconds kept to two significant figures: count}, so medians and
+    percentiles of any range are read from the sum of its rows."""
+
+    __tablename__ = "report_rollups"
+    __table_args__ = (sa.Index("ix_report_rollups_range", "dim", "period", "start"),)
+
+    period: str = Field(max_length=5, primary_key=True)  # "day" | "month"
+    start: date = Field(primary_key=True)
+    inbox_id: int = Field(primary_key=True)
+    dim: str = Field(max_length=10, primary_key=True)  # "all" | "agent" | "team" | "label"
+    key: str = Field(max_length=100, primary_key=True)
+    created: int = 0
+    resolved: int = 0
+    reopened: int = 0
+    replies: int = 0  # agents' replies sent
+    resolved_replies: int = 0  # the replies of the conversations resolved (per resolve)
+    first_responses: int = 0
+    first_response_hist: dict[str, int] = Field(default_factory=dict,
+                                                sa_column=Column(JSON, nullable=False))
+    resolution_hist: dict[str, int] = Field(default_factory=dict,
+                                            sa_column=Column(JSON, nullable=False))
+    sla_total: int = 0  # resolves of conversations under an SLA policy
+    sla_met: int = 0  # ... whose every target was met
+    csat_asked: int = 0
+    csat_responses: int = 0
+    csat_sum: int = 0
+    csat_satisfied: int = 0  # answers of 4 or 5
+
+
+class ReportConversation(SQLModel, table=True):
+    """What the `reports` consumer remembers of a conversation between its events."""
+
+    __tablename__ = "report_conversations"
+
+    conversation_id: int = Field(primary_key=True)
+    cycle_started_at: datetime = _ts()  # created, or reopened last
+    first_response_at: datetime | None = _ts(default=None, nullable=True)
+    replies: int = 0  # agents' replies since the cycle started
+    csat_score: int | None = Field(default=None, nullable=True)
+    # The rollup rows the survey was counted in (its answer is counted in the same ones).
+    csat_slots: list[list[Any]] | None = Field(default=None,
+                                               sa_column=Column(JSON, nullable=True))

@@ -6,19 +6,37 @@ an admin sees everyone. Each figure is one grouped query, not one per row.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+from collections import Counter
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import case, func, or_
+from sqlalchemy import and_, case, func, or_
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import utcnow
 from inbox.agent_events import is_online
 from inbox.agents import Principal
-from inbox.errors import Forbidden
-from inbox.models import Agent, Conversation, Inbox, InboxMember, Team, TeamInbox, TeamMember
+from inbox.db import execute
+from inbox.errors import Forbidden, Refused
+from inbox.models import (
+    Agent,
+    Conversation,
+    Inbox,
+    InboxMember,
+    ReportRollup,
+    Team,
+    TeamInbox,
+    TeamMember,
+    table_of,
+)
+from inbox.report_rollups import COUNTERS, HISTOGRAMS
 
 
 class AgentLoad(BaseModel):
@@ -51,12 +69,26 @@ class InboxLoad(BaseModel):
     unassigned: int
 
 
+class Waiting(BaseModel):
+    """An open conversation nobody has taken: since when it waits."""
+
+    id: int
+    inbox_id: int
+    title: str
+    since: datetime
+
+
 class LoadReport(BaseModel):
-    """The load of the agents, teams and inboxes the lead steers."""
+    """The load of the agents, teams and inboxes the lead steers, and the open conversations
+    nobody has taken that wait longest."""
 
     agents: list[AgentLoad]
     teams: list[TeamLoad]
     inboxes: list[InboxLoad]
+    waiting_longest: list[Waiting] = []
+
+
+WAITING_SHOWN = 5
 
 
 def _open_counts(group: Any, where: Sequence[Any]) -> Any:
@@ -107,6 +139,15 @@ async def load_report(
         col(Conversation.team_id), [col(Conversation.team_id).in_([t.id for t in teams])]))}
     per_inbox = {row[0]: row for row in await session.exec(_open_counts(
         col(Conversation.inbox_id), [col(Conversation.inbox_id).in_(inbox_ids)]))}
+    since = func.coalesce(col(Conversation.waiting_since), col(Conversation.created_at))
+    waiting = [Waiting(id=c.id or 0, inbox_id=c.inbox_id, since=c.waiting_since or c.created_at,
+                       title=c.subject or c.last_message_preview or f"Conversation #{c.id}")
+               for c in await session.exec(
+                   select(Conversation).where(
+                       Conversation.status == "open", col(Conversation.assignee_id).is_(None),
+                       col(Conversation.inbox_id).in_(inbox_ids),
+                       col(Conversation.merged_into_id).is_(None))
+                   .order_by(since, col(Conversation.id)).limit(WAITING_SHOWN))]
     now = utcnow()
     return LoadReport(
         agents=[AgentLoad(id=a.id or 0, name=a.name, availability=a.availability,
@@ -117,8 +158,269 @@ async def load_report(
         inboxes=[InboxLoad(id=i.id or 0, name=i.name, open=_n(per_inbox.get(i.id), 1),
                            waiting=_n(per_inbox.get(i.id), 2),
                            unassigned=_n(per_inbox.get(i.id), 3)) for i in inboxes],
+        waiting_longest=waiting,
     )
 
 
 def _n(row: Any, index: int) -> int:
     return int(row[index] or 0) if row is not None else 0
+
+
+# -- activity reports (from the rollups of inbox/report_rollups.py) -------------------------
+
+GROUPS = ("agent", "team", "inbox", "channel", "label")
+MAX_DAYS = 1100  # three years
+_NONE_NAMES = {"agent": "Unassigned", "team": "No team", "label": "No label"}
+
+
+class ActivityRow(BaseModel):
+    """The figures of one group (or of everything: the total) over the report's range.
+    Times are seconds (business seconds where an SLA calendar applies); rates are 0-1."""
+
+    key: str
+    name: str
+    created: int
+    resolved: int
+    reopened: int
+    replies: int
+    replies_per_conversation: float | None
+    first_responses: int
+    first_response_median: int | None
+    first_response_p90: int | None
+    resolution_median: int | None
+    resolution_p90: int | None
+    sla_resolved: int
+    sla_attainment: float | None
+    csat_asked: int
+    csat_responses: int
+    csat_response_rate: float | None
+    csat_score: float | None  # the share of answers that were 4 or 5
+    csat_average: float | None
+
+
+class ActivityDay(BaseModel):
+    """One day of the range, everything the reader may see together."""
+
+    day: date
+    created: int
+    resolved: int
+    first_response_median: int | None
+    csat_score: float | None
+
+
+class ActivityReport(BaseModel):
+    """Conversations, times, SLA and satisfaction over a range of days, by one grouping."""
+
+    start: date
+    end: date
+    group: str
+    time_zone: str
+    total: ActivityRow
+    rows: list[ActivityRow]
+    days: list[ActivityDay]
+
+
+class _Sum:
+    """Rollup rows added up."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.hists: dict[str, Counter[int]] = {name: Counter() for name in HISTOGRAMS}
+
+    def add(self, row: Any) -> None:
+        for name in COUNTERS:
+            self.counts[name] += getattr(row, name)
+        for name in HISTOGRAMS:
+            hist = getattr(row, name)
+            if hist:
+                target = self.hists[name]
+                for seconds, count in hist.items():
+                    target[int(seconds)] += count
+
+    def row(self, key: str, name: str) -> ActivityRow:
+        c = self.counts
+        first, resolution = self.hists["first_response_hist"], self.hists["resolution_hist"]
+        return ActivityRow(
+            key=key, name=name, created=c["created"], resolved=c["resolved"],
+            reopened=c["reopened"], replies=c["replies"],
+            replies_per_conversation=_ratio(c["resolved_replies"], c["resolved"]),
+            first_responses=c["first_responses"],
+            first_response_median=percentile(first, 0.5), first_response_p90=percentile(first, 0.9),
+            resolution_median=percentile(resolution, 0.5),
+            resolution_p90=percentile(resolution, 0.9),
+            sla_resolved=c["sla_total"], sla_attainment=_ratio(c["sla_met"], c["sla_total"]),
+            csat_asked=c["csat_asked"], csat_responses=c["csat_responses"],
+            csat_response_rate=_ratio(c["csat_responses"], c["csat_asked"]),
+            csat_score=_ratio(c["csat_satisfied"], c["csat_responses"]),
+            csat_average=_ratio(c["csat_sum"], c["csat_responses"]))
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def percentile(hist: Counter[int], share: float) -> int | None:
+    """The nearest-rank percentile of a histogram: the smallest value with at least `share`
+    of the values at or below it (the median of 60, 120, 300, 600 is 120)."""
+    total = sum(hist.values())
+    if not total:
+        return None
+    rank = max(1, math.ceil(share * total - 1e-9))
+    seen = 0
+    for value in sorted(hist):
+        seen += hist[value]
+        if seen >= rank:
+            return value
+    return None  # pragma: no cover - the ranks add up to the total
+
+
+def split_range(start: date, end: date) -> tuple[list[date], list[tuple[date, date]]]:
+    """The whole months inside [start, end] (their first days) and the day ranges around them."""
+    months: list[date] = []
+    first = start if start.day == 1 else _next_month(start)
+    while _next_month(first) - timedelta(days=1) <= end:
+        months.append(first)
+        first = _next_month(first)
+    if not months:
+        return [], [(start, end)]
+    days = []
+    if start < months[0]:
+        days.append((start, months[0] - timedelta(days=1)))
+    after = _next_month(months[-1])
+    if after <= end:
+        days.append((after, end))
+    return months, days
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+async def report_inbox_ids(session: AsyncSession, principal: Principal) -> list[int]:
+    """The inboxes whose figures a lead (their inboxes) or an admin (all) reads."""
+    if not principal.is_lead:
+        raise Forbidden("only team leads and admins read reports")
+    if principal.is_admin:
+        return list(await session.exec(select(Inbox.id).order_by(col(Inbox.id))))  # type: ignore[arg-type]
+    return sorted(principal.inbox_ids)
+
+
+async def activity_report(session: AsyncSession, principal: Principal, *, start: date,
+                          end: date, group: str, time_zone: str) -> ActivityReport:
+    """The activity report of the principal's inboxes over [start, end] (whole days)."""
+    if group not in GROUPS:
+        raise Refused(f"group must be one of {', '.join(GROUPS)}")
+    if end < start:
+        raise Refused("the range ends before it starts")
+    if (end - start).days >= MAX_DAYS:
+        raise Refused(f"a report covers at most {MAX_DAYS} days")
+    inbox_ids = await report_inbox_ids(session, principal)
+    table = table_of(ReportRollup)
+    dim = "all" if group in ("inbox", "channel") else group
+    months, day_ranges = split_range(start, end)
+    in_range = [and_(table.c.period == "day", table.c.start.between(a, b))
+                for a, b in day_ranges]
+    if months:
+        in_range.append(and_(table.c.period == "month", table.c.start.in_(months)))
+    grouped: dict[str, _Sum] = {}
+    if inbox_ids:
+        for row in (await execute(session, core_select(table).where(
+                table.c.dim == dim, table.c.inbox_id.in_(inbox_ids), or_(*in_range)))).all():
+            key = str(row.inbox_id) if dim == "all" else row.key
+            grouped.setdefault(key, _Sum()).add(row)
+    total = _Sum()
+    per_day: dict[date, _Sum] = {}
+    if inbox_ids:
+        for row in (await execute(session, core_select(table).where(
+                table.c.dim == "all", table.c.period == "day", table.c.inbox_id.in_(inbox_ids),
+                table.c.start.between(start, end)))).all():
+            total.add(row)
+            per_day.setdefault(row.start, _Sum()).add(row)
+    if group == "channel":
+        channels = dict((await execute(session, core_select(
+            col(Inbox.id), col(Inbox.channel)).where(
+            col(Inbox.id).in_([int(k) for k in grouped])))).all()) if grouped else {}
+        by_channel: dict[str, _Sum] = {}
+        for key, summed in grouped.items():
+            merged = by_channel.setdefault(channels.get(int(key), "?"), _Sum())
+            merged.counts.update(summed.counts)
+            for name in HISTOGRAMS:
+                merged.hists[name].update(summed.hists[name])
+        grouped = by_channel
+    names = await _names(session, group, list(grouped))
+    rows = [summed.row(key, names.get(key, key)) for key, summed in grouped.items()]
+    rows.sort(key=lambda r: (-r.created - r.resolved, r.name.casefold()))
+    days = []
+    day = start
+    while day <= end:
+        summed = per_day.get(day) or _Sum()
+        figures = summed.row("", "")
+        days.append(ActivityDay(day=day, created=figures.created, resolved=figures.resolved,
+                                first_response_median=figures.first_response_median,
+                                csat_score=figures.csat_score))
+        day += timedelta(days=1)
+    return ActivityReport(start=start, end=end, group=group, time_zone=time_zone,
+                          total=total.row("", "Total"), rows=rows, days=days)
+
+
+async def _names(session: AsyncSession, group: str, keys: list[str]) -> dict[str, str]:
+    names = {key: _NONE_NAMES.get(group, key) for key in keys if key == ""}
+    ids = [int(key) for key in keys if key.isdigit()]
+    model: Any = {"agent": Agent, "team": Team, "inbox": Inbox}.get(group)
+    if model is not None and ids:
+        for found_id, name in (await execute(session, core_select(model.id, model.name).where(
+                model.id.in_(ids)))).all():
+            names[str(found_id)] = name
+    if group == "channel":
+        names.update({key: channel_title(key) for key in keys})
+    elif group == "label":
+        names.update({key: key for key in keys if key})
+    return names
+
+
+def channel_title(channel: str) -> str:
+    return {"whatsapp": "WhatsApp", "sms": "SMS", "email": "Email", "widget": "Website chat",
+            "telegram": "Telegram", "messenger": "Messenger", "instagram": "Instagram",
+            "api": "API"}.get(channel, channel)
+
+
+ROW_COLUMNS = (
+    ("name", "Group"), ("created", "Created"), ("resolved", "Resolved"),
+    ("reopened", "Reopened"), ("replies", "Replies"),
+    ("replies_per_conversation", "Replies per resolved conversation"),
+    ("first_response_median", "First response median (s)"),
+    ("first_response_p90", "First response p90 (s)"),
+    ("resolution_median", "Resolution median (s)"), ("resolution_p90", "Resolution p90 (s)"),
+    ("sla_resolved", "Resolved under an SLA"), ("sla_attainment", "SLA attainment"),
+    ("csat_asked", "Surveys sent"), ("csat_responses", "Survey answers"),
+    ("csat_response_rate", "Survey response rate"), ("csat_score", "CSAT (share of 4-5)"),
+    ("csat_average", "CSAT average"))
+DAY_COLUMNS = (("day", "Day"), ("created", "Created"), ("resolved", "Resolved"),
+               ("first_response_median", "First response median (s)"),
+               ("csat_score", "CSAT (share of 4-5)"))
+
+
+def report_csv(report: ActivityReport, table: str) -> str:
+    """One table of the report as CSV (groups with the total last, or the days)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    if table == "days":
+        writer.writerow([title for _, title in DAY_COLUMNS])
+        items: list[BaseModel] = list(report.days)
+        columns: tuple[tuple[str, str], ...] = DAY_COLUMNS
+    else:
+        writer.writerow([title for _, title in ROW_COLUMNS])
+        items = [*report.rows, report.total]
+        columns = ROW_COLUMNS
+    for item in items:
+        values = item.model_dump()
+        writer.writerow([_cell(values[name]) for name, _ in columns])
+    return out.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    # A spreadsheet runs a cell that starts like a formula: names are people's input.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text

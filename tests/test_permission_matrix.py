@@ -107,6 +107,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "/api/v1/inboxes/{inbox_id}/csat"): Route("lead", lambda i: {"enabled": False}),
     ("PUT", "/api/v1/agents/{agent_id}/capacity"): Route("lead", lambda i: {"capacity": 0}),
     ("GET", "/api/v1/reports/load"): Route("lead"),
+    ("GET", "/api/v1/reports/activity"): Route("lead"),
+    ("GET", "/api/v1/reports/activity.csv"): Route("lead"),
     ("GET", "/api/v1/assignment-rules"): Route("lead"),
     ("POST", "/api/v1/assignment-rules"): Route(
         "lead", lambda i: {"name": "steal", "inbox_id": i["support"],

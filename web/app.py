@@ -31,6 +31,7 @@ from web import (
     labels,
     messages,
     notifications,
+    reports,
     search,
     sla,
     teams,
@@ -60,7 +61,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 API_MODULES = (
     auth, agents, inboxes, conversations, messages, files, admin, invitations, teams,
     assignment, notifications, labels, canned, contacts, search, dead_letters,
-    webhook_endpoints, crm, automation, sla, csat,
+    webhook_endpoints, crm, automation, sla, csat, reports,
 )
 
 
@@ -96,6 +97,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *ADMIN_CRM_ROUTES,
         *crm.ROUTES,
         *csat.ROUTES,
+        *reports.ROUTES,
         static_files(),
     ]
 

@@ -1,7 +1,7 @@
 // Who I am (role, availability), the online/away toggle, and the team load view for leads.
 // Every piece of data goes into the page as text (textContent / text nodes), never as HTML.
 
-import { el, elements, toast } from "./dom.js";
+import { el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
 import { meId, onEvent } from "./state.js";
 
@@ -11,6 +11,7 @@ const ui = elements({
   availabilityText: "availability-text",
   loadButton: "load-button",
   adminLink: "admin-link",
+  reportsLink: "reports-link",
   loadBody: "load-body",
   loadDialog: "load-dialog",
   loadRefresh: "load-refresh",
@@ -58,6 +59,7 @@ function renderAvailability() {
     : "You are away: nothing new is assigned to you. Click to go online.";
   ui.loadButton.hidden = !isLead();
   ui.adminLink.hidden = !isLead(); // leads manage labels and canned responses
+  ui.reportsLink.hidden = !isLead();
 }
 
 async function toggleAvailability() {
@@ -106,6 +108,9 @@ export async function refreshLoad() {
       ])),
       table("Inboxes", ["Inbox", "Open", "Waiting", "Unassigned"], (load.inboxes || []).map((inbox) => [
         inbox.name, String(inbox.open), String(inbox.waiting), String(inbox.unassigned),
+      ])),
+      table("Waiting longest, nobody on it", ["Conversation", "Since"], (load.waiting_longest || []).map((item) => [
+        item.title, formatTime(item.since),
       ])),
     );
   } catch (error) {
