@@ -22,11 +22,11 @@ What counts where:
   rows (a changed answer replaces the score, it is not a second response).
 
 Times are business seconds in the calendar of the conversation's SLA policy (inbox/sla.py),
-or plain seconds where no policy applies; they are kept to two significant figures in
-histograms ({seconds: count}) so medians and percentiles of any range come from the sum of
-its rows. A batch of events is one transaction: its events recorded as consumed (each counts
-once, however often it is delivered), the conversations' memory read and written once, and
-each touched row read, locked and written once.
+or plain seconds where no policy applies; they are kept in histograms ({seconds: count},
+to a step that grows with the time: see `kept`) so medians and percentiles of any range
+come from the sum of its rows. A batch of events is one transaction: its events recorded
+as consumed (each counts once, however often it is delivered), the conversations' memory
+read and written once, and each touched row read, locked and written once.
 """
 
 from __future__ import annotations
@@ -81,14 +81,18 @@ PERIODS = ("day", "month")
 Slot = tuple[str, date, int, str, str]
 
 
+# Histogram steps: (below this many seconds, keep to a multiple of this many).
+_STEPS = ((100, 1), (600, 5), (6_000, 60), (36_000, 300), (360_000, 1_800),
+          (3_600_000, 18_000))
+
+
 def kept(seconds: float) -> int:
-    """`seconds` as a histogram keeps it: whole seconds below 100, else two significant
-    figures (4,980 s is kept as 5,000 s: at most 5% off)."""
+    """`seconds` as a histogram keeps it: to the second below 100 s, then to 5 s, a minute,
+    5 minutes, half an hour, 5 hours and a day as times grow (at most 5% off; round
+    durations such as 2 hours or a day stay exact)."""
     whole = max(0, round(seconds))
-    if whole < 100:
-        return whole
-    scale = int(10 ** (len(str(whole)) - 2))
-    return round(whole / scale) * scale
+    step = next((step for below, step in _STEPS if whole < below), 86_400)
+    return round(whole / step) * step
 
 
 def period_start(period: str, day: date) -> date:

@@ -141,7 +141,7 @@ def _story(ids: dict[str, int]) -> World:
     w.created("c2", "2026-03-02 12:00", inbox="support", channel="api", assignee="alice",
               team="tier2")
     w.message("c2", "2026-03-02 12:10", agent="alice")  # first response 600 s
-    w.status("c2", "2026-03-03 12:00", "resolved")  # 86,400 s: kept as 86,000
+    w.status("c2", "2026-03-03 12:00", "resolved")  # a day: 86,400 s
     w.message("c2", "2026-03-03 12:00", agent=None, survey=True, automated=True)
     w.rated("c2", "2026-03-03 12:30", 5)
     # c3: Mail, Bob; under office hours. Created Fri 6 March 16:00 Berlin (15:00 UTC),
@@ -200,8 +200,8 @@ async def test_figures_match_the_hand_computed_fixture(settings: Settings) -> No
         # First responses 120, 600, 5,400, 0 -> nearest rank: median 120, p90 5,400.
         assert (total.first_responses, total.first_response_median,
                 total.first_response_p90) == (4, 120, 5400)
-        # Resolutions 3,600, 86,000, 7,200, 3,600 -> median 3,600, p90 86,000.
-        assert (total.resolution_median, total.resolution_p90) == (3600, 86000)
+        # Resolutions 3,600, 86,400, 7,200, 3,600 -> median 3,600, p90 86,400.
+        assert (total.resolution_median, total.resolution_p90) == (3600, 86400)
         assert (total.sla_resolved, total.sla_attainment) == (3, 0.6667)  # 2 of 3, rounded
         assert (total.csat_asked, total.csat_responses) == (2, 2)
         assert (total.csat_score, total.csat_average) == (1.0, 4.5)
@@ -212,7 +212,7 @@ async def test_figures_match_the_hand_computed_fixture(settings: Settings) -> No
         alice, bob = rows["Alice"], rows["Bob"]
         assert (alice.created, alice.resolved, alice.replies) == (3, 2, 3)
         assert (alice.first_responses, alice.first_response_median) == (2, 120)
-        assert alice.resolution_p90 == 86000
+        assert alice.resolution_p90 == 86400
         assert (alice.csat_responses, alice.csat_average) == (1, 5.0)
         assert (alice.sla_resolved, alice.sla_attainment) == (1, 0.0)
         # Bob: c3, and the first response of c5 (Alice's conversation).
@@ -227,7 +227,7 @@ async def test_figures_match_the_hand_computed_fixture(settings: Settings) -> No
         assert by_label["billing"].resolved == 1
         assert by_label["No label"].created == 4
         by_team = {row.name: row for row in (await _report(db, admin, "team")).rows}
-        assert by_team["Tier 2"].resolution_median == 86000
+        assert by_team["Tier 2"].resolution_median == 86400
         by_channel = {row.name: row for row in (await _report(db, admin, "channel")).rows}
         assert (by_channel["Email"].created, by_channel["API"].created) == (1, 4)
         by_inbox = {row.name: row for row in (await _report(db, admin, "inbox")).rows}
@@ -258,15 +258,15 @@ async def test_figures_match_the_hand_computed_fixture(settings: Settings) -> No
         csv_text = report_csv(by_agent, "groups")
         lines = csv_text.splitlines()
         assert lines[0].startswith("Group,Created,Resolved,Reopened,Replies")
-        assert lines[-1].startswith("Total,5,4,1,6,1.25,120,5400,3600,86000,3,0.6667,2,2,1.0")
+        assert lines[-1].startswith("Total,5,4,1,6,1.25,120,5400,3600,86400,3,0.6667,2,2,1.0")
         assert report_csv(by_agent, "days").splitlines()[2].startswith("2026-03-02,2,1,120,")
     finally:
         await db.close()
 
 
 def test_helpers() -> None:
-    assert [kept(s) for s in (0, 42.4, 99, 100, 4980, 86400, 123456)] == \
-        [0, 42, 99, 100, 5000, 86000, 120000]
+    assert [kept(s) for s in (0, 42.4, 99, 100, 4980, 5400, 86400, 123456, 4e6)] == \
+        [0, 42, 99, 100, 4980, 5400, 86400, 124200, 3974400]
     from collections import Counter
     assert percentile(Counter({60: 1, 120: 1, 300: 1, 600: 1}), 0.5) == 120
     assert percentile(Counter({60: 1, 120: 1, 300: 1, 600: 1}), 0.9) == 600

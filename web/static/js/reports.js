@@ -191,13 +191,17 @@ function renderCharts(report) {
   drawChart("days", ui.chartDays, {
     type: "line",
     data: {
-      labels: report.days.map((day) => day.day),
+      labels: report.days.map((day) => (report.days.length > 1 && day.day.slice(0, 4) === report.end.slice(0, 4) ? day.day.slice(5) : day.day)),
       datasets: [
-        { label: "Created", data: report.days.map((day) => day.created), borderColor: "#3b5bdb", backgroundColor: "#3b5bdb", tension: 0.2 },
-        { label: "Resolved", data: report.days.map((day) => day.resolved), borderColor: "#2b8a3e", backgroundColor: "#2b8a3e", tension: 0.2 },
+        { label: "Created", data: report.days.map((day) => day.created), borderColor: "#3b5bdb", backgroundColor: "#3b5bdb" },
+        { label: "Resolved", data: report.days.map((day) => day.resolved), borderColor: "#2b8a3e", backgroundColor: "#2b8a3e" },
       ],
     },
-    options: { responsive: true, maintainAspectRatio: false, animation: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } } },
+    options: {
+      responsive: true, maintainAspectRatio: false, animation: false,
+      elements: { point: { radius: report.days.length > 60 ? 0 : 2 } },
+      scales: { x: { ticks: { maxRotation: 0, autoSkip: true } }, y: { beginAtZero: true, ticks: { precision: 0 } } },
+    },
   });
   const rows = report.rows.slice(0, 15);
   drawChart("groups", ui.chartGroups, {
