@@ -66,6 +66,8 @@ CATALOGUE: dict[str, str] = {
     "contact.created": "a contact was created from a new identity",
     "contact.updated": "a contact's name, email, phone or attributes changed",
     "contact.merged": "two contacts became one",
+    "automation.webhook": "an automation rule's \"send the webhook\" action fired (the rule, "
+                          "what it fired on, the conversation)",
 }
 CONSUMER = "webhooks"
 MAX_ENDPOINTS = 50

@@ -289,6 +289,20 @@ class InboxChanged(_Event):
     changed_inbox_id: int
 
 
+class AutomationWebhook(_Event):
+    """An automation rule's send_webhook action fired: for the outbound webhook endpoints
+    that take "automation.webhook" (crm_sync/webhooks.py); no agent receives it."""
+
+    type: Literal["automation.webhook"] = "automation.webhook"
+    audience: list[int] | None = Field(default_factory=list)
+    rule_id: int
+    rule_name: str
+    # The event the rule fired on (its type and id).
+    trigger_type: str
+    trigger_event_id: str
+    conversation: ConversationView
+
+
 Event = Annotated[
     MessageCreated
     | MessageStatusChanged
@@ -305,7 +319,8 @@ Event = Annotated[
     | ContactMerged
     | ContactCreated
     | ContactUpdated
-    | InboxChanged,
+    | InboxChanged
+    | AutomationWebhook,
     Field(discriminator="type"),
 ]
 EVENT_TYPES = (
@@ -325,6 +340,7 @@ EVENT_TYPES = (
     ContactCreated,
     ContactUpdated,
     InboxChanged,
+    AutomationWebhook,
 )
 event_adapter: TypeAdapter[Any] = TypeAdapter(Event)
 

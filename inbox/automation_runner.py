@@ -36,7 +36,13 @@ from sqlalchemy import delete, tuple_, update
 from sqlmodel import col, select
 
 from hub.bus import Entry
-from hub.events import CAUSED_BY, ConversationStatusChanged, ConversationView, MessageCreated
+from hub.events import (
+    CAUSED_BY,
+    AutomationWebhook,
+    ConversationStatusChanged,
+    ConversationView,
+    MessageCreated,
+)
 from hub.types import utcnow
 from inbox.actions import set_status
 from inbox.activity import add_activity
@@ -122,6 +128,7 @@ class _Timed:
 
     id: str
     conversation: ConversationView
+    type: str = "timer"  # what automation.webhook says the rule fired on
 
 
 class AutomationConsumer:
@@ -352,7 +359,8 @@ class AutomationConsumer:
             for n, action in enumerate(rule.actions):
                 try:
                     done.append(await self._act(ctx, principal, rule, conversation_id, action,
-                                                key=f"rule-{rule.id}-{event.id}-{n}"))
+                                                key=f"rule-{rule.id}-{event.id}-{n}",
+                                                trigger=event))
                 except (Refused, Forbidden, NotFound) as exc:
                     done.append(f"could not {_verb(action)}: {exc}")
             await self._record(ctx, rule, event.id, conversation_id, system, done)
@@ -360,7 +368,8 @@ class AutomationConsumer:
             CAUSED_BY.reset(token)
 
     async def _act(self, ctx: InboxContext, principal: Principal, rule: _Rule,
-                   conversation_id: int, action: dict[str, Any], *, key: str) -> str:
+                   conversation_id: int, action: dict[str, Any], *, key: str,
+                   trigger: Any) -> str:
         """Do one action; what it did, in words for the activity line."""
         kind = action["type"]
         if kind == "add_label" or kind == "remove_label":
@@ -412,6 +421,8 @@ class AutomationConsumer:
             return f"snoozed until {until:%Y-%m-%d %H:%M} UTC"
         if kind == "notify":
             return await self._notify(ctx, principal, rule, conversation_id, action["agent_id"])
+        if kind == "send_webhook":
+            return await self._webhook(ctx, rule, conversation_id, trigger)
         raise Refused(f"unknown action {kind!r}")
 
     async def _text(self, ctx: InboxContext, principal: Principal, conversation_id: int,
@@ -450,6 +461,21 @@ class AutomationConsumer:
                 text=f"{rule.name}: {about}", by_agent_id=principal.agent_id)])
             return f"notified {agent.name}"
 
+    async def _webhook(self, ctx: InboxContext, rule: _Rule, conversation_id: int,
+                       trigger: Any) -> str:
+        """An automation.webhook event: the webhooks consumer delivers it to the endpoints
+        that take it, signed and retried like every other event."""
+        async with ctx.db.write() as session:
+            conversation = await session.get(Conversation, conversation_id)
+            if conversation is None:
+                raise NotFound(f"conversation {conversation_id} not found")
+            view = await load_conversation_view(session, conversation)
+            stage_events(session, [AutomationWebhook(
+                inbox_id=conversation.inbox_id, at=utcnow(), rule_id=rule.id,
+                rule_name=rule.name, trigger_type=trigger.type, trigger_event_id=trigger.id,
+                conversation=view)])
+        return "sent the webhook"
+
     async def _record(self, ctx: InboxContext, rule: _Rule, event_id: str,
                       conversation_id: int, system: int, done: list[str]) -> None:
         """The firing and its activity line, once."""
@@ -483,4 +509,5 @@ def _verb(action: dict[str, Any]) -> str:
             "add_label": "add the label", "remove_label": "remove the label",
             "set_priority": "set the priority", "reply": "reply", "add_note": "add a note",
             "set_status": "change the status", "snooze": "snooze",
-            "notify": "notify"}.get(str(action["type"]), str(action["type"]))
+            "notify": "notify", "send_webhook": "send the webhook",
+            }.get(str(action["type"]), str(action["type"]))

@@ -10,7 +10,7 @@ import csv
 import io
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -306,8 +306,11 @@ async def report_inbox_ids(session: AsyncSession, principal: Principal) -> list[
 
 
 async def activity_report(session: AsyncSession, principal: Principal, *, start: date,
-                          end: date, group: str, time_zone: str) -> ActivityReport:
-    """The activity report of the principal's inboxes over [start, end] (whole days)."""
+                          end: date, group: str, time_zone: str,
+                          channel_names: Mapping[str, str] | None = None) -> ActivityReport:
+    """The activity report of the principal's inboxes over [start, end] (whole days);
+    channels are named by `channel_names` (their display names, from the channel registry)."""
+    channel_names = channel_names or {}
     if group not in GROUPS:
         raise Refused(f"group must be one of {', '.join(GROUPS)}")
     if end < start:
@@ -347,7 +350,7 @@ async def activity_report(session: AsyncSession, principal: Principal, *, start:
             for name in HISTOGRAMS:
                 merged.hists[name].update(summed.hists[name])
         grouped = by_channel
-    names = await _names(session, group, list(grouped))
+    names = await _names(session, group, list(grouped), channel_names)
     rows = [summed.row(key, names.get(key, key)) for key, summed in grouped.items()]
     rows.sort(key=lambda r: (-r.created - r.resolved, r.name.casefold()))
     days = []
@@ -363,7 +366,8 @@ async def activity_report(session: AsyncSession, principal: Principal, *, start:
                           total=total.row("", "Total"), rows=rows, days=days)
 
 
-async def _names(session: AsyncSession, group: str, keys: list[str]) -> dict[str, str]:
+async def _names(session: AsyncSession, group: str, keys: list[str],
+                 channel_names: Mapping[str, str]) -> dict[str, str]:
     names = {key: _NONE_NAMES.get(group, key) for key in keys if key == ""}
     ids = [int(key) for key in keys if key.isdigit()]
     model: Any = {"agent": Agent, "team": Team, "inbox": Inbox}.get(group)
@@ -372,16 +376,10 @@ async def _names(session: AsyncSession, group: str, keys: list[str]) -> dict[str
                 model.id.in_(ids)))).all():
             names[str(found_id)] = name
     if group == "channel":
-        names.update({key: channel_title(key) for key in keys})
+        names.update({key: channel_names.get(key, key) for key in keys})
     elif group == "label":
         names.update({key: key for key in keys if key})
     return names
-
-
-def channel_title(channel: str) -> str:
-    return {"whatsapp": "WhatsApp", "sms": "SMS", "email": "Email", "widget": "Website chat",
-            "telegram": "Telegram", "messenger": "Messenger", "instagram": "Instagram",
-            "api": "API"}.get(channel, channel)
 
 
 ROW_COLUMNS = (

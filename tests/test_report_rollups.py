@@ -180,7 +180,8 @@ async def _report(db: Database, principal: Principal, group: str,
                   start: date = date(2026, 3, 1), end: date = date(2026, 4, 30)) -> Any:
     async with db.read() as session:
         return await activity_report(session, principal, start=start, end=end, group=group,
-                                     time_zone="Europe/Berlin")
+                                     time_zone="Europe/Berlin",
+                                     channel_names={"api": "API", "email": "Email"})
 
 
 def _admin(ids: dict[str, int]) -> Principal:

@@ -47,8 +47,9 @@ async def _report(request: Request, principal: Principal) -> ActivityReport:
     if group not in GROUPS:
         raise HTTPProblem(400, "invalid_parameter", f"group must be one of {', '.join(GROUPS)}")
     async with ctx.inbox.db.read() as session:
-        return await act(activity_report(session, principal, start=start, end=end,
-                                         group=group, time_zone=zone))
+        return await act(activity_report(
+            session, principal, start=start, end=end, group=group, time_zone=zone,
+            channel_names={kind: adapter.display_name for kind, adapter in ctx.channels.items()}))
 
 
 async def get_activity(request: Request, principal: Principal) -> Response:

@@ -275,3 +275,39 @@ async def test_the_admin_pages_add_an_endpoint_show_its_log_and_replay(
                               data={"csrf_token": csrf, "confirm": "1"})
     assert gone.status_code == 303 and endpoint.url not in (
         await browser.get("/admin/webhooks")).text
+
+
+async def test_a_rule_sends_the_conversation_to_the_webhooks_that_take_it(
+        quick: Stack, endpoint: Endpoint) -> None:
+    admin = await quick.login("admin")
+    hook = await _register(admin, endpoint.url, ["automation.webhook"])
+    rule = await admin.http.post("/api/v1/automation-rules", json={
+        "name": "Refunds to the ERP", "trigger": "message_received",
+        "inbox_id": quick.ids["support"],
+        "conditions": [{"field": "text", "op": "contains_any", "value": ["refund"]}],
+        "actions": [{"type": "send_webhook"}]})
+    assert rule.status_code == 201, rule.text
+    refused = await admin.http.post("/api/v1/automation-rules", json={
+        "name": "Bad", "trigger": "message_received", "inbox_id": quick.ids["support"],
+        "conditions": [], "actions": [{"type": "send_webhook", "url": "http://x.test"}]})
+    assert refused.status_code in (400, 422) and "send_webhook takes no 'url'" in refused.text
+
+    await quick.inbound("support", [message("wh-r1", "Where is my parcel?", "ada")])
+    await quick.inbound("support", [message("wh-r2", "I want a refund", "bea")])
+    await eventually(lambda: _async(len(endpoint.arrivals) >= 1))
+    [sent] = endpoint.verified(hook["secret"])
+    assert sent["type"] == "automation.webhook"
+    data = sent["data"]
+    assert (data["rule_name"], data["rule_id"]) == ("Refunds to the ERP", rule.json()["id"])
+    assert data["trigger_type"] == "message.created"
+    assert data["conversation"]["last_message_preview"] == "I want a refund"
+    cid = data["conversation"]["id"]
+
+    async def noted() -> Any:
+        thread = (await admin.http.get(f"/api/v1/conversations/{cid}/messages")).json()
+        lines = [m["text"] for m in thread["items"] if m["kind"] == "activity"]
+        return lines if any("sent the webhook" in line for line in lines) else None
+
+    assert await eventually(noted) == ["Rule “Refunds to the ERP”: sent the webhook"]
+    # The parcel question matched no rule: it went nowhere.
+    assert len(endpoint.arrivals) == 1
