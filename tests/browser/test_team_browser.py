@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -422,3 +423,41 @@ async def test_availability_toggle_and_the_team_load_view(
     await expect(alice.page.locator("#availability-text")).to_have_text("Away")
     alice.assert_clean()
     admin.assert_clean()
+
+
+async def test_a_conversation_that_arrives_while_the_list_loads_is_not_lost(
+    stack: Stack, browser: Browser
+) -> None:
+    """The list's page is read before a customer writes and answered after the event came:
+    the event's conversation stays (it was lost when the page replaced the list)."""
+    alice = await open_inbox(browser, stack, "alice")
+    page = alice.page
+    admin = await stack.login("admin")
+    held: list[Any] = []
+    await page.reload()  # the list as an agent finds it after a reload
+    await expect(page.locator("body")).to_have_attribute("data-live", "true")
+
+    async def late_page(route: Any) -> None:
+        response = await route.fetch()  # the server reads the list now, before the message
+        held.append(response)
+        await stack.inbound("support", [message("race-1", "written during the load", "dee")])
+
+        async def delivered() -> bool:
+            return [c["assignee_id"] for c in await _conversations(
+                admin, inbox_id=stack.ids["support"])] == [stack.ids["alice"]]
+
+        await eventually(delivered)
+        await asyncio.sleep(1.0)  # the event reaches the page's websocket meanwhile
+        await route.fulfill(response=response)
+        answered.set()
+
+    answered = asyncio.Event()
+    await page.route(re.compile(r".*/api/v1/conversations\?.*"), late_page)
+    await _mine(alice)
+    await asyncio.wait_for(answered.wait(), 30)
+    # At once: no later event is coming to put it back (it used to come back only by chance,
+    # with some other change of the conversation).
+    await expect(alice.row("written during the load")).to_be_visible(timeout=3000)
+    assert len(held) == 1 and "written during the load" not in await held[0].text()
+    await page.unroute(re.compile(r".*/api/v1/conversations\?.*"))
+    alice.assert_clean()

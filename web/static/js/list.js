@@ -3,7 +3,7 @@
 
 import { $, channelBadge, el, elements, formatTime, toast } from "./dom.js";
 import { api } from "./api.js";
-import { PRIORITY_WORDS, STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, inboxName, listQuery, on, saveFilter, slaState, slaWords, sortList, state } from "./state.js";
+import { PRIORITY_WORDS, STATUS_WORDS, agentName, channelMark, channelName, contactName, emit, inboxName, listQuery, on, saveFilter, slaState, slaWords, sortList, state, upsertConversation } from "./state.js";
 
 // The page's elements this view works with, found once.
 const ui = elements({
@@ -24,11 +24,21 @@ const ui = elements({
 
 export async function loadList() {
   const generation = ++state.listGeneration;
-  const page = await api("GET", listQuery(null));
+  const pending = new Map();
+  state.listPending = pending;
+  let page;
+  try {
+    page = await api("GET", listQuery(null));
+  } finally {
+    if (state.listPending === pending) state.listPending = null;
+  }
   if (generation !== state.listGeneration) return;
   state.conversations = new Map(page.items.map((c) => [c.id, c]));
   state.order = page.items.map((c) => c.id);
   state.nextCursor = page.next_cursor;
+  // What changed while the page was read, newest view of each, on top of it: an event that
+  // came meanwhile is never lost to a page read before it.
+  for (const { conversation, sla } of pending.values()) upsertConversation(conversation, { sla });
   renderList();
 }
 

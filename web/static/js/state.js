@@ -93,6 +93,9 @@ export const state = {
   order: [],                 // ids, newest activity first
   nextCursor: null,
   listGeneration: 0,
+  // While the list loads: the newest view of each conversation an event brought meanwhile
+  // (the page may have been read before it; list.js applies them again on top of the page).
+  listPending: null,
   open: null,                // {id, conversation, messages: Map, olderCursor, contact, others}
   mode: "message",
   lastEventId: null,
@@ -204,6 +207,7 @@ export function sortList() {
 /** Apply a conversation's new state (an API answer or a live event) to the list, the open
  * thread and the contact panel's conversations; each view that shows it redraws. */
 export function upsertConversation(conversation, { sla = false } = {}) {
+  if (state.listPending) state.listPending.set(conversation.id, { conversation, sla });
   const open = state.open;
   // Only the SLA clocks' own news (and the API) say what the SLA is: other events may carry
   // none, and then what is known stays.
