@@ -25,7 +25,7 @@ import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, exists, insert, update
@@ -221,12 +221,16 @@ class Syncer:
                 continue
             busy = busy or len(jobs) >= CLAIM
             account = Account(connection.id, self.ctx.secrets.open_settings(connection.settings))
+            # What this round knows of the connection: an admin's save since (a new token)
+            # must not be undone by what the old settings got back.
+            seen = connection.status_changed_at
             try:
-                await self._run(connector, account, jobs)
+                await self._run(connector, account, jobs, seen=seen)
             finally:
                 if account.updates:
                     await self._save_updates(connection.id, account.updates,
-                                             {s.name for s in connector.specs if s.secret})
+                                             {s.name for s in connector.specs if s.secret},
+                                             seen=seen)
         return busy
 
     async def _claim(self, connection_id: int) -> list[_Job]:
@@ -248,7 +252,8 @@ class Syncer:
                                             jobs.c.attempts))
             return sorted((_Job(*row) for row in rows), key=lambda j: j.id)
 
-    async def _run(self, connector: Connector, account: Account, jobs: list[_Job]) -> None:
+    async def _run(self, connector: Connector, account: Account, jobs: list[_Job], *,
+                   seen: datetime) -> None:
         """Push the contacts, then the notes; what fails waits for the next try."""
         done: dict[int, str | None] = {}  # job id -> remote id
         skipped: dict[int, str] = {}  # job id -> why (done, nothing to push)
@@ -277,7 +282,7 @@ class Syncer:
                 finished.add(job.id)
         except Revoked as exc:
             await self._finish(done, skipped, account=account)
-            await self._broken(account.id, jobs, str(exc))
+            await self._broken(account.id, jobs, str(exc), seen=seen)
             return
         except (Transient, CrmError) as exc:
             await self._finish(done, skipped, account=account)
@@ -494,29 +499,38 @@ class Syncer:
             _log(session, connection_id, "out", "sync", outcome="retry",
                  detail=f"{len(jobs)} waiting: {exc}"[:500])
 
-    async def _broken(self, connection_id: int, jobs: Sequence[_Job], why: str) -> None:
+    async def _broken(self, connection_id: int, jobs: Sequence[_Job], why: str, *,
+                      seen: datetime) -> None:
         """The CRM refused the credentials: the connection waits for an admin; its jobs wait
-        with it (all due at once when it is reconnected, see `connections.reconnect`)."""
+        with it (all due at once when it is reconnected, see `connections.reconnect`).
+        Unless an admin saved the connection since this round read it: then the refusal was
+        of the old credentials, and the jobs are simply tried again with the new ones."""
         now = utcnow()
         table = table_of(CrmJob)
+        connections = table_of(CrmConnection)
         async with self.ctx.db.write() as session:
             # Released from this round's claim (which would hold them a minute more).
             await execute(session, update(table).where(
                 table.c.id.in_([j.id for j in jobs]), table.c.status == "pending",
             ).values(next_attempt_at=now))
-            await execute(session, update(table_of(CrmConnection)).where(
-                table_of(CrmConnection).c.id == connection_id).values(
-                status="broken", status_reason=why[:500], status_changed_at=now))
+            marked = await execute(session, update(connections).where(
+                connections.c.id == connection_id, connections.c.status_changed_at == seen,
+            ).values(status="broken", status_reason=why[:500], status_changed_at=now))
+            if not marked.rowcount:
+                _log(session, connection_id, "out", "connection", outcome="retry",
+                     detail="refused with the settings of before the last save; trying again")
+                return
             _log(session, connection_id, "out", "connection", outcome="broken",
                  detail=why[:500])
         log.warning("CRM connection %s is broken: %s", connection_id, why[:200])
 
     async def _save_updates(self, connection_id: int, updates: Mapping[str, Any],
-                            secret: set[str]) -> None:
-        """Store what the connector changed (a refreshed token), sealed like the rest."""
+                            secret: set[str], *, seen: datetime) -> None:
+        """Store what the connector changed (a refreshed token), sealed like the rest; not
+        over what an admin saved since this round read the connection."""
         async with self.ctx.db.write() as session:
-            row = await session.get(CrmConnection, connection_id)
-            if row is None:
+            row = await session.get(CrmConnection, connection_id, with_for_update=True)
+            if row is None or row.status_changed_at != seen:
                 return
             row.settings = {**row.settings,
                             **self.ctx.secrets.seal_settings(updates, secret)}

@@ -399,3 +399,43 @@ async def test_an_admin_connects_with_oauth_from_the_admin_page(
     assert forged.status_code == 400
     stranger, _ = await _form_login(crm_stack, "admin")
     assert (await stranger.get(back.headers["location"])).status_code == 400
+
+
+async def test_a_refusal_of_the_credentials_of_before_a_reconnect_does_not_break_it(
+        crm_stack: Stack, hubspot: FakeHubSpot) -> None:
+    """A sync round reads the connection, the admin saves a new token, the round's request
+    (with the old token) is refused: the connection stays connected, its jobs are tried
+    again at once (it used to turn broken again, and wait for another reconnect)."""
+    from crm_sync.models import CrmConnection
+    from crm_sync.sync import Syncer
+    from hub.app import build_bus
+    from inbox.context import InboxContext
+
+    stack = crm_stack
+    admin = await stack.login("admin")
+    view = await connect(admin, hubspot)
+    base = f"/api/v1/crm/connections/{view['id']}"
+    db = Database(stack.settings.sqlalchemy_url)
+    bus = build_bus(stack.settings)
+    try:
+        syncer = Syncer(InboxContext(settings=stack.settings, db=db, bus=bus), {}, owner="t")
+        async with db.read() as session:
+            seen = (await session.get_one(CrmConnection, view["id"])).status_changed_at
+        hubspot.tokens.add("pat-na1-newer")
+        saved = await admin.http.patch(base, json={"settings": {"access_token": "pat-na1-newer"}})
+        assert saved.status_code == 200, saved.text
+        await syncer._broken(view["id"], [], "HubSpot refused the token (401)", seen=seen)
+        state = (await admin.http.get(base)).json()
+        assert (state["status"], state["status_reason"]) == ("connected", None)
+        log = (await admin.http.get(f"{base}/log")).json()
+        assert any("before the last save" in line["detail"] for line in log)
+
+        # A refusal of the settings the round read is a broken connection, as before.
+        async with db.read() as session:
+            now_seen = (await session.get_one(CrmConnection, view["id"])).status_changed_at
+        await syncer._broken(view["id"], [], "HubSpot refused the token (401)", seen=now_seen)
+        state = (await admin.http.get(base)).json()
+        assert state["status"] == "broken" and "401" in state["status_reason"]
+    finally:
+        await bus.close()
+        await db.close()
