@@ -81,6 +81,7 @@ class ConversationView(View):
     sla_status: str | None = None
     # The customer's answer to the satisfaction survey, 1 (poor) to 5 (great).
     csat_score: int | None = None
+    muted: bool = False  # the customer's new messages do not reopen it
 
 
 class MessageView(View):

@@ -1,4 +1,5 @@
-"""Agent actions on a conversation: change its status, mark it read, say who is typing.
+"""Agent actions on a conversation: change its status, mute it, mark it read, say who is
+typing.
 
 Each action checks the principal and changes the database in one transaction, in which it
 stages its events for the outbox (inbox/outbox.py). Replies and notes: inbox/replies.py.
@@ -16,6 +17,7 @@ from hub.events import (
     ConversationRead,
     ConversationStatusChanged,
     ConversationTyping,
+    ConversationUpdated,
     View,
 )
 from hub.types import utcnow
@@ -78,6 +80,8 @@ async def set_status(
         conversation.status = status
         conversation.snoozed_until = snoozed_until
         conversation.resolved_at = now if status == "resolved" else None
+        if status != "resolved":
+            conversation.muted = False  # taken up again: its messages count again
         if status != "open":
             conversation.waiting_since = None  # only open conversations wait in the queue
         # Capacity counts open conversations: leaving "open" frees a place for the queue.
@@ -98,6 +102,42 @@ async def set_status(
                 previous_status=previous, by_agent_id=principal.agent_id,
             ),
         )
+        stage_events(session, events)
+    if frees_place:
+        await drain_queue(ctx)
+    return view
+
+
+async def set_muted(
+    ctx: InboxContext, principal: Principal, *, conversation_id: int, muted: bool
+) -> View:
+    """Mute a conversation (it is resolved, and the customer's new messages join it without
+    reopening it, notifying or queueing anyone), or unmute it (it stays as it is; the next
+    message reopens it as usual). Reopening, snoozing or setting it pending unmutes it."""
+    async with ctx.db.write() as session:
+        conversation = await _conversation(session, principal, conversation_id)
+        previous = conversation.status
+        resolving = muted and previous != "resolved"
+        if conversation.muted == muted and not resolving:
+            return await load_conversation_view(session, conversation)
+        conversation.muted = muted
+        frees_place = resolving and previous == "open" and conversation.assignee_id is not None
+        if resolving:
+            conversation.status, conversation.snoozed_until = "resolved", None
+            conversation.resolved_at, conversation.waiting_since = utcnow(), None
+        session.add(conversation)
+        by = await _agent_name(session, principal.agent_id)
+        text = (f"{by} muted this conversation: the customer's new messages will not reopen it"
+                if muted else f"{by} unmuted this conversation")
+        view, events = await _change_with_activity(
+            session, conversation, text, principal.agent_id,
+            lambda view, at: ConversationUpdated(inbox_id=view.inbox_id, at=at,
+                                                 conversation=view, changes=["muted"],
+                                                 by_agent_id=principal.agent_id))
+        if resolving:
+            events.insert(0, ConversationStatusChanged(
+                inbox_id=view.inbox_id, at=utcnow(), conversation=view,
+                previous_status=previous, by_agent_id=principal.agent_id))
         stage_events(session, events)
     if frees_place:
         await drain_queue(ctx)

@@ -130,6 +130,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "set_status": ("status",),
     "snooze": ("hours",),
     "notify": ("agent_id",),
+    "mute": (),  # resolved, and the customer's new messages do not reopen it
     "send_webhook": (),  # to the outbound webhook endpoints that take automation.webhook
 }
 RULE_STATUSES = ("open", "pending", "resolved")  # set_status (snooze has its own action)

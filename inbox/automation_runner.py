@@ -44,7 +44,7 @@ from hub.events import (
     MessageCreated,
 )
 from hub.types import utcnow
-from inbox.actions import set_status
+from inbox.actions import set_muted, set_status
 from inbox.activity import add_activity
 from inbox.agents import Principal, visible_inbox_ids
 from inbox.assign_actions import Target, assign
@@ -421,6 +421,9 @@ class AutomationConsumer:
             return f"snoozed until {until:%Y-%m-%d %H:%M} UTC"
         if kind == "notify":
             return await self._notify(ctx, principal, rule, conversation_id, action["agent_id"])
+        if kind == "mute":
+            await set_muted(ctx, principal, conversation_id=conversation_id, muted=True)
+            return "muted the conversation"
         if kind == "send_webhook":
             return await self._webhook(ctx, rule, conversation_id, trigger)
         raise Refused(f"unknown action {kind!r}")
@@ -509,5 +512,5 @@ def _verb(action: dict[str, Any]) -> str:
             "add_label": "add the label", "remove_label": "remove the label",
             "set_priority": "set the priority", "reply": "reply", "add_note": "add a note",
             "set_status": "change the status", "snooze": "snooze",
-            "notify": "notify", "send_webhook": "send the webhook",
+            "notify": "notify", "mute": "mute", "send_webhook": "send the webhook",
             }.get(str(action["type"]), str(action["type"]))

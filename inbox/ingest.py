@@ -260,8 +260,9 @@ def _by_keys(
 
 
 def _stale(conversation: ConversationState, now: datetime, window: int) -> bool:
-    return too_old_to_reopen(conversation.status, conversation.resolved_at, now=now,
-                             window_seconds=window)
+    # A muted conversation takes the customer's messages however late they come.
+    return not conversation.muted and too_old_to_reopen(
+        conversation.status, conversation.resolved_at, now=now, window_seconds=window)
 
 
 def _open(item: Item, contact: ContactState, now: datetime) -> ConversationState:
@@ -291,6 +292,8 @@ def _apply(
             and (score := digit_answer(m.text)) is not None:
         # The answer to the satisfaction survey: in the thread, but nothing to reopen.
         item.csat_score = score
+    elif conversation.muted:
+        pass  # muted: in the thread, and nothing else (no reopening, no unread, no queue)
     elif not m.automated:
         if conversation.status != "open":
             item.reopened_from = conversation.status
@@ -440,6 +443,7 @@ def _view(snap: ConversationState, channel: str, conv: ConversationState) -> Con
         snoozed_until=snap.snoozed_until, priority=snap.priority, labels=snap.labels,
         waiting_since=snap.waiting_since, last_activity_at=snap.last_activity_at,
         created_at=snap.created_at, cc=[IdentityView.model_validate(p) for p in snap.cc],
+        csat_score=snap.csat_score, muted=snap.muted,
     )
 
 

@@ -106,6 +106,8 @@ class ConversationState:
     cc: list[dict[str, Any]]
     labels: list[str] = field(default_factory=list)
     csat_asked_at: datetime | None = None  # its satisfaction survey went out then
+    csat_score: int | None = None
+    muted: bool = False
     created: bool = False
     changed: bool = False
     # The contact who wrote last: replies go to their identity (known once inserted).
@@ -338,7 +340,7 @@ def _from_row(row: Any) -> ConversationState:
         snoozed_until=row.snoozed_until, last_activity_at=row.last_activity_at,
         resolved_at=row.resolved_at, created_at=row.created_at, cc=list(row.cc or []),
         labels=sorted(names, key=lambda name: (name.lower(), name)),
-        csat_asked_at=row.csat_asked_at,
+        csat_asked_at=row.csat_asked_at, csat_score=row.csat_score, muted=bool(row.muted),
     )
 
 

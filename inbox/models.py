@@ -248,6 +248,10 @@ class Conversation(SQLModel, table=True):
     # The satisfaction survey (inbox/csat.py): when it was sent, and the customer's 1-5.
     csat_asked_at: datetime | None = _ts(default=None, nullable=True)
     csat_score: int | None = Field(default=None, nullable=True)
+    # Muted (inbox/actions.py set_muted): resolved, and the customer's new messages join it
+    # without reopening it or notifying anyone, however late they come.
+    muted: bool = Field(default=False, sa_column=Column(
+        sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 class ThreadKey(SQLModel, table=True):

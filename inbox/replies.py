@@ -300,6 +300,8 @@ async def _target(
         waiting_since=row.waiting_since, last_activity_at=row.last_activity_at,
         created_at=row.created_at, merged_into_id=row.merged_into_id,
         cc=[IdentityView.model_validate(p) for p in row.cc or []],
+        sla_due_at=row.sla_due_at, sla_status=row.sla_status, csat_score=row.csat_score,
+        muted=bool(row.muted),
     )
     return _Target(
         id=row.id, inbox_id=row.inbox_id, channel=row.channel, contact_id=row.contact_id,

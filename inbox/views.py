@@ -82,6 +82,7 @@ def conversation_view(
         sla_due_at=conversation.sla_due_at,
         sla_status=conversation.sla_status,
         csat_score=conversation.csat_score,
+        muted=conversation.muted,
     )
 
 

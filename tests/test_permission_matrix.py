@@ -66,6 +66,8 @@ ROUTES: dict[tuple[str, str], Route] = {
         "scoped", lambda i: {"assignee_id": i["me"]}),
     ("POST", "/api/v1/conversations/{conversation_id}/status"): Route(
         "scoped", lambda i: {"status": "resolved"}),
+    ("POST", "/api/v1/conversations/{conversation_id}/mute"): Route(
+        "scoped", lambda i: {"muted": True}),
     ("POST", "/api/v1/conversations/{conversation_id}/read"): Route("scoped"),
     ("POST", "/api/v1/conversations/{conversation_id}/typing"): Route(
         "scoped", lambda i: {"typing": True}),

@@ -89,6 +89,7 @@ ACTIONS: dict[str, str] = {
     "set_status": "Set the status (open, pending, resolved)",
     "snooze": "Snooze for hours",
     "notify": "Notify the agent",
+    "mute": "Mute (resolve; new messages do not reopen it)",
     "send_webhook": "Send to the webhooks (endpoints taking automation.webhook)",
 }
 
@@ -209,7 +210,7 @@ def actions_of(form: Form, names: Names) -> list[dict[str, Any]]:
         where = f"actions[{n}]"
         if kind not in ACTIONS:
             raise FormError(f"{where}: choose an action")
-        if kind in ("unassign", "assign_auto", "send_webhook"):
+        if kind in ("unassign", "assign_auto", "mute", "send_webhook"):
             out.append({"type": kind})
         elif kind in ("assign_agent", "notify"):
             out.append({"type": kind, "agent_id": _one(names.ids("agent", value, where), where)})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -74,6 +74,11 @@ class AssignRequest(RequestModel):
 class StatusRequest(RequestModel):
     status: Literal["open", "pending", "snoozed", "resolved"]
     snoozed_until: datetime | None = None
+
+
+class MuteRequest(RequestModel):
+    # true: resolve it, and the customer's new messages do not reopen it; false: unmute.
+    muted: StrictBool
 
 
 class TypingRequest(RequestModel):
@@ -199,6 +204,16 @@ async def post_status(request: Request, principal: Principal) -> Response:
         ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
         status=body.status, snoozed_until=body.snoozed_until,
     ))
+    return json_response(view)
+
+
+async def post_mute(request: Request, principal: Principal) -> Response:
+    """Mute the conversation (resolved; new messages do not reopen it), or unmute it."""
+    ctx = web_context(request)
+    body = await parse_json(request, MuteRequest)
+    view = await act(actions.set_muted(
+        ctx.inbox, principal, conversation_id=int(request.path_params["conversation_id"]),
+        muted=body.muted))
     return json_response(view)
 
 
@@ -336,6 +351,8 @@ OPERATIONS: list[Operation] = [
          ConversationView), authenticated(post_assignment)),
     (Doc("POST", CONV + "/status", "Change status", StatusRequest, ConversationView),
      authenticated(post_status)),
+    (Doc("POST", CONV + "/mute", "Mute or unmute (muted: resolved, new messages do not "
+         "reopen it)", MuteRequest, ConversationView), authenticated(post_mute)),
     (Doc("POST", CONV + "/read", "Mark as read", response=ConversationView),
      authenticated(post_read)),
     (Doc("POST", CONV + "/typing", "Signal typing", TypingRequest, status=204),

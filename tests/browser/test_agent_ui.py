@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import (
     Browser,
     BrowserContext,
@@ -379,3 +380,24 @@ async def test_screenshots_and_the_phone_layout(
     assert width <= PHONE["width"]
     desk.assert_clean()
     phone.assert_clean()
+
+
+@pytest.mark.parametrize("shape", ["embedded"])
+async def test_an_agent_mutes_and_unmutes_a_conversation_from_the_thread(
+        stack: Stack, browser: Browser) -> None:
+    await stack.inbound("support", [message("mute-1", "Win a free cruise", "spam")])
+    desk = await open_inbox(browser, stack, "alice")
+    page = desk.page
+    await desk.row("Win a free cruise").click()
+    await expect(page.locator("#act-mute")).to_have_text("Mute")
+    await page.locator("#act-mute").click()
+    await expect(page.locator("#thread-status")).to_have_text("Resolved")
+    await expect(page.locator("#thread-muted")).to_have_text("Muted")
+    await expect(page.locator("#act-mute")).to_have_attribute("aria-pressed", "true")
+    await expect(page.locator("#message-list .activity").last).to_contain_text(
+        "Alice muted this conversation")
+    await page.locator("#act-mute").click()
+    await expect(page.locator("#thread-muted")).to_have_count(0)
+    await expect(page.locator("#act-mute")).to_have_text("Mute")
+    await expect(page.locator("#thread-status")).to_have_text("Resolved")
+    desk.assert_clean()

@@ -9,7 +9,7 @@ import { init as initBulk, toggleFocusedRow } from "./bulk.js";
 import { init as initAvailability } from "./availability.js";
 import { init as initNotifications } from "./notifications.js";
 import { focusSearch, init as initSearch } from "./search.js";
-import { assignMe, currentStatus, focusReply, loadOlder, markRead, openSnooze, reopen, resolve, setMode, signalTyping, snooze, snoozeUntil, stopTyping, unassign } from "./thread.js";
+import { assignMe, currentStatus, focusReply, loadOlder, markRead, openSnooze, reopen, resolve, setMode, signalTyping, snooze, snoozeUntil, stopTyping, toggleMute, unassign } from "./thread.js";
 import { init as initComposer, send } from "./composer.js";
 import { init as initViewers } from "./viewers.js";
 import { init as initReplyWindow } from "./reply-window.js";
@@ -28,6 +28,7 @@ const ui = elements({
   actAssign: "act-assign",
   actStatus: "act-status",
   actSnooze: "act-snooze",
+  actMute: "act-mute",
   reply: "reply",
   composer: "composer",
   snoozeApply: "snooze-apply",
@@ -87,6 +88,7 @@ export function bind() {
   ui.actStatus.addEventListener("click", () =>
     (["resolved", "snoozed"].includes(currentStatus()) ? reopen() : resolve()));
   ui.actSnooze.addEventListener("click", openSnooze);
+  ui.actMute.addEventListener("click", toggleMute);
   for (const button of document.querySelectorAll("[data-go]")) {
     button.addEventListener("click", () => {
       if (button.dataset.go === "list") window.location.hash = "#/";

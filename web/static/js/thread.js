@@ -20,6 +20,7 @@ const ui = elements({
   actAssign: "act-assign",
   actStatus: "act-status",
   actSnooze: "act-snooze",
+  actMute: "act-mute",
   loadOlder: "load-older",
   composer: "composer",
   reply: "reply",
@@ -132,6 +133,10 @@ export function renderThreadHeader() {
     el("span", {}, ` ${inboxName(conversation.inbox_id)} · ${channelName(conversation.channel)} · `),
     el("span", { id: "thread-assignee" }, assignee ? `Assigned to ${assignee}` : "Unassigned"),
   ];
+  if (conversation.muted) {
+    meta.push(el("span", {}, " · "), el("span", { id: "thread-muted", class: "muted-chip",
+      title: "The customer's new messages do not reopen it" }, "Muted"));
+  }
   if (conversation.status === "snoozed" && conversation.snoozed_until) {
     meta.push(el("span", {}, ` · until ${new Date(conversation.snoozed_until).toLocaleString()}`));
   }
@@ -153,6 +158,8 @@ export function renderThreadHeader() {
   statusButton.textContent = reopen ? "Reopen" : "Resolve";
   statusButton.classList.toggle("primary", !reopen);
   ui.actSnooze.disabled = conversation.status === "resolved";
+  ui.actMute.textContent = conversation.muted ? "Unmute" : "Mute";
+  ui.actMute.setAttribute("aria-pressed", String(Boolean(conversation.muted)));
   if (conversation.merged_into_id) {
     ui.threadMeta.append(" · ", el("a", { href: `#/conversations/${conversation.merged_into_id}` },
       `Merged into #${conversation.merged_into_id}`));
@@ -387,6 +394,8 @@ export async function act(path, body, failure) {
 export const currentStatus = () => (state.open && state.open.conversation ? state.open.conversation.status : null);
 export const resolve = () => currentStatus() && currentStatus() !== "resolved" && act("status", { status: "resolved" }, "Could not resolve");
 export const reopen = () => currentStatus() && currentStatus() !== "open" && act("status", { status: "open" }, "Could not reopen");
+export const toggleMute = () => state.open && state.open.conversation &&
+  act("mute", { muted: !state.open.conversation.muted }, "Could not change the mute");
 export const assignMe = () => act("assignment", { assignee_id: meId }, "Could not assign");
 export const unassign = () => act("assignment", { assignee_id: null }, "Could not unassign");
 
