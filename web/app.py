@@ -41,6 +41,7 @@ from web.admin_automation import ROUTES as ADMIN_AUTOMATION_ROUTES
 from web.admin_crm import ROUTES as ADMIN_CRM_ROUTES
 from web.admin_inboxes import ROUTES as ADMIN_INBOX_ROUTES
 from web.admin_routing import ROUTES as ADMIN_ROUTING_ROUTES
+from web.admin_sla import ROUTES as ADMIN_SLA_ROUTES
 from web.admin_ui import ROUTES as ADMIN_UI_ROUTES
 from web.admin_webhooks import ROUTES as ADMIN_WEBHOOK_ROUTES
 from web.context import WebContext
@@ -93,6 +94,7 @@ def build_web(ctx: WebContext, lifespan: Lifespan | None = None) -> tuple[Starle
         *ADMIN_INBOX_ROUTES,
         *ADMIN_ROUTING_ROUTES,
         *ADMIN_AUTOMATION_ROUTES,
+        *ADMIN_SLA_ROUTES,
         *ADMIN_WEBHOOK_ROUTES,
         *ADMIN_CRM_ROUTES,
         *crm.ROUTES,
