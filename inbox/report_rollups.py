@@ -45,6 +45,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.bus import Entry
+from hub.consumer import Outage
 from hub.events import (
     ConversationCreated,
     ConversationStatusChanged,
@@ -255,9 +256,19 @@ class ReportsConsumer:
         kinds = kinds_of(entries, _TYPES)
         if kinds is None:
             return outcomes
-        events = [event for _, event in decode_wanted(entries, kinds, _TYPES, outcomes)]
-        if events:
-            await unless_down(self._roll(ctx, events))
+        decoded = decode_wanted(entries, kinds, _TYPES, outcomes)
+        if not decoded:
+            return outcomes
+        try:
+            await unless_down(self._roll(ctx, [event for _, event in decoded]))
+        except Outage:
+            raise
+        except Exception as exc:
+            # The batch's transaction rolled back (two workers made the memory of one new
+            # conversation at once, say): its events come again, none counted twice.
+            log.exception("report rollups failed on a batch of %d events", len(decoded))
+            for n, _ in decoded:
+                outcomes[n] = exc
         return outcomes
 
     async def _roll(self, ctx: InboxContext, events: Sequence[Any]) -> None:

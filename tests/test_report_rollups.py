@@ -304,3 +304,37 @@ async def test_a_batch_costs_a_handful_of_statements_whatever_its_size(
         assert few.count <= 10, few.statements
     finally:
         await db.close()
+
+
+async def test_a_failed_batch_is_handed_back_whole_and_unreadable_entries_say_why() -> None:
+    """A batch whose transaction fails answers each of its events with the error (they come
+    again; nothing of them was kept); an entry this version cannot read says so; entries of
+    other types pass untouched."""
+    import contextlib
+    from collections.abc import AsyncIterator
+    from typing import cast
+
+    from hub.bus import Entry
+    from hub.events import encode_event
+    from inbox.context import InboxContext
+    from inbox.report_rollups import ReportsConsumer
+
+    class Failing:
+        @contextlib.asynccontextmanager
+        async def write(self) -> AsyncIterator[Any]:
+            raise RuntimeError("the transaction failed")
+            yield  # pragma: no cover
+
+    ctx = cast(InboxContext, type("Ctx", (), {"db": Failing()})())
+    events = _story({"support": 1, "mail": 2, "alice": 3, "bob": 4, "tier2": 5, "c1": 11,
+                     "c2": 12, "c3": 13, "c4": 14, "c5": 15}).events[:2]
+    entries = [Entry(id=f"{n}-0", payload=encode_event(e), deliveries=1)
+               for n, e in enumerate(events)]
+    entries.append(Entry(id="9-0", payload=b'{"v":99,"id":"x","inbox_id":1,"audience":null,'
+                                           b'"type":"conversation.created"}', deliveries=1))
+    entries.append(Entry(id="10-0", payload=b'{"v":2,"audience":null,"type":"contact.created"}',
+                         deliveries=1))
+    outcomes = await ReportsConsumer().apply(ctx, entries)
+    assert [type(o).__name__ for o in outcomes[:2]] == ["RuntimeError", "RuntimeError"]
+    assert isinstance(outcomes[2], ValueError)  # unreadable: dead-lettered in the end
+    assert outcomes[3] is None
