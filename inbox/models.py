@@ -707,7 +707,7 @@ class ReportRollup(SQLModel, table=True):
     agent, a team or a label ("" in `key`: none). Kept by the `reports` consumer of the events
     stream (inbox/report_rollups.py); the reports read only these (inbox/reports.py).
 
-    Times are histograms, {seconds (kept to a step: report_rollups.kept): count}, so
+    Times are histograms, {seconds (a round bucket: report_rollups.kept): count}, so
     medians and percentiles of any range are read from the sum of its rows."""
 
     __tablename__ = "report_rollups"

@@ -23,7 +23,7 @@ What counts where:
 
 Times are business seconds in the calendar of the conversation's SLA policy (inbox/sla.py),
 or plain seconds where no policy applies; they are kept in histograms ({seconds: count},
-to a step that grows with the time: see `kept`) so medians and percentiles of any range
+as the nearest of a few round durations: see `kept`) so medians and percentiles of any range
 come from the sum of its rows. A batch of events is one transaction: its events recorded
 as consumed (each counts once, however often it is delivered), the conversations' memory
 read and written once, and each touched row read, locked and written once.
@@ -31,6 +31,7 @@ read and written once, and each touched row read, locked and written once.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -82,18 +83,30 @@ PERIODS = ("day", "month")
 Slot = tuple[str, date, int, str, str]
 
 
-# Histogram steps: (below this many seconds, keep to a multiple of this many).
-_STEPS = ((100, 1), (600, 5), (6_000, 60), (36_000, 300), (360_000, 1_800),
-          (3_600_000, 18_000))
+_MINUTE, _HOUR, _DAY = 60, 3600, 86400
+# The times a histogram keeps: round durations, each at most about a third more than the one
+# before (a few seconds apart at first, weeks apart at the end). Few buckets keep a year's
+# report quick to add up; round ones keep what people read round ("2 h", "1 d").
+BUCKETS: tuple[int, ...] = (
+    *range(0, 11), 12, 15, 20, 25, 30, 40, 45, 50,
+    *(int(m * _MINUTE) for m in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25,
+                                 30, 35, 40, 45, 50)),
+    *(int(h * _HOUR) for h in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 18, 20)),
+    *(int(d * _DAY) for d in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 7, 10, 14, 21, 30, 45, 60,
+                              90, 120, 180, 270, 365)))
 
 
 def kept(seconds: float) -> int:
-    """`seconds` as a histogram keeps it: to the second below 100 s, then to 5 s, a minute,
-    5 minutes, half an hour, 5 hours and a day as times grow (at most 5% off; round
-    durations such as 2 hours or a day stay exact)."""
-    whole = max(0, round(seconds))
-    step = next((step for below, step in _STEPS if whole < below), 86_400)
-    return round(whole / step) * step
+    """`seconds` as a histogram keeps it: the nearest of BUCKETS (by ratio): at most about
+    15% off below a week (coarser beyond), and round durations (2 min, 90 min, 2 h, 1 d)
+    exactly."""
+    if seconds < 0.5:
+        return 0
+    at = bisect.bisect_left(BUCKETS, seconds)
+    if at >= len(BUCKETS):
+        return BUCKETS[-1]
+    above, below = BUCKETS[at], BUCKETS[at - 1]
+    return int(above if above * below < seconds * seconds else below) if below else int(above)
 
 
 def period_start(period: str, day: date) -> date:

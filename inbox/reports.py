@@ -220,22 +220,26 @@ class ActivityReport(BaseModel):
     days: list[ActivityDay]
 
 
+_DAY_FIGURES = ("created", "resolved", "csat_responses", "csat_satisfied")
+_DAY_TIMES = ("first_response_hist",)
+
+
 class _Sum:
-    """Rollup rows added up."""
+    """Rollup rows added up (histograms keyed by the seconds as the rows store them)."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.hists: dict[str, Counter[int]] = {name: Counter() for name in HISTOGRAMS}
+        self.hists: dict[str, Counter[str]] = {name: Counter() for name in HISTOGRAMS}
 
-    def add(self, row: Any) -> None:
-        for name in COUNTERS:
-            self.counts[name] += getattr(row, name)
-        for name in HISTOGRAMS:
+    def add(self, row: Any, counters: Sequence[str] = COUNTERS,
+            histograms: Sequence[str] = HISTOGRAMS) -> None:
+        counts = self.counts
+        for name in counters:
+            counts[name] += getattr(row, name)
+        for name in histograms:
             hist = getattr(row, name)
             if hist:
-                target = self.hists[name]
-                for seconds, count in hist.items():
-                    target[int(seconds)] += count
+                self.hists[name].update(hist)
 
     def row(self, key: str, name: str) -> ActivityRow:
         c = self.counts
@@ -259,18 +263,19 @@ def _ratio(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-def percentile(hist: Counter[int], share: float) -> int | None:
-    """The nearest-rank percentile of a histogram: the smallest value with at least `share`
-    of the values at or below it (the median of 60, 120, 300, 600 is 120)."""
+def percentile(hist: Mapping[Any, int], share: float) -> int | None:
+    """The nearest-rank percentile of a histogram ({seconds: count}, the seconds as numbers
+    or as the rows' text): the smallest value with at least `share` of the values at or
+    below it (the median of 60, 120, 300, 600 is 120)."""
     total = sum(hist.values())
     if not total:
         return None
     rank = max(1, math.ceil(share * total - 1e-9))
     seen = 0
-    for value in sorted(hist):
+    for value in sorted(hist, key=int):
         seen += hist[value]
         if seen >= rank:
-            return value
+            return int(value)
     return None  # pragma: no cover - the ranks add up to the total
 
 
@@ -326,19 +331,26 @@ async def activity_report(session: AsyncSession, principal: Principal, *, start:
     if months:
         in_range.append(and_(table.c.period == "month", table.c.start.in_(months)))
     grouped: dict[str, _Sum] = {}
-    if inbox_ids:
-        for row in (await execute(session, core_select(table).where(
-                table.c.dim == dim, table.c.inbox_id.in_(inbox_ids), or_(*in_range)))).all():
-            key = str(row.inbox_id) if dim == "all" else row.key
-            grouped.setdefault(key, _Sum()).add(row)
     total = _Sum()
     per_day: dict[date, _Sum] = {}
     if inbox_ids:
+        # The groups and the total: the whole months' rows and the days around them.
         for row in (await execute(session, core_select(table).where(
-                table.c.dim == "all", table.c.period == "day", table.c.inbox_id.in_(inbox_ids),
-                table.c.start.between(start, end)))).all():
-            total.add(row)
-            per_day.setdefault(row.start, _Sum()).add(row)
+                table.c.dim.in_({dim, "all"}), table.c.inbox_id.in_(inbox_ids),
+                or_(*in_range)))).all():
+            if row.dim == "all":
+                total.add(row)
+            if row.dim == dim:
+                key = str(row.inbox_id) if dim == "all" else row.key
+                grouped.setdefault(key, _Sum()).add(row)
+        # The days: only what the day table and the chart show.
+        c = table.c
+        for row in (await execute(session, core_select(
+                c.start, c.created, c.resolved, c.csat_responses, c.csat_satisfied,
+                c.first_response_hist).where(
+                c.dim == "all", c.period == "day", c.inbox_id.in_(inbox_ids),
+                c.start.between(start, end)))).all():
+            per_day.setdefault(row.start, _Sum()).add(row, _DAY_FIGURES, _DAY_TIMES)
     if group == "channel":
         channels = dict((await execute(session, core_select(
             col(Inbox.id), col(Inbox.channel)).where(

@@ -266,8 +266,9 @@ async def test_figures_match_the_hand_computed_fixture(settings: Settings) -> No
 
 
 def test_helpers() -> None:
-    assert [kept(s) for s in (0, 42.4, 99, 100, 4980, 5400, 86400, 123456, 4e6)] == \
-        [0, 42, 99, 100, 4980, 5400, 86400, 124200, 3974400]
+    assert [kept(s) for s in (0, 0.4, 42.4, 43, 99, 105, 4980, 5400, 86400, 123456, 4e6,
+                              1e9)] == \
+        [0, 0, 40, 45, 90, 120, 5400, 5400, 86400, 129600, 3888000, 31536000]
     from collections import Counter
     assert percentile(Counter({60: 1, 120: 1, 300: 1, 600: 1}), 0.5) == 120
     assert percentile(Counter({60: 1, 120: 1, 300: 1, 600: 1}), 0.9) == 600
