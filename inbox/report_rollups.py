@@ -1,8 +1,8 @@
 """Report rollups: the figures of the reports, kept from the events stream as they happen.
 
 The `reports` consumer of the events stream (in the shared "integrations" reader) adds each
-event to the rows of `report_rollups` it counts in: one row per period (the day and the
-month, in the reports' time zone), inbox and group (everyone; the agent; the team; each
+event to the rows of `report_rollups` it counts in: one row per period (the day, the week
+and the month, in the reports' time zone), inbox and group (everyone; the agent; the team; each
 label). A report over any range then sums a few hundred rows (inbox/reports.py) instead of
 reading conversations, so it answers as fast at a million conversations as at a thousand.
 
@@ -36,7 +36,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -77,7 +77,7 @@ COUNTERS = ("created", "resolved", "reopened", "replies", "resolved_replies",
             "first_responses", "sla_total", "sla_met", "csat_asked", "csat_responses",
             "csat_sum", "csat_satisfied")
 HISTOGRAMS = ("first_response_hist", "resolution_hist")
-PERIODS = ("day", "month")
+PERIODS = ("day", "week", "month")  # a week starts on Monday
 
 # A rollup row's key: (period, start, inbox_id, dim, key).
 Slot = tuple[str, date, int, str, str]
@@ -110,7 +110,9 @@ def kept(seconds: float) -> int:
 
 
 def period_start(period: str, day: date) -> date:
-    return day if period == "day" else day.replace(day=1)
+    if period == "day":
+        return day
+    return day - timedelta(days=day.weekday()) if period == "week" else day.replace(day=1)
 
 
 @dataclass

@@ -279,22 +279,38 @@ def percentile(hist: Mapping[Any, int], share: float) -> int | None:
     return None  # pragma: no cover - the ranks add up to the total
 
 
-def split_range(start: date, end: date) -> tuple[list[date], list[tuple[date, date]]]:
-    """The whole months inside [start, end] (their first days) and the day ranges around them."""
+def split_range(start: date, end: date
+                ) -> tuple[list[date], list[date], list[tuple[date, date]]]:
+    """[start, end] as the fewest rollup rows cover it: the whole months inside it (their
+    first days), the whole weeks (Monday to Sunday) inside what is left, and the day ranges
+    left around those."""
     months: list[date] = []
     first = start if start.day == 1 else _next_month(start)
     while _next_month(first) - timedelta(days=1) <= end:
         months.append(first)
         first = _next_month(first)
-    if not months:
-        return [], [(start, end)]
-    days = []
-    if start < months[0]:
-        days.append((start, months[0] - timedelta(days=1)))
-    after = _next_month(months[-1])
-    if after <= end:
-        days.append((after, end))
-    return months, days
+    edges = [(start, end)]
+    if months:
+        after = _next_month(months[-1])
+        edges = [edge for edge in ((start, months[0] - timedelta(days=1)), (after, end))
+                 if edge[0] <= edge[1]]
+    weeks: list[date] = []
+    days: list[tuple[date, date]] = []
+    for low, high in edges:
+        monday = low + timedelta(days=-low.weekday() % 7)
+        inside = []
+        while monday + timedelta(days=6) <= high:
+            inside.append(monday)
+            monday += timedelta(days=7)
+        if not inside:
+            days.append((low, high))
+            continue
+        weeks += inside
+        if low < inside[0]:
+            days.append((low, inside[0] - timedelta(days=1)))
+        if inside[-1] + timedelta(days=7) <= high:
+            days.append((inside[-1] + timedelta(days=7), high))
+    return months, weeks, days
 
 
 def _next_month(day: date) -> date:
@@ -325,11 +341,13 @@ async def activity_report(session: AsyncSession, principal: Principal, *, start:
     inbox_ids = await report_inbox_ids(session, principal)
     table = table_of(ReportRollup)
     dim = "all" if group in ("inbox", "channel") else group
-    months, day_ranges = split_range(start, end)
+    months, weeks, day_ranges = split_range(start, end)
     in_range = [and_(table.c.period == "day", table.c.start.between(a, b))
                 for a, b in day_ranges]
     if months:
         in_range.append(and_(table.c.period == "month", table.c.start.in_(months)))
+    if weeks:
+        in_range.append(and_(table.c.period == "week", table.c.start.in_(weeks)))
     grouped: dict[str, _Sum] = {}
     total = _Sum()
     per_day: dict[date, _Sum] = {}

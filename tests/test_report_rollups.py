@@ -273,14 +273,20 @@ def test_helpers() -> None:
     assert percentile(Counter({60: 1, 120: 1, 300: 1, 600: 1}), 0.5) == 120
     assert percentile(Counter({60: 1, 120: 1, 300: 1, 600: 1}), 0.9) == 600
     assert percentile(Counter(), 0.5) is None
+    # 15 Jan 2026 is a Thursday; the week of Monday 19 Jan is inside the edge, that of 26 Jan
+    # runs into February (a month row), that of 6 April past the end.
     assert split_range(date(2026, 1, 15), date(2026, 4, 10)) == (
-        [date(2026, 2, 1), date(2026, 3, 1)],
-        [(date(2026, 1, 15), date(2026, 1, 31)), (date(2026, 4, 1), date(2026, 4, 10))])
-    assert split_range(date(2026, 3, 1), date(2026, 3, 31)) == ([date(2026, 3, 1)], [])
-    assert split_range(date(2026, 3, 2), date(2026, 3, 30)) == \
-        ([], [(date(2026, 3, 2), date(2026, 3, 30))])
+        [date(2026, 2, 1), date(2026, 3, 1)], [date(2026, 1, 19)],
+        [(date(2026, 1, 15), date(2026, 1, 18)), (date(2026, 1, 26), date(2026, 1, 31)),
+         (date(2026, 4, 1), date(2026, 4, 10))])
+    assert split_range(date(2026, 3, 1), date(2026, 3, 31)) == ([date(2026, 3, 1)], [], [])
+    assert split_range(date(2026, 3, 2), date(2026, 3, 30)) == (
+        [], [date(2026, 3, 2), date(2026, 3, 9), date(2026, 3, 16), date(2026, 3, 23)],
+        [(date(2026, 3, 30), date(2026, 3, 30))])
+    assert split_range(date(2026, 3, 3), date(2026, 3, 8)) == (
+        [], [], [(date(2026, 3, 3), date(2026, 3, 8))])
     assert split_range(date(2026, 12, 1), date(2027, 1, 31)) == (
-        [date(2026, 12, 1), date(2027, 1, 1)], [])
+        [date(2026, 12, 1), date(2027, 1, 1)], [], [])
     assert timedelta(seconds=kept(3599)) == timedelta(seconds=3600)
 
 
