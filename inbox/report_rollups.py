@@ -189,7 +189,7 @@ class Roller:
             return
         at: datetime = event.at
         if isinstance(event, ConversationCreated):
-            self.memory(view)
+            # Nothing to remember yet: a later event knows the creation from its view.
             self.count(self.slots(view, at, view.assignee_id), "created")
         elif isinstance(event, MessageCreated):
             self._message(event, view, at)
@@ -291,8 +291,22 @@ class ReportsConsumer:
             await roll(session, events, self.zone)
 
 
+def counts(event: Any) -> bool:
+    """Whether the event changes a figure (the others, a customer's message above all, are
+    not even recorded as consumed)."""
+    if isinstance(event, MessageCreated):
+        message = event.message
+        return message.survey or (message.direction == "out" and message.kind == "message"
+                                  and message.agent_id is not None and not message.automated
+                                  and not event.caused_by)
+    if isinstance(event, ConversationUpdated):
+        return "csat" in event.changes
+    return isinstance(event, ConversationCreated | ConversationStatusChanged)
+
+
 async def roll(session: AsyncSession, events: Sequence[Any], zone: ZoneInfo) -> None:
     """Add `events` (those not added before) to the rollups, in the caller's transaction."""
+    events = [event for event in events if counts(event)]
     fresh = await _first_time(session, [event.id for event in events])
     events = [event for event in events if event.id in fresh]
     conversation_ids = sorted({view.id for event in events

@@ -313,6 +313,18 @@ def split_range(start: date, end: date
     return months, weeks, days
 
 
+def covering(start: date, end: date) -> Any:
+    """The condition on report_rollups of the rows that cover [start, end] (split_range)."""
+    table = table_of(ReportRollup)
+    months, weeks, day_ranges = split_range(start, end)
+    parts = [and_(table.c.period == "day", table.c.start.between(a, b)) for a, b in day_ranges]
+    if months:
+        parts.append(and_(table.c.period == "month", table.c.start.in_(months)))
+    if weeks:
+        parts.append(and_(table.c.period == "week", table.c.start.in_(weeks)))
+    return or_(*parts)
+
+
 def _next_month(day: date) -> date:
     return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
 
@@ -341,13 +353,6 @@ async def activity_report(session: AsyncSession, principal: Principal, *, start:
     inbox_ids = await report_inbox_ids(session, principal)
     table = table_of(ReportRollup)
     dim = "all" if group in ("inbox", "channel") else group
-    months, weeks, day_ranges = split_range(start, end)
-    in_range = [and_(table.c.period == "day", table.c.start.between(a, b))
-                for a, b in day_ranges]
-    if months:
-        in_range.append(and_(table.c.period == "month", table.c.start.in_(months)))
-    if weeks:
-        in_range.append(and_(table.c.period == "week", table.c.start.in_(weeks)))
     grouped: dict[str, _Sum] = {}
     total = _Sum()
     per_day: dict[date, _Sum] = {}
@@ -355,7 +360,7 @@ async def activity_report(session: AsyncSession, principal: Principal, *, start:
         # The groups and the total: the whole months' rows and the days around them.
         for row in (await execute(session, core_select(table).where(
                 table.c.dim.in_({dim, "all"}), table.c.inbox_id.in_(inbox_ids),
-                or_(*in_range)))).all():
+                covering(start, end)))).all():
             if row.dim == "all":
                 total.add(row)
             if row.dim == dim:
