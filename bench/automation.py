@@ -54,10 +54,8 @@ import contextlib
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -72,7 +70,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import delete, func  # noqa: E402
 from sqlmodel import select  # noqa: E402
 
-from config import load_settings  # noqa: E402
+from bench.fresh_database import fresh_database  # noqa: E402
 from hub.app import build_bus  # noqa: E402
 from hub.bus import Entry  # noqa: E402
 from hub.events import (  # noqa: E402
@@ -101,10 +99,8 @@ from inbox.automation import (  # noqa: E402
 from inbox.automation_rules import contact_facts  # noqa: E402
 from inbox.automation_runner import AutomationConsumer  # noqa: E402
 from inbox.context import InboxContext  # noqa: E402
-from inbox.db import Database  # noqa: E402
 from inbox.event_consumers import event_type  # noqa: E402
 from inbox.inboxes import create_inbox  # noqa: E402
-from inbox.migrate import upgrade_async  # noqa: E402
 from inbox.models import (  # noqa: E402
     AutomationFiring,
     AutomationRule,
@@ -360,45 +356,26 @@ class Setup:
 @contextlib.asynccontextmanager
 async def prepared(shape: str) -> AsyncIterator[Setup]:
     """A fresh migrated database with one inbox and the contacts; dropped afterwards."""
-    workdir = Path(tempfile.mkdtemp(prefix="sb-automation-"))
-    pg: Any = None
-    try:
-        if shape == "production":
-            from tests.services import PostgresDatabase
-
-            pg = PostgresDatabase.create()
-            url = pg.url
-        else:
-            url = f"sqlite:///{workdir / 'switchboard.db'}"
-        settings = load_settings(data_dir=workdir, database_url=url, redis_url="",
-                                 log_level="warning")
-        await upgrade_async(settings.sqlalchemy_url)
-        db = Database(settings.sqlalchemy_url)
+    async with fresh_database(shape, "sb-automation-") as fresh:
+        settings, db = fresh.settings, fresh.db
         ctx = InboxContext(settings=settings, db=db, bus=build_bus(settings))  # bus unused
-        try:
-            async with db.write() as session:
-                inbox = await create_inbox(session, name="Support", channel="api",
-                                           settings={"secret": "bench-secret-0123456789"})
-                contacts = [Contact(name=f"Customer {n}", email=f"customer{n}@example.com",
-                                    attributes=dict(ATTRIBUTES)) for n in range(CONTACTS)]
-                session.add_all(contacts)
-                await session.flush()
-                contact_ids = [c.id for c in contacts if c.id is not None]
-                for n, cid in enumerate(contact_ids):
-                    session.add(ContactIdentity(contact_id=cid, kind="email",
-                                                value=f"customer{n}@example.com"))
-                    session.add(ContactIdentity(contact_id=cid, kind="phone",
-                                                value=f"+4179555{n:04d}"))
-                assert inbox.id is not None
-                inbox_id = inbox.id
-            yield Setup(ctx=ctx, inbox_id=inbox_id, contact_ids=contact_ids,
-                        database=pg.name if pg is not None else None)
-        finally:
-            await db.close()
-    finally:
-        if pg is not None:
-            pg.drop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        async with db.write() as session:
+            inbox = await create_inbox(session, name="Support", channel="api",
+                                       settings={"secret": "bench-secret-0123456789"})
+            contacts = [Contact(name=f"Customer {n}", email=f"customer{n}@example.com",
+                                attributes=dict(ATTRIBUTES)) for n in range(CONTACTS)]
+            session.add_all(contacts)
+            await session.flush()
+            contact_ids = [c.id for c in contacts if c.id is not None]
+            for n, cid in enumerate(contact_ids):
+                session.add(ContactIdentity(contact_id=cid, kind="email",
+                                            value=f"customer{n}@example.com"))
+                session.add(ContactIdentity(contact_id=cid, kind="phone",
+                                            value=f"+4179555{n:04d}"))
+            assert inbox.id is not None
+            inbox_id = inbox.id
+        yield Setup(ctx=ctx, inbox_id=inbox_id, contact_ids=contact_ids,
+                    database=fresh.database)
 
 
 async def install(setup: Setup, rows: list[AutomationRule]) -> None:

@@ -90,7 +90,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -107,7 +106,7 @@ if str(ROOT) not in sys.path:
 from sqlalchemy import func, text  # noqa: E402
 from sqlalchemy import select as core_select  # noqa: E402
 
-from config import load_settings  # noqa: E402
+from bench.fresh_database import fresh_database  # noqa: E402
 from hub.events import (  # noqa: E402
     ConversationCreated,
     ConversationStatusChanged,
@@ -119,7 +118,6 @@ from hub.events import (  # noqa: E402
 from inbox.agents import Principal, create_agent  # noqa: E402
 from inbox.db import Database, execute  # noqa: E402
 from inbox.inboxes import create_inbox  # noqa: E402
-from inbox.migrate import upgrade_async  # noqa: E402
 from inbox.models import ReportRollup, Team, table_of  # noqa: E402
 from inbox.report_rollups import Roller, write_deltas  # noqa: E402
 from inbox.reports import activity_report, covering, report_csv  # noqa: E402
@@ -190,52 +188,32 @@ class World:
 @contextlib.asynccontextmanager
 async def prepared(shape: str, seed: int) -> AsyncIterator[World]:
     """A fresh migrated database with the inboxes, agents and teams; dropped afterwards."""
-    workdir = Path(tempfile.mkdtemp(prefix="sb-reports-"))
-    pg: Any = None
-    try:
-        if shape == "production":
-            from tests.services import PostgresDatabase
-
-            pg = PostgresDatabase.create()
-            url = pg.url
-        else:
-            url = f"sqlite:///{workdir / 'switchboard.db'}"
-        settings = load_settings(data_dir=workdir, database_url=url, redis_url="",
-                                 log_level="warning")
-        await upgrade_async(settings.sqlalchemy_url)
-        db = Database(settings.sqlalchemy_url)
-        try:
-            rng = random.Random(seed)
-            async with db.write() as session:
-                inboxes = [await create_inbox(session, name=name, channel=channel, settings={})
-                           for name, channel, _ in INBOXES]
-                agents = [await create_agent(session, email=f"agent{n}@example.com",
-                                             name=f"Agent {n:02d}", password=PASSWORD,
-                                             role="admin" if n == 0 else "agent")
-                          for n in range(AGENTS)]
-                teams = [Team(name=name) for name in TEAMS]
-                session.add_all(teams)
-                await session.flush()
-            inbox_ids = [int(i.id or 0) for i in inboxes]
-            agent_ids = [int(a.id or 0) for a in agents]
-            team_ids = [int(t.id or 0) for t in teams]
-            yield World(
-                db=db, database=pg.name if pg is not None else None,
-                path=None if pg is not None else workdir / "switchboard.db",
-                inbox_ids=inbox_ids,
-                channel_of={int(i.id or 0): i.channel for i in inboxes},
-                agents_of={iid: sorted(rng.sample(agent_ids, 6 + n % 5))
-                           for n, iid in enumerate(inbox_ids)},
-                teams_of={iid: sorted(rng.sample(team_ids, 1 + n % 3))
-                          for n, iid in enumerate(inbox_ids)},
-                admin=Principal(agent_id=agent_ids[0], role="admin", inbox_ids=frozenset(),
-                                csrf_token=""))
-        finally:
-            await db.close()
-    finally:
-        if pg is not None:
-            pg.drop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    async with fresh_database(shape, "sb-reports-") as fresh:
+        db = fresh.db
+        rng = random.Random(seed)
+        async with db.write() as session:
+            inboxes = [await create_inbox(session, name=name, channel=channel, settings={})
+                       for name, channel, _ in INBOXES]
+            agents = [await create_agent(session, email=f"agent{n}@example.com",
+                                         name=f"Agent {n:02d}", password=PASSWORD,
+                                         role="admin" if n == 0 else "agent")
+                      for n in range(AGENTS)]
+            teams = [Team(name=name) for name in TEAMS]
+            session.add_all(teams)
+            await session.flush()
+        inbox_ids = [int(i.id or 0) for i in inboxes]
+        agent_ids = [int(a.id or 0) for a in agents]
+        team_ids = [int(t.id or 0) for t in teams]
+        yield World(
+            db=db, database=fresh.database, path=fresh.path,
+            inbox_ids=inbox_ids,
+            channel_of={int(i.id or 0): i.channel for i in inboxes},
+            agents_of={iid: sorted(rng.sample(agent_ids, 6 + n % 5))
+                       for n, iid in enumerate(inbox_ids)},
+            teams_of={iid: sorted(rng.sample(team_ids, 1 + n % 3))
+                      for n, iid in enumerate(inbox_ids)},
+            admin=Principal(agent_id=agent_ids[0], role="admin", inbox_ids=frozenset(),
+                            csrf_token=""))
 
 
 # -- the events -----------------------------------------------------------------------------
