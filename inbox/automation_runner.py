@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -425,7 +426,7 @@ class AutomationConsumer:
             await set_muted(ctx, principal, conversation_id=conversation_id, muted=True)
             return "muted the conversation"
         if kind == "send_webhook":
-            return await self._webhook(ctx, rule, conversation_id, trigger)
+            return await self._webhook(ctx, rule, conversation_id, trigger, key=key)
         raise Refused(f"unknown action {kind!r}")
 
     async def _text(self, ctx: InboxContext, principal: Principal, conversation_id: int,
@@ -465,15 +466,18 @@ class AutomationConsumer:
             return f"notified {agent.name}"
 
     async def _webhook(self, ctx: InboxContext, rule: _Rule, conversation_id: int,
-                       trigger: Any) -> str:
+                       trigger: Any, *, key: str) -> str:
         """An automation.webhook event: the webhooks consumer delivers it to the endpoints
-        that take it, signed and retried like every other event."""
+        that take it, signed and retried like every other event. Its id comes from the
+        action's key: the same firing tried again is the same delivery (receivers dedupe
+        on the webhook id, and so do the deliveries)."""
         async with ctx.db.write() as session:
             conversation = await session.get(Conversation, conversation_id)
             if conversation is None:
                 raise NotFound(f"conversation {conversation_id} not found")
             view = await load_conversation_view(session, conversation)
             stage_events(session, [AutomationWebhook(
+                id=hashlib.sha256(key.encode()).hexdigest()[:24],
                 inbox_id=conversation.inbox_id, at=utcnow(), rule_id=rule.id,
                 rule_name=rule.name, trigger_type=trigger.type, trigger_event_id=trigger.id,
                 conversation=view)])

@@ -148,7 +148,8 @@ class CsatConsumer:
             if isinstance(event, ConversationStatusChanged) \
                     and event.conversation.status == "resolved" \
                     and event.conversation.inbox_id in inboxes \
-                    and event.conversation.merged_into_id is None:
+                    and event.conversation.merged_into_id is None \
+                    and not event.conversation.muted:  # muted: nobody asks them anything
                 await ask(ctx, event.conversation)
 
         return await each_event(entries, kinds, _TYPES, one, what="satisfaction surveys")

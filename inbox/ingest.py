@@ -287,13 +287,13 @@ def _apply(
             conversation.last_activity_at = item.at
             conversation.last_message_preview = (m.text or "")[:PREVIEW_CHARS] or None
             conversation.changed = True
+    elif conversation.muted:
+        pass  # muted: in the thread, and nothing else (no reopening, no unread, no queue)
     elif not m.automated and conversation.status == "resolved" \
             and answer_open(conversation.csat_asked_at, now) \
             and (score := digit_answer(m.text)) is not None:
         # The answer to the satisfaction survey: in the thread, but nothing to reopen.
         item.csat_score = score
-    elif conversation.muted:
-        pass  # muted: in the thread, and nothing else (no reopening, no unread, no queue)
     elif not m.automated:
         if conversation.status != "open":
             item.reopened_from = conversation.status

@@ -314,6 +314,22 @@ async def roll(session: AsyncSession, events: Sequence[Any], zone: ZoneInfo) -> 
     if not conversation_ids:
         return
     postgres = is_postgresql(session)
+    # The memories these events need, made first if missing and locked in id order by one
+    # statement (two workers on one new conversation then wait for each other, in order,
+    # instead of one failing on the other's insert).
+    started: dict[int, datetime] = {}
+    for event in events:
+        if not isinstance(event, ConversationCreated):
+            started.setdefault(event.conversation.id, event.conversation.created_at)
+    if started:
+        memory_table = table_of(ReportConversation)
+        made = conflict_insert(memory_table, postgres).values([
+            {"conversation_id": cid, "cycle_started_at": started[cid], "replies": 0}
+            for cid in sorted(started)])
+        await execute(session, made.on_conflict_do_update(
+            index_elements=["conversation_id"],
+            set_={"conversation_id": made.excluded.conversation_id}) if postgres
+            else made.on_conflict_do_nothing(index_elements=["conversation_id"]))
     query = select(ReportConversation).where(
         col(ReportConversation.conversation_id).in_(conversation_ids)).order_by(
         col(ReportConversation.conversation_id))
@@ -339,19 +355,17 @@ async def roll(session: AsyncSession, events: Sequence[Any], zone: ZoneInfo) -> 
     roller = Roller(zone, await _policies(session, events), memories, breached)
     for event in events:
         roller.add(event)
-    for cid, memory in roller.memories.items():
-        if not memory.changed:
-            continue
-        row = rows.get(cid) or ReportConversation(conversation_id=cid,
-                                                  cycle_started_at=memory.cycle_started_at)
-        row.cycle_started_at = memory.cycle_started_at
-        row.first_response_at = memory.first_response_at
-        row.replies = memory.replies
-        row.csat_score = memory.csat_score
-        row.csat_slots = [[p, s.isoformat(), i, d, k] for p, s, i, d, k in memory.csat_slots] \
-            if memory.csat_slots else None
-        session.add(row)
-    await session.flush()
+    # Every memory this batch changed exists (made above): one UPDATE for all of them.
+    changed = [{"b_id": cid, "cycle_started_at": memory.cycle_started_at,
+                "first_response_at": memory.first_response_at, "replies": memory.replies,
+                "csat_score": memory.csat_score,
+                "csat_slots": [[p, s.isoformat(), i, d, k] for p, s, i, d, k
+                               in memory.csat_slots] if memory.csat_slots else None}
+               for cid, memory in sorted(roller.memories.items()) if memory.changed]
+    if changed:
+        memories_table = table_of(ReportConversation)
+        await execute(session, update(memories_table).where(
+            memories_table.c.conversation_id == bindparam("b_id")), changed)
     await write_deltas(session, roller.deltas)
 
 
@@ -389,10 +403,17 @@ async def write_deltas(session: AsyncSession, deltas: dict[Slot, Delta]) -> None
     keys = sorted(deltas)
     postgres = is_postgresql(session)
     for chunk in _chunks(keys, 500):
-        await execute(session, conflict_insert(table, postgres).values([
+        # Every row of the chunk, new or not, locked by this one statement in key order
+        # (DO NOTHING would lock only the new ones, the rest later: two workers could then
+        # each hold a row the other waits for).
+        made = conflict_insert(table, postgres).values([
             {"period": p, "start": s, "inbox_id": i, "dim": d, "key": k,
              **dict.fromkeys(COUNTERS, 0), **{name: {} for name in HISTOGRAMS}}
-            for p, s, i, d, k in chunk]).on_conflict_do_nothing())
+            for p, s, i, d, k in chunk])
+        await execute(session, made.on_conflict_do_update(
+            index_elements=["period", "start", "inbox_id", "dim", "key"],
+            set_={"period": made.excluded.period}) if postgres
+            else made.on_conflict_do_nothing())
         columns = (table.c.period, table.c.start, table.c.inbox_id, table.c.dim, table.c.key)
         query = (core_select(*columns, *(table.c[name] for name in COUNTERS),
                              *(table.c[name] for name in HISTOGRAMS))

@@ -5,7 +5,8 @@ Frames from the server (JSON text):
   {"type": "event", "id": ID, "event": {...}} one event (see hub/events.py)
   {"type": "resync", "reason": "..."}        events were missed: reload state over HTTP
   {"type": "pong"}                           answer to {"type": "ping"}
-Connect with `?last_event_id=ID` to get every event after ID replayed first.
+Connect with `?last_event_id=ID` to get every event after ID replayed first, and with
+`?presence=0` to watch without counting as online (the reports page's live load).
 """
 
 from __future__ import annotations
@@ -107,7 +108,11 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
             return
         await websocket.accept()
         WEBSOCKETS.inc()
-        await presence.add(principal.agent_id)
+        # ?presence=0: a page that only watches (the reports' live load) does not make its
+        # agent online, nor a target of the queue.
+        present = websocket.query_params.get("presence") != "0"
+        if present:
+            await presence.add(principal.agent_id)
         try:
             await _serve(ctx, websocket, principal)
         except WebSocketDisconnect:
@@ -118,7 +123,8 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
                 await websocket.close(code=1011, reason="server error, reconnect")
         finally:
             WEBSOCKETS.dec()
-            presence.remove(principal.agent_id)
+            if present:
+                presence.remove(principal.agent_id)
 
     return [WebSocketRoute("/api/v1/ws", agent_socket)]
 

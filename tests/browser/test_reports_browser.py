@@ -53,6 +53,11 @@ async def test_a_lead_reads_the_month_by_agent_and_label_and_sees_the_load_move_
     page = desk.page
     await page.get_by_role("link", name="Reports").click()
     await expect(page).to_have_url(re.compile(re.escape(stack.base) + r"/reports(\?.*)?$"))
+    # Lena keeps her inbox open in another tab (the reports page alone does not make her
+    # online: it only watches).
+    inbox_tab = await desk.context.new_page()
+    await inbox_tab.goto("/")
+    await expect(inbox_tab.locator("body")).to_have_attribute("data-live", "true")
     await expect(page.locator("body")).to_have_attribute("data-live", "true")
     await page.fill("#range-start", "2026-03-01")
     await page.fill("#range-end", "2026-03-31")

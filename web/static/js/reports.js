@@ -97,16 +97,21 @@ async function refreshNow() {
       : el("p", { class: "muted", id: "waiting-list" }, "Nobody waits."));
 }
 
+// At most one refresh every half second however busy the inboxes are (a timer that restarted
+// on each event would never fire while events keep coming).
 let nowTimer = null;
 function nowChanged() {
-  clearTimeout(nowTimer);
-  nowTimer = setTimeout(refreshNow, 500);
+  if (nowTimer) return;
+  nowTimer = setTimeout(() => { nowTimer = null; refreshNow(); }, 500);
 }
+const MOVES_LOAD = new Set(["conversation.created", "conversation.assigned", "conversation.status_changed",
+  "conversation.updated", "agent.updated", "message.created"]);
 
 let socketRetry = 1000;
 function connect() {
   const scheme = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${window.location.host}/api/v1/ws`);
+  // presence=0: watching the load does not make this lead online (nor a target of the queue).
+  const socket = new WebSocket(`${scheme}//${window.location.host}/api/v1/ws?presence=0`);
   socket.addEventListener("message", (message) => {
     let frame;
     try { frame = JSON.parse(message.data); } catch { return; }
@@ -117,7 +122,7 @@ function connect() {
       refreshNow();
     } else if (frame.type === "event" && frame.event) {
       const type = frame.event.type || "";
-      if (type.startsWith("conversation.") || type === "agent.updated") nowChanged();
+      if (MOVES_LOAD.has(type)) nowChanged();
     }
   });
   socket.addEventListener("close", () => {
