@@ -107,3 +107,32 @@ async def test_a_rule_mutes_what_it_matches(stack: Stack) -> None:
 
     lines = await eventually(noted)
     assert "Rule “Unsubscribe”: muted the conversation" in lines
+
+
+async def test_a_muted_customer_is_not_asked_for_a_rating(stack: Stack) -> None:
+    admin, alice = await stack.login("admin"), await stack.login("alice")
+    switched = await admin.http.put(f"/api/v1/inboxes/{stack.ids['support']}/csat",
+                                    json={"enabled": True})
+    assert switched.status_code == 200
+    socket = await alice.ws()
+    await stack.inbound("support", [message("s-1", "Cheap pills", "spam")])
+    spam = (await socket.wait_event(of_type("message.created", text="Cheap pills"), 20)
+            )["event"]["conversation"]["id"]
+    await stack.inbound("support", [message("s-2", "Where is my order?", "ada")])
+    ada = (await socket.wait_event(of_type("message.created", text="Where is my order?"), 20)
+           )["event"]["conversation"]["id"]
+    assert (await alice.http.post(f"/api/v1/conversations/{spam}/mute",
+                                  json={"muted": True})).status_code == 200
+    assert (await alice.http.post(f"/api/v1/conversations/{ada}/status",
+                                  json={"status": "resolved"})).status_code == 200
+
+    async def asked(cid: int) -> bool:
+        items = (await alice.http.get(f"/api/v1/conversations/{cid}/messages")).json()["items"]
+        return any(m.get("survey") for m in items)
+
+    await eventually(lambda: asked(ada), timeout=20)  # the later resolve was surveyed...
+    assert not await asked(spam)  # ...the muted one, resolved before it, was not
+    # A lone digit from the muted customer is not an answer either.
+    await stack.inbound("support", [message("s-3", "1", "spam")])
+    await socket.wait_event(of_type("message.created", text="1"), 20)
+    assert (await _conversation(alice, spam))["csat_score"] is None
