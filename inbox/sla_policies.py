@@ -22,7 +22,8 @@ from inbox.context import InboxContext
 from inbox.db import execute
 from inbox.errors import Refused, admins_only, existing
 from inbox.labels import label_key
-from inbox.models import PRIORITIES, ConversationSla, Inbox, Label, SlaPolicy, Team, table_of
+from inbox.models import PRIORITIES as PRIORITIES  # the admin page offers them
+from inbox.models import ConversationSla, Inbox, Label, SlaPolicy, Team, table_of
 
 MAX_MINUTES = 60 * 24 * 366
 Minutes = float

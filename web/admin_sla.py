@@ -15,7 +15,6 @@ from inbox import sla_policies as policies
 from inbox import teams
 from inbox.agents import Principal
 from inbox.inboxes import visible_inboxes
-from inbox.models import PRIORITIES
 from web.admin_automation import calendar_of, calendar_words
 from web.admin_rule_rows import rule_row_routes
 from web.admin_ui import (
@@ -52,7 +51,7 @@ async def sla_page(ctx: WebContext, principal: Principal, status: int = 200,
     typed = values.pop("typed", None) or {"warn_minutes": "15", "pause_when_waiting": "1"}
     return page("admin_sla.html", status, csrf_token=principal.csrf_token,
                 is_admin=principal.is_admin, policies=found, inboxes=inboxes,
-                teams=all_teams, priorities=PRIORITIES, typed=typed,
+                teams=all_teams, priorities=policies.PRIORITIES, typed=typed,
                 inbox_names={i.id: i.name for i in inboxes},
                 team_names={t.id: t.name for t in all_teams},
                 calendar_words=calendar_words, **values)
