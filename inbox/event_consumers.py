@@ -36,11 +36,22 @@ Handle = Callable[[AsyncSession, Any], Awaitable[None]]
 
 async def first_time(session: AsyncSession, *, consumer: str, event_id: str) -> bool:
     """Record that `consumer` handles this event now; False when it did already."""
+    return bool(await first_times(session, consumer=consumer, event_ids=[event_id]))
+
+
+async def first_times(session: AsyncSession, *, consumer: str,
+                      event_ids: Sequence[str]) -> set[str]:
+    """Record that `consumer` handles these events now (one statement); the ids it had not
+    handled before."""
+    if not event_ids:
+        return set()
+    now = utcnow()
     statement = (conflict_insert(table_of(ConsumedEvent), is_postgresql(session))
-                 .values(consumer=consumer, event_id=event_id, consumed_at=utcnow())
+                 .values([{"consumer": consumer, "event_id": event_id, "consumed_at": now}
+                          for event_id in dict.fromkeys(event_ids)])
                  .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
                  .returning(table_of(ConsumedEvent).c.event_id))
-    return (await execute(session, statement)).first() is not None
+    return {row[0] for row in (await execute(session, statement)).all()}
 
 
 # What a consumer may skip without a transaction: the event types it handles, and whether

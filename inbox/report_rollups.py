@@ -54,13 +54,11 @@ from hub.events import (
     ConversationView,
     MessageCreated,
 )
-from hub.types import utcnow
 from inbox.business_hours import ALWAYS_OPEN, Calendar
 from inbox.context import InboxContext
 from inbox.db import conflict_insert, execute, is_postgresql
-from inbox.event_consumers import decode_wanted, kinds_of, unless_down
+from inbox.event_consumers import decode_wanted, first_times, kinds_of, unless_down
 from inbox.models import (
-    ConsumedEvent,
     ConversationSla,
     ReportConversation,
     ReportRollup,
@@ -206,8 +204,7 @@ class Roller:
             memory.csat_slots = slots
             self.count(slots, "csat_asked")
             return
-        if (message.kind != "message" or message.direction != "out" or message.automated
-                or message.agent_id is None or event.caused_by):
+        if not agent_reply(event):
             return
         memory = self.memory(view)
         slots = self.slots(view, at, message.agent_id)
@@ -291,14 +288,18 @@ class ReportsConsumer:
             await roll(session, events, self.zone)
 
 
+def agent_reply(event: MessageCreated) -> bool:
+    """A person's reply (not a rule's, not an automated message, not a note)."""
+    message = event.message
+    return (message.kind == "message" and message.direction == "out"
+            and message.agent_id is not None and not message.automated and not event.caused_by)
+
+
 def counts(event: Any) -> bool:
     """Whether the event changes a figure (the others, a customer's message above all, are
     not even recorded as consumed)."""
     if isinstance(event, MessageCreated):
-        message = event.message
-        return message.survey or (message.direction == "out" and message.kind == "message"
-                                  and message.agent_id is not None and not message.automated
-                                  and not event.caused_by)
+        return event.message.survey or agent_reply(event)
     if isinstance(event, ConversationUpdated):
         return "csat" in event.changes
     return isinstance(event, ConversationCreated | ConversationStatusChanged)
@@ -307,7 +308,8 @@ def counts(event: Any) -> bool:
 async def roll(session: AsyncSession, events: Sequence[Any], zone: ZoneInfo) -> None:
     """Add `events` (those not added before) to the rollups, in the caller's transaction."""
     events = [event for event in events if counts(event)]
-    fresh = await _first_time(session, [event.id for event in events])
+    fresh = await first_times(session, consumer=CONSUMER,
+                              event_ids=[event.id for event in events])
     events = [event for event in events if event.id in fresh]
     conversation_ids = sorted({view.id for event in events
                                if (view := getattr(event, "conversation", None)) is not None})
@@ -381,22 +383,9 @@ def _slot(raw: Sequence[Any]) -> Slot:
     return (str(period), date.fromisoformat(str(start)), int(inbox_id), str(dim), str(key))
 
 
-async def _first_time(session: AsyncSession, event_ids: Sequence[str]) -> set[str]:
-    """The ids of these events not consumed before, now recorded as consumed."""
-    if not event_ids:
-        return set()
-    now = utcnow()
-    statement = (conflict_insert(table_of(ConsumedEvent), is_postgresql(session))
-                 .values([{"consumer": CONSUMER, "event_id": event_id, "consumed_at": now}
-                          for event_id in dict.fromkeys(event_ids)])
-                 .on_conflict_do_nothing(index_elements=["consumer", "event_id"])
-                 .returning(table_of(ConsumedEvent).c.event_id))
-    return {row[0] for row in (await execute(session, statement)).all()}
-
-
 async def write_deltas(session: AsyncSession, deltas: dict[Slot, Delta]) -> None:
-    """Add the deltas to their rows: the missing rows inserted, then every row read and locked
-    (in one order, so two workers never wait on each other in a circle) and written."""
+    """Add the deltas to their rows: every row made if missing and locked by one statement in
+    key order (so two workers never wait on each other in a circle), read, and written."""
     if not deltas:
         return
     table = table_of(ReportRollup)
