@@ -52,7 +52,8 @@ agent and by label (day rows at both edges, the most rows); the last 30 days by 
 second quarter by label. For each: median, p99 (nearest rank: with 30 repeats it is the
 slowest call) and min in ms; the rollup rows the report reads (groups + days) and their
 histogram entries, counted by separate queries, not timed; "fetch": the median time of
-those two queries alone with their rows decoded (the rest of the call is Python); and the
+those two queries alone (`inbox.reports.rollup_queries`; the histograms come as JSON text,
+decoded in the rest of the call, which is Python); and the
 CSV. Also the total of the year report against the conversations generated (a check that
 every conversation was counted once).
 
@@ -103,6 +104,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import orjson  # noqa: E402
 from sqlalchemy import func, text  # noqa: E402
 from sqlalchemy import select as core_select  # noqa: E402
 
@@ -120,7 +122,7 @@ from inbox.db import Database, execute  # noqa: E402
 from inbox.inboxes import create_inbox  # noqa: E402
 from inbox.models import ReportRollup, Team, table_of  # noqa: E402
 from inbox.report_rollups import Roller, write_deltas  # noqa: E402
-from inbox.reports import activity_report, covering, report_csv  # noqa: E402
+from inbox.reports import activity_report, report_csv, rollup_queries  # noqa: E402
 
 YEAR = 2026
 UTC_ZONE = ZoneInfo("UTC")
@@ -410,19 +412,6 @@ async def fill(world: World, count: int, chunk: int, seed: int) -> SetUp:
 # -- measuring ----------------------------------------------------------------------------
 
 
-def statements(inbox_ids: list[int], scenario: Scenario) -> tuple[Any, Any]:
-    """The two rollup queries activity_report makes for the scenario (mirrored from it)."""
-    table = table_of(ReportRollup)
-    dim = "all" if scenario.group in ("inbox", "channel") else scenario.group
-    groups = core_select(table).where(table.c.dim.in_({dim, "all"}),
-                                      table.c.inbox_id.in_(inbox_ids),
-                                      covering(scenario.start, scenario.end))
-    days = core_select(table).where(
-        table.c.dim == "all", table.c.period == "day", table.c.inbox_id.in_(inbox_ids),
-        table.c.start.between(scenario.start, scenario.end))
-    return groups, days
-
-
 def p99(values: list[float]) -> float:
     """Nearest rank: with fewer than 100 values, the largest."""
     ordered = sorted(values)
@@ -446,7 +435,8 @@ async def measure(world: World, scenario: Scenario, repeats: int) -> dict[str, A
     csv_ms = (time.perf_counter() - t0) * 1000
 
     # Not timed with the report: what it reads, and how long reading it alone takes.
-    groups, days = statements(world.inbox_ids, scenario)
+    groups, days = rollup_queries(world.inbox_ids, scenario.start, scenario.end,
+                                  scenario.group)
     fetch: list[float] = []
     counted: list[int] = []
     entries = 0
@@ -457,8 +447,9 @@ async def measure(world: World, scenario: Scenario, repeats: int) -> dict[str, A
             fetch.append((time.perf_counter() - t0) * 1000)
         if n == 0:
             counted = [len(rows) for rows in found]
-            entries = sum(len(row.first_response_hist) + len(row.resolution_hist)
-                          for rows in found for row in rows)
+            entries = sum(len(orjson.loads(row.first_response_hist))
+                          + len(orjson.loads(row.resolution_hist)) for row in found[0]) + sum(
+                len(orjson.loads(row.first_response_hist)) for row in found[1])
     return {
         "scenario": scenario.name, "start": scenario.start.isoformat(),
         "end": scenario.end.isoformat(), "group": scenario.group,
