@@ -143,6 +143,10 @@ async def test_rules_that_would_wake_each_other_fire_once_each(stack: Stack) -> 
     assert view["labels"] == ["vip"]
 
 
+async def _in_thread(client: Agent, conversation_id: int, text: str) -> bool:
+    return any(m["text"] == text for m in await thread(client, conversation_id))
+
+
 async def _async_count(stack: Stack, rule_id: int, want: int) -> bool:
     return await firings(stack, rule_id) == want
 
@@ -304,6 +308,9 @@ async def test_timed_rules_fire_when_the_wait_lasts_and_not_when_it_ends(stack: 
     # Our reply arms "Silent"; the customer answering within the wait disarms it.
     assert (await alice.http.post(f"{url}/messages", json={"text": "Hi!"})).status_code < 300
     await stack.inbound("support", [message("w-2", "thanks", "cust-wait")])
+    # Ingest is batched: "thanks" stored after the pending below would reopen the
+    # conversation (a customer's word ends a pending wait) and nothing would be due.
+    await eventually(lambda: _in_thread(alice, cid, "thanks"))
     # Pending for 1.8 s: "Stale" labels it and opens it again, once.
     assert (await alice.http.post(f"{url}/status", json={"status": "pending"})
             ).status_code == 200
