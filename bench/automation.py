@@ -17,6 +17,11 @@ equals, which makes the consumer read the contact once per event), two thirds fo
 inbox and a third for every inbox. "all" rules fail on their last condition and "any"
 rules on every one, so every condition is evaluated (the most expensive way not to match;
 `--order first`: "all" rules fail on their first condition, so most rules try one).
+The rules' holding conditions come from a pool of five (channel, label, priority tests, as
+the rules of one inbox share theirs), which the consumer tries once per event;
+`--conditions distinct` makes every condition unlike any other rule's, with the same
+outcome (channel tests become inbox tests, priority tests label tests, a regular
+expression gets a comment `(?#only-rule-i)`, a word list one more word).
 Plus `--other-rules` (10) rules on other triggers (created, status, assignee, labels,
 priority, agent replied), which inbound messages do not wake.
 
@@ -31,7 +36,7 @@ Scenarios, run in turn in each of `--rounds` rounds (median and min-max are repo
   rules      the rules, none needing the contact
   contact    the same rules, `--contact-rules` of them reading the contact
   timed      the rules plus one `no_customer_reply_for` rule: an inbound message ends its
-             wait, which the consumer does in a write transaction per event
+             wait (which writes nothing: the timer checks, when due, that the wait held)
 and, without the consumer around it, on already decoded events: `decode_event` of a
 message.created, and trigger_of + the inbox/trigger filter + `matches` over the rules
 (the contact's facts given, as after its read).
@@ -97,7 +102,7 @@ from inbox.automation import (  # noqa: E402
     validate_trigger,
 )
 from inbox.automation_rules import contact_facts  # noqa: E402
-from inbox.automation_runner import AutomationConsumer  # noqa: E402
+from inbox.automation_runner import AutomationConsumer, RuleSet  # noqa: E402
 from inbox.context import InboxContext  # noqa: E402
 from inbox.event_consumers import event_type  # noqa: E402
 from inbox.inboxes import create_inbox  # noqa: E402
@@ -239,6 +244,26 @@ def rule_specs(count: int, contact_rules: int, *, contact: bool, fail_first: boo
     return specs
 
 
+def distinct(i: int, condition: dict[str, Any], inbox_id: int) -> dict[str, Any]:
+    """`condition` of rule i made unlike any other rule's, with the same outcome on the
+    benchmark's events (for --conditions distinct: no condition shared between rules).
+    A channel test becomes the same test on the inbox, a priority test one on labels."""
+    field, op, value = condition["field"], condition["op"], condition["value"]
+    never = f"only-rule-{i}"  # a label, word or text no event has
+    if field == "channel":
+        holds = ("api" in value) == (op == "in")
+        return {"field": "inbox", "op": "in",
+                "value": [inbox_id, 100_000 + i] if holds else [100_000 + i]}
+    if field == "priority":
+        holds = ("none" in value) == (op == "in")  # the benchmark's conversations: "none"
+        return {"field": "label", "op": "has_none" if holds else "has_any", "value": [never]}
+    if field == "label" or (field == "text" and op == "contains_any"):
+        return {**condition, "value": [*value, never.replace("-", "")]}
+    if field == "text" and op == "regex":
+        return {**condition, "value": f"{value}(?#{never})"}  # a comment: the same pattern
+    return condition  # contact conditions: one per contact rule already
+
+
 def rule_rows(scenario: str, args: argparse.Namespace, inbox_id: int) -> list[AutomationRule]:
     """The rules of a scenario, checked as the API checks them."""
     if scenario == "floor":
@@ -247,6 +272,8 @@ def rule_rows(scenario: str, args: argparse.Namespace, inbox_id: int) -> list[Au
     specs = rule_specs(args.rules, args.contact_rules, contact=scenario == "contact",
                        fail_first=args.order == "first")
     for i, (scope, match, conditions) in enumerate(specs):
+        if args.conditions == "distinct":
+            conditions = [distinct(i, c, inbox_id) for c in conditions]
         rows.append(AutomationRule(
             name=f"Rule {i}", position=i, inbox_id=inbox_id if scope == "inbox" else None,
             trigger=validate_trigger("message_received"), match=match,
@@ -466,7 +493,7 @@ def time_sync(work: Callable[[], int], budget: float) -> tuple[float, int]:
     return used, done
 
 
-def evaluator(events: list[Any], rules: Sequence[Any],
+def evaluator(events: list[Any], rules: RuleSet,
               facts_of: dict[int, tuple[dict[str, Any], frozenset[str]]]) -> Callable[[], int]:
     """What `AutomationConsumer.handle` does with decoded events, minus the database: the
     triggers, the rules they wake, and their conditions (the contact's facts given)."""
@@ -478,9 +505,7 @@ def evaluator(events: list[Any], rules: Sequence[Any],
             if not triggers:
                 continue
             conversation = event.conversation
-            woken = [rule for rule in rules if rule.trigger in triggers
-                     and rule.inbox_id in (None, conversation.inbox_id)
-                     and rule.id not in chain]
+            woken = rules.woken(triggers, conversation.inbox_id, chain)
             facts = Facts(trigger=triggers[0], conversation=conversation,
                           message=event.message)
             for rule in woken:
@@ -516,10 +541,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             facts_of = {cid: await contact_facts(session, cid) for cid in setup.contact_ids}
         decoded = [decode_event(p) for p in pool if event_type(p) == "message.created"]
         created = [p for p in pool if event_type(p) == "message.created"]
-        held: dict[str, list[Any]] = {}
+        held: dict[str, RuleSet] = {}
         for scenario in ("rules", "contact"):
             await install(setup, rule_rows(scenario, args, setup.inbox_id))
-            held[scenario] = await AutomationConsumer()._rules(setup.ctx)
+            held[scenario] = RuleSet(await AutomationConsumer()._rules(setup.ctx))
         memory: dict[str, list[float]] = {"decode": [], "rules": [], "contact": []}
         loading: list[float] = []  # ms of CPU per `_rules` (the rule query of each batch)
 
@@ -530,7 +555,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         say(f"{args.shape}: {args.rules} message_received rules ({args.contact_rules} with a "
             f"contact condition in the contact scenario; \"all\" rules fail on their "
-            f"{args.order} condition) + {args.other_rules} on other triggers; {args.rounds} "
+            f"{args.order} condition; {args.conditions} conditions) + {args.other_rules} on "
+            f"other triggers; {args.rounds} "
             f"rounds, each measurement at least {args.seconds:g} s of CPU")
         for round_no in range(args.rounds):
             for scenario in scenarios:
@@ -565,7 +591,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     busy1 = machine_busy()
     total = busy1[1] - busy0[1]
     return {
-        "shape": args.shape, "order": args.order, "rules": args.rules,
+        "shape": args.shape, "order": args.order, "conditions": args.conditions,
+        "rules": args.rules,
         "contact_rules": args.contact_rules, "other_rules": args.other_rules,
         "rounds": args.rounds, "seconds": args.seconds,
         "message_created_share": per_pool / len(pool),
@@ -654,6 +681,10 @@ def parse_args() -> argparse.Namespace:
                         "condition is evaluated) or first (one is)")
     parser.add_argument("--no-timed", dest="timed", action="store_false",
                         help="leave out the scenario with a no_customer_reply_for rule")
+    parser.add_argument("--conditions", choices=("shared", "distinct"), default="shared",
+                        help="shared: the rules' holding conditions come from a pool of five "
+                        "(as rules of one inbox share their channel and label tests); "
+                        "distinct: no two rules share a condition")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
     args.rules = max(1, min(args.rules, 500))

@@ -44,6 +44,8 @@ ever is stopped, not the worker) on at most the first 10,000 characters.
 from __future__ import annotations
 
 import functools
+import itertools
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -387,6 +389,9 @@ class Facts:
     at: datetime | None = None  # when the event happened (None: now)
     _words: dict[str, Words] = field(default_factory=dict, repr=False)
     _labels: frozenset[str] | None = field(default=None, repr=False)
+    # The outcome of each condition tried so far (by `_condition_id`): rules that share a
+    # condition (the same inbox, channel or label test) pay for it once per event.
+    known: dict[int, bool] = field(default_factory=dict, repr=False)
 
     def text(self, name: str) -> str:
         if name == "text":
@@ -448,11 +453,14 @@ def _wanted(values: tuple[str, ...]) -> _Wanted:
 
 
 def _contains_any(values: tuple[str, ...], facts: Facts, name: str) -> bool:
-    wanted = _wanted(values)
+    return _contains_wanted(_wanted(values), facts, name)
+
+
+def _contains_wanted(wanted: _Wanted, facts: Facts, name: str) -> bool:
     words = facts.words(name)
     if not wanted.single.isdisjoint(words.each):
         return True
-    if any(phrase in words.joined for phrase in wanted.phrases):
+    if wanted.phrases and any(phrase in words.joined for phrase in wanted.phrases):
         return True
     return bool(wanted.other) and bool(_words(wanted.other).search(facts.text(name)))
 
@@ -498,26 +506,40 @@ _VIEW_FIELDS = {"inbox": "inbox_id", "team": "team_id", "assignee": "assignee_id
 
 def compile_rule(match: str, conditions: list[dict[str, Any]]) -> Test:
     """The rule's conditions as one function of the facts ("all" of them, or "any"; none:
-    always), each condition made ready once: what runs per event is only the comparing."""
-    tests = tuple(_compiled(c) for c in conditions)
+    always), each condition made ready once: what runs per event is only the comparing.
+    A condition another rule has too is tried once per event (Facts.known)."""
+    tests = tuple((_condition_id(c), _compiled(c)) for c in conditions)
     if not tests:
         return lambda facts: True
-    if len(tests) == 1:
-        return tests[0]
-    if match == "any":
-        def any_holds(facts: Facts) -> bool:
-            for test in tests:
-                if test(facts):
-                    return True
-            return False
-        return any_holds
+    wanted = match != "any"  # "all" stops at the first that fails, "any" at the first that holds
 
-    def all_hold(facts: Facts) -> bool:
-        for test in tests:
-            if not test(facts):
-                return False
-        return True
-    return all_hold
+    def holds(facts: Facts) -> bool:
+        known = facts.known
+        for key, test in tests:
+            outcome = known.get(key)
+            if outcome is None:
+                outcome = known[key] = test(facts)
+            if (not outcome) is wanted:  # failed in "all", held in "any"
+                return not wanted
+        return wanted
+    return holds
+
+
+_condition_ids: dict[str, int] = {}
+_next_condition_id = itertools.count(1)
+
+
+def _condition_id(condition: Mapping[str, Any]) -> int:
+    """The same number for the same condition, whichever rule has it (never one number for
+    two conditions: numbers are not reused)."""
+    text = json.dumps([condition["field"], condition["op"], condition["value"]],
+                      sort_keys=True, default=str)
+    found = _condition_ids.get(text)
+    if found is None:
+        if len(_condition_ids) > 100_000:  # rules edited for years: start again
+            _condition_ids.clear()
+        found = _condition_ids[text] = next(_next_condition_id)
+    return found
 
 
 def _compiled(condition: Mapping[str, Any]) -> Test:
@@ -539,9 +561,10 @@ def _compiled(condition: Mapping[str, Any]) -> Test:
         return lambda facts: facts.labels().isdisjoint(labels)
     if name in ("text", "subject"):
         if op == "contains_any":
-            wanted = tuple(value)
-            return lambda facts: _contains_any(wanted, facts, name)
-        return lambda facts: _search(op, value, facts.text(name))
+            wanted = _wanted(tuple(value))
+            return lambda facts: _contains_wanted(wanted, facts, name)
+        pattern = _pattern(value)
+        return lambda facts: _found(pattern, facts.text(name))
     if name == "business_hours":
         calendar, open_wanted = parse_calendar(value), op == "open"
         return lambda facts: calendar.is_open(facts.at or utcnow()) == open_wanted
@@ -598,8 +621,12 @@ def _holds(condition: Mapping[str, Any], facts: Facts) -> bool:
 def _search(op: str, value: Any, text: str) -> bool:
     if op == "contains_any":
         return bool(_words(tuple(value)).search(text))
+    return _found(_pattern(value), text)
+
+
+def _found(pattern: Any, text: str) -> bool:
     try:
-        return _pattern(value).search(text, timeout=REGEX_TIMEOUT_S) is not None
+        return pattern.search(text, timeout=REGEX_TIMEOUT_S) is not None
     except TimeoutError:
         return False  # a pattern that takes this long is treated as not matching
 

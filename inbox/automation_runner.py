@@ -108,6 +108,32 @@ class _Rule:
     holds: Test  # the conditions, compiled
 
 
+class RuleSet:
+    """The active rules of a batch, in the order they are tried, with those of each trigger
+    picked out once (not per event)."""
+
+    def __init__(self, rules: Sequence[_Rule]) -> None:
+        self.rules = tuple(rules)
+        self.timed = any(rule.trigger in TIMED for rule in self.rules)
+        self._of: dict[str, tuple[_Rule, ...]] = {}
+        for rule in self.rules:
+            self._of[rule.trigger] = (*self._of.get(rule.trigger, ()), rule)
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    def woken(self, triggers: Sequence[str], inbox_id: int, chain: Sequence[int]
+              ) -> list[_Rule]:
+        """The rules these triggers wake on a conversation of that inbox, in order; never
+        one in the chain of rules that caused the event."""
+        if len(triggers) == 1:
+            candidates: Sequence[_Rule] = self._of.get(triggers[0], ())
+        else:
+            candidates = [rule for rule in self.rules if rule.trigger in triggers]
+        return [rule for rule in candidates
+                if rule.inbox_id in (None, inbox_id) and rule.id not in chain]
+
+
 _compiled_rules: dict[tuple[int, datetime], Test] = {}
 
 
@@ -147,13 +173,13 @@ class AutomationConsumer:
         kinds = kinds_of(entries, _ALL_TYPES)
         if kinds is None:
             return outcomes
-        rules = await unless_down(self._rules(ctx))
+        rules = RuleSet(await unless_down(self._rules(ctx)))
         if not rules:
             return outcomes
-        listened = {t for rule in rules for t in EVENT_TYPES[rule.trigger]}
+        listened = {t for rule in rules.rules for t in EVENT_TYPES[rule.trigger]}
 
         contacts: dict[int, tuple[dict[str, Any], frozenset[str]]] = {}
-        contact_triggers = {rule.trigger for rule in rules if rule.needs_contact}
+        contact_triggers = {rule.trigger for rule in rules.rules if rule.needs_contact}
 
         async def prepare(events: list[Any]) -> None:
             # The contacts the rules will look at, for the whole batch in one read.
@@ -182,13 +208,13 @@ class AutomationConsumer:
                           needs_contact=needs_contact(r.conditions),
                           holds=_compiled_rule(r)) for r in rows]
 
-    async def handle(self, ctx: InboxContext, event: Any, rules: Sequence[_Rule],
+    async def handle(self, ctx: InboxContext, event: Any, rules: RuleSet,
                      contacts: Mapping[int, tuple[dict[str, Any], frozenset[str]]] = {},
                      ) -> None:
         """Fire the rules that this event wakes and whose conditions hold; arm or disarm the
         timed rules whose wait it starts or ends."""
-        if any(rule.trigger in TIMED for rule in rules):
-            await self._arm(ctx, event, rules)
+        if rules.timed:
+            await self._arm(ctx, event, rules.rules)
         triggers = trigger_of(event)
         chain = tuple(event.caused_by)
         if not triggers or len(chain) >= MAX_DEPTH:
@@ -196,8 +222,7 @@ class AutomationConsumer:
         conversation = event.conversation
         if conversation.merged_into_id is not None:
             return
-        woken = [rule for rule in rules if rule.trigger in triggers
-                 and rule.inbox_id in (None, conversation.inbox_id) and rule.id not in chain]
+        woken = rules.woken(triggers, conversation.inbox_id, chain)
         if not woken:
             return
         facts = Facts(trigger=triggers[0], conversation=conversation, at=event.at,

@@ -16,9 +16,11 @@ from hub.events import (
     MessageCreated,
     MessageView,
 )
+from inbox import automation
 from inbox.automation import (
     Facts,
     InvalidRule,
+    compile_rule,
     matches,
     needs_contact,
     trigger_of,
@@ -145,6 +147,31 @@ def test_any_and_all() -> None:
     assert matches("any", conditions, facts)
     assert not matches("all", conditions, facts)
     assert matches("all", [], facts)
+
+
+def test_a_condition_several_rules_share_is_tried_once_per_event(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tried: list[str] = []
+    real = automation._found
+
+    def counted(pattern: Any, text: str) -> bool:
+        tried.append(pattern.pattern)
+        return bool(real(pattern, text))
+
+    monkeypatch.setattr(automation, "_found", counted)
+    invoice = {"field": "text", "op": "regex", "value": r"invoice"}
+    refund = {"field": "text", "op": "regex", "value": r"refund"}
+    sms = {"field": "channel", "op": "in", "value": ["sms"]}
+    rules = [compile_rule("all", [invoice, sms]), compile_rule("any", [refund, dict(invoice)]),
+             compile_rule("all", [refund]), compile_rule("any", [sms, refund])]
+    facts = Facts(trigger="message_received", conversation=conversation(), message=msg())
+    assert [rule(facts) for rule in rules] == [False, True, False, False]
+    assert sorted(tried) == ["invoice", "refund"]  # each once, whichever rule asked first
+    # The next event is asked again.
+    again = Facts(trigger="message_received", conversation=conversation(channel="sms"),
+                  message=msg(text="a refund please"))
+    assert [rule(again) for rule in rules] == [False, True, True, True]
+    assert len(tried) == 4
 
 
 @pytest.mark.parametrize(("conditions", "actions", "error"), [
