@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     widget_sockets_total: int = Field(
         5000, ge=1, le=1_000_000,
         description="Chat-widget websockets one web process holds open at once.")
+    websocket_queue_events: int = Field(
+        1000, ge=10, le=100_000,
+        description="Live events a websocket (agent or widget) may fall behind by; beyond "
+        "that it is told to resync (reload over HTTP) and what it had queued is let go.")
+    websocket_send_seconds: float = Field(
+        15.0, gt=0, le=600,
+        description="A websocket client that takes no frame for this long is disconnected "
+        "(it reconnects and catches up from its last event); a stalled client holds no more "
+        "than its socket's buffer.")
     presence_seconds: int = Field(
         60, ge=5, description="An agent counts as online this long after their last heartbeat."
     )

@@ -109,7 +109,7 @@ class Runtime:
 def create_app(settings: Settings, *, with_worker: bool = False) -> Starlette:
     """The ASGI app of a web process; with_worker also runs the worker in it (embedded)."""
     runtime = Runtime.build(settings)
-    fanout = Fanout(runtime.bus)
+    fanout = Fanout(runtime.bus, queue_size=settings.websocket_queue_events)
     ctx = WebContext(settings=settings, inbox=runtime.inbox, channels=runtime.channels,
                      crm=runtime.crm,
                      fanout=fanout)

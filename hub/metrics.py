@@ -28,6 +28,10 @@ EVENTS_DELIVERED = Counter(
     "switchboard_websocket_events_total", "Events sent to agent websockets"
 )
 RESYNCS = Counter("switchboard_websocket_resyncs_total", "Resync signals sent to agent websockets")
+SLOW_DROPS = Counter(
+    "switchboard_websocket_slow_drops_total",
+    "Websockets (agent or widget) disconnected for taking no frame within "
+    "SWITCHBOARD_WEBSOCKET_SEND_SECONDS")
 OUTBOX_RELAYED = Counter(
     "switchboard_outbox_relayed_total", "Outbox rows (events, send requests) published"
 )

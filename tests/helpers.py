@@ -161,6 +161,7 @@ class Stack:
     receiver: Receiver = field(default_factory=Receiver)
     ids: dict[str, int] = field(default_factory=dict)
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    app: Any = None  # the served Starlette app (in-process stacks): app.state.switchboard
 
     async def seed(self) -> None:
         """Admin, alice (support), bob (sales); support replies go to the receiver."""
@@ -363,7 +364,7 @@ async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
         settings = _on_port(settings, free_port())
     else:
         raise RuntimeError("no free port could be bound in five tries")
-    stack = Stack(settings=settings, base=f"http://127.0.0.1:{settings.port}")
+    stack = Stack(settings=settings, base=f"http://127.0.0.1:{settings.port}", app=app)
     try:
         await stack.seed()
         yield stack

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub.bus import parse_id
-from hub.metrics import EVENTS_DELIVERED, RESYNCS, WEBSOCKETS
+from hub.metrics import EVENTS_DELIVERED, RESYNCS, SLOW_DROPS, WEBSOCKETS
 from hub.realtime import Listener, event_route
 from inbox.agents import Principal, touch_presence
 from inbox.assignment import drain_queue
@@ -31,6 +33,30 @@ from web.http import current_principal
 log = logging.getLogger("switchboard.websocket")
 REPLAY_PAGE = 500
 RECHECK_SECONDS = 30.0
+
+
+Send = Callable[[str], Awaitable[None]]
+
+
+class TooSlow(Exception):
+    """The client took no frame within the settings' websocket_send_seconds."""
+
+
+async def send_within(websocket: WebSocket, text: str, seconds: float) -> None:
+    """Send a frame, or raise TooSlow when the client has not made room for it within
+    `seconds` (a stalled reader: whoever catches it ends the connection, so that what it
+    pins is only its socket's buffer, never a growing queue)."""
+    try:
+        async with asyncio.timeout(seconds):
+            await websocket.send_text(text)
+    except TimeoutError:
+        raise TooSlow(f"no frame taken in {seconds:g} s") from None
+
+
+def dropped_as_slow(what: str, exc: TooSlow) -> None:
+    """Log and count a websocket dropped for being too slow."""
+    SLOW_DROPS.inc()
+    log.info("%s websocket disconnected: %s (it reconnects and catches up)", what, exc)
 
 
 class Presence:
@@ -117,6 +143,8 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
             await _serve(ctx, websocket, principal)
         except WebSocketDisconnect:
             pass
+        except TooSlow as exc:
+            dropped_as_slow("agent", exc)  # no close frame: it would wait for room too
         except Exception:
             log.exception("agent websocket failed; closing it so the client reconnects")
             with contextlib.suppress(Exception):
@@ -135,6 +163,8 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
     listener = ctx.fanout.listen(lambda inbox_id: inbox_id in allowed["inboxes"],
                                  agent_id=principal.agent_id)
     receiver: asyncio.Task[None] | None = None
+    send = functools.partial(send_within, websocket,
+                             seconds=ctx.settings.websocket_send_seconds)
     try:
         # Replay only once live events flow again (after a bus outage), so nothing falls
         # between the replay and the live stream.
@@ -144,11 +174,11 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
             await websocket.close(code=1013, reason="realtime bus unavailable, retry later")
             return
         listener.overflowed.clear()
-        last = await _catch_up(ctx, websocket, listener, principal,
+        last = await _catch_up(ctx, send, principal,
                                websocket.query_params.get("last_event_id"))
-        receiver = asyncio.create_task(_receive(websocket, send_lock))
-        await _pump(ctx, websocket, principal, _Stream(listener, receiver, send_lock, allowed),
-                    last)
+        receiver = asyncio.create_task(_receive(websocket, send, send_lock))
+        await _pump(ctx, websocket, principal,
+                    _Stream(listener, receiver, send, send_lock, allowed), last)
         if receiver.exception() is not None and not isinstance(
             receiver.exception(), WebSocketDisconnect
         ):
@@ -165,6 +195,7 @@ class _Stream:
 
     listener: Listener
     receiver: asyncio.Task[None]
+    send: Send
     send_lock: asyncio.Lock
     allowed: dict[str, frozenset[int]]
 
@@ -174,7 +205,7 @@ async def _pump(ctx: WebContext, websocket: WebSocket, principal: Principal, str
     """Send live events until the client leaves; every RECHECK_SECONDS (or at once after an
     event about this agent) check that the session still stands and what it may see."""
     loop = asyncio.get_running_loop()
-    listener, receiver = stream.listener, stream.receiver
+    listener, receiver, send = stream.listener, stream.receiver, stream.send
     recheck = loop.time() + RECHECK_SECONDS
     while not receiver.done():
         getter = asyncio.ensure_future(listener.queue.get())
@@ -189,7 +220,7 @@ async def _pump(ctx: WebContext, websocket: WebSocket, principal: Principal, str
             event_id, payload = getter.result()
             if last is None or parse_id(event_id) > parse_id(last):
                 async with stream.send_lock:
-                    await websocket.send_text(_frame(event_id, payload))
+                    await send(_frame(event_id, payload))
                 EVENTS_DELIVERED.inc()
                 last = event_id
             if _about_agent(payload, principal.agent_id):
@@ -200,7 +231,7 @@ async def _pump(ctx: WebContext, websocket: WebSocket, principal: Principal, str
             _drain(listener)
             RESYNCS.inc()
             async with stream.send_lock:
-                await websocket.send_text('{"type":"resync","reason":"too many events missed"}')
+                await send('{"type":"resync","reason":"too many events missed"}')
         if loop.time() >= recheck:
             recheck = loop.time() + RECHECK_SECONDS
             fresh = await current_principal(ctx, websocket)
@@ -229,8 +260,7 @@ async def _stop(receiver: asyncio.Task[None] | None) -> None:
 
 async def _catch_up(
     ctx: WebContext,
-    websocket: WebSocket,
-    listener: Listener,
+    send: Send,
     principal: Principal,
     after: str | None,
 ) -> str | None:
@@ -240,33 +270,33 @@ async def _catch_up(
         try:
             parse_id(after)
         except ValueError:
-            await websocket.send_text('{"type":"resync","reason":"invalid last_event_id"}')
+            await send('{"type":"resync","reason":"invalid last_event_id"}')
             after = None
     if not after:
         last = await bus.last_event_id()
-        await websocket.send_text(json.dumps({"type": "ready", "last_event_id": last}))
+        await send(json.dumps({"type": "ready", "last_event_id": last}))
         return last
     while True:
         page = await bus.replay(after, REPLAY_PAGE)
         if page is None:
             RESYNCS.inc()
-            await websocket.send_text('{"type":"resync","reason":"events were trimmed"}')
+            await send('{"type":"resync","reason":"events were trimmed"}')
             last = await bus.last_event_id()
             break
         for event_id, payload in page:
             if event_route(payload).reaches(principal.agent_id,
                                             principal.inbox_ids.__contains__):
-                await websocket.send_text(_frame(event_id, payload))
+                await send(_frame(event_id, payload))
                 EVENTS_DELIVERED.inc()
             after = event_id
         last = after
         if len(page) < REPLAY_PAGE:
             break
-    await websocket.send_text(json.dumps({"type": "ready", "last_event_id": last}))
+    await send(json.dumps({"type": "ready", "last_event_id": last}))
     return last
 
 
-async def _receive(websocket: WebSocket, send_lock: asyncio.Lock) -> None:
+async def _receive(websocket: WebSocket, send: Send, send_lock: asyncio.Lock) -> None:
     while True:
         text = await websocket.receive_text()
         try:
@@ -275,7 +305,7 @@ async def _receive(websocket: WebSocket, send_lock: asyncio.Lock) -> None:
             continue
         if kind == "ping":
             async with send_lock:
-                await websocket.send_text('{"type":"pong"}')
+                await send('{"type":"pong"}')
 
 
 def _about_agent(payload: bytes, agent_id: int) -> bool:

@@ -60,6 +60,7 @@ from web.directory import DirectoryUnavailable
 from web.files import attachment_response
 from web.http import HTTPProblem, act, client_address, read_body, unavailable
 from web.limits import RateLimiter
+from web.realtime import TooSlow, dropped_as_slow, send_within
 
 log = logging.getLogger("switchboard.widget")
 STATIC = Path(__file__).with_name("static")
@@ -490,8 +491,10 @@ async def _visitor_socket(ctx: WebContext, websocket: WebSocket, inbox: WidgetIn
                              inbox_id=inbox.id)
     except (TimeoutError, ValueError, AttributeError, RecursionError, TokenRefused) as exc:
         reason = str(exc) if isinstance(exc, TokenRefused) else "send a valid hello first"
-        await websocket.send_text(json.dumps({"type": "error", "message": reason}))
-        await websocket.close(code=4401, reason=reason[:100])
+        with contextlib.suppress(TooSlow):
+            await send_within(websocket, json.dumps({"type": "error", "message": reason}),
+                              ctx.settings.websocket_send_seconds)
+            await websocket.close(code=4401, reason=reason[:100])
         return
     except WebSocketDisconnect:
         return
@@ -499,6 +502,8 @@ async def _visitor_socket(ctx: WebContext, websocket: WebSocket, inbox: WidgetIn
         await VisitorSocket(ctx, websocket, inbox, visitor, state).serve()
     except WebSocketDisconnect:
         pass
+    except TooSlow as exc:
+        dropped_as_slow("widget", exc)
 
 
 async def demo(request: Request) -> Response:
@@ -557,7 +562,7 @@ class VisitorSocket:
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.lock:
-            await self.ws.send_text(json.dumps(frame))
+            await send_within(self.ws, json.dumps(frame), self.ctx.settings.websocket_send_seconds)
 
     async def serve(self) -> None:
         """Replay the thread, then relay both ways until the visitor leaves."""
