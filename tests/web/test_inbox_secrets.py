@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -31,14 +32,16 @@ async def _stored_settings(stack: Stack, inbox_id: int) -> dict[str, object]:
     return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
 
-def _cli(stack: Stack, *args: str, key: str = "") -> subprocess.CompletedProcess[str]:
+async def _cli(stack: Stack, *args: str, key: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the command in a thread: the stack serves from this test's event loop, and a
+    blocked loop could hold a write transaction the command then waits 30 s for."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     env.update(SWITCHBOARD_DATA_DIR=str(stack.settings.data_dir),
                SWITCHBOARD_DATABASE_URL=stack.settings.database_url,
                SWITCHBOARD_SECRET_KEY=key)
-    return subprocess.run([sys.executable, "-m", "hub.cli", *args], capture_output=True,
-                          text=True, timeout=60, env=env,
-                          cwd=Path(__file__).resolve().parents[2])
+    return await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "hub.cli", *args], capture_output=True,
+        text=True, timeout=60, env=env, cwd=Path(__file__).resolve().parents[2])
 
 
 async def test_a_secret_is_sealed_at_rest_never_returned_and_still_signs(stack: Stack) -> None:
@@ -100,7 +103,7 @@ async def test_a_key_rotates_with_reseal(stack: Stack) -> None:
     old = (stack.settings.data_dir / "secret.key").read_text().strip()
     new = new_key()
     # The two seeded inboxes were stored in clear (as an older Switchboard did): sealed too.
-    resealed = _cli(stack, "reseal", key=f"{new},{old}")
+    resealed = await _cli(stack, "reseal", key=f"{new},{old}")
     assert resealed.returncode == 0, resealed.stderr
     assert "sealed the secrets of 3 inbox(es)" in resealed.stdout
     stored = await _stored_settings(stack, inbox_id)
@@ -112,7 +115,7 @@ async def test_a_key_rotates_with_reseal(stack: Stack) -> None:
     assert SHOP_SECRET not in resealed.stdout + resealed.stderr
 
     # Without the key that sealed them, nothing is changed and the error says why.
-    lost = _cli(stack, "reseal", key=new_key())
+    lost = await _cli(stack, "reseal", key=new_key())
     assert lost.returncode == 2 and "nothing was changed" in lost.stderr
     assert "Traceback" not in lost.stderr
     assert await _stored_settings(stack, inbox_id) == stored
