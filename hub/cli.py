@@ -16,6 +16,10 @@ from config import Settings, SettingsError, load_settings
 from config.logging import setup_logging
 from hub.bus import Bus
 
+# The largest websocket message a client may send: a visitor's message (5,000 characters,
+# as JSON) with room to spare; agents send only pings.
+WS_MAX_BYTES = 64 * 1024
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {k: v for k in ("host", "port") if (v := getattr(args, k, None)) is not None}
@@ -61,6 +65,12 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         ws="websockets-sansio",
+        # No permessage-deflate: it costs each connection ~58 KiB of zlib state and each
+        # event one compression per connection (bench/websockets.py, docs/performance.md);
+        # events are small JSON, and a process holds thousands of sockets.
+        ws_per_message_deflate=False,
+        # Clients send small control frames only (pings, a visitor's hello and messages).
+        ws_max_size=WS_MAX_BYTES,
         lifespan="on",
     )
 

@@ -38,23 +38,58 @@ class EventRoute:
         return accepts_inbox(self.inbox_id)
 
 
+RESYNC = "resync"  # what Listener.next gives when events were missed
+WOKEN = "woken"  # ... and when woken (Listener.wake) with nothing new
+
+
 class Listener:
-    """One connection's view of the live events: a bounded queue and an overflow flag."""
+    """One connection's view of the live events: a bounded queue, read with `next`.
+
+    A reader that falls behind by more than the queue holds has its queue emptied and is
+    told to resync. Reading costs one await of the queue per event (no task or future of
+    its own): with thousands of connections per process, that is most of a fan-out."""
 
     def __init__(
         self, accepts: Callable[[int], bool], maxsize: int, agent_id: int | None = None
     ) -> None:
         self.accepts = accepts
         self.agent_id = agent_id
-        self.queue: asyncio.Queue[LiveEvent] = asyncio.Queue(maxsize)
-        self.overflowed = asyncio.Event()
+        self.queue: asyncio.Queue[LiveEvent | str] = asyncio.Queue(maxsize)
+        self.behind = False  # events were dropped: the reader must resync
 
     def offer(self, event: LiveEvent) -> None:
-        """Queue an event, or flag an overflow when the consumer is too slow."""
+        """Queue an event, or mark the reader behind when it is too slow."""
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed.set()
+            self.behind = True
+
+    def resync(self) -> None:
+        """The reader may have missed events (the subscription dropped): tell it."""
+        self.behind = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Have `next` return (WOKEN unless there is more) so the reader looks around:
+        its client left, its session is to be checked. (A full queue is read soon
+        anyway.)"""
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(WOKEN)
+
+    def forget_missed(self) -> None:
+        """Start afresh: nothing queued, nothing missed (before a replay or a reload)."""
+        self.behind = False
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    async def next(self) -> LiveEvent | str:
+        """The next live event (id, payload), or RESYNC (events were missed; the queue is
+        emptied), or WOKEN."""
+        item = await self.queue.get()
+        if self.behind:
+            self.forget_missed()
+            return RESYNC
+        return item
 
 
 class Fanout:
@@ -114,7 +149,7 @@ class Fanout:
 
     def _flag_all(self) -> None:
         for listener in list(self._listeners):
-            listener.overflowed.set()
+            listener.resync()
 
     async def _run(self) -> None:
         dropped = False

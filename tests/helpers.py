@@ -344,12 +344,13 @@ def _on_port(settings: Settings, port: int) -> Settings:
 async def running_stack(settings: Settings) -> AsyncIterator[Stack]:
     """Serve Switchboard (web + worker) in this process on settings.port, seeded."""
     from hub.app import create_app
+    from hub.cli import WS_MAX_BYTES
 
     for _ in range(5):
         app = create_app(settings, with_worker=True)
         config = uvicorn.Config(
             app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on",
-            ws="websockets-sansio",
+            ws="websockets-sansio", ws_per_message_deflate=False, ws_max_size=WS_MAX_BYTES,
         )
         server = uvicorn.Server(config)
         task = asyncio.create_task(_serve(server))

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hub.bus import parse_id
 from hub.metrics import EVENTS_DELIVERED, RESYNCS, SLOW_DROPS, WEBSOCKETS
-from hub.realtime import Listener, event_route
+from hub.realtime import RESYNC, Listener, event_route
 from inbox.agents import Principal, touch_presence
 from inbox.assignment import drain_queue
 from web.context import WebContext
@@ -115,7 +115,10 @@ class Presence:
                     log.exception("presence heartbeat failed")
 
 
+@functools.lru_cache(maxsize=256)
 def _frame(event_id: str, payload: bytes) -> str:
+    # Made once per event, not once per connection: every listener of a process gets the
+    # same bytes object, whose hash Python keeps, so the lookup costs little.
     return '{"type":"event","id":"%s","event":%s}' % (event_id, payload.decode())  # noqa: UP031
 
 
@@ -173,10 +176,11 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
         except TimeoutError:
             await websocket.close(code=1013, reason="realtime bus unavailable, retry later")
             return
-        listener.overflowed.clear()
+        listener.forget_missed()
         last = await _catch_up(ctx, send, principal,
                                websocket.query_params.get("last_event_id"))
         receiver = asyncio.create_task(_receive(websocket, send, send_lock))
+        receiver.add_done_callback(lambda _: listener.wake())
         await _pump(ctx, websocket, principal,
                     _Stream(listener, receiver, send, send_lock, allowed), last)
         if receiver.exception() is not None and not isinstance(
@@ -207,38 +211,35 @@ async def _pump(ctx: WebContext, websocket: WebSocket, principal: Principal, str
     loop = asyncio.get_running_loop()
     listener, receiver, send = stream.listener, stream.receiver, stream.send
     recheck = loop.time() + RECHECK_SECONDS
-    while not receiver.done():
-        getter = asyncio.ensure_future(listener.queue.get())
-        overflow = asyncio.ensure_future(listener.overflowed.wait())
-        done, _ = await asyncio.wait({getter, overflow, receiver},
-                                     timeout=max(0.0, recheck - loop.time()),
-                                     return_when=asyncio.FIRST_COMPLETED)
-        for pending in (getter, overflow):
-            if pending not in done:
-                pending.cancel()
-        if getter in done:
-            event_id, payload = getter.result()
-            if last is None or parse_id(event_id) > parse_id(last):
+    timer = loop.call_at(recheck, listener.wake)
+    try:
+        while not receiver.done():
+            item = await listener.next()
+            if item == RESYNC:
+                RESYNCS.inc()
                 async with stream.send_lock:
-                    await send(_frame(event_id, payload))
-                EVENTS_DELIVERED.inc()
-                last = event_id
-            if _about_agent(payload, principal.agent_id):
-                # Deactivated, logged out, role or inboxes changed: act on it at once.
-                recheck = 0.0
-        if overflow in done:
-            listener.overflowed.clear()
-            _drain(listener)
-            RESYNCS.inc()
-            async with stream.send_lock:
-                await send('{"type":"resync","reason":"too many events missed"}')
-        if loop.time() >= recheck:
-            recheck = loop.time() + RECHECK_SECONDS
-            fresh = await current_principal(ctx, websocket)
-            if fresh is None:
-                await websocket.close(code=4401, reason="session ended")
-                return
-            stream.allowed["inboxes"] = fresh.inbox_ids
+                    await send('{"type":"resync","reason":"too many events missed"}')
+            elif isinstance(item, tuple):
+                event_id, payload = item
+                if last is None or parse_id(event_id) > parse_id(last):
+                    async with stream.send_lock:
+                        await send(_frame(event_id, payload))
+                    EVENTS_DELIVERED.inc()
+                    last = event_id
+                if _about_agent(payload, principal.agent_id):
+                    # Deactivated, logged out, role or inboxes changed: act on it at once.
+                    recheck = 0.0
+            if loop.time() >= recheck and not receiver.done():
+                recheck = loop.time() + RECHECK_SECONDS
+                timer.cancel()
+                timer = loop.call_at(recheck, listener.wake)
+                fresh = await current_principal(ctx, websocket)
+                if fresh is None:
+                    await websocket.close(code=4401, reason="session ended")
+                    return
+                stream.allowed["inboxes"] = fresh.inbox_ids
+    finally:
+        timer.cancel()
 
 
 async def _stop(receiver: asyncio.Task[None] | None) -> None:
@@ -319,6 +320,3 @@ def _about_agent(payload: bytes, agent_id: int) -> bool:
     return bool(data.get("type") == "agent.updated" and data.get("agent_id") == agent_id)
 
 
-def _drain(listener: Listener) -> None:
-    while not listener.queue.empty():
-        listener.queue.get_nowait()

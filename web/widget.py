@@ -40,6 +40,7 @@ from channels.webchat import (
 from hub.bus import INBOUND, BusUnavailable
 from hub.events import ConversationTyping
 from hub.identity import InvalidIdentity
+from hub.realtime import RESYNC
 from hub.types import encode, utcnow
 from inbox import csat
 from inbox.assignment import online_member_count, online_member_counts
@@ -569,28 +570,22 @@ class VisitorSocket:
         listener = self.ctx.fanout.listen(lambda inbox_id: inbox_id == self.inbox.id)
         try:
             await self.ctx.fanout.wait_ready()
-            listener.overflowed.clear()
+            listener.forget_missed()
             await self._resolve_thread()
             config = await config_of(self.ctx, self.inbox)
             await self.send({"type": "ready", "config": config,
                              "messages": await history(self.ctx, self.visitor)})
             self.availability.watch(self, config["online"])
             receiver = asyncio.create_task(self._receive())
+            receiver.add_done_callback(lambda _: listener.wake())
             try:
                 while not receiver.done():
-                    getter = asyncio.ensure_future(listener.queue.get())
-                    overflow = asyncio.ensure_future(listener.overflowed.wait())
-                    done, _ = await asyncio.wait({getter, overflow, receiver},
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    for pending in (getter, overflow):
-                        if pending not in done:
-                            pending.cancel()
-                    if getter in done:
-                        await self._relay(json.loads(getter.result()[1]))
-                    if overflow in done:
-                        listener.overflowed.clear()
+                    item = await listener.next()
+                    if item == RESYNC:
                         await self.send({"type": "reload",
                                          "messages": await history(self.ctx, self.visitor)})
+                    elif isinstance(item, tuple):
+                        await self._relay(json.loads(item[1]))
                 if receiver.exception() is not None:
                     raise receiver.exception()  # type: ignore[misc]
             finally:
