@@ -25,6 +25,7 @@ import platform
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import asyncpg  # type: ignore[import-untyped]  # noqa: E402
+import httpx  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
 from sqlmodel.ext.asyncio.session import AsyncSession  # noqa: E402
 
@@ -49,6 +51,7 @@ from inbox.models import Agent  # noqa: E402
 
 ADMIN_URL = os.environ.get("SWITCHBOARD_TEST_PG_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
+PASSWORD = "bench password"  # every generated agent's
 BYTES_PER_MESSAGE = 1000  # table, tsvector, GIN and b-tree indexes, with room to spare
 
 
@@ -63,6 +66,8 @@ def _url(name: str, driver: str = "postgresql") -> str:
 
 
 Query = Callable[[AsyncSession, Principal, int], Awaitable[int]]
+# The same over HTTP: the path and query parameters of the request(s) a browser makes.
+Request = Callable[[Principal, int], list[tuple[str, dict[str, str]]]]
 
 
 @dataclass
@@ -70,42 +75,76 @@ class Scenario:
     """One thing an agent does, run many times with varying agents and parameters."""
 
     name: str
-    run: Query
+    run: Query | None  # None: measured over HTTP only
+    request: Request
     agents: str = "agents"  # "agents" (several inboxes each) or "admin"
 
 
 def _list(
-    statuses: tuple[str, ...] = ("open",), assignee: str | None = None,
-    one_inbox: bool = False, deep: dict[int, str | None] | None = None,
-) -> Query:
+    name: str, statuses: tuple[str, ...] = ("open",), assignee: str | None = None,
+    one_inbox: bool = False, deep: dict[int, str | None] | None = None, agents: str = "agents",
+) -> Scenario:
+    def filters(principal: Principal, i: int) -> queries.ConversationFilter:
+        ids = sorted(principal.inbox_ids)
+        return queries.ConversationFilter(inbox_id=ids[i % len(ids)] if one_inbox else None,
+                                          statuses=statuses, assignee=assignee)
+
+    def cursor(principal: Principal) -> str | None:
+        return deep[principal.agent_id] if deep is not None else None
+
     async def run(session: AsyncSession, principal: Principal, i: int) -> int:
-        inbox_id = sorted(principal.inbox_ids)[i % len(principal.inbox_ids)] if one_inbox else None
-        filters = queries.ConversationFilter(inbox_id=inbox_id, statuses=statuses,
-                                             assignee=assignee)
-        cursor = deep[principal.agent_id] if deep is not None else None
-        items, _ = await queries.list_conversations(session, principal, filters,
-                                                    cursor=cursor, limit=25)
+        items, _ = await queries.list_conversations(
+            session, principal, filters(principal, i), cursor=cursor(principal), limit=25)
         return len(items)
 
-    return run
+    def request(principal: Principal, i: int) -> list[tuple[str, dict[str, str]]]:
+        f = filters(principal, i)
+        params = {"status": ",".join(statuses), "assignee": assignee or "",
+                  "inbox_id": str(f.inbox_id or ""), "cursor": cursor(principal) or ""}
+        return [("/api/v1/conversations", {k: v for k, v in params.items() if v})]
+
+    return Scenario(name, run, request, agents)
 
 
-def _search(words: list[str], **filters: Any) -> Query:
+def _search(name: str, words: list[str], agents: str = "agents", **filters: Any) -> Scenario:
     async def run(session: AsyncSession, principal: Principal, i: int) -> int:
         items, _ = await search.search(session, principal, words[i % len(words)],
                                        search.SearchFilter(**filters), limit=25)
         return len(items)
 
-    return run
+    def request(principal: Principal, i: int) -> list[tuple[str, dict[str, str]]]:
+        params = {"q": words[i % len(words)]}
+        if filters.get("statuses"):
+            params["status"] = ",".join(filters["statuses"])
+        if filters.get("assignee"):
+            params["assignee"] = filters["assignee"]
+        return [("/api/v1/search", params)]
+
+    return Scenario(name, run, request, agents)
 
 
-def _contacts(words: list[str]) -> Query:
+def _contacts(name: str, words: list[str]) -> Scenario:
     async def run(session: AsyncSession, principal: Principal, i: int) -> int:
         items, _ = await search.search_contacts(session, principal,
                                                 words[i % len(words)] or None, limit=25)
         return len(items)
 
-    return run
+    def request(principal: Principal, i: int) -> list[tuple[str, dict[str, str]]]:
+        word = words[i % len(words)]
+        return [("/api/v1/contacts", {"q": word} if word else {})]
+
+    return Scenario(name, run, request)
+
+
+def _open(threads: dict[int, list[int]]) -> Scenario:
+    """Open a conversation as the inbox does: the conversation and its newest 50 messages."""
+    def request(principal: Principal, i: int) -> list[tuple[str, dict[str, str]]]:
+        ids = threads[principal.agent_id]
+        conversation = ids[i % len(ids)]
+        return [(f"/api/v1/conversations/{conversation}", {}),
+                (f"/api/v1/conversations/{conversation}/messages", {})]
+
+    return Scenario("open a conversation (thread of 50 messages)", None, request)
 
 
 async def _deep_cursors(db: Database, principals: list[Principal], depth: int
@@ -145,33 +184,42 @@ async def _rare_codes(db: Database) -> list[str]:
         return []
 
 
-def scenarios(deep: dict[int, str | None], rare: list[str]) -> list[Scenario]:
+def scenarios(deep: dict[int, str | None], rare: list[str],
+              threads: dict[int, list[int]] | None = None) -> list[Scenario]:
     """What is measured."""
     common = ["order", "payment", "delivery", "account", "refund"]
     two = ["refund payment", "tracking number", "password reset", "damaged package"]
+    three = ["refund payment card", "tracking number order", "password reset link",
+             "damaged package replacement"]
+    phrase = ['"my order"', '"the payment"', '"tracking number"', '"please help"']
     prefix = ["deliv", "passw", "subscr", "warra"]
+    typing = ["refund paym", "tracking numb", "password res", "damaged pack"]
     names = ["Lopez", "ada", "priya tanaka", "gmail"]
     return [
-        Scenario("list: default view (open, all my inboxes)", _list()),
-        Scenario("list: all statuses", _list(statuses=())),
-        Scenario("list: open, assigned to me", _list(assignee="me")),
-        Scenario("list: open, unassigned", _list(assignee="none")),
-        Scenario("list: open, one inbox", _list(one_inbox=True)),
-        Scenario("list: resolved", _list(statuses=("resolved",))),
-        Scenario("list: open or pending", _list(statuses=("open", "pending"))),
-        Scenario("list: deep cursor (row 20,000)", _list(statuses=(), deep=deep)),
-        Scenario("list: admin default view (50 inboxes)", _list(), agents="admin"),
-        Scenario("search: common word", _search(common)),
-        Scenario("search: two words", _search(two)),
-        Scenario("search: prefix", _search(prefix)),
-        Scenario("search: rare code (~10 messages)", _search(rare)),
-        Scenario("search: common word, open", _search(common, statuses=("open",))),
-        Scenario("search: common word, assigned to me", _search(common, assignee="me")),
-        Scenario("search: rare code, resolved", _search(rare, statuses=("resolved",))),
-        Scenario("search: common word, admin", _search(common), agents="admin"),
-        Scenario("search: rare code, admin", _search(rare), agents="admin"),
-        Scenario("contacts: name or email", _contacts(names)),
-        Scenario("contacts: list, no words", _contacts([""])),
+        _list("list: default view (open, all my inboxes)"),
+        _list("list: all statuses", statuses=()),
+        _list("list: open, assigned to me", assignee="me"),
+        _list("list: open, unassigned", assignee="none"),
+        _list("list: open, one inbox", one_inbox=True),
+        _list("list: resolved", statuses=("resolved",)),
+        _list("list: open or pending", statuses=("open", "pending")),
+        _list("list: deep cursor (row 20,000)", statuses=(), deep=deep),
+        _list("list: admin default view (50 inboxes)", agents="admin"),
+        _search("search: common word", common),
+        _search("search: two words", two),
+        _search("search: three words", three),
+        _search("search: a phrase", phrase),
+        _search("search: prefix", prefix),
+        _search("search: two words, the second being typed", typing),
+        _search("search: rare code (~10 messages)", rare),
+        _search("search: common word, open", common, statuses=("open",)),
+        _search("search: common word, assigned to me", common, assignee="me"),
+        _search("search: rare code, resolved", rare, statuses=("resolved",)),
+        _search("search: common word, admin", common, agents="admin"),
+        _search("search: rare code, admin", rare, agents="admin"),
+        _contacts("contacts: name or email", names),
+        _contacts("contacts: list, no words", [""]),
+        *([_open(threads)] if threads else []),
     ]
 
 
@@ -187,6 +235,7 @@ async def _explain(db: Database, scenario: Scenario, principal: Principal) -> No
     def capture(conn: Any, cursor: Any, statement: str, params: Any, *_: Any) -> None:
         captured.append((statement, params))
 
+    assert scenario.run is not None
     event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
     try:
         async with db.read() as session:
@@ -196,7 +245,7 @@ async def _explain(db: Database, scenario: Scenario, principal: Principal) -> No
     async with db.read() as session:
         conn = await session.connection()
         for statement, params in captured:
-            if not statement.lstrip().upper().startswith("SELECT"):
+            if not statement.lstrip().upper().startswith(("SELECT", "WITH")):
                 continue
             plan = await conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement,
                                               params)
@@ -225,8 +274,8 @@ def _busy() -> tuple[float, float]:
     return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
-async def measure(db: Database, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Run every scenario and return its figures."""
+async def _principals(db: Database) -> dict[str, list[Principal]]:
+    """Up to eight agents who see at least five inboxes each, and the admin."""
     async with db.read() as session:
         conn = await session.connection()
         agents = list(await conn.execute(
@@ -244,12 +293,69 @@ async def measure(db: Database, args: argparse.Namespace) -> list[dict[str, Any]
                                              await visible_inbox_ids(session, admin), ""))
     say(f"agents measured: {len(principals['agents'])} with "
         f"{sorted(len(p.inbox_ids) for p in principals['agents'])} inboxes each, and an admin")
+    return principals
+
+
+async def _threads(db: Database, principals: list[Principal], count: int = 20
+                   ) -> dict[int, list[int]]:
+    """For each agent, `count` conversations of theirs with 50 messages at least.
+
+    The generated conversations have 5-15 messages; the newest resolved ones of each agent's
+    inboxes are topped up to 50 (copies of their own messages, spread over the hour before
+    their last activity), once: a later run finds them full.
+    """
+    out: dict[int, list[int]] = {}
+    async with db.write() as session:
+        conn = await session.connection()
+        for p in principals:
+            ids = [r[0] for r in await conn.execute(text(
+                "SELECT id FROM conversations WHERE inbox_id = ANY(:ids) AND status = 'resolved' "
+                "ORDER BY id DESC LIMIT :count"), {"ids": sorted(p.inbox_ids), "count": count})]
+            await conn.execute(text("""
+                INSERT INTO messages (conversation_id, inbox_id, direction, kind, text,
+                                      contact_id, agent_id, status, attachments, meta,
+                                      accepted_at, created_at)
+                SELECT c.id, c.inbox_id, m.direction, m.kind, m.text, m.contact_id, m.agent_id,
+                       m.status, '[]', '{}',
+                       c.last_activity_at - interval '1 hour' * k / 50.0,
+                       c.last_activity_at - interval '1 hour' * k / 50.0
+                FROM conversations c
+                CROSS JOIN LATERAL (SELECT count(*) AS n FROM messages
+                                    WHERE conversation_id = c.id) have
+                CROSS JOIN LATERAL generate_series(1, greatest(0, 50 - have.n)) k
+                CROSS JOIN LATERAL (SELECT * FROM messages WHERE conversation_id = c.id
+                                    AND kind = 'message' LIMIT 1) m
+                WHERE c.id = ANY(:ids)"""), {"ids": ids})
+            out[p.agent_id] = ids
+    return out
+
+
+def _figures(name: str, times: list[float], sql: list[float] | None, rows: int,
+             busy: tuple[float, float]) -> dict[str, Any]:
+    after = _busy()
+    figures = {"scenario": name, "runs": len(times),
+               "p50_ms": _percentile(times, 50), "p99_ms": _percentile(times, 99),
+               "max_ms": max(times), "mean_ms": statistics.fmean(times),
+               "rows_per_page": rows / len(times),
+               "machine_busy": (after[0] - busy[0]) / (after[1] - busy[1])}
+    line = (f"{name:<46} p50 {figures['p50_ms']:6.1f}  p99 {figures['p99_ms']:6.1f}  "
+            f"max {figures['max_ms']:6.1f} ms | ")
+    if sql is not None:
+        figures.update(sql_p50_ms=_percentile(sql, 50), sql_p99_ms=_percentile(sql, 99))
+        line += (f"SQL p50 {figures['sql_p50_ms']:6.1f}  p99 {figures['sql_p99_ms']:6.1f} ms | ")
+    say(line + f"{figures['rows_per_page']:4.1f} rows | machine {figures['machine_busy']:.0%} busy")
+    return figures
+
+
+async def measure(db: Database, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run every scenario's functions in this process and return their figures."""
+    principals = await _principals(db)
     deep = await _deep_cursors(db, principals["agents"] + principals["admin"], 20_000)
     results = []
     clock = SqlClock(db)
     rare = await _rare_codes(db)
     for scenario in scenarios(deep, rare):
-        if args.only and args.only not in scenario.name:
+        if (args.only and args.only not in scenario.name) or scenario.run is None:
             continue
         if "rare code" in scenario.name and not rare:
             say(f"{scenario.name}: skipped, no message has a reference code at this size")
@@ -270,21 +376,80 @@ async def measure(db: Database, args: argparse.Namespace) -> list[dict[str, Any]
                 times.append((time.perf_counter() - started) * 1000)
                 sql.append(clock.total * 1000)
                 rows += found
-        after = _busy()
-        figures = {"scenario": scenario.name, "runs": len(times),
-                   "p50_ms": _percentile(times, 50), "p99_ms": _percentile(times, 99),
-                   "max_ms": max(times), "mean_ms": statistics.fmean(times),
-                   "sql_p50_ms": _percentile(sql, 50), "sql_p99_ms": _percentile(sql, 99),
-                   "rows_per_page": rows / len(times),
-                   "machine_busy": (after[0] - busy[0]) / (after[1] - busy[1])}
-        results.append(figures)
-        say(f"{scenario.name:<46} p50 {figures['p50_ms']:6.1f}  p99 {figures['p99_ms']:6.1f}  "
-            f"max {figures['max_ms']:6.1f} ms | SQL p50 {figures['sql_p50_ms']:6.1f}  "
-            f"p99 {figures['sql_p99_ms']:6.1f} ms | {figures['rows_per_page']:4.1f} rows | "
-            f"machine {figures['machine_busy']:.0%} busy")
+        results.append(_figures(scenario.name, times, sql, rows, busy))
         if args.explain:
             await _explain(db, scenario, who[0])
     return results
+
+
+class _Existing:
+    """The bench database, for a ProcessStack that must neither create nor drop it."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def drop(self) -> None:
+        """Keep it."""
+
+
+async def measure_http(db: Database, name: str, args: argparse.Namespace
+                       ) -> list[dict[str, Any]]:
+    """The same scenarios over HTTP, as a browser asks: one `switchboard web` process on the
+    bench database (with its own Redis), each agent logged in, requests one at a time."""
+    from tests.processes import ProcessStack, login
+    from tests.services import RedisServer
+
+    principals = await _principals(db)
+    deep = await _deep_cursors(db, principals["agents"] + principals["admin"], 20_000)
+    rare = await _rare_codes(db)
+    threads = await _threads(db, principals["agents"])
+    root = Path(tempfile.mkdtemp(prefix="sb-bench-http-"))
+    stack = ProcessStack(root, "production", log_level="warning")
+    clients: dict[int, httpx.AsyncClient] = {}
+    try:
+        for folder in (stack.data_dir, stack.log_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        stack.redis = await asyncio.to_thread(RedisServer.start, root / "redis")
+        stack.database = _Existing(_url(name))  # type: ignore[assignment]
+        web = stack.web("web-1")
+        await stack.wait_ready(timeout=60)
+        say(f"web process pid {web.pid} at {web.base_url}")
+        for p in principals["agents"] + principals["admin"]:
+            clients[p.agent_id] = await login(web.base_url, f"agent{p.agent_id}@bench.example",
+                                              PASSWORD, timeout=30)
+        results = []
+        for scenario in scenarios(deep, rare, threads):
+            if args.only and args.only not in scenario.name:
+                continue
+            if "rare code" in scenario.name and not rare:
+                continue
+            who = principals[scenario.agents]
+            times: list[float] = []
+            rows = 0
+            for i in range(-3, args.runs):
+                principal = who[i % len(who)]
+                client = clients[principal.agent_id]
+                if i == 0:
+                    busy = _busy()
+                started = time.perf_counter()
+                responses = await asyncio.gather(*(
+                    client.get(path, params=params)
+                    for path, params in scenario.request(principal, i)))
+                elapsed = (time.perf_counter() - started) * 1000
+                for response in responses:
+                    if response.status_code != 200:
+                        raise RuntimeError(f"{scenario.name}: {response.status_code} "
+                                           f"{response.text[:300]}")
+                if i >= 0:
+                    times.append(elapsed)
+                    rows += len(responses[-1].json().get("items", []))
+            results.append(_figures("HTTP " + scenario.name, times, None, rows, busy))
+        return results
+    finally:
+        for client in clients.values():
+            await client.aclose()
+        await stack.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 async def _generated_size(name: str) -> str | None:
@@ -327,7 +492,7 @@ async def main(args: argparse.Namespace) -> int:
         say(f"generating {size} in database {name}")
         conn = await asyncpg.connect(_url(name), command_timeout=None)
         try:
-            await generate(conn, size, hash_password("bench password"), say)
+            await generate(conn, size, hash_password(PASSWORD), say)
             await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{size}'")
         finally:
             await conn.close()
@@ -336,7 +501,11 @@ async def main(args: argparse.Namespace) -> int:
         say(f"reusing database {name}: {size}")
     db = Database(_url(name, "postgresql+asyncpg"))
     try:
-        results = [] if args.generate_only else await measure(db, args)
+        results = []
+        if not (args.generate_only or args.http_only):
+            results += await measure(db, args)
+        if (args.http or args.http_only) and not args.generate_only:
+            results += await measure_http(db, name, args)
     finally:
         await db.close()
     if args.json:
@@ -363,6 +532,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true",
                         help="keep the database, and reuse it if it has the asked size")
     parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--http", action="store_true",
+                        help="also measure every scenario end to end over HTTP")
+    parser.add_argument("--http-only", action="store_true",
+                        help="measure over HTTP only, not the functions in this process")
     parser.add_argument("--explain", action="store_true",
                         help="print EXPLAIN ANALYZE of one run of each scenario")
     parser.add_argument("--only", help="run only scenarios whose name contains this")

@@ -12,6 +12,7 @@ walk down a time index until a page is full, and a rare one a GIN or FTS5 lookup
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -67,6 +68,8 @@ PREFIX_FROM = 3  # a shorter last word must match whole: "a*" would match half t
 KINDS = ("message", "note", "conversation", "contact")
 SNIPPET = 160
 WINDOW = 20_000  # PostgreSQL: how many of the newest rows are read first (_newest)
+WALK_MOST = 2_000_000  # PostgreSQL: the most rows walked in time order (_walk_further)
+WALK_PER_FETCH = 12  # PostgreSQL: rows walked for the cost of one the indexes offer
 CONVERSATIONS = (250, 1000)  # PostgreSQL: filtered conversations read (_through_conversations)
 
 M = TypeVar("M", bound=SQLModel)
@@ -82,6 +85,8 @@ class SearchHit(BaseModel):
     contact: ContactView | None = None
     message: MessageView | None = None
     snippet: str  # plain text, never HTML
+    # Where the words searched for are in the snippet: [start, end) in characters (code points).
+    highlights: list[tuple[int, int]] = []
 
 
 @dataclass(frozen=True)
@@ -126,25 +131,104 @@ class SearchFilter:
         return not self.kinds or kind in self.kinds
 
 
-def words(query: str) -> list[str]:
-    """The searchable words of a query: runs of letters, digits and marks, lower-cased."""
+def _is_word_char(char: str) -> bool:
+    # The same characters SQLite's tokenizer keeps (migration 0005: L* N* Co M*).
+    category = unicodedata.category(char)
+    return category[0] in "LNM" or category == "Co"
+
+
+def words(text: str) -> list[str]:
+    """A text's words as the index cuts them: runs of letters, digits and marks, lower-cased."""
     found: list[str] = []
     current: list[str] = []
-    for char in query + " ":
-        # The same characters SQLite's tokenizer keeps (migration 0005: L* N* Co M*).
-        if unicodedata.category(char)[0] in "LNM" or unicodedata.category(char) == "Co":
+    for char in text + " ":
+        if _is_word_char(char):
             current.append(char)
         elif current:
             found.append("".join(current).lower())
             current = []
-    return [w for w in found if len(w) <= MAX_WORD][:MAX_WORDS]
+    return found
 
 
-def check_query(query: str) -> list[str]:
-    """The words of a query, or InvalidQuery when it is too long."""
+@dataclass(frozen=True)
+class Term:
+    """One thing a query asks for: a word, or a phrase (words in a row), found or left out.
+
+    Its words are letters, digits and marks only (see words()), so quoting them in either
+    database's query syntax is safe.
+    """
+
+    words: tuple[str, ...]
+    prefix: bool = False  # the last word also matches as the start of a word
+    negated: bool = False  # rows with it are left out
+
+    def postgresql(self) -> str:
+        """The term in PostgreSQL's tsquery syntax."""
+        parts = [f"'{w}'" for w in self.words]
+        if self.prefix:
+            parts[-1] += ":*"
+        inner = " <-> ".join(parts)
+        inner = f"({inner})" if len(parts) > 1 else inner
+        return "!" + inner if self.negated else inner
+
+    def sqlite(self) -> str:
+        """The term as an FTS5 string (a phrase), without its negation."""
+        return '"' + " ".join(self.words) + '"' + (" *" if self.prefix else "")
+
+
+def parse(query: str) -> list[Term]:
+    """What a query asks for, in the query language of search (docs/search.md).
+
+    - Every word must be found, anywhere in the text, in any order: `refund policy`.
+    - `"..."`: these words in a row; so are words joined by punctuation (`ada@example.com`,
+      `555-0147`, `don't`).
+    - `-word` or `-"..."`: leave out what has it.
+    - The last word, while it is being typed (nothing after it, not even a space or a
+      closing quote), also matches as the start of a word, from PREFIX_FROM letters on.
+
+    Anything else is text: operators of either database are never interpreted. At most
+    MAX_WORDS words count; a word longer than MAX_WORD characters is not a word.
+    """
+    terms: list[Term] = []
+    count, at, end = 0, 0, len(query)
+    while at < end:
+        if query[at].isspace():
+            at += 1
+            continue
+        negated = query[at] == "-" and at + 1 < end and not query[at + 1].isspace()
+        at += negated
+        if query[at] == '"':
+            close = query.find('"', at + 1)
+            chunk = query[at + 1:close if close != -1 else end]
+            at = close + 1 if close != -1 else end
+            typing = close == -1
+        else:
+            start = at
+            while at < end and not query[at].isspace() and query[at] != '"':
+                at += 1
+            chunk, typing = query[start:at], at == end
+        found = words(chunk)
+        if not found or any(len(w) > MAX_WORD for w in found):
+            continue
+        if count + len(found) > MAX_WORDS:
+            break
+        count += len(found)
+        prefix = (typing and not negated and bool(chunk) and _is_word_char(chunk[-1])
+                  and len(found[-1]) >= PREFIX_FROM)
+        terms.append(Term(tuple(found), prefix=prefix, negated=negated))
+    return terms
+
+
+def _finds(terms: list[Term]) -> bool:
+    """Whether the terms ask for something to be found (not only for things left out)."""
+    return any(not t.negated for t in terms)
+
+
+def check_query(query: str) -> list[Term]:
+    """What a query asks for, or InvalidQuery when it is too long."""
     if len(query) > MAX_QUERY:
         raise InvalidQuery(f"q may have at most {MAX_QUERY} characters")
-    return words(query)
+    return parse(query)
 
 
 @dataclass(frozen=True)
@@ -152,7 +236,15 @@ class _Match:
     """A full-text condition for one dialect, built from safe words."""
 
     postgresql: bool
-    terms: list[str]
+    terms: list[Term]
+
+    @property
+    def query(self) -> str:
+        """The terms in this database's query syntax."""
+        if self.postgresql:
+            return " & ".join(t.postgresql() for t in self.terms)
+        found = " ".join(t.sqlite() for t in self.terms if not t.negated)
+        return f"({found})" + "".join(f" NOT {t.sqlite()}" for t in self.terms if t.negated)
 
     def on(self, source: str, *, indexed: bool = True) -> ColumnElement[bool]:
         """Rows of the table `source` (messages, conversations, contacts, contact_identities).
@@ -160,22 +252,17 @@ class _Match:
         `indexed=False` (PostgreSQL): a condition the GIN index cannot serve, checked on
         each row of a stretch the query reads anyway (see _newest).
         """
-        last = len(self.terms) - 1
-        # Each word is letters, digits and marks only (see words()): quoting it is safe.
-        quoted = [(w, i == last and len(w) >= PREFIX_FROM) for i, w in enumerate(self.terms)]
         if self.postgresql:
-            query = " & ".join(f"'{w}'" + (":*" if p else "") for w, p in quoted)
             tsquery = func.to_tsquery(literal_column("'simple'::regconfig"),
-                                      bindparam(None, query, unique=True))
+                                      bindparam(None, self.query, unique=True))
             vector: Any = literal_column(f"{source}.search_vector")
             if not indexed:
                 vector = func.coalesce(vector, literal_column("''::tsvector"))
             matches: ColumnElement[bool] = vector.op("@@")(tsquery)
             return matches
         fts = "fts_" + ("identities" if source == "contact_identities" else source)
-        query = " ".join(f'"{w}"' + ("*" if p else "") for w, p in quoted)
         matching: Any = select(column("rowid")).select_from(table(fts)).where(
-            literal_column(fts).op("MATCH")(bindparam(None, query, unique=True)))
+            literal_column(fts).op("MATCH")(bindparam(None, self.query, unique=True)))
         return literal_column(f"{source}.id").in_(matching)
 
 
@@ -285,12 +372,17 @@ async def _plan_each_time(session: AsyncSession) -> None:
     made without knowing the words, and a plan right for a common word (walk the time index
     until a page is full) walks the whole table for a rare one. A prefix ("deliv:*") is
     looked up as a bitmap of every matching row, which turns lossy, and slow to recheck,
-    in the default 4 MB of work memory. For this transaction only.
+    in the default 4 MB of work memory. A page read at random costs about what one read in
+    order does (the hot part of the tables is in memory or on SSD): with the default cost of
+    4, PostgreSQL built a bitmap of every message of the agent's inboxes (160 ms at a million)
+    to spare itself fetching the few thousand rows with the words (40 ms). For this
+    transaction only.
     """
     if is_postgresql(session):
         connection = await session.connection()
-        await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
-        await connection.execute(text("SET LOCAL work_mem = '32MB'"))
+        await connection.execute(text(
+            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
+            "set_config('work_mem', '32MB', true), set_config('random_page_cost', '1.1', true)"))
 
 
 def _contact_conditions(scope: _Scope, match: _Match | None, *, indexed: bool) -> list[Any]:
@@ -328,6 +420,9 @@ class _Source(Generic[M]):
     where: Callable[[bool], list[Any]]
     # Joins and conditions on other tables, given the entity the query selects.
     joined: Callable[[Any, Any], Any] = _same
+    # The full-text condition alone, as the GIN index serves it (PostgreSQL): what _older
+    # costs is about the rows it offers. None: walk WINDOW rows, then ten times more.
+    words: Callable[[], Any] | None = None
 
 
 async def _rows(
@@ -361,7 +456,8 @@ async def _rows(
             return query.join(Conversation, col(Conversation.id) == message.conversation_id
                               ).where(*scope.conversation_conditions())
 
-        messages = _Source(Message, "accepted_at", of_messages, with_conversation)
+        messages = _Source(Message, "accepted_at", of_messages, with_conversation,
+                           lambda: match.on("messages"))
         if by_conversation and match.postgresql:
             rows = await _through_conversations(session, scope, messages, limit)
         else:
@@ -376,7 +472,8 @@ async def _rows(
                     *scope.dates(at), _after(at, cid, 1, cursor)]
 
         found += [(c.created_at, 1, c.id or 0, c) for c in await _newest(
-            session, _Source(Conversation, "created_at", of_conversations), limit, upper)]
+            session, _Source(Conversation, "created_at", of_conversations,
+                             words=lambda: match.on("conversations")), limit, upper)]
     if f.wants("contact"):
         at, pid = col(Contact.created_at), col(Contact.id)
 
@@ -399,10 +496,11 @@ async def _newest(
     None): the planner, left to itself, walks the time index until a page is full for a
     common word, and walks the whole table when the word is rare in these inboxes or these
     months though common elsewhere; or it builds a bitmap of every row with the word, which
-    is slow for a common word (and slower for a prefix). So: first walk the newest WINDOW
-    rows, then ten times more while the matches found promise a full page, checking the
-    words on each row; what is still missing comes from the older rows, through the
-    full-text and filter indexes only (a materialized set of every older match).
+    is slow for a common word (and slower for a prefix or a phrase). So: first walk the
+    newest WINDOW rows checking the words on each; then, while the matches found so far
+    promise that walking on fills the page for less than the indexes would cost
+    (_walk_further), walk further; what is still missing comes from the older rows, through
+    the full-text and filter indexes only (a materialized set of every older match).
     """
     model, at = source.model, source.at
     column = getattr(model, at)
@@ -412,8 +510,9 @@ async def _newest(
                                        .limit(limit + 1)))
     found: list[M] = []
     newer: Any = None  # the edge of the stretch walked before, if any
-    for size in (WINDOW, WINDOW * 10):
-        bound = select(column).order_by(*_newest_first(model, at)).offset(size - 1).limit(1)
+    depth: int | None = WINDOW
+    while depth is not None:
+        bound = select(column).order_by(*_newest_first(model, at)).offset(depth - 1).limit(1)
         edge = (await session.exec(bound if upper is None else bound.where(column <= upper))
                 ).first()
         # The stretch in time order (OFFSET 0 keeps it a subquery of its own, walked down
@@ -429,9 +528,41 @@ async def _newest(
         if edge is None or len(found) > limit:
             return found  # the whole table was walked, or the page is full
         newer = edge
-        if len(found) * 10 < limit:
-            break  # too sparse to fill a page by walking ten times more
+        depth = await _walk_further(session, source, depth, len(found), limit)
     return found + await _older(session, source, limit + 1 - len(found), column < newer)
+
+
+async def _walk_further(
+    session: AsyncSession, source: _Source[M], depth: int, found: int, limit: int
+) -> int | None:
+    """How deep to walk next (rows from the newest), or None to go to the indexes.
+
+    Walking costs about 0.3 µs a row; the indexes cost about 3.5 µs for each row with all
+    the words that they offer (a phrase's words anywhere, any inbox), read from the heap and
+    checked: walking on is worth it while it should fill the page in fewer than
+    WALK_PER_FETCH rows for each row offered, up to WALK_MOST rows.
+    """
+    if source.words is None:
+        return WINDOW * 10 if depth == WINDOW and found * 10 >= limit else None
+    # Rows still to walk at the density seen so far (none seen: at least as many again as
+    # a page would need at one match per stretch walked).
+    need = depth * (limit + 1 - found) / found if found else depth * (limit + 1)
+    if depth + need > WALK_MOST:
+        return None
+    if need > await _offered(session, source) * WALK_PER_FETCH:
+        return None
+    return min(WALK_MOST, depth + int(need * 1.25))
+
+
+async def _offered(session: AsyncSession, source: _Source[M]) -> float:
+    """PostgreSQL's estimate of how many rows the full-text index offers for the words."""
+    assert source.words is not None
+    connection = await session.connection()
+    query: Any = select(literal_column("1")).select_from(source.model).where(source.words())
+    # The words are letters, digits and marks in a tsquery (see Term): safe as a literal.
+    sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
+    plan = (await connection.execute(text("EXPLAIN (FORMAT JSON) " + sql))).scalar_one()
+    return float((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"])
 
 
 async def _older(session: AsyncSession, source: _Source[M], count: int, before: Any) -> list[M]:
@@ -497,7 +628,7 @@ async def search(
     terms = check_query(query)
     position = _decode(cursor) if cursor else None
     scope = await _scope(session, principal, filters)
-    if not terms or scope is None:
+    if not _finds(terms) or scope is None:
         return [], None
     match = _Match(is_postgresql(session), terms)
     await _plan_each_time(session)
@@ -508,7 +639,7 @@ async def search(
     return await _hits(session, [r[3] for r in page], terms), next_cursor
 
 
-async def _hits(session: AsyncSession, rows: list[Any], terms: list[str]) -> list[SearchHit]:
+async def _hits(session: AsyncSession, rows: list[Any], terms: list[Term]) -> list[SearchHit]:
     """The public views of a page's rows, loading their conversations in one query."""
     ids = {r.conversation_id for r in rows if isinstance(r, Message)}
     ids |= {r.id or 0 for r in rows if isinstance(r, Conversation)}
@@ -516,15 +647,19 @@ async def _hits(session: AsyncSession, rows: list[Any], terms: list[str]) -> lis
     hits = []
     for row in rows:
         if isinstance(row, Message):
+            excerpt, spans = snippet(row.text, terms)
             hits.append(SearchHit(
                 kind=cast(Kind, row.kind), conversation=conversations[row.conversation_id],
-                message=message_view(row), snippet=snippet(row.text, terms)))
+                message=message_view(row), snippet=excerpt, highlights=spans))
         elif isinstance(row, Conversation):
+            excerpt, spans = snippet(row.subject or "", terms)
             hits.append(SearchHit(kind="conversation", conversation=conversations[row.id or 0],
-                                  snippet=snippet(row.subject or "", terms)))
+                                  snippet=excerpt, highlights=spans))
         else:
             view = await contact_view(session, row)
-            hits.append(SearchHit(kind="contact", contact=view, snippet=_contact_snippet(view)))
+            excerpt, spans = snippet(_contact_snippet(view), terms)
+            hits.append(SearchHit(kind="contact", contact=view, snippet=excerpt,
+                                  highlights=spans))
     return hits
 
 
@@ -547,20 +682,94 @@ async def conversation_views(
             for c, ch, n in found}
 
 
-def snippet(text: str, terms: list[str]) -> str:
-    """A short plain-text excerpt of `text` around the first word found."""
+Span = tuple[int, int]  # [start, end) in characters
+
+
+def _lowered(text: str) -> str:
+    """`text` lower-cased character by character, so offsets stay those of `text`."""
+    lowered = text.lower()
+    if len(lowered) == len(text):
+        return lowered
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+def _found_at(lowered: str, at: int, term: Term) -> int | None:
+    """Where the term found at `at` ends, if it is there as whole words (see words())."""
+    if at and _is_word_char(lowered[at - 1]):
+        return None
+    for i, word in enumerate(term.words):
+        if i:  # the next word, after at least one character that is not part of a word
+            start = at
+            while at < len(lowered) and not _is_word_char(lowered[at]):
+                at += 1
+            if at == start:
+                return None
+        if not lowered.startswith(word, at):
+            return None
+        at += len(word)
+        last = i == len(term.words) - 1
+        if last and term.prefix:
+            while at < len(lowered) and _is_word_char(lowered[at]):
+                at += 1
+        elif at < len(lowered) and _is_word_char(lowered[at]):
+            return None
+    return at
+
+
+def _occurrences(lowered: str, terms: list[Term], most: int = 500) -> list[tuple[int, int, int]]:
+    """(start, end, which term) of the wanted terms in a lower-cased text, in text order."""
+    found: list[tuple[int, int, int]] = []
+    for index, term in enumerate(terms):
+        if term.negated:
+            continue
+        at = lowered.find(term.words[0])
+        while at != -1 and len(found) < most:
+            end = _found_at(lowered, at, term)
+            if end is not None:
+                found.append((at, end, index))
+            at = lowered.find(term.words[0], at + 1)
+    return sorted(found)
+
+
+def _best(found: list[tuple[int, int, int]]) -> tuple[int, int]:
+    """The stretch of at most SNIPPET characters that holds the most different terms."""
+    best, best_count, first = (0, 0), 0, 0
+    counts: dict[int, int] = {}
+    for last, (_, end, term) in enumerate(found):
+        counts[term] = counts.get(term, 0) + 1
+        while end - found[first][0] > SNIPPET:
+            gone = found[first][2]
+            counts[gone] -= 1
+            if not counts[gone]:
+                del counts[gone]
+            first += 1
+        if len(counts) > best_count:
+            best, best_count = (found[first][0], found[last][1]), len(counts)
+    return best
+
+
+def snippet(text: str, terms: list[Term]) -> tuple[str, list[Span]]:
+    """A short plain-text excerpt of `text` around its best match, and where the terms are in it.
+
+    The best match is the stretch with the most different terms found (a phrase as a
+    whole), the first such; the excerpt begins and ends on a word. The spans are character
+    offsets in the excerpt (Unicode code points), for highlighting.
+    """
     flat = " ".join(text.split())
-    if len(flat) <= SNIPPET:
-        return flat
-    lowered = flat.lower()
-    hits = [i for i in (lowered.find(t) for t in terms) if i >= 0]
-    start = max(0, min(hits, default=0) - SNIPPET // 3)
-    if start:
-        start = flat.find(" ", start) + 1 or start  # begin on a word
-    end = start + SNIPPET
-    if end < len(flat):
-        end = flat.rfind(" ", start, end) if flat.rfind(" ", start, end) > start else end
-    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else "")
+    lowered = _lowered(flat)
+    found = _occurrences(lowered, terms)
+    start, end = 0, len(flat)
+    if len(flat) > SNIPPET:
+        first, last = _best(found) if found else (0, 0)
+        start = max(0, min(first - SNIPPET // 3, first - (SNIPPET - (last - first)) // 2))
+        if start:
+            start = flat.find(" ", start, first) + 1 or start  # begin on a word
+        end = min(len(flat), start + SNIPPET)
+        if end < len(flat) and flat.rfind(" ", start, end) > max(start, last - 1):
+            end = flat.rfind(" ", start, end)  # end on a word
+    shift = (1 if start else 0) - start
+    spans = [(s + shift, e + shift) for s, e, _ in found if s >= start and e <= end]
+    return ("…" if start else "") + flat[start:end] + ("…" if end < len(flat) else ""), spans
 
 
 def _contact_snippet(view: ContactView) -> str:
@@ -583,7 +792,7 @@ async def search_contacts(
     terms = check_query(query) if query is not None else None
     position = _checked(decode_cursor(cursor)) if cursor else None
     scope = await _scope(session, principal, SearchFilter())
-    if terms == [] or scope is None:
+    if (terms is not None and not _finds(terms)) or scope is None:
         return [], None
     match = _Match(is_postgresql(session), terms) if terms else None
     await _plan_each_time(session)

@@ -99,7 +99,7 @@ async def contacts(request: Request, principal: Principal) -> Response:
 OPERATIONS: list[Operation] = [
     (Doc("GET", "/api/v1/search", "Search messages, notes, conversations and contacts",
          response=SearchPage,
-         query=(("q", "words to find (all of them; the last may be the start of a word)"),
+         query=(("q", "words to find, all of them; \"a phrase\", -left-out (docs/search.md)"),
             ("kind", "comma-separated: message, note, conversation, contact"),
             ("inbox_id", "only this inbox"), ("channel", "only inboxes of this channel"),
             ("status", "comma-separated: open, pending, snoozed, resolved"),

@@ -276,6 +276,13 @@ async def test_search_shows_what_matched_and_replaces_the_list_until_cleared(
     await expect(page.locator("#search-results")).to_be_hidden()
     await expect(page.locator(".conversation-row")).to_have_count(2)
     await expect(search).to_have_value("")
+
+    # A phrase is found as a whole, and marked as one.
+    await search.fill('"his invoice" ask')
+    await search.press("Enter")
+    await expect(page.locator("#search-status")).to_have_text(
+        "1 result for “\"his invoice\" ask”")
+    await expect(results.locator("mark")).to_have_text(["asked", "his invoice"])
     alice.assert_clean()
 
 

@@ -177,12 +177,19 @@ async def _pages(url: str) -> None:
         await db.close()
 
 
-def test_search_pages_through_every_stretch(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # PostgreSQL reads the newest WINDOW rows, then ten times more, then the older matches
-    # from the indexes (or, with a status, the newest CONVERSATIONS conversations, then the
-    # indexes): with tiny sizes one search goes through every stage.
+@pytest.mark.parametrize("walk", ["indexes soon", "walk far"])
+def test_search_pages_through_every_stretch(
+    url: str, walk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL reads the newest WINDOW rows, then further while walking promises to cost
+    # less than the indexes (never beyond WALK_MOST rows), then the older matches from the
+    # indexes (or, with a status, the newest CONVERSATIONS conversations, then the indexes):
+    # with tiny sizes one search goes through every stage.
     monkeypatch.setattr(search, "WINDOW", 4)
     monkeypatch.setattr(search, "CONVERSATIONS", (1, 2))
+    if walk == "walk far":
+        monkeypatch.setattr(search, "WALK_PER_FETCH", 10**9)
+        monkeypatch.setattr(search, "WALK_MOST", 40)
     asyncio.run(_migrated_then(url, _pages))
 
 

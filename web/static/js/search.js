@@ -137,28 +137,22 @@ function drawSearch() {
 
 // ---- a result ------------------------------------------------------------------------
 
-/** A plain-text snippet as text nodes, the words searched for wrapped in <mark>. */
-export function snippetNodes(snippet, query) {
-  const lower = snippet.toLowerCase();
-  // Words as the search cuts them: letters, digits and marks (any language).
-  const terms = (query.toLowerCase().match(/[\p{L}\p{N}\p{M}\p{Co}]+/gu) || []).filter((t) => t.length > 0);
-  if (!terms.length || lower.length !== snippet.length) return [snippet];
-  const ranges = [];
-  for (const term of terms) {
-    for (let at = lower.indexOf(term); at !== -1; at = lower.indexOf(term, at + term.length)) {
-      ranges.push([at, at + term.length]);
-    }
-  }
-  ranges.sort((a, b) => a[0] - b[0]);
+/**
+ * A plain-text snippet as text nodes, the words found wrapped in <mark>. The server says
+ * where they are (`highlights`: [start, end) in code points, phrases and word starts
+ * included), so a word is marked only where search matched it as a word.
+ */
+export function snippetNodes(snippet, highlights) {
+  const chars = Array.from(snippet); // code points, as the server counts
   const nodes = [];
   let at = 0;
-  for (const [start, end] of ranges) {
-    if (start < at) continue; // overlaps the previous one
-    if (start > at) nodes.push(snippet.slice(at, start));
-    nodes.push(el("mark", {}, snippet.slice(start, end)));
+  for (const [start, end] of [...(highlights || [])].sort((a, b) => a[0] - b[0])) {
+    if (start < at || end > chars.length || start >= end) continue; // overlapping or stale
+    if (start > at) nodes.push(chars.slice(at, start).join(""));
+    nodes.push(el("mark", {}, chars.slice(start, end).join("")));
     at = end;
   }
-  if (at < snippet.length) nodes.push(snippet.slice(at));
+  if (at < chars.length) nodes.push(chars.slice(at).join(""));
   return nodes;
 }
 
@@ -189,7 +183,7 @@ function resultRow(item) {
   const body = [
     el("div", { class: "row-top" }, el("span", { class: "name" }, name), kind,
       when ? el("time", { class: "time", datetime: when }, formatTime(when)) : null),
-    el("div", { class: "snippet" }, snippetNodes(item.snippet || "", search.params.get("q") || "")),
+    el("div", { class: "snippet" }, snippetNodes(item.snippet || "", item.highlights)),
     meta,
   ];
   const dataset = { kind: item.kind };
