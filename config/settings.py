@@ -78,6 +78,16 @@ class Settings(BaseSettings):
     snooze_check_seconds: float = Field(
         15.0, gt=0, description="How often workers wake conversations whose snooze ended."
     )
+    consumed_events_keep_days: int = Field(
+        7, ge=1, description="How long event consumers (CRM sync, webhooks, automation) "
+        "remember the events they handled, to skip one delivered again; redelivery comes "
+        "within minutes, so a week is ample.")
+    quarantine_keep_days: int = Field(
+        90, ge=0, description="How long what a channel received but could not parse (the "
+        "provider's raw payload, shown to admins) is kept; 0 keeps it forever.")
+    housekeeping_seconds: float = Field(
+        3600.0, gt=0, description="How often workers forget what the two settings above no "
+        "longer keep.")
     demo_page: bool = Field(False, description="Serve the demo website at /demo (demo only).")
     outbound_http: bool = Field(
         False, description="Let outbound requests (API-channel replies, provider calls) use "

@@ -56,6 +56,7 @@ from inbox.context import InboxContext
 from inbox.db import is_unavailable
 from inbox.delivery import apply_edits, apply_statuses, apply_watermarks, set_send_result
 from inbox.event_consumers import EventConsumer, SharedReader
+from inbox.housekeeping import forget_old
 from inbox.inboxes import inbox_settings
 from inbox.ingest import Ingested, UnknownInbox, ingest_batch
 from inbox.models import Message
@@ -73,6 +74,19 @@ T = TypeVar("T")
 def default_worker_name() -> str:
     """This process's consumer name when SWITCHBOARD_WORKER_NAME does not give one."""
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+async def _every(stop: asyncio.Event, seconds: float, what: str,
+                 job: Callable[[], Awaitable[object]]) -> None:
+    """Run `job` now and then every `seconds` until `stop`; a failure is logged and retried
+    the next time."""
+    while not stop.is_set():
+        try:
+            await job()
+        except Exception:
+            log.exception("%s failed; trying again later", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 class _Dead(Exception):
@@ -119,6 +133,7 @@ class Worker:
             self.wake_snoozed(stop),
             self.keep_assigning(stop),
             self.check_slas(stop),
+            self.keep_house(stop),
             *(consumer.run(self.ctx, worker=self.name, **common)
               for consumer in self.event_consumers),
             *(service(stop) for service in self.services),
@@ -130,41 +145,33 @@ class Worker:
 
     async def wake_snoozed(self, stop: asyncio.Event) -> None:
         """Reopen snoozed conversations when their time comes, until `stop` is set."""
-        every = self.ctx.settings.snooze_check_seconds
-        while not stop.is_set():
-            try:
-                await wake_snoozed(self.ctx)
-            except Exception:
-                log.exception("waking snoozed conversations failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+        await _every(stop, self.ctx.settings.snooze_check_seconds, "waking snoozed "
+                     "conversations", lambda: wake_snoozed(self.ctx))
 
     async def check_slas(self, stop: asyncio.Event) -> None:
         """Until `stop`: mark the SLA clocks whose warning or breach time came (each worker
         takes different conversations)."""
-        every = self.ctx.settings.sla_check_seconds
-        while not stop.is_set():
-            try:
-                while await check_due(self.ctx) >= CHECK_BATCH and not stop.is_set():
-                    pass  # more were due
-            except Exception:
-                log.exception("checking SLA clocks failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+        async def check() -> None:
+            while await check_due(self.ctx) >= CHECK_BATCH and not stop.is_set():
+                pass  # more were due
+
+        await _every(stop, self.ctx.settings.sla_check_seconds, "checking SLA clocks", check)
 
     async def keep_assigning(self, stop: asyncio.Event) -> None:
         """Until `stop`: release the conversations of agents who went offline (per inbox
         setting) and assign what waits in the queue (a safety net: every change that frees
         a place drains the queue at once)."""
-        every = self.ctx.settings.assignment_check_seconds
-        while not stop.is_set():
-            try:
-                await release_offline_agents(self.ctx)
-                await drain_queue(self.ctx)
-            except Exception:
-                log.exception("assignment upkeep failed; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+        async def upkeep() -> None:
+            await release_offline_agents(self.ctx)
+            await drain_queue(self.ctx)
+
+        await _every(stop, self.ctx.settings.assignment_check_seconds, "assignment upkeep",
+                     upkeep)
+
+    async def keep_house(self, stop: asyncio.Event) -> None:
+        """Until `stop`: forget what the retention settings no longer keep."""
+        await _every(stop, self.ctx.settings.housekeeping_seconds, "housekeeping",
+                     lambda: forget_old(self.ctx))
 
     async def handle_inbound(self, entries: Sequence[Entry]) -> list[BaseException | None]:
         """Thread and store a batch of inbound messages (one transaction) and apply the

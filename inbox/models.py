@@ -667,6 +667,8 @@ class ConsumedEvent(SQLModel, table=True):
     """
 
     __tablename__ = "consumed_events"
+    # Housekeeping forgets the oldest (inbox/housekeeping.py).
+    __table_args__ = (sa.Index("ix_consumed_events_at", "consumed_at"),)
 
     consumer: str = Field(primary_key=True, max_length=100)
     event_id: str = Field(primary_key=True, max_length=64)
