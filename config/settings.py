@@ -8,7 +8,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -75,6 +75,22 @@ class Settings(BaseSettings):
     attachment_max_bytes: int = Field(
         25 * 1024 * 1024, ge=1024, description="Largest file accepted as an attachment."
     )
+    attachment_storage: Literal["database", "directory", "s3"] = Field(
+        "database", description="Where new attachments' bytes go: the database, a "
+        "directory (SWITCHBOARD_ATTACHMENT_DIR) or an S3-compatible bucket (SWITCHBOARD_S3_*); "
+        "files stored before a change stay where they are, and readable.")
+    attachment_dir: Path | None = Field(
+        None, description="The directory for attachment_storage=directory; default "
+        "<data dir>/attachments. Every process that serves or sends files must see it.")
+    s3_bucket: str = Field("", description="The bucket for attachment_storage=s3.")
+    s3_endpoint_url: str = Field(
+        "", description="The S3-compatible service (MinIO, Ceph, R2: https://host:port); "
+        "empty: AWS S3.")
+    s3_region: str = Field("us-east-1", description="The bucket's region.")
+    s3_access_key_id: str = Field("", description="Access key; empty: the usual AWS "
+                                  "sources (environment, instance role).")
+    s3_secret_access_key: SecretStr = Field(SecretStr(""), description="Its secret.")
+    s3_prefix: str = Field("attachments/", description="Prefix of every object's key.")
     snooze_check_seconds: float = Field(
         15.0, gt=0, description="How often workers wake conversations whose snooze ended."
     )
@@ -189,6 +205,15 @@ class Settings(BaseSettings):
                              ) from None
         return value
 
+    @model_validator(mode="after")
+    def _storage_complete(self) -> Settings:
+        if self.attachment_storage == "s3" and not self.s3_bucket:
+            raise ValueError("attachment_storage=s3 needs SWITCHBOARD_S3_BUCKET")
+        if self.s3_endpoint_url and urlsplit(self.s3_endpoint_url).scheme not in (
+                "http", "https"):
+            raise ValueError("s3_endpoint_url must be an http(s) URL")
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
@@ -253,7 +278,9 @@ def load_settings(**overrides: object) -> Settings:
         for error in exc.errors():
             name = "_".join(str(part) for part in error["loc"]) or "settings"
             value = error.get("input")
-            # URLs may carry passwords: never echo them.
-            shown = "" if name.endswith("url") else f" (got {value!r})"
+            # URLs may carry passwords, and a check of the whole settings sees every
+            # secret: never echo them.
+            shown = "" if name.endswith(("url", "key")) or not error["loc"] else (
+                f" (got {value!r})")
             lines.append(f"SWITCHBOARD_{name.upper()}: {error['msg']}{shown}")
         raise SettingsError("\n".join(lines)) from None

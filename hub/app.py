@@ -87,6 +87,7 @@ class Runtime:
     async def close(self) -> None:
         """Close every connection."""
         await self.http.aclose()
+        await self.inbox.blobs.close()
         await self.bus.close()
         await self.db.close()
 

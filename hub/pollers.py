@@ -130,7 +130,7 @@ class Pollers:
         self, lease: str, inbox_id: int, channel: str, settings: dict[str, Any]
     ) -> None:
         adapter = self.polling[channel]
-        store = attachment_store(self.ctx.db, inbox_id=inbox_id,
+        store = attachment_store(self.ctx.db, self.ctx.blobs, inbox_id=inbox_id,
                                  max_bytes=self.ctx.settings.attachment_max_bytes)
         state = InboxChannelState(self.ctx.db, inbox_id=inbox_id)
 

@@ -108,7 +108,7 @@ class Worker:
         # More loops of this process, each run until stop (the outbound webhook deliverer).
         self.services = tuple(services)
         self.send_wait = honouring_retry_after(wait_exponential(multiplier=0.5, max=8))
-        self.load_file = attachment_loader(ctx.db)
+        self.load_file = attachment_loader(ctx.db, ctx.blobs)
         self.relay = Relay(ctx, owner=name)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -274,7 +274,7 @@ class Worker:
             found = await inbox_settings(session, item.inbox_id, self.ctx.secrets)
         if found is None:
             return item
-        store = attachment_store(self.ctx.db, inbox_id=item.inbox_id,
+        store = attachment_store(self.ctx.db, self.ctx.blobs, inbox_id=item.inbox_id,
                                  max_bytes=self.ctx.settings.attachment_max_bytes)
         return await adapter.fetch_media(item, found[1], store)
 

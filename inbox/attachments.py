@@ -21,6 +21,7 @@ from hub.types import (
     utcnow,
 )
 from inbox.agents import Principal
+from inbox.blobs import DATABASE, Blobs, blob_key
 from inbox.db import Database, execute
 from inbox.models import Attachment, table_of
 
@@ -57,8 +58,14 @@ def clean_content_type(value: str) -> str:
     return media if valid else "application/octet-stream"
 
 
-def attachment_store(db: Database, *, inbox_id: int, max_bytes: int) -> StoreAttachment:
-    """A store that channels call to keep a file for one inbox."""
+def attachment_store(
+    db: Database, blobs: Blobs, *, inbox_id: int, max_bytes: int
+) -> StoreAttachment:
+    """A store that channels call to keep a file for one inbox.
+
+    Outside the database (SWITCHBOARD_ATTACHMENT_STORAGE), the bytes are written first and
+    the row after, so a row always has its bytes; BlobError when the store refuses them.
+    """
 
     async def store(filename: str, content_type: str, data: bytes) -> AttachmentRef:
         if not data:
@@ -67,16 +74,21 @@ def attachment_store(db: Database, *, inbox_id: int, max_bytes: int) -> StoreAtt
             raise AttachmentRefused(
                 f"the file is {len(data)} bytes; the limit is {max_bytes} bytes"
             )
-        row = {
-            "id": secrets.token_hex(16),
+        attachment_id = secrets.token_hex(16)
+        row: dict[str, Any] = {
+            "id": attachment_id,
             "inbox_id": inbox_id,
             "filename": clean_filename(filename),
             "content_type": clean_content_type(content_type),
             "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(),
+            "storage": blobs.writes_to,
             "data": data,
             "created_at": utcnow(),
         }
+        if blobs.writes_to != DATABASE:
+            await blobs.store(blobs.writes_to).put(blob_key(attachment_id), data)
+            row["data"] = b""
         return await writer.submit(row)
 
     async def write(rows: Sequence[dict[str, Any]]) -> list[AttachmentRef]:
@@ -92,18 +104,30 @@ def attachment_store(db: Database, *, inbox_id: int, max_bytes: int) -> StoreAtt
     return store
 
 
-def attachment_loader(db: Database) -> LoadAttachment:
+def attachment_loader(db: Database, blobs: Blobs) -> LoadAttachment:
     """What channels that carry files themselves call to read a stored file's bytes."""
 
     async def load(attachment_id: str) -> bytes:
         async with db.read() as session:
-            data = (await session.exec(
-                select(Attachment.data).where(Attachment.id == attachment_id))).first()
-        if data is None:
+            found = (await session.exec(
+                select(Attachment.storage, Attachment.data)
+                .where(Attachment.id == attachment_id))).first()
+        if found is None:
             raise LookupError(f"attachment {attachment_id} is not stored")
-        return bytes(data)
+        return await _bytes(blobs, attachment_id, found[0], found[1])
 
     return load
+
+
+async def attachment_bytes(blobs: Blobs, row: Attachment) -> bytes:
+    """A stored file's bytes, wherever they are; BlobError when its store fails."""
+    return await _bytes(blobs, row.id, row.storage, row.data)
+
+
+async def _bytes(blobs: Blobs, attachment_id: str, storage: str, data: bytes) -> bytes:
+    if storage == DATABASE:
+        return bytes(data)
+    return await blobs.store(storage).get(blob_key(attachment_id))
 
 
 async def inbox_attachments(

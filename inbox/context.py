@@ -14,6 +14,7 @@ from hub.bus import Bus
 from hub.events import View, encode_event
 from hub.secrets import SecretBox, secret_box
 from hub.types import Capabilities, ChannelProfile
+from inbox.blobs import Blobs
 from inbox.db import Database
 from inbox.models import Inbox
 
@@ -66,6 +67,11 @@ class InboxContext:
     bus: Bus
     inboxes: InboxCache = field(default_factory=InboxCache)
     channels: Mapping[str, ChannelProfile] = field(default_factory=dict)
+
+    @cached_property
+    def blobs(self) -> Blobs:
+        """Where attachment bytes are written and read (inbox/blobs.py)."""
+        return Blobs(self.settings)
 
     @cached_property
     def secrets(self) -> SecretBox:

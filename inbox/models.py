@@ -315,6 +315,10 @@ class Attachment(SQLModel, table=True):
     content_type: str = Field(max_length=255)
     size: int
     sha256: str = Field(max_length=64)
+    # Where the bytes are: "database" (in `data`), "directory" or "s3" (inbox/blobs.py;
+    # `data` is empty then).
+    storage: str = Field(default="database", sa_column=Column(
+        sa.String(20), nullable=False, server_default="database"))
     data: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = _ts(default_factory=utcnow)
 

@@ -9,6 +9,7 @@ and checked here in constant time before the file is served.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -22,11 +23,13 @@ from hub.types import AttachmentRefused
 from inbox.agents import Principal
 from inbox.attachments import (
     attachment_by_id,
+    attachment_bytes,
     attachment_store,
     clean_content_type,
     load_attachment,
     upload_filename,
 )
+from inbox.blobs import BlobError
 from inbox.inboxes import inbox_settings
 from inbox.queries import visible_conversation
 from web.context import web_context
@@ -36,6 +39,8 @@ from web.openapi import Doc
 if TYPE_CHECKING:  # row types of what inbox/ returns; web/ never queries
     from inbox.models import Attachment
 
+
+log = logging.getLogger(__name__)
 
 # Only plain images are shown inline; everything else downloads and never renders here.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
@@ -48,12 +53,21 @@ class UploadedFile(BaseModel):
     size: int
 
 
-def attachment_response(row: Attachment, *, cache: str = "private, max-age=3600") -> Response:
-    """A stored file as a download with safe headers (plain images inline)."""
+async def attachment_response(
+    request: Request, row: Attachment, *, cache: str = "private, max-age=3600"
+) -> Response:
+    """A stored file as a download with safe headers (plain images inline); 503 when the
+    store its bytes are in (a directory, an S3 bucket) does not give them."""
+    try:
+        data = await attachment_bytes(web_context(request).inbox.blobs, row)
+    except BlobError as exc:
+        log.warning("attachment %s could not be read: %s", row.id, exc)
+        raise HTTPProblem(503, "file_unavailable",
+                          "the file's storage did not answer; try again shortly") from None
     inline = row.content_type in INLINE_TYPES
     disposition = "inline" if inline else "attachment"
     return Response(
-        row.data,
+        data,
         media_type=row.content_type if inline else "application/octet-stream",
         headers={
             "Content-Disposition": f"{disposition}; filename*=UTF-8''{quote(row.filename)}",
@@ -83,11 +97,15 @@ async def upload(request: Request, principal: Principal) -> Response:
         raise HTTPProblem(422, "invalid_field", str(exc)) from None
     data = await read_body(request, max_bytes)  # 413 before reading past the limit
     content_type = clean_content_type(request.headers.get("content-type", ""))
-    store = attachment_store(db, inbox_id=found.inbox_id, max_bytes=max_bytes)
+    store = attachment_store(db, ctx.inbox.blobs, inbox_id=found.inbox_id, max_bytes=max_bytes)
     try:
         ref = await store(filename, content_type, data)
     except AttachmentRefused as exc:
         raise HTTPProblem(422, "invalid_file", str(exc)) from None
+    except BlobError as exc:
+        log.warning("an upload could not be stored: %s", exc)
+        raise HTTPProblem(503, "storage_unavailable",
+                          "the file could not be stored; try again shortly") from None
     return json_response(UploadedFile(**ref.model_dump()), status=201)
 
 
@@ -108,7 +126,7 @@ async def linked(request: Request) -> Response:
         key, attachment_id, q.get("expires", ""), q.get("signature", "")
     ):
         raise HTTPProblem(404, "not_found", "no file at this link (it may have expired)")
-    return attachment_response(row, cache="private, no-store")
+    return await attachment_response(request, row, cache="private, no-store")
 
 
 async def get_attachment(request: Request, principal: Principal) -> Response:
@@ -119,7 +137,7 @@ async def get_attachment(request: Request, principal: Principal) -> Response:
         row = await load_attachment(session, principal, request.path_params["attachment_id"])
     if row is None:
         raise not_found("attachment")
-    return attachment_response(row)
+    return await attachment_response(request, row)
 
 
 OPERATIONS: list[Operation] = [

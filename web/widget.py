@@ -405,7 +405,7 @@ async def attachment(request: Request) -> Response:
             attachment_id=request.path_params["attachment_id"])
     if row is None:
         raise HTTPProblem(404, "not_found", "no such file in your conversation")
-    return _cors(request, attachment_response(row, cache="private, no-store"))
+    return _cors(request, await attachment_response(request, row, cache="private, no-store"))
 
 
 async def email(request: Request) -> Response:

@@ -78,7 +78,8 @@ class Mailbox:
             self.emitted.append(item.external_id)
             await ingest(self.ctx, item)
 
-        store = attachment_store(self.ctx.db, inbox_id=self.inbox_id, max_bytes=1_000_000)
+        store = attachment_store(self.ctx.db, self.ctx.blobs, inbox_id=self.inbox_id,
+                                 max_bytes=1_000_000)
         self.task = asyncio.create_task(EmailChannel().run(
             self.inbox_id, {**self.settings, **overrides}, emit, store, CrashingState()))
 

@@ -6,6 +6,7 @@ import pytest
 
 from hub.types import AttachmentRefused
 from inbox.attachments import attachment_store, clean_filename
+from inbox.blobs import Blobs
 from inbox.db import Database
 from tests.helpers import Stack
 
@@ -13,7 +14,8 @@ from tests.helpers import Stack
 async def test_store_bounds_and_safe_download(stack: Stack) -> None:
     db = Database(stack.settings.sqlalchemy_url)
     try:
-        store = attachment_store(db, inbox_id=stack.ids["support"], max_bytes=1024)
+        store = attachment_store(db, Blobs(stack.settings), inbox_id=stack.ids["support"],
+                                 max_bytes=1024)
         image = await store("../../etc/photo.png", "image/PNG; name=x", b"\x89PNG" + b"0" * 100)
         page = await store("invoice.html", "text/html", b"<script>alert(1)</script>")
         with pytest.raises(AttachmentRefused, match="limit is 1024"):
