@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -155,28 +156,44 @@ async def change_password(
 
 async def principal_for(session: AsyncSession, token: str) -> Principal | None:
     """The agent of a live session token, with their inboxes, or None."""
-    row = (
-        await session.exec(
+    return (await principals_for(session, [token])).get(token)
+
+
+SESSIONS_AT_ONCE = 1000  # tokens looked up in one statement
+
+
+async def principals_for(session: AsyncSession, tokens: Collection[str]) -> dict[str, Principal]:
+    """The principals of the live session tokens among `tokens`, in at most five statements
+    (one more per SESSIONS_AT_ONCE tokens) however many there are: the periodic check of
+    every websocket of a process costs about what one request's does."""
+    hashes = {token_hash(token): token for token in tokens}
+    rows: list[tuple[AgentSession, Agent]] = []
+    ordered = sorted(hashes)
+    for start in range(0, len(ordered), SESSIONS_AT_ONCE):
+        rows += (await session.exec(
             select(AgentSession, Agent)
             .join(Agent, col(Agent.id) == col(AgentSession.agent_id))
-            .where(AgentSession.token_hash == token_hash(token))
-        )
-    ).first()
-    if row is None:
-        return None
-    stored, agent = row
-    if stored.expires_at < utcnow() or not agent.is_active:
-        return None
-    assert agent.id is not None
-    return Principal(
-        agent_id=agent.id,
-        role=agent.role,
-        inbox_ids=await visible_inbox_ids(session, agent),
-        csrf_token=stored.csrf_token,
-        team_ids=frozenset(
-            await session.exec(select(TeamMember.team_id).where(TeamMember.agent_id == agent.id))
-        ),
-    )
+            .where(col(AgentSession.token_hash).in_(ordered[start:start + SESSIONS_AT_ONCE]))
+        )).all()
+    now = utcnow()
+    live = [(stored, agent) for stored, agent in rows
+            if stored.expires_at >= now and agent.is_active]
+    if not live:
+        return {}
+    agents = {agent.id or 0: agent for _, agent in live}
+    inboxes = await _visible_inboxes(session, list(agents.values()))
+    teams: dict[int, set[int]] = {}
+    for agent_id, team_id in await session.exec(
+        select(TeamMember.agent_id, TeamMember.team_id)
+        .where(col(TeamMember.agent_id).in_(sorted(agents)))
+    ):
+        teams.setdefault(agent_id, set()).add(team_id)
+    return {
+        hashes[stored.token_hash]: Principal(
+            agent_id=agent.id or 0, role=agent.role, inbox_ids=inboxes[agent.id or 0],
+            csrf_token=stored.csrf_token, team_ids=frozenset(teams.get(agent.id or 0, ())))
+        for stored, agent in live
+    }
 
 
 async def agent_by_id(session: AsyncSession, agent_id: int) -> Agent:
@@ -186,16 +203,30 @@ async def agent_by_id(session: AsyncSession, agent_id: int) -> Agent:
 
 async def visible_inbox_ids(session: AsyncSession, agent: Agent) -> frozenset[int]:
     """The inboxes whose conversations the agent may see: their own and their teams'."""
-    if agent.role == "admin":
-        ids = await session.exec(select(Inbox.id))
-        return frozenset(i for i in ids if i is not None)
-    own = await session.exec(select(InboxMember.inbox_id).where(InboxMember.agent_id == agent.id))
-    teams = await session.exec(
-        select(TeamInbox.inbox_id)
-        .join(TeamMember, col(TeamMember.team_id) == col(TeamInbox.team_id))
-        .where(TeamMember.agent_id == agent.id)
-    )
-    return frozenset(own) | frozenset(teams)
+    return (await _visible_inboxes(session, [agent]))[agent.id or 0]
+
+
+async def _visible_inboxes(
+    session: AsyncSession, agents: Sequence[Agent]
+) -> dict[int, frozenset[int]]:
+    """visible_inbox_ids of several agents, in at most three statements."""
+    found: dict[int, set[int]] = {agent.id or 0: set() for agent in agents}
+    admins = [agent.id or 0 for agent in agents if agent.role == "admin"]
+    others = sorted(set(found) - set(admins))
+    if admins:
+        every = {i for i in await session.exec(select(Inbox.id)) if i is not None}
+        for agent_id in admins:
+            found[agent_id] = every
+    if others:
+        own = await session.exec(select(InboxMember.agent_id, InboxMember.inbox_id)
+                                 .where(col(InboxMember.agent_id).in_(others)))
+        teams = await session.exec(
+            select(TeamMember.agent_id, TeamInbox.inbox_id)
+            .join(TeamMember, col(TeamMember.team_id) == col(TeamInbox.team_id))
+            .where(col(TeamMember.agent_id).in_(others)))
+        for agent_id, inbox_id in [*own, *teams]:
+            found[agent_id].add(inbox_id)
+    return {agent_id: frozenset(ids) for agent_id, ids in found.items()}
 
 
 async def touch_presence(session: AsyncSession, agent_ids: list[int]) -> None:

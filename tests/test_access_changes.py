@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+import pytest
+from sqlalchemy import event, update
+from sqlmodel import col
 from websockets.exceptions import ConnectionClosed
 
-from tests.helpers import PASSWORD, Socket, Stack, message, of_type
+from config import Settings
+from hub.types import utcnow
+from inbox.agents import principals_for, token_hash
+from inbox.db import Database
+from inbox.models import AgentSession
+from tests.helpers import PASSWORD, Socket, Stack, message, of_type, running_stack
+from web import realtime
+from web.http import SESSION_COOKIE
 
 # Far below the websocket's periodic 30 s session check: closing sooner shows the event did it.
 PROMPTLY = 10.0
@@ -140,3 +151,61 @@ async def test_an_agents_changes_reach_only_those_who_may_see_them(stack: Stack)
     seen = [f for f in watching["bob"].frames if f["type"] == "event"
             and f["event"]["type"] == "agent.updated"]
     assert [f["event"]["agent_id"] for f in seen] == [stack.ids["admin"]]
+
+
+async def test_the_periodic_check_closes_an_expired_sessions_socket_only(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Expiry announces itself with no event: the periodic check of every socket finds it.
+    monkeypatch.setattr(realtime, "RECHECK_SECONDS", 0.3)
+    async with running_stack(settings) as stack:
+        alice, other_tab, bob = (await stack.login("alice"), await stack.login("alice"),
+                                 await stack.login("bob"))
+        ending, kept, bobs = await alice.ws(), await other_tab.ws(), await bob.ws()
+        token = alice.http.cookies.get(SESSION_COOKIE)
+        assert token
+        db = Database(settings.sqlalchemy_url)
+        try:
+            async with db.write() as session:
+                await session.exec(update(AgentSession)  # type: ignore[call-overload]
+                                   .where(col(AgentSession.token_hash) == token_hash(token))
+                                   .values(expires_at=utcnow() - timedelta(seconds=1)))
+        finally:
+            await db.close()
+        closed = await _closed(ending)
+        assert closed.rcvd is not None and closed.rcvd.code == 4401
+        await stack.inbound("support", [message("x-1", "still there?", "ada")])
+        await kept.wait_event(of_type("message.created", text="still there?"))
+        await stack.inbound("sales", [message("x-2", "and you?", "sam")])
+        await bobs.wait_event(of_type("message.created", text="and you?"))
+        for socket in (kept, bobs):
+            await socket.close()
+
+
+async def test_checking_many_sessions_costs_what_checking_one_does(stack: Stack) -> None:
+    agents = [await stack.login(name) for name in ("admin", "alice", "bob") for _ in range(4)]
+    tokens = [a.http.cookies.get(SESSION_COOKIE) or "" for a in agents]
+    db = Database(stack.settings.sqlalchemy_url)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    try:
+        async with db.read() as session:
+            await principals_for(session, tokens[:1])  # the connection's own set-up first
+            event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+            one = await principals_for(session, tokens[4:5])
+            for_one = len(statements)
+            statements.clear()
+            every = await principals_for(session, [*tokens, "not-a-session"])
+    finally:
+        await db.close()
+    # Agents: their session, own inboxes, teams' inboxes, teams; admins add all inboxes.
+    assert for_one == 4 and len(statements) == 5
+    assert set(every) == set(tokens)  # the unknown token: no principal
+    assert one[tokens[4]] == every[tokens[4]]
+    assert every[tokens[4]].agent_id == stack.ids["alice"]
+    assert every[tokens[0]].role == "admin"
+    assert every[tokens[0]].inbox_ids == {stack.ids["support"], stack.ids["sales"]}
+    assert every[tokens[8]].inbox_ids == {stack.ids["sales"]}

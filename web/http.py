@@ -156,12 +156,18 @@ def _nul_at(value: Any, where: str = "") -> str | None:
     return None
 
 
-async def current_principal(ctx: WebContext, conn: HTTPConnection) -> Principal | None:
-    """The agent of the session cookie, or None."""
+def session_token(conn: HTTPConnection) -> str:
+    """The session token of a request or websocket: its cookie, or a bearer token; or ""."""
     token = conn.cookies.get(SESSION_COOKIE)
     if not token:
         auth = conn.headers.get("authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+    return token or ""
+
+
+async def current_principal(ctx: WebContext, conn: HTTPConnection) -> Principal | None:
+    """The agent of the session cookie, or None."""
+    token = session_token(conn)
     if not token:
         return None
     async with ctx.inbox.db.read() as session:

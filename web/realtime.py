@@ -25,10 +25,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from hub.bus import parse_id
 from hub.metrics import EVENTS_DELIVERED, RESYNCS, SLOW_DROPS, WEBSOCKETS
 from hub.realtime import RESYNC, Listener, event_route
-from inbox.agents import Principal, touch_presence
+from inbox.agents import Principal, principals_for, touch_presence
 from inbox.assignment import drain_queue
 from web.context import WebContext
-from web.http import current_principal
+from web.http import current_principal, session_token
 
 log = logging.getLogger("switchboard.websocket")
 REPLAY_PAGE = 500
@@ -67,6 +67,7 @@ class Presence:
         self._counts: dict[int, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._drains: set[asyncio.Task[int]] = set()
+        self.sessions = SessionWatch(ctx)
 
     async def add(self, agent_id: int) -> None:
         """An agent connected: count them online right away (and give them what waits)."""
@@ -93,11 +94,13 @@ class Presence:
             self._counts[agent_id] = left
 
     async def start(self) -> None:
-        """Start the heartbeat task."""
+        """Start the heartbeat task and the session checks."""
         self._task = asyncio.create_task(self._beat(), name="presence")
+        self.sessions.start()
 
     async def stop(self) -> None:
         """Stop the heartbeat task (and any queue draining still running)."""
+        await self.sessions.stop()
         for task in [*self._drains, *([self._task] if self._task is not None else [])]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -113,6 +116,61 @@ class Presence:
                         await touch_presence(session, sorted(self._counts))
                 except Exception:
                     log.exception("presence heartbeat failed")
+
+
+class SessionWatch:
+    """The sessions of every agent websocket of this process, checked every RECHECK_SECONDS
+    in a few statements for all of them (inbox.agents.principals_for): a socket whose
+    session ended (expired, logged out, agent deactivated) is closed, and each socket hears
+    the inboxes its agent may see now. Changes announced by an event (agent.updated) are
+    acted on at once by the socket itself; this catches the rest, such as expiry."""
+
+    def __init__(self, ctx: WebContext) -> None:
+        self._ctx = ctx
+        self._streams: dict[_Stream, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, stream: _Stream, token: str) -> None:
+        """Watch a socket's session."""
+        self._streams[stream] = token
+
+    def remove(self, stream: _Stream) -> None:
+        """Stop watching it."""
+        self._streams.pop(stream, None)
+
+    def start(self) -> None:
+        """Start the periodic check."""
+        self._task = asyncio.create_task(self._run(), name="session-watch")
+
+    async def stop(self) -> None:
+        """Stop it."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            try:
+                await self.check()
+            except Exception:
+                log.exception("checking websocket sessions failed; trying again later")
+
+    async def check(self) -> None:
+        """Check every watched socket's session now."""
+        watched = list(self._streams.items())
+        if not watched:
+            return
+        async with self._ctx.inbox.db.read() as session:
+            principals = await principals_for(session, {token for _, token in watched})
+        for stream, token in watched:
+            principal = principals.get(token)
+            if principal is None:
+                stream.ended = True
+                stream.listener.wake()
+            else:
+                stream.allowed["inboxes"] = principal.inbox_ids
 
 
 @functools.lru_cache(maxsize=256)
@@ -143,7 +201,7 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
         if present:
             await presence.add(principal.agent_id)
         try:
-            await _serve(ctx, websocket, principal)
+            await _serve(ctx, websocket, principal, presence.sessions)
         except WebSocketDisconnect:
             pass
         except TooSlow as exc:
@@ -160,7 +218,8 @@ def websocket_routes(ctx: WebContext, presence: Presence) -> list[WebSocketRoute
     return [WebSocketRoute("/api/v1/ws", agent_socket)]
 
 
-async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) -> None:
+async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal,
+                 sessions: SessionWatch) -> None:
     send_lock = asyncio.Lock()  # the receiver answers pings while this task sends events
     allowed = {"inboxes": principal.inbox_ids}
     listener = ctx.fanout.listen(lambda inbox_id: inbox_id in allowed["inboxes"],
@@ -181,8 +240,12 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
                                websocket.query_params.get("last_event_id"))
         receiver = asyncio.create_task(_receive(websocket, send, send_lock))
         receiver.add_done_callback(lambda _: listener.wake())
-        await _pump(ctx, websocket, principal,
-                    _Stream(listener, receiver, send, send_lock, allowed), last)
+        stream = _Stream(listener, receiver, send, send_lock, allowed)
+        sessions.add(stream, session_token(websocket))
+        try:
+            await _pump(ctx, websocket, principal, stream, last)
+        finally:
+            sessions.remove(stream)
         if receiver.exception() is not None and not isinstance(
             receiver.exception(), WebSocketDisconnect
         ):
@@ -192,54 +255,51 @@ async def _serve(ctx: WebContext, websocket: WebSocket, principal: Principal) ->
         await _stop(receiver)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Stream:
     """One agent socket's live side: its fan-out listener, the task reading the client,
-    the lock both send under, and the inboxes it may hear (rechecked)."""
+    the lock both send under, the inboxes it may hear and whether its session ended (both
+    kept up to date by SessionWatch)."""
 
     listener: Listener
     receiver: asyncio.Task[None]
     send: Send
     send_lock: asyncio.Lock
     allowed: dict[str, frozenset[int]]
+    ended: bool = False
 
 
 async def _pump(ctx: WebContext, websocket: WebSocket, principal: Principal, stream: _Stream,
                 last: str | None) -> None:
-    """Send live events until the client leaves; every RECHECK_SECONDS (or at once after an
-    event about this agent) check that the session still stands and what it may see."""
-    loop = asyncio.get_running_loop()
+    """Send live events until the client leaves or its session ends; after an event about
+    this agent, check at once that the session still stands and what it may see (the
+    periodic check of every socket is SessionWatch's)."""
     listener, receiver, send = stream.listener, stream.receiver, stream.send
-    recheck = loop.time() + RECHECK_SECONDS
-    timer = loop.call_at(recheck, listener.wake)
-    try:
-        while not receiver.done():
-            item = await listener.next()
-            if item == RESYNC:
-                RESYNCS.inc()
+    while not receiver.done():
+        item = await listener.next()
+        recheck = False
+        if item == RESYNC:
+            RESYNCS.inc()
+            async with stream.send_lock:
+                await send('{"type":"resync","reason":"too many events missed"}')
+        elif isinstance(item, tuple):
+            event_id, payload = item
+            if last is None or parse_id(event_id) > parse_id(last):
                 async with stream.send_lock:
-                    await send('{"type":"resync","reason":"too many events missed"}')
-            elif isinstance(item, tuple):
-                event_id, payload = item
-                if last is None or parse_id(event_id) > parse_id(last):
-                    async with stream.send_lock:
-                        await send(_frame(event_id, payload))
-                    EVENTS_DELIVERED.inc()
-                    last = event_id
-                if _about_agent(payload, principal.agent_id):
-                    # Deactivated, logged out, role or inboxes changed: act on it at once.
-                    recheck = 0.0
-            if loop.time() >= recheck and not receiver.done():
-                recheck = loop.time() + RECHECK_SECONDS
-                timer.cancel()
-                timer = loop.call_at(recheck, listener.wake)
-                fresh = await current_principal(ctx, websocket)
-                if fresh is None:
-                    await websocket.close(code=4401, reason="session ended")
-                    return
+                    await send(_frame(event_id, payload))
+                EVENTS_DELIVERED.inc()
+                last = event_id
+            # Deactivated, logged out, role or inboxes changed: act on it at once.
+            recheck = _about_agent(payload, principal.agent_id)
+        if recheck and not receiver.done():
+            fresh = await current_principal(ctx, websocket)
+            if fresh is None:
+                stream.ended = True
+            else:
                 stream.allowed["inboxes"] = fresh.inbox_ids
-    finally:
-        timer.cancel()
+        if stream.ended:
+            await websocket.close(code=4401, reason="session ended")
+            return
 
 
 async def _stop(receiver: asyncio.Task[None] | None) -> None:
