@@ -25,6 +25,9 @@ async def _until(check: object, timeout: float = 20) -> None:
         await asyncio.sleep(0.02)
 
 
+IDLE_MS = 450
+
+
 async def test_an_outage_holds_entries_without_counting_deliveries(bus: Bus) -> None:
     for n in range(20):
         await bus.add("in", b"%d" % n)
@@ -45,20 +48,21 @@ async def test_an_outage_holds_entries_without_counting_deliveries(bus: Bus) -> 
 
     stop, stats = asyncio.Event(), ConsumerStats()
     task = asyncio.create_task(run_batch_consumer(
-        bus, "in", "g", "w1", handler, batch=10, max_deliveries=2, claim_idle_ms=100,
+        bus, "in", "g", "w1", handler, batch=10, max_deliveries=2, claim_idle_ms=IDLE_MS,
         block_ms=20, stop=stop, stats=stats, healthy=healthy))
     # A second consumer keeps looking for stale entries all along: it must find none, the
-    # first one keeps them fresh while it waits.
+    # first one keeps them fresh while it waits (touching them every IDLE_MS / 3, so a
+    # loaded machine may stall it for IDLE_MS * 2/3 before a claim could succeed).
     thief_claims = 0
 
     async def thief() -> None:
         nonlocal thief_claims
         while not stop.is_set():
-            thief_claims += len(await bus.claim_stale("in", "g", "thief", 100, 100))
+            thief_claims += len(await bus.claim_stale("in", "g", "thief", IDLE_MS, 100))
             await asyncio.sleep(0.05)
 
     stealing = asyncio.create_task(thief())
-    await asyncio.sleep(2.0)  # twenty claim-idle periods of outage
+    await asyncio.sleep(IDLE_MS * 5 / 1000)  # five claim-idle periods of outage
     assert calls >= 1 and handled == []
     down = False
     await _until(lambda: _done(handled, 20))
