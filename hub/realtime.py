@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from hub.bus import LIVE, Bus
 
@@ -56,6 +57,10 @@ class Listener:
         self.agent_id = agent_id
         self.queue: asyncio.Queue[LiveEvent | str] = asyncio.Queue(maxsize)
         self.behind = False  # events were dropped: the reader must resync
+        # A website visitor's thread (Fanout.listen_thread): its inbox, the visitor, and
+        # the conversation followed (None before their first message).
+        self.thread: tuple[int, str] | None = None
+        self.conversation_id: int | None = None
 
     def offer(self, event: LiveEvent) -> None:
         """Queue an event, or mark the reader behind when it is too slow."""
@@ -98,7 +103,12 @@ class Fanout:
     def __init__(self, bus: Bus, *, queue_size: int = 10_000) -> None:
         self._bus = bus
         self._hooks: dict[bytes, list[Callable[[], None]]] = {}
-        self._listeners: set[Listener] = set()
+        self._listeners: set[Listener] = set()  # agents': offered every event they may see
+        # Visitors' threads, found by conversation and by visitor: offered only their
+        # thread's messages and typing, however many other visitors the inbox has.
+        self._threads: set[Listener] = set()
+        self._by_conversation: dict[int, set[Listener]] = {}
+        self._by_visitor: dict[tuple[int, str], set[Listener]] = {}
         self._queue_size = queue_size
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -138,18 +148,61 @@ class Fanout:
         self._listeners.add(listener)
         return listener
 
+    def listen_thread(self, inbox_id: int, visitor_id: str,
+                      conversation_id: int | None) -> Listener:
+        """Register a website visitor's listener: the messages and typing of the
+        conversation it follows (`follow`), and the visitor's own messages wherever they
+        land (a new conversation after the old one was resolved)."""
+        listener = Listener(lambda inbox: inbox == inbox_id, self._queue_size)
+        listener.thread = (inbox_id, visitor_id)
+        self._threads.add(listener)
+        self._by_visitor.setdefault(listener.thread, set()).add(listener)
+        self.follow(listener, conversation_id)
+        return listener
+
+    def follow(self, listener: Listener, conversation_id: int | None) -> None:
+        """Have a visitor's listener follow another conversation."""
+        if listener.conversation_id is not None:
+            _discard(self._by_conversation, listener.conversation_id, listener)
+        listener.conversation_id = conversation_id
+        if conversation_id is not None and listener in self._threads:
+            self._by_conversation.setdefault(conversation_id, set()).add(listener)
+
     def unlisten(self, listener: Listener) -> None:
         """Forget a listener."""
         self._listeners.discard(listener)
+        if listener in self._threads:
+            self._threads.discard(listener)
+            self.follow(listener, None)
+            assert listener.thread is not None
+            _discard(self._by_visitor, listener.thread, listener)
 
     @property
     def listener_count(self) -> int:
         """Listeners registered right now."""
-        return len(self._listeners)
+        return len(self._listeners) + len(self._threads)
 
     def _flag_all(self) -> None:
-        for listener in list(self._listeners):
+        for listener in [*self._listeners, *self._threads]:
             listener.resync()
+
+    def _offer_threads(self, event: LiveEvent, inbox_id: int | None) -> None:
+        """Offer a message or typing event to the visitors' listeners it concerns."""
+        payload = event[1]
+        kind = _THREAD_EVENT.search(payload, 0, 400)
+        if kind is None or inbox_id is None:
+            return
+        # The first conversation_id is the event's own: ids and flags come before any text
+        # (hub/events.py), and a quote inside a text is escaped.
+        found = _CONVERSATION_ID.search(payload)
+        targets = set(self._by_conversation.get(int(found.group(1)), ())) if found else set()
+        if kind.group(1) == b"message.created":
+            sender = _VISITOR_SENDER.search(payload)
+            if sender is not None:
+                targets |= self._by_visitor.get((inbox_id, sender.group(1).decode()), set())
+        for listener in targets:
+            if listener.thread is not None and listener.thread[0] == inbox_id:
+                listener.offer(event)
 
     async def _run(self) -> None:
         dropped = False
@@ -171,6 +224,8 @@ class Fanout:
                         for listener in list(self._listeners):
                             if route.reaches(listener.agent_id, listener.accepts):
                                 listener.offer(event)
+                        if self._threads and route.audience is None:
+                            self._offer_threads(event, route.inbox_id)
                 raise ConnectionError("subscription ended")
             except asyncio.CancelledError:
                 raise
@@ -183,6 +238,14 @@ class Fanout:
                 await asyncio.sleep(0.5)
 
 
+def _discard(index: dict[Any, set[Listener]], key: Any, listener: Listener) -> None:
+    found = index.get(key)
+    if found is not None:
+        found.discard(listener)
+        if not found:
+            del index[key]
+
+
 _NOBODY = EventRoute(inbox_id=None, audience=frozenset())
 
 
@@ -190,7 +253,12 @@ _NOBODY = EventRoute(inbox_id=None, audience=frozenset())
 # the front spares parsing the whole event in every web process (anything else is parsed).
 _ROUTE_PREFIX = re.compile(
     rb'\{"v":\d+,"id":"[0-9a-f]*","inbox_id":(null|\d{1,18}),"at":"[^"]*",'
-    rb'"audience":(null|\[[0-9,]*\])')
+    rb'(?:"caused_by":\[[0-9,]*\],)?"audience":(null|\[[0-9,]*\])')
+# What a website visitor's thread hears, and how it is found (see Fanout._offer_threads).
+_THREAD_EVENT = re.compile(
+    rb'"audience":(?:null|\[[0-9,]*\]),"type":"(message\.created|conversation\.typing)"')
+_CONVERSATION_ID = re.compile(rb'"conversation_id":(\d{1,18})')
+_VISITOR_SENDER = re.compile(rb'"external_id":"widget:([A-Za-z0-9_-]{1,100}):')
 
 
 def event_route(payload: bytes) -> EventRoute:

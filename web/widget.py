@@ -40,7 +40,7 @@ from channels.webchat import (
 from hub.bus import INBOUND, BusUnavailable
 from hub.events import ConversationTyping
 from hub.identity import InvalidIdentity
-from hub.realtime import RESYNC
+from hub.realtime import RESYNC, Listener
 from hub.types import encode, utcnow
 from inbox import csat
 from inbox.assignment import online_member_count, online_member_counts
@@ -560,6 +560,7 @@ class VisitorSocket:
         self.own_prefix = f"widget:{visitor.visitor_id}:"
         self.typing_state: tuple[bool, float] = (False, 0.0)
         self.lock = asyncio.Lock()
+        self.listener: Listener | None = None
 
     async def send(self, frame: dict[str, Any]) -> None:
         async with self.lock:
@@ -567,11 +568,13 @@ class VisitorSocket:
 
     async def serve(self) -> None:
         """Replay the thread, then relay both ways until the visitor leaves."""
-        listener = self.ctx.fanout.listen(lambda inbox_id: inbox_id == self.inbox.id)
+        listener = self.ctx.fanout.listen_thread(self.inbox.id, self.visitor.visitor_id, None)
+        self.listener = listener
         try:
             await self.ctx.fanout.wait_ready()
             listener.forget_missed()
             await self._resolve_thread()
+            self.ctx.fanout.follow(listener, self.conversation_id)
             config = await config_of(self.ctx, self.inbox)
             await self.send({"type": "ready", "config": config,
                              "messages": await history(self.ctx, self.visitor)})
@@ -612,6 +615,8 @@ class VisitorSocket:
                 # starts when the old was resolved long ago).
                 self.conversation_id = message["conversation_id"]
                 self.contact_id = event["conversation"]["contact_id"]
+                if self.listener is not None:
+                    self.ctx.fanout.follow(self.listener, self.conversation_id)
             if message["conversation_id"] != self.conversation_id:
                 return
             if message["kind"] != "message":
