@@ -282,10 +282,11 @@ async def _principals(db: Database) -> dict[str, list[Principal]]:
     async with db.read() as session:
         conn = await session.connection()
         agents = list(await conn.execute(
+            # Agents first; leads when a small database has no plain agent.
             text("SELECT a.id FROM agents a JOIN inbox_members m ON m.agent_id = a.id "
-                 "WHERE a.role = 'agent' GROUP BY a.id "
+                 "WHERE a.role != 'admin' GROUP BY a.id, a.role "
                  "HAVING count(*) >= least(5, (SELECT count(*) FROM inboxes)) "
-                 "ORDER BY a.id LIMIT 8")))
+                 "ORDER BY a.role = 'agent' DESC, a.id LIMIT 8")))
         principals: dict[str, list[Principal]] = {"agents": [], "admin": []}
         for (agent_id,) in agents:
             agent = await session.get_one(Agent, agent_id)
