@@ -201,7 +201,7 @@ class Fanout:
             if sender is not None:
                 targets |= self._by_visitor.get((inbox_id, sender.group(1).decode()), set())
         for listener in targets:
-            if listener.thread is not None and listener.thread[0] == inbox_id:
+            if listener.accepts(inbox_id):  # a conversation of its own inbox
                 listener.offer(event)
 
     async def _run(self) -> None:

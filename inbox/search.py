@@ -511,6 +511,7 @@ async def _newest(
     found: list[M] = []
     newer: Any = None  # the edge of the stretch walked before, if any
     depth: int | None = WINDOW
+    offered: float | None = None  # the index's estimate, asked for once (_walk_further)
     while depth is not None:
         bound = select(column).order_by(*_newest_first(model, at)).offset(depth - 1).limit(1)
         edge = (await session.exec(bound if upper is None else bound.where(column <= upper))
@@ -528,14 +529,17 @@ async def _newest(
         if edge is None or len(found) > limit:
             return found  # the whole table was walked, or the page is full
         newer = edge
-        depth = await _walk_further(session, source, depth, len(found), limit)
+        depth, offered = await _walk_further(session, source, depth, len(found), limit,
+                                             offered)
     return found + await _older(session, source, limit + 1 - len(found), column < newer)
 
 
 async def _walk_further(
-    session: AsyncSession, source: _Source[M], depth: int, found: int, limit: int
-) -> int | None:
-    """How deep to walk next (rows from the newest), or None to go to the indexes.
+    session: AsyncSession, source: _Source[M], depth: int, found: int, limit: int,
+    offered: float | None,
+) -> tuple[int | None, float | None]:
+    """How deep to walk next (rows from the newest), or None to go to the indexes; and the
+    estimate of the rows the index offers (`offered`, asked for on first need).
 
     Walking costs about 0.3 µs a row; the indexes cost about 3.5 µs for each row with all
     the words that they offer (a phrase's words anywhere, any inbox), read from the heap and
@@ -543,15 +547,17 @@ async def _walk_further(
     WALK_PER_FETCH rows for each row offered, up to WALK_MOST rows.
     """
     if source.words is None:
-        return WINDOW * 10 if depth == WINDOW and found * 10 >= limit else None
+        return (WINDOW * 10 if depth == WINDOW and found * 10 >= limit else None), offered
     # Rows still to walk at the density seen so far (none seen: at least as many again as
     # a page would need at one match per stretch walked).
     need = depth * (limit + 1 - found) / found if found else depth * (limit + 1)
     if depth + need > WALK_MOST:
-        return None
-    if need > await _offered(session, source) * WALK_PER_FETCH:
-        return None
-    return min(WALK_MOST, depth + int(need * 1.25))
+        return None, offered
+    if offered is None:
+        offered = await _offered(session, source)
+    if need > offered * WALK_PER_FETCH:
+        return None, offered
+    return min(WALK_MOST, depth + int(need * 1.25)), offered
 
 
 async def _offered(session: AsyncSession, source: _Source[M]) -> float:

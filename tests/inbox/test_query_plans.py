@@ -74,11 +74,8 @@ async def _plans(db: Database, run: Callable[[AsyncSession], Awaitable[Any]]
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
     out = []
     async with db.read() as session:
+        await search._plan_each_time(session)  # as the search transaction plans them
         connection = await session.connection()
-        # As the search transaction plans them (inbox/search.py _plan_each_time).
-        await connection.execute(text(
-            "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), "
-            "set_config('work_mem', '32MB', true), set_config('random_page_cost', '1.1', true)"))
         for statement, params in captured:
             if statement.lstrip().upper().startswith("SELECT SET_CONFIG"):
                 continue
