@@ -4,6 +4,7 @@ inserts, edits and deletes, on both databases."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,7 +128,7 @@ def test_search_index_covers_old_rows_and_follows_changes(url: str) -> None:
     asyncio.run(_check(url))
 
 
-async def _pages(url: str) -> None:
+async def _pages(url: str, query: str = "apple") -> None:
     db = Database(url)
     try:
         async with db.write() as session:
@@ -167,7 +168,7 @@ async def _pages(url: str) -> None:
             while True:
                 async with db.read() as session:
                     hits, cursor = await search.search(
-                        session, principal, "apple", search.SearchFilter(statuses=statuses),
+                        session, principal, query, search.SearchFilter(statuses=statuses),
                         cursor=cursor, limit=3)
                 found += [h.message.id for h in hits if h.message is not None]
                 if cursor is None:
@@ -177,7 +178,7 @@ async def _pages(url: str) -> None:
         await db.close()
 
 
-@pytest.mark.parametrize("walk", ["indexes soon", "walk far"])
+@pytest.mark.parametrize("walk", ["indexes soon", "walk far", "whole words through the index"])
 def test_search_pages_through_every_stretch(
     url: str, walk: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -190,7 +191,14 @@ def test_search_pages_through_every_stretch(
     if walk == "walk far":
         monkeypatch.setattr(search, "WALK_PER_FETCH", 10**9)
         monkeypatch.setattr(search, "WALK_MOST", 40)
-    asyncio.run(_migrated_then(url, _pages))
+    query = "apple"
+    if walk == "whole words through the index":  # the word being typed checked on each row
+        async def always(*_: Any) -> bool:
+            return True
+
+        monkeypatch.setattr(search, "_prefix_costs_more", always)
+        query = "apple bana"
+    asyncio.run(_migrated_then(url, functools.partial(_pages, query=query)))
 
 
 async def _migrated_then(url: str, check: Any) -> None:
