@@ -77,8 +77,9 @@ async def test_workers_keep_house_on_their_own(settings: Settings) -> None:
         db = Database(settings.sqlalchemy_url)
         try:
             await _fill(db, old=4, new=1)
+            # each table goes in its own transactions: wait for both, not only the first
             for _ in range(100):
-                if (await _left(db))[0] == ["e4"]:
+                if await _left(db) == (["e4"], 1):
                     break
                 await asyncio.sleep(0.1)
             events, quarantined = await _left(db)
