@@ -1,5 +1,5 @@
 """The `switchboard` command: serve, web, worker, migrate, createuser, demo, and the
-maintenance ones (dead letters, secret keys)."""
+maintenance ones (dead letters, secret keys, the attachment store's sweep)."""
 
 from __future__ import annotations
 
@@ -196,6 +196,46 @@ def cmd_reseal(args: argparse.Namespace) -> None:
     print(f"sealed the secrets of {changed} inbox(es) with the first key")
 
 
+def cmd_attachments(args: argparse.Namespace) -> None:
+    """Find, and with --delete remove, stored files no attachment row points at."""
+    from datetime import timedelta
+
+    from inbox.blobs import DATABASE, BlobError, Blobs
+    from inbox.db import Database
+    from inbox.housekeeping import Sweep, sweep_files
+
+    settings = _settings(args)
+    kind = args.store or settings.attachment_storage
+    if kind == DATABASE:
+        print("switchboard: attachments are kept in the database "
+              "(SWITCHBOARD_ATTACHMENT_STORAGE); name the store to sweep with --store",
+              file=sys.stderr)
+        raise SystemExit(2)
+
+    async def main() -> Sweep:
+        blobs, db = Blobs(settings), Database(settings.sqlalchemy_url)
+        try:
+            return await sweep_files(db, blobs.store(kind),
+                                     older_than=timedelta(hours=args.older_than_hours),
+                                     delete=args.delete)
+        finally:
+            await blobs.close()
+            await db.close()
+
+    try:
+        found = asyncio.run(main())
+    except (BlobError, ValueError) as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"{kind} store: {found.looked_at} file(s) older than {args.older_than_hours:g} "
+          f"hours looked at, {found.unreferenced} unreferenced ({found.unreferenced_bytes} "
+          "bytes)")
+    if args.delete:
+        print(f"deleted {found.deleted} file(s)")
+    elif found.unreferenced:
+        print("nothing was deleted: run again with --delete to remove them")
+
+
 def cmd_dead_letters(args: argparse.Namespace) -> None:
     """List, show, replay or discard the entries that failed too often."""
     from hub import dead_letters
@@ -302,6 +342,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("secret-key", cmd_secret_key, "Print a new key for SWITCHBOARD_SECRET_KEY.")
     add("reseal", cmd_reseal, "Seal every channel secret again with the first key of "
         "SWITCHBOARD_SECRET_KEY (after adding a new key in front; then drop the old one).")
+    files = add("attachments", cmd_attachments,
+                "Sweep the attachment store (directory or bucket) for files no attachment "
+                "points at: a process stopped between writing a file and recording it.")
+    files.add_argument("action", choices=["sweep"])
+    files.add_argument("--store", choices=["directory", "s3"],
+                       help="the store to sweep (default SWITCHBOARD_ATTACHMENT_STORAGE)")
+    files.add_argument("--older-than-hours", type=float, default=24.0,
+                       help="only files at least this old (default 24, at least 1)")
+    files.add_argument("--delete", action="store_true",
+                       help="remove what is found (without it, only report)")
     dead = add("dead-letters", cmd_dead_letters,
                "List, show, replay or discard bus entries that failed too often "
                "(outages never put anything here).")

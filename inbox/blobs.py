@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,6 +30,20 @@ class BlobError(Exception):
     """A file could not be written to or read from its store."""
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A key found in a store, with its size in bytes."""
+
+    key: str
+    size: int
+
+
+# What Switchboard itself writes: attachment keys (blob_key), and a directory's temporary
+# files (DirectoryStore.put). Anything else in a store is someone else's and never listed.
+_OURS = re.compile(r"[0-9a-f]{2}/(?:[0-9a-f]{32}|\.part-[^/]+)")
+LIST_PAGE = 1000
+
+
 class BlobStore(Protocol):
     """Bytes by key, outside the database."""
 
@@ -36,6 +54,12 @@ class BlobStore(Protocol):
 
     async def get(self, key: str) -> bytes:
         """The bytes under `key`; BlobError when they are not there."""
+
+    def listing(self, before: datetime) -> AsyncIterator[list[Listed]]:
+        """Pages of the keys Switchboard wrote that were last changed before `before`."""
+
+    async def delete(self, keys: list[str]) -> None:
+        """Remove these keys (those already gone are no error)."""
 
     async def close(self) -> None:
         """Let go of connections."""
@@ -79,6 +103,37 @@ class DirectoryStore:
             return await asyncio.to_thread((self.root / key).read_bytes)
         except FileNotFoundError:
             raise BlobError(f"{key} is not in {self.root}") from None
+
+    async def listing(self, before: datetime) -> AsyncIterator[list[Listed]]:
+        """The files under the root's 256 folders, a folder at a time, in pages."""
+        if not self.root.is_dir():
+            return
+        cutoff = before.timestamp()
+        for folder in sorted(await asyncio.to_thread(os.listdir, self.root)):
+            found = await asyncio.to_thread(self._list, folder, cutoff)
+            for start in range(0, len(found), LIST_PAGE):
+                yield found[start:start + LIST_PAGE]
+
+    def _list(self, folder: str, cutoff: float) -> list[Listed]:
+        found = []
+        with contextlib.suppress(NotADirectoryError, FileNotFoundError), \
+                os.scandir(self.root / folder) as entries:
+            for entry in entries:
+                key = f"{folder}/{entry.name}"
+                if _OURS.fullmatch(key) and entry.is_file(follow_symlinks=False):
+                    stat = entry.stat(follow_symlinks=False)
+                    if stat.st_mtime < cutoff:
+                        found.append(Listed(key, stat.st_size))
+        return found
+
+    async def delete(self, keys: list[str]) -> None:
+        """Unlink the files."""
+        def unlink() -> None:
+            for key in keys:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.root / key)
+
+        await asyncio.to_thread(unlink)
 
     async def close(self) -> None:
         """Nothing to let go of."""
@@ -133,6 +188,39 @@ class S3Store:
                 return data
         except Exception as exc:
             raise BlobError(f"reading {key} from bucket {self.bucket} failed: {exc}") from exc
+
+    async def listing(self, before: datetime) -> AsyncIterator[list[Listed]]:
+        """The objects under the prefix, a page of the bucket's listing at a time."""
+        s3 = await self._s3()
+        aware = before if before.tzinfo else before.replace(tzinfo=UTC)
+        try:
+            pages = s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": LIST_PAGE})
+            async for page in pages:
+                found = []
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.prefix):]
+                    if _OURS.fullmatch(key) and item["LastModified"] < aware:
+                        found.append(Listed(key, int(item["Size"])))
+                if found:
+                    yield found
+        except Exception as exc:
+            raise BlobError(f"listing bucket {self.bucket} failed: {exc}") from exc
+
+    async def delete(self, keys: list[str]) -> None:
+        """DELETE the objects, up to 1,000 a request (the most S3 takes)."""
+        s3 = await self._s3()
+        for start in range(0, len(keys), LIST_PAGE):
+            objects = [{"Key": self.prefix + key} for key in keys[start:start + LIST_PAGE]]
+            try:
+                answer = await s3.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True})
+            except Exception as exc:
+                raise BlobError(f"deleting from bucket {self.bucket} failed: {exc}") from exc
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise BlobError(f"deleting {first.get('Key')} from bucket {self.bucket} "
+                                f"failed: {first.get('Message')}")
 
     async def close(self) -> None:
         """Close the client's connection pool."""

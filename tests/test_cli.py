@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 COMMANDS = ["serve", "web", "worker", "migrate", "createuser", "demo", "secret-key", "reseal",
-            "dead-letters"]
+            "dead-letters", "attachments"]
 
 
 def _run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
