@@ -22,6 +22,7 @@ from typing import Any, Generic, Literal, TypeVar, cast
 from pydantic import BaseModel
 from sqlalchemy import (
     ColumnElement,
+    and_,
     bindparam,
     column,
     exists,
@@ -34,6 +35,8 @@ from sqlalchemy import (
     tuple_,
     union,
 )
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.orm import aliased
 from sqlmodel import SQLModel, col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -70,6 +73,10 @@ SNIPPET = 160
 WINDOW = 20_000  # PostgreSQL: how many of the newest rows are read first (_newest)
 WALK_MOST = 2_000_000  # PostgreSQL: the most rows walked in time order (_walk_further)
 WALK_PER_FETCH = 12  # PostgreSQL: rows walked for the cost of one the indexes offer
+# PostgreSQL: a word's first 3 to STARTS_MOST letters are lexemes too (">paym") in an index on
+# switchboard_word_starts(search_vector) of these tables (migration 0023).
+STARTS_MOST = 6
+STARTS_INDEXED = ("messages",)
 CONVERSATIONS = (250, 1000)  # PostgreSQL: filtered conversations read (_through_conversations)
 
 M = TypeVar("M", bound=SQLModel)
@@ -252,12 +259,31 @@ class _Match:
         return _Match(self.postgresql, kept) if len(kept) < len(self.terms) and _finds(
             kept) else None
 
-    def on(self, source: str, *, indexed: bool = True) -> ColumnElement[bool]:
+    def typed_start(self, source: str) -> Term | None:
+        """The word being typed, when the index of word starts serves it (PostgreSQL).
+
+        Only plain ASCII words: their lexemes are what PostgreSQL's lower-casing makes of
+        them whatever the locale, so ">paym" is written here as the index stores it.
+        """
+        if not self.postgresql or source not in STARTS_INDEXED:
+            return None
+        typed = next((t for t in self.terms if t.prefix), None)
+        if typed is None or len(typed.words) > 1 or typed.negated:
+            return None
+        word = typed.words[0]
+        return typed if word.isascii() and word.isalnum() else None
+
+    def on(self, source: str, *, indexed: bool = True, exact: bool = True
+           ) -> ColumnElement[bool]:
         """Rows of the table `source` (messages, conversations, contacts, contact_identities).
 
         `indexed=False` (PostgreSQL): a condition the GIN index cannot serve, checked on
-        each row of a stretch the query reads anyway (see _newest).
+        each row of a stretch the query reads anyway (see _newest). `exact=False`: only what
+        the index looks up (a word's first letters), for the planner's estimate (_offered).
         """
+        typed = self.typed_start(source) if indexed else None
+        if typed is not None:
+            return self._on_starts(source, typed, exact=exact)
         if self.postgresql:
             tsquery = func.to_tsquery(literal_column("'simple'::regconfig"),
                                       bindparam(None, self.query, unique=True))
@@ -270,6 +296,24 @@ class _Match:
         matching: Any = select(column("rowid")).select_from(table(fts)).where(
             literal_column(fts).op("MATCH")(bindparam(None, self.query, unique=True)))
         return literal_column(f"{source}.id").in_(matching)
+
+
+    def _on_starts(self, source: str, typed: Term, *, exact: bool) -> ColumnElement[bool]:
+        """The words and the start of the one being typed, in one lookup of the index of
+        word starts: GIN then skips through every posting list, as it does for whole words,
+        instead of collecting every row with a word so starting (docs/search.md)."""
+        word = typed.words[0]
+        starts: Any = sql_cast(bindparam(None, f"'>{word[:STARTS_MOST]}'", unique=True),
+                               TSQUERY)
+        others = [t for t in self.terms if t is not typed]
+        if others:
+            starts = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam(
+                None, _Match(True, others).query, unique=True)).op("&&")(starts)
+        vector = func.switchboard_word_starts(literal_column(f"{source}.search_vector"))
+        found: ColumnElement[bool] = vector.op("@@")(starts)
+        if exact and len(word) > STARTS_MOST:  # the index knows its first letters only
+            found = and_(found, self.on(source, indexed=False))
+        return found
 
 
 def _after(at: Any, row_id: Any, rank: int, cursor: tuple[datetime, int, int] | None) -> Any:
@@ -573,7 +617,7 @@ async def _offered(session: AsyncSession, source: _Source[M], match: _Match) -> 
     offers for these words."""
     connection = await session.connection()
     query: Any = select(literal_column("1")).select_from(source.model).where(
-        match.on(source.table))
+        match.on(source.table, exact=False))
     # The words are letters, digits and marks in a tsquery (see Term): safe as a literal.
     sql = str(query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True}))
     plan = (await connection.execute(text("EXPLAIN (FORMAT JSON) " + sql))).scalar_one()
@@ -610,7 +654,7 @@ async def _prefix_costs_more(session: AsyncSession, source: _Source[M]) -> bool:
     """
     match = source.match
     lean = match.without_prefix() if match is not None else None
-    if match is None or lean is None:
+    if match is None or lean is None or match.typed_start(source.table) is not None:
         return False
     started = _Match(match.postgresql, [t for t in match.terms if t.prefix])
     return await _offered(session, source, lean) * 20 < await _offered(session, source, started)
