@@ -117,9 +117,11 @@ async def test_claim_stale_respects_count(bus: Bus) -> None:
     await bus.ensure_group("s", "g")
     ids = [await bus.add("s", b"%d" % i) for i in range(5)]
     await bus.read_group("s", "g", "w1", 10, 0)
-    await asyncio.sleep(0.03)
-    assert ids_of(await bus.claim_stale("s", "g", "w2", 10, 3)) == ids[:3]
-    assert ids_of(await bus.claim_stale("s", "g", "w2", 10, 3)) == ids[3:]
+    await asyncio.sleep(0.5)
+    # Idle for 400 ms at least: the three just claimed stay fresh however slow the machine
+    # is between the two calls (with 10 ms they were stale again on a loaded CI machine).
+    assert ids_of(await bus.claim_stale("s", "g", "w2", 400, 3)) == ids[:3]
+    assert ids_of(await bus.claim_stale("s", "g", "w2", 400, 3)) == ids[3:]
 
 
 async def test_dead_letter_moves_once(bus: Bus) -> None:
