@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -56,7 +56,8 @@ class BlobStore(Protocol):
         """The bytes under `key`; BlobError when they are not there."""
 
     def listing(self, before: datetime) -> AsyncIterator[list[Listed]]:
-        """Pages of the keys Switchboard wrote that were last changed before `before`."""
+        """Pages of the keys Switchboard wrote that were last changed before `before`
+        (timezone-aware)."""
 
     async def delete(self, keys: list[str]) -> None:
         """Remove these keys (those already gone are no error)."""
@@ -192,7 +193,6 @@ class S3Store:
     async def listing(self, before: datetime) -> AsyncIterator[list[Listed]]:
         """The objects under the prefix, a page of the bucket's listing at a time."""
         s3 = await self._s3()
-        aware = before if before.tzinfo else before.replace(tzinfo=UTC)
         try:
             pages = s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": LIST_PAGE})
@@ -200,7 +200,7 @@ class S3Store:
                 found = []
                 for item in page.get("Contents", []):
                     key = item["Key"][len(self.prefix):]
-                    if _OURS.fullmatch(key) and item["LastModified"] < aware:
+                    if _OURS.fullmatch(key) and item["LastModified"] < before:
                         found.append(Listed(key, int(item["Size"])))
                 if found:
                     yield found

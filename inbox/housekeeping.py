@@ -108,8 +108,8 @@ async def sweep_files(db: Database, store: BlobStore, *, older_than: timedelta,
 
 async def _unreferenced(db: Database, page: list[Listed]) -> list[Listed]:
     """The files of a page whose attachment id has no row (a temporary file never has)."""
-    ids = {listed.key.rsplit("/", 1)[-1] for listed in page}
+    named = [(listed.key.rsplit("/", 1)[-1], listed) for listed in page]
     async with db.read() as session:
         kept = set(await session.exec(
-            select(Attachment.id).where(col(Attachment.id).in_(ids))))
-    return [listed for listed in page if listed.key.rsplit("/", 1)[-1] not in kept]
+            select(Attachment.id).where(col(Attachment.id).in_({name for name, _ in named}))))
+    return [listed for name, listed in named if name not in kept]

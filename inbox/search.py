@@ -285,8 +285,7 @@ class _Match:
         if typed is not None:
             return self._on_starts(source, typed, exact=exact)
         if self.postgresql:
-            tsquery = func.to_tsquery(literal_column("'simple'::regconfig"),
-                                      bindparam(None, self.query, unique=True))
+            tsquery = _tsquery(self.query)
             vector: Any = literal_column(f"{source}.search_vector")
             if not indexed:
                 vector = func.coalesce(vector, literal_column("''::tsvector"))
@@ -297,7 +296,6 @@ class _Match:
             literal_column(fts).op("MATCH")(bindparam(None, self.query, unique=True)))
         return literal_column(f"{source}.id").in_(matching)
 
-
     def _on_starts(self, source: str, typed: Term, *, exact: bool) -> ColumnElement[bool]:
         """The words and the start of the one being typed, in one lookup of the index of
         word starts: GIN then skips through every posting list, as it does for whole words,
@@ -307,13 +305,18 @@ class _Match:
                                TSQUERY)
         others = [t for t in self.terms if t is not typed]
         if others:
-            starts = func.to_tsquery(literal_column("'simple'::regconfig"), bindparam(
-                None, _Match(True, others).query, unique=True)).op("&&")(starts)
+            starts = _tsquery(_Match(True, others).query).op("&&")(starts)
         vector = func.switchboard_word_starts(literal_column(f"{source}.search_vector"))
         found: ColumnElement[bool] = vector.op("@@")(starts)
         if exact and len(word) > STARTS_MOST:  # the index knows its first letters only
             found = and_(found, self.on(source, indexed=False))
         return found
+
+
+def _tsquery(query: str) -> Any:
+    """PostgreSQL: a query in tsquery syntax (_Match.query), its words as the index has them."""
+    return func.to_tsquery(literal_column("'simple'::regconfig"),
+                           bindparam(None, query, unique=True))
 
 
 def _after(at: Any, row_id: Any, rank: int, cursor: tuple[datetime, int, int] | None) -> Any:
