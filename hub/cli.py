@@ -66,7 +66,7 @@ def _serve(settings: Settings, *, with_worker: bool) -> None:
         forwarded_allow_ips=",".join(settings.trusted_proxies) or None,
         ws="websockets-sansio",
         # No permessage-deflate: it costs each connection ~58 KiB of zlib state and each
-        # event one compression per connection (bench/websockets.py, docs/performance.md);
+        # event one compression per connection (bench/websocket_fanout.py, docs/performance.md);
         # events are small JSON, and a process holds thousands of sockets.
         ws_per_message_deflate=False,
         # Clients send small control frames only (pings, a visitor's hello and messages).

@@ -22,8 +22,8 @@ At each step:
 The clients share the machine's CPUs with the server: on a small machine the arrival times
 include the clients' own reading. Run from the repository root:
 
-    .venv/bin/python bench/websockets.py
-    .venv/bin/python bench/websockets.py --shape production --connections 1000 10000
+    .venv/bin/python bench/websocket_fanout.py
+    .venv/bin/python bench/websocket_fanout.py --shape production --connections 1000 10000
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-# This file's folder first on the path would make `import websockets` import this file.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
