@@ -152,7 +152,9 @@ class Proc:
                 self.check_alive()
                 try:
                     response = await client.get(f"{self.base_url}/readyz")
-                    if response.status_code == 200:
+                    # Another process may hold the port: this one lost the race for it
+                    # and is about to exit, while the other answers in its place.
+                    if response.status_code == 200 and self._holds_port():
                         return
                 except httpx.TransportError:
                     pass
@@ -161,6 +163,23 @@ class Proc:
                         f"{self.name} not ready after {timeout:.0f}s\n{self.log_tail()}"
                     )
                 await asyncio.sleep(0.1)
+
+    def _holds_port(self) -> bool:
+        """Whether the socket listening on this process's port is this process's (Linux)."""
+        assert self.popen is not None and self.port is not None
+        listening = set()
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    if fields[1].endswith(f":{self.port:04X}") and fields[3] == "0A":  # LISTEN
+                        listening.add(f"socket:[{fields[9]}]")
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{self.popen.pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in listening:
+                        return True
+        return False
 
     def check_alive(self) -> None:
         """Raise ProcessFailed (with the log tail) when the process has exited."""
