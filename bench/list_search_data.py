@@ -118,11 +118,19 @@ async def _step(conn: asyncpg.Connection, say: Say, what: str, sql: str, *args: 
 
 
 async def _saved_indexes(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
-    """(drop statements, create statements) of the big tables' secondary indexes."""
+    """(drop statements, create statements) of the big tables' secondary indexes.
+
+    The statements that create them again also set the statistics targets the migrations
+    gave their columns (an expression index's own: `pg_get_indexdef` leaves them out, and
+    without them PostgreSQL took a rare word's start for one in 230 rows).
+    """
     rows = await conn.fetch(
         """
         SELECT t.relname AS tbl, i.relname AS idx, pg_get_indexdef(x.indexrelid) AS def,
-               c.conname, pg_get_constraintdef(c.oid) AS condef
+               c.conname, pg_get_constraintdef(c.oid) AS condef,
+               (SELECT array_agg(ARRAY[a.attnum::int, a.attstattarget::int])
+                FROM pg_attribute a
+                WHERE a.attrelid = x.indexrelid AND a.attstattarget > 0) AS targets
         FROM pg_index x
         JOIN pg_class i ON i.oid = x.indexrelid
         JOIN pg_class t ON t.oid = x.indrelid
@@ -139,6 +147,8 @@ async def _saved_indexes(conn: asyncpg.Connection) -> tuple[list[str], list[str]
         else:
             drops.append(f'DROP INDEX {r["idx"]}')
             creates.append(r["def"])
+        creates += [f'ALTER INDEX {r["idx"]} ALTER COLUMN {n} SET STATISTICS {target}'
+                    for n, target in r["targets"] or []]
     return drops, creates
 
 
