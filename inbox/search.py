@@ -17,6 +17,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel
@@ -34,6 +35,7 @@ from sqlalchemy import (
     true,
     tuple_,
     union,
+    union_all,
 )
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import TSQUERY
@@ -70,13 +72,18 @@ MAX_WORD = 100  # longer "words" are not words (PostgreSQL does not index them e
 PREFIX_FROM = 3  # a shorter last word must match whole: "a*" would match half the index
 KINDS = ("message", "note", "conversation", "contact")
 SNIPPET = 160
-WINDOW = 20_000  # PostgreSQL: how many of the newest rows are read first (_newest)
+WINDOW = 20_000  # PostgreSQL: the newest rows read first (_newest; / MERGED_ROW in each inbox)
 WALK_MOST = 2_000_000  # PostgreSQL: the most rows walked in time order (_walk_further)
 WALK_PER_FETCH = 12  # PostgreSQL: rows walked for the cost of one the indexes offer
+MERGED_MOST = 20  # PostgreSQL: the most inboxes walked one by one, merged (_walked)
+MERGED_ROW = 4  # PostgreSQL: a row walked in one inbox's order costs this many in time order
 # PostgreSQL: a word's first 3 to STARTS_MOST letters are lexemes too (">paym") in an index on
 # switchboard_word_starts(search_vector) of these tables (migration 0023).
 STARTS_MOST = 6
 STARTS_INDEXED = ("messages",)
+# PostgreSQL: every two words in a row are a lexeme too ("please help") in an index on
+# switchboard_word_pairs(search_vector) of these tables (migration 0025).
+PAIRS_INDEXED = ("messages",)
 CONVERSATIONS = (250, 1000)  # PostgreSQL: filtered conversations read (_through_conversations)
 
 M = TypeVar("M", bound=SQLModel)
@@ -273,14 +280,34 @@ class _Match:
         word = typed.words[0]
         return typed if word.isascii() and word.isalnum() else None
 
+    def pairs(self, source: str) -> list[str]:
+        """The pairs of words in a row of the phrases, as the index of word pairs has them
+        (PostgreSQL; none when no phrase can use it).
+
+        A phrase being typed gives the pairs of its whole words; only plain ASCII words,
+        for the same reason as typed_start.
+        """
+        if not self.postgresql or source not in PAIRS_INDEXED:
+            return []
+        found: set[str] = set()
+        for term in self.terms:
+            whole = term.words[:-1] if term.prefix else term.words
+            if not term.negated and all(w.isascii() and w.isalnum() for w in whole):
+                found.update(f"{a} {b}" for a, b in pairwise(whole))
+        return sorted(found)
+
     def on(self, source: str, *, indexed: bool = True, exact: bool = True
            ) -> ColumnElement[bool]:
         """Rows of the table `source` (messages, conversations, contacts, contact_identities).
 
         `indexed=False` (PostgreSQL): a condition the GIN index cannot serve, checked on
         each row of a stretch the query reads anyway (see _newest). `exact=False`: only what
-        the index looks up (a word's first letters), for the planner's estimate (_offered).
+        the index looks up (a phrase's pairs of words, a word's first letters), for the
+        planner's estimate (_offered).
         """
+        pairs = self.pairs(source) if indexed else []
+        if pairs:
+            return self._on_pairs(source, pairs, exact=exact)
         typed = self.typed_start(source) if indexed else None
         if typed is not None:
             return self._on_starts(source, typed, exact=exact)
@@ -311,6 +338,18 @@ class _Match:
         if exact and len(word) > STARTS_MOST:  # the index knows its first letters only
             found = and_(found, self.on(source, indexed=False))
         return found
+
+    def _on_pairs(self, source: str, pairs: list[str], *, exact: bool) -> ColumnElement[bool]:
+        """Rows with every pair of words of the phrases, in one lookup of the index of word
+        pairs: a phrase of two common words is as rare there as it is in the text, where
+        the plain index offers every row with both words anywhere (docs/search.md). The
+        whole query is then checked on each row fetched (the other words, and a phrase of
+        three words, whose two pairs may stand apart)."""
+        query = " & ".join(f"'{pair}'" for pair in pairs)  # words of letters and digits only
+        vector = func.switchboard_word_pairs(literal_column(f"{source}.search_vector"))
+        found: ColumnElement[bool] = vector.op("@@")(
+            sql_cast(bindparam(None, query, unique=True), TSQUERY))
+        return and_(found, self.on(source, indexed=False)) if exact else found
 
 
 def _tsquery(query: str) -> Any:
@@ -381,18 +420,22 @@ class _Scope:
         return conditions
 
     def in_inboxes(self, inbox_id: Any, *, indexed: bool = True) -> Any:
-        """The row is in one of the inboxes; `indexed=False`: without the inbox index.
-
-        While reading a short stretch of the newest rows, a bitmap of every row of these
-        inboxes (which PostgreSQL would otherwise build and AND with the stretch) costs
-        far more than the stretch itself.
-        """
-        return (inbox_id if indexed else inbox_id + 0).in_(sorted(self.inbox_ids))
+        return _in_inboxes(inbox_id, self.inbox_ids, indexed=indexed)
 
     def dates(self, at: Any) -> list[Any]:
         """Conditions on a time column for the date range."""
         f = self.filters
         return ([at >= f.since] if f.since else []) + ([at < f.until] if f.until else [])
+
+
+def _in_inboxes(inbox_id: Any, inbox_ids: frozenset[int], *, indexed: bool = True) -> Any:
+    """The row is in one of the inboxes; `indexed=False`: without the inbox index.
+
+    While reading a short stretch of the newest rows, a bitmap of every row of these inboxes
+    (which PostgreSQL would otherwise build and AND with the stretch) costs far more than
+    the stretch itself.
+    """
+    return (inbox_id if indexed else inbox_id + 0).in_(sorted(inbox_ids))
 
 
 async def _scope(
@@ -478,6 +521,17 @@ class _Source(Generic[M]):
     # times more, then the indexes.
     match: _Match | None = None
     table: str = ""
+    # The inboxes the rows must be in, by the model's inbox_id, when `where` leaves them out
+    # (None: `where` says which): PostgreSQL walks each inbox on its own, merged (_walked).
+    inboxes: frozenset[int] | None = None
+
+    def conditions(self, indexed: bool) -> list[Any]:
+        """Every condition on the model's own table (see `where`)."""
+        if self.inboxes is None:
+            return self.where(indexed)
+        model: Any = self.model
+        return [*self.where(indexed),
+                _in_inboxes(model.inbox_id, self.inboxes, indexed=indexed)]
 
 
 async def _rows(
@@ -497,13 +551,8 @@ async def _rows(
         by_conversation = bool(f.statuses or f.assignee or f.label)
 
         def of_messages(indexed: bool) -> list[Any]:
-            conditions = [match.on("messages", indexed=indexed),
-                          col(Message.kind).in_(message_kinds),
-                          *scope.dates(at), _after(at, mid, 0, cursor)]
-            if not by_conversation and scope.conversation_conditions():
-                # Only the inboxes: messages carry theirs.
-                conditions.append(scope.in_inboxes(col(Message.inbox_id), indexed=indexed))
-            return conditions
+            return [match.on("messages", indexed=indexed), col(Message.kind).in_(message_kinds),
+                    *scope.dates(at), _after(at, mid, 0, cursor)]
 
         def with_conversation(message: Any, query: Any) -> Any:
             if not by_conversation:
@@ -511,8 +560,11 @@ async def _rows(
             return query.join(Conversation, col(Conversation.id) == message.conversation_id
                               ).where(*scope.conversation_conditions())
 
+        # Only the inboxes: messages carry theirs.
+        inboxes = (scope.inbox_ids if not by_conversation and scope.conversation_conditions()
+                   else None)
         messages = _Source(Message, "accepted_at", of_messages, with_conversation,
-                           match, "messages")
+                           match, "messages", inboxes)
         if by_conversation and match.postgresql:
             rows = await _through_conversations(session, scope, messages, limit)
         else:
@@ -552,67 +604,102 @@ async def _newest(
     common word, and walks the whole table when the word is rare in these inboxes or these
     months though common elsewhere; or it builds a bitmap of every row with the word, which
     is slow for a common word (and slower for a prefix or a phrase). So: first walk the
-    newest WINDOW rows checking the words on each; then, while the matches found so far
+    newest WINDOW rows checking the words on each (of each of the agent's inboxes, merged,
+    when they are few: _walked); then, while the matches found so far
     promise that walking on fills the page for less than the indexes would cost
     (_walk_further), walk further; what is still missing comes from the older rows, through
     the full-text and filter indexes only (a materialized set of every older match).
     """
-    model, at = source.model, source.at
+    model: Any = source.model
+    at = source.at
     column = getattr(model, at)
     if upper is False:
-        query = source.joined(model, select(model).where(*source.where(True)))
+        query = source.joined(model, select(model).where(*source.conditions(True)))
         return list(await session.exec(query.order_by(*_newest_first(model, at))
                                        .limit(limit + 1)))
     found: list[M] = []
     newer: Any = None  # the edge of the stretch walked before, if any
-    depth: int | None = WINDOW
+    each = _each_inbox(source)
+    weight = MERGED_ROW if each else 1  # what a row walked costs (_walk_further)
+    depth: int | None = max(1, WINDOW // weight)
     offered: float | None = None  # the index's estimate, asked for once (_walk_further)
     while depth is not None:
-        bound = select(column).order_by(*_newest_first(model, at)).offset(depth - 1).limit(1)
-        edge = (await session.exec(bound if upper is None else bound.where(column <= upper))
-                ).first()
-        # The stretch in time order (OFFSET 0 keeps it a subquery of its own, walked down
-        # the time index), then the other tables: the walk stops when the page is full.
-        stretch = select(model).where(
-            *source.where(False),
+        # The edge: the depth-th row from the newest (in the source's inboxes, walked one by
+        # one; else of any inbox, counted down the time index alone).
+        counted = _walked(source, [column, model.id],
+                          [column <= upper] if upper is not None else [], each, depth
+                          ).subquery()
+        edge = (await session.exec(select(counted.c[at]).order_by(
+            *_newest_first(counted.c, at)).offset(depth - 1).limit(1))).first()
+        # The stretch in time order, then the other tables: the walk stops when the page
+        # is full.
+        stretch = _walked(source, [model], [
+            *(source.where(False) if each else source.conditions(False)),
             *([column < newer] if newer is not None else []),
             *([column >= edge] if edge is not None else []),
-        ).order_by(*_newest_first(model, at)).offset(0).subquery("stretch")
+        ], each, limit + 1 - len(found)).subquery("stretch")
         row = aliased(model, stretch)
         found += await session.exec(source.joined(row, select(row)).order_by(
             *_newest_first(row, at)).limit(limit + 1 - len(found)))
         if edge is None or len(found) > limit:
             return found  # the whole table was walked, or the page is full
         newer = edge
-        depth, offered = await _walk_further(session, source, depth, len(found), limit,
-                                             offered)
+        depth, offered = await _walk_further(session, source, depth, weight, len(found),
+                                             limit, offered)
     return found + await _older(session, source, limit + 1 - len(found), column < newer)
 
 
+def _each_inbox(source: _Source[M]) -> list[int] | None:
+    """The inboxes walked one by one (PostgreSQL), or None: one walk of every inbox's rows."""
+    inboxes = source.inboxes
+    return sorted(inboxes) if inboxes is not None and len(inboxes) <= MERGED_MOST else None
+
+
+def _walked(source: _Source[M], what: list[Any], where: list[Any], each: list[int] | None,
+            most: int) -> Any:
+    """PostgreSQL: the newest rows of the source's table that hold `where`, for a query
+    that reads them newest first and stops when it has enough (at most `most`).
+
+    `each` None: one walk down the time index (OFFSET 0 keeps it a query of its own, so the
+    other tables' conditions come after). Else one walk per inbox of `each` down
+    ix_search_messages_inbox_at (migration 0024), merged: an agent who sees a few inboxes
+    reads only their rows, not those of every inbox in between. Each walk is ordered and
+    limited on its own; PostgreSQL merges ordered walks only so, never a plain UNION ALL.
+    """
+    model: Any = source.model
+    order = _newest_first(model, source.at)
+    if each is None:
+        return select(*what).where(*where).order_by(*order).offset(0)
+    return union_all(*(select(*what).where(model.inbox_id == i, *where).order_by(*order)
+                       .limit(most) for i in each))
+
+
 async def _walk_further(
-    session: AsyncSession, source: _Source[M], depth: int, found: int, limit: int,
-    offered: float | None,
+    session: AsyncSession, source: _Source[M], depth: int, weight: int, found: int,
+    limit: int, offered: float | None,
 ) -> tuple[int | None, float | None]:
     """How deep to walk next (rows from the newest), or None to go to the indexes; and the
     estimate of the rows the index offers (`offered`, asked for on first need).
 
-    Walking costs about 0.3 µs a row; the indexes cost about 3.5 µs for each row with all
-    the words that they offer (a phrase's words anywhere, any inbox), read from the heap and
-    checked: walking on is worth it while it should fill the page in fewer than
-    WALK_PER_FETCH rows for each row offered, up to WALK_MOST rows.
+    Walking costs about 0.3 µs a row in time order across inboxes, `weight` times that in
+    one inbox's order (each row on a heap page of its own); the indexes cost about 3.5 µs
+    for each row with all the words that they offer (any inbox), read from the heap and
+    checked: walking on is worth it while it should fill the page for less than
+    WALK_PER_FETCH rows in time order for each row offered, up to WALK_MOST of them.
     """
     if source.match is None:
-        return (WINDOW * 10 if depth == WINDOW and found * 10 >= limit else None), offered
+        first = max(1, WINDOW // weight)
+        return (first * 10 if depth == first and found * 10 >= limit else None), offered
     # Rows still to walk at the density seen so far (none seen: at least as many again as
     # a page would need at one match per stretch walked).
     need = depth * (limit + 1 - found) / found if found else depth * (limit + 1)
-    if depth + need > WALK_MOST:
+    if (depth + need) * weight > WALK_MOST:
         return None, offered
     if offered is None:
         offered = await _offered(session, source, source.match)
-    if need > offered * WALK_PER_FETCH:
+    if need * weight > offered * WALK_PER_FETCH:
         return None, offered
-    return min(WALK_MOST, depth + int(need * 1.25)), offered
+    return min(WALK_MOST // weight, depth + int(need * 1.25)), offered
 
 
 async def _offered(session: AsyncSession, source: _Source[M], match: _Match) -> float:
@@ -633,13 +720,13 @@ async def _older(session: AsyncSession, source: _Source[M], count: int, before: 
     The set of every match is materialized first, so PostgreSQL cannot walk the time index
     hoping to fill a page early (see _newest).
     """
-    conditions = source.where(True)
+    conditions = source.conditions(True)
     if await _prefix_costs_more(session, source):
         # The whole words through the index; the word's start checked on each row.
         assert source.match is not None
         lean = source.match.without_prefix()
         assert lean is not None
-        conditions = [*source.where(False), lean.on(source.table)]
+        conditions = [*source.conditions(False), lean.on(source.table)]
     older = source.joined(source.model, select(source.model).where(*conditions, before)
                           ).cte("older").prefix_with("MATERIALIZED")
     row = aliased(source.model, older)
@@ -657,7 +744,8 @@ async def _prefix_costs_more(session: AsyncSession, source: _Source[M]) -> bool:
     """
     match = source.match
     lean = match.without_prefix() if match is not None else None
-    if match is None or lean is None or match.typed_start(source.table) is not None:
+    if (match is None or lean is None or match.typed_start(source.table) is not None
+            or match.pairs(source.table)):
         return False
     started = _Match(match.postgresql, [t for t in match.terms if t.prefix])
     return await _offered(session, source, lean) * 20 < await _offered(session, source, started)
@@ -683,7 +771,7 @@ async def _through_conversations(
         # The words checked on each message of these conversations, never through the GIN
         # index: a bitmap of every message with a common word costs far more than these.
         query = select(Message).where(
-            *messages.where(False),
+            *messages.conditions(False),
             col(Message.conversation_id).in_([i for i, _ in newest]),
             *([col(Message.accepted_at) > edge] if edge is not None else []),
         ).order_by(*_newest_first(Message, "accepted_at")).limit(limit + 1)

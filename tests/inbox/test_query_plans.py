@@ -138,11 +138,16 @@ def test_hot_queries_use_their_indexes(generated: PostgresDatabase) -> None:
                 # Opening a conversation: its newest 50 messages.
                 (lambda s: queries.list_messages(s, me, conversation_id),
                  ("ix_messages_conversation_order",)),
-                # Search: a common word walks the time index; a rare one asks the GIN index.
-                (found("order"), ("ix_search_messages_at",)),
+                # Search: a common word walks the time order of each of the agent's inboxes,
+                # merged (the admin's: of every inbox); a rare one asks the GIN index.
+                (found("order"), ("ix_search_messages_inbox_at",)),
+                (found("order", admin), ("ix_search_messages_at",)),
                 (found(code + " "), ("ix_search_messages",)),
                 (found(code + " ", admin), ("ix_search_messages",)),
-                (found('"tracking number"'), ("ix_search_messages_at",)),
+                (found('"tracking number"'), ("ix_search_messages_inbox_at",)),
+                # A rare phrase: its pairs of words in a row (migration 0025).
+                (found(f'"ref {code}"'), ("ix_search_messages_pairs",)),
+                (found(f'"ref {code}"', admin), ("ix_search_messages_pairs",)),
                 # A word being typed (here after a rare one): the index of word starts,
                 # which finds every word in one lookup (migration 0023).
                 (found(code), ("ix_search_messages_starts",)),

@@ -132,16 +132,18 @@ async def _pages(url: str, query: str = "apple") -> None:
     db = Database(url)
     try:
         async with db.write() as session:
-            seen, other = Inbox(name="Seen", channel="api"), Inbox(name="Other", channel="api")
+            seen = [Inbox(name="Seen", channel="api"), Inbox(name="Also seen", channel="api")]
+            other = Inbox(name="Other", channel="api")
             contact = Contact(name="Customer")
-            session.add_all([seen, other, contact])
+            session.add_all([*seen, other, contact])
             await session.flush()
-            assert seen.id and other.id and contact.id
-            # Six conversations in the inbox the agent sees (every other one resolved), one
-            # elsewhere; messages spread over them, each conversation active at its last.
+            assert seen[0].id and seen[1].id and other.id and contact.id
+            # Six conversations in the two inboxes the agent sees (every other one resolved,
+            # the inboxes taking turns), one elsewhere; messages spread over them, each
+            # conversation active at its last.
             conversations = [
-                Conversation(inbox_id=seen.id if n < 6 else other.id, contact_id=contact.id,
-                             status="resolved" if n % 2 else "open")
+                Conversation(inbox_id=seen[n // 2 % 2].id if n < 6 else other.id,
+                             contact_id=contact.id, status="resolved" if n % 2 else "open")
                 for n in range(7)]
             session.add_all(conversations)
             await session.flush()
@@ -158,9 +160,8 @@ async def _pages(url: str, query: str = "apple") -> None:
             await session.flush()
             apples = [(m.id, conversations[i % 7]) for i, m in reversed(list(enumerate(rows)))
                       if i % 3 == 0 and i % 7 != 6]
-            inbox_id = seen.id
-        principal = Principal(agent_id=1, role="agent", inbox_ids=frozenset({inbox_id}),
-                              csrf_token="")
+        principal = Principal(agent_id=1, role="agent",
+                              inbox_ids=frozenset({seen[0].id, seen[1].id}), csrf_token="")
         for statuses in ((), ("open",), ("resolved",)):
             expected = [i for i, c in apples if not statuses or c.status in statuses]
             found: list[int] = []
@@ -178,19 +179,23 @@ async def _pages(url: str, query: str = "apple") -> None:
         await db.close()
 
 
-@pytest.mark.parametrize("walk", ["indexes soon", "walk far", "whole words through the index"])
+@pytest.mark.parametrize("walk", ["indexes soon", "walk far", "walk every inbox at once",
+                                  "whole words through the index"])
 def test_search_pages_through_every_stretch(
     url: str, walk: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # PostgreSQL reads the newest WINDOW rows, then further while walking promises to cost
-    # less than the indexes (never beyond WALK_MOST rows), then the older matches from the
-    # indexes (or, with a status, the newest CONVERSATIONS conversations, then the indexes):
-    # with tiny sizes one search goes through every stage.
+    # PostgreSQL reads the newest WINDOW rows (of each of the agent's inboxes, merged; or of
+    # every inbox at once), then further while walking promises to cost less than the
+    # indexes (never beyond WALK_MOST rows), then the older matches from the indexes (or,
+    # with a status, the newest CONVERSATIONS conversations, then the indexes): with tiny
+    # sizes one search goes through every stage.
     monkeypatch.setattr(search, "WINDOW", 4)
     monkeypatch.setattr(search, "CONVERSATIONS", (1, 2))
-    if walk == "walk far":
+    if walk.startswith("walk"):
         monkeypatch.setattr(search, "WALK_PER_FETCH", 10**9)
         monkeypatch.setattr(search, "WALK_MOST", 40)
+    if walk == "walk every inbox at once":
+        monkeypatch.setattr(search, "MERGED_MOST", 1)
     query = "apple"
     if walk == "whole words through the index":  # the word being typed checked on each row
         async def always(*_: Any) -> bool:

@@ -30,6 +30,7 @@ TEXTS = [
     "नमस्ते, मेरा ऑर्डर कहाँ है",
     "予約の確認をお願いします",
     "refundable deposit only",
+    "Please help, then help me later",
 ]
 
 # query -> the texts it finds (by index in TEXTS), newest first.
@@ -53,6 +54,15 @@ CASES: dict[str, list[int]] = {
     '"refund issued see"': [1],
     '"the deliv': [3],  # an unclosed phrase while typing: its last word's start
     '"the deliv"': [],
+    # PostgreSQL looks a phrase up by its pairs of words in a row, then checks it whole.
+    '"then help me"': [12],
+    '"please help me"': [],  # its two pairs are there, apart
+    '"help then help me"': [12],
+    '"refund policy" week': [0],
+    '"refund policy" page': [],
+    '"refund policy" chan': [0],
+    '"refund policy cha': [0],
+    '"est arrivé"': [8],
     # Words joined by punctuation are a phrase.
     "ada@example.com": [5],
     "example.com": [5],
