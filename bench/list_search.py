@@ -43,6 +43,7 @@ from sqlalchemy import event, text  # noqa: E402
 from sqlmodel.ext.asyncio.session import AsyncSession  # noqa: E402
 
 from bench.list_search_data import Size, generate  # noqa: E402
+from hub.app import settle_after_start  # noqa: E402
 from inbox import queries, search  # noqa: E402
 from inbox.agents import Principal, hash_password, visible_inbox_ids  # noqa: E402
 from inbox.db import Database  # noqa: E402
@@ -355,6 +356,7 @@ async def measure(db: Database, args: argparse.Namespace) -> list[dict[str, Any]
     results = []
     clock = SqlClock(db)
     rare = await _rare_codes(db)
+    settle_after_start()  # as a web process does once started
     for scenario in scenarios(deep, rare):
         if (args.only and args.only not in scenario.name) or scenario.run is None:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -107,6 +108,26 @@ class Runtime:
         )
 
 
+_settled = False
+
+
+def settle_after_start() -> None:
+    """Leave what the process built while starting out of every later garbage collection.
+
+    Python's full collections walk every object that lives long: the modules, the mapped
+    classes, the settings; with them, a full collection paused a web process for 70-106
+    ms, about once every hundred searches (bench/list_search.py, docs/performance.md).
+    Frozen, those are never walked again; what is made afterwards is collected as before.
+    Once a process: a process that starts several apps (the tests) keeps the cycles of
+    the later ones collectable.
+    """
+    global _settled
+    if not _settled:
+        _settled = True
+        gc.collect()
+        gc.freeze()
+
+
 def create_app(settings: Settings, *, with_worker: bool = False) -> Starlette:
     """The ASGI app of a web process; with_worker also runs the worker in it (embedded)."""
     runtime = Runtime.build(settings)
@@ -122,6 +143,7 @@ def create_app(settings: Settings, *, with_worker: bool = False) -> Starlette:
         await fanout.start()
         await asyncio.wait_for(fanout.wait_ready(), timeout=30)
         await presence.start()
+        settle_after_start()
         stop = asyncio.Event()
         worker_task = (
             asyncio.create_task(runtime.worker().run(stop), name="worker") if with_worker else None
@@ -147,6 +169,7 @@ async def run_worker(settings: Settings, stop: asyncio.Event) -> None:
     """A worker process: consume the streams until `stop` is set."""
     runtime = Runtime.build(settings)
     await runtime.start()
+    settle_after_start()
     try:
         await runtime.worker().run(stop)
     finally:
