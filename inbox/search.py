@@ -328,13 +328,12 @@ class _Match:
         word starts: GIN then skips through every posting list, as it does for whole words,
         instead of collecting every row with a word so starting (docs/search.md)."""
         word = typed.words[0]
-        starts: Any = sql_cast(bindparam(None, f"'>{word[:STARTS_MOST]}'", unique=True),
-                               TSQUERY)
+        starts = _lexemes(f"'>{word[:STARTS_MOST]}'")
         others = [t for t in self.terms if t is not typed]
         if others:
             starts = _tsquery(_Match(True, others).query).op("&&")(starts)
-        vector = func.switchboard_word_starts(literal_column(f"{source}.search_vector"))
-        found: ColumnElement[bool] = vector.op("@@")(starts)
+        found: ColumnElement[bool] = _derived("switchboard_word_starts", source).op("@@")(
+            starts)
         if exact and len(word) > STARTS_MOST:  # the index knows its first letters only
             found = and_(found, self.on(source, indexed=False))
         return found
@@ -346,9 +345,8 @@ class _Match:
         whole query is then checked on each row fetched (the other words, and a phrase of
         three words, whose two pairs may stand apart)."""
         query = " & ".join(f"'{pair}'" for pair in pairs)  # words of letters and digits only
-        vector = func.switchboard_word_pairs(literal_column(f"{source}.search_vector"))
-        found: ColumnElement[bool] = vector.op("@@")(
-            sql_cast(bindparam(None, query, unique=True), TSQUERY))
+        found: ColumnElement[bool] = _derived("switchboard_word_pairs", source).op("@@")(
+            _lexemes(query))
         return and_(found, self.on(source, indexed=False)) if exact else found
 
 
@@ -356,6 +354,18 @@ def _tsquery(query: str) -> Any:
     """PostgreSQL: a query in tsquery syntax (_Match.query), its words as the index has them."""
     return func.to_tsquery(literal_column("'simple'::regconfig"),
                            bindparam(None, query, unique=True))
+
+
+def _lexemes(query: str) -> Any:
+    """PostgreSQL: a tsquery of quoted lexemes taken as they are, never cut into words: what
+    the indexes of word starts and pairs store (">paym", "please help")."""
+    return sql_cast(bindparam(None, query, unique=True), TSQUERY)
+
+
+def _derived(function: str, source: str) -> Any:
+    """PostgreSQL: the table's vector through one of the functions an expression index is
+    built on (switchboard_word_starts, migration 0023; switchboard_word_pairs, 0025)."""
+    return getattr(func, function)(literal_column(f"{source}.search_vector"))
 
 
 def _after(at: Any, row_id: Any, rank: int, cursor: tuple[datetime, int, int] | None) -> Any:
