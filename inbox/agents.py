@@ -12,16 +12,19 @@ import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, literal_column, null, true, union_all, update
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from hub.types import utcnow
 from inbox.models import (
     ROLES,
+    TZ,
     Agent,
     AgentSession,
     Inbox,
@@ -163,37 +166,72 @@ SESSIONS_AT_ONCE = 1000  # tokens looked up in one statement
 
 
 async def principals_for(session: AsyncSession, tokens: Collection[str]) -> dict[str, Principal]:
-    """The principals of the live session tokens among `tokens`, in at most five statements
-    (one more per SESSIONS_AT_ONCE tokens) however many there are: the periodic check of
-    every websocket of a process costs about what one request's does."""
+    """The principals of the live session tokens among `tokens`, in one statement (one more
+    per SESSIONS_AT_ONCE tokens) however many there are: a request pays one round trip for
+    its agent, and the periodic check of every websocket of a process about the same."""
     hashes = {token_hash(token): token for token in tokens}
-    rows: list[tuple[AgentSession, Agent]] = []
     ordered = sorted(hashes)
-    for start in range(0, len(ordered), SESSIONS_AT_ONCE):
-        rows += (await session.exec(
-            select(AgentSession, Agent)
-            .join(Agent, col(Agent.id) == col(AgentSession.agent_id))
-            .where(col(AgentSession.token_hash).in_(ordered[start:start + SESSIONS_AT_ONCE]))
-        )).all()
     now = utcnow()
-    live = [(stored, agent) for stored, agent in rows
-            if stored.expires_at >= now and agent.is_active]
-    if not live:
-        return {}
-    agents = {agent.id or 0: agent for _, agent in live}
-    inboxes = await _visible_inboxes(session, list(agents.values()))
-    teams: dict[int, set[int]] = {}
-    for agent_id, team_id in await session.exec(
-        select(TeamMember.agent_id, TeamMember.team_id)
-        .where(col(TeamMember.agent_id).in_(sorted(agents)))
-    ):
-        teams.setdefault(agent_id, set()).add(team_id)
+    rows: list[Any] = []
+    for start in range(0, len(ordered), SESSIONS_AT_ONCE):
+        rows += await session.exec(
+            _PRINCIPALS, params={"hashes": ordered[start:start + SESSIONS_AT_ONCE], "now": now})
+    live = {hashed: (number, role, csrf)
+            for hashed, kind, number, role, csrf in rows if kind == _SESSION}
+    seen: dict[tuple[str, int], set[int]] = {}
+    for hashed, kind, number, _, _ in rows:
+        if kind != _SESSION:
+            seen.setdefault((hashed, kind), set()).add(number)
     return {
-        hashes[stored.token_hash]: Principal(
-            agent_id=agent.id or 0, role=agent.role, inbox_ids=inboxes[agent.id or 0],
-            csrf_token=stored.csrf_token, team_ids=frozenset(teams.get(agent.id or 0, ())))
-        for stored, agent in live
+        hashes[hashed]: Principal(
+            agent_id=agent_id, role=role, csrf_token=csrf,
+            inbox_ids=frozenset(seen.get((hashed, _INBOX), ())),
+            team_ids=frozenset(seen.get((hashed, _TEAM), ())))
+        for hashed, (agent_id, role, csrf) in live.items()
     }
+
+
+_SESSION, _INBOX, _TEAM = 0, 1, 2
+
+
+def _principals_statement() -> Any:
+    """The live sessions among the bound token hashes, each with its agent's role, and then
+    one row per inbox the agent sees (every inbox for an admin; their own and their teams'
+    otherwise) and per team they are in: (token hash, kind, number, role, csrf token)."""
+    sessions, agents = AgentSession.__table__, Agent.__table__  # type: ignore[attr-defined]
+    members, teams = InboxMember.__table__, TeamMember.__table__  # type: ignore[attr-defined]
+    team_inboxes, inboxes = TeamInbox.__table__, Inbox.__table__  # type: ignore[attr-defined]
+    live = (
+        core_select(sessions.c.token_hash, sessions.c.agent_id, sessions.c.csrf_token,
+                    agents.c.role)
+        .join(agents, agents.c.id == sessions.c.agent_id)
+        .where(sessions.c.token_hash.in_(bindparam("hashes", expanding=True)),
+               sessions.c.expires_at >= bindparam("now", type_=TZ),
+               agents.c.is_active)
+        .cte("live")
+    )
+
+    def kind(value: int) -> Any:
+        return literal_column(str(value))
+
+    admin = live.c.role == "admin"
+    return union_all(
+        core_select(live.c.token_hash, kind(_SESSION), live.c.agent_id, live.c.role,
+                    live.c.csrf_token),
+        core_select(live.c.token_hash, kind(_INBOX), inboxes.c.id, null(), null())
+        .select_from(live.join(inboxes, true())).where(admin),
+        core_select(live.c.token_hash, kind(_INBOX), members.c.inbox_id, null(), null())
+        .select_from(live.join(members, members.c.agent_id == live.c.agent_id)).where(~admin),
+        core_select(live.c.token_hash, kind(_INBOX), team_inboxes.c.inbox_id, null(), null())
+        .select_from(live.join(teams, teams.c.agent_id == live.c.agent_id)
+                     .join(team_inboxes, team_inboxes.c.team_id == teams.c.team_id))
+        .where(~admin),
+        core_select(live.c.token_hash, kind(_TEAM), teams.c.team_id, null(), null())
+        .select_from(live.join(teams, teams.c.agent_id == live.c.agent_id)),
+    )
+
+
+_PRINCIPALS = _principals_statement()
 
 
 async def agent_by_id(session: AsyncSession, agent_id: int) -> Agent:
