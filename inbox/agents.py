@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -196,11 +196,10 @@ _SESSION, _INBOX, _TEAM = 0, 1, 2
 
 def _principals_statement() -> Any:
     """The live sessions among the bound token hashes, each with its agent's role, and then
-    one row per inbox the agent sees (every inbox for an admin; their own and their teams'
-    otherwise) and per team they are in: (token hash, kind, number, role, csrf token)."""
+    one row per inbox the agent sees and per team they are in:
+    (token hash, kind, number, role, csrf token)."""
     sessions, agents = AgentSession.__table__, Agent.__table__  # type: ignore[attr-defined]
-    members, teams = InboxMember.__table__, TeamMember.__table__  # type: ignore[attr-defined]
-    team_inboxes, inboxes = TeamInbox.__table__, Inbox.__table__  # type: ignore[attr-defined]
+    teams = TeamMember.__table__  # type: ignore[attr-defined]
     live = (
         core_select(sessions.c.token_hash, sessions.c.agent_id, sessions.c.csrf_token,
                     agents.c.role)
@@ -210,25 +209,38 @@ def _principals_statement() -> Any:
                agents.c.is_active)
         .cte("live")
     )
-
-    def kind(value: int) -> Any:
-        return literal_column(str(value))
-
-    admin = live.c.role == "admin"
     return union_all(
-        core_select(live.c.token_hash, kind(_SESSION), live.c.agent_id, live.c.role,
+        core_select(live.c.token_hash, _kind(_SESSION), live.c.agent_id, live.c.role,
                     live.c.csrf_token),
-        core_select(live.c.token_hash, kind(_INBOX), inboxes.c.id, null(), null())
-        .select_from(live.join(inboxes, true())).where(admin),
-        core_select(live.c.token_hash, kind(_INBOX), members.c.inbox_id, null(), null())
-        .select_from(live.join(members, members.c.agent_id == live.c.agent_id)).where(~admin),
-        core_select(live.c.token_hash, kind(_INBOX), team_inboxes.c.inbox_id, null(), null())
-        .select_from(live.join(teams, teams.c.agent_id == live.c.agent_id)
-                     .join(team_inboxes, team_inboxes.c.team_id == teams.c.team_id))
-        .where(~admin),
-        core_select(live.c.token_hash, kind(_TEAM), teams.c.team_id, null(), null())
+        *(leg.add_columns(null(), null()) for leg in _seen_inboxes(
+            live, lambda: [live.c.token_hash, _kind(_INBOX)])),
+        core_select(live.c.token_hash, _kind(_TEAM), teams.c.team_id, null(), null())
         .select_from(live.join(teams, teams.c.agent_id == live.c.agent_id)),
     )
+
+
+def _kind(value: int) -> Any:
+    return literal_column(str(value))
+
+
+def _seen_inboxes(agents: Any, leading: Callable[[], list[Any]]) -> list[Any]:
+    """The rule of who sees what: SELECTs of (*leading(), inbox id) for each inbox the
+    `agents` rows (columns agent_id, role) see: every inbox for an admin; for anyone else
+    their own and their teams'."""
+    members, teams = InboxMember.__table__, TeamMember.__table__  # type: ignore[attr-defined]
+    team_inboxes, inboxes = TeamInbox.__table__, Inbox.__table__  # type: ignore[attr-defined]
+    admin = agents.c.role == "admin"
+    return [
+        core_select(*leading(), inboxes.c.id)
+        .select_from(agents.join(inboxes, true())).where(admin),
+        core_select(*leading(), members.c.inbox_id)
+        .select_from(agents.join(members, members.c.agent_id == agents.c.agent_id))
+        .where(~admin),
+        core_select(*leading(), team_inboxes.c.inbox_id)
+        .select_from(agents.join(teams, teams.c.agent_id == agents.c.agent_id)
+                     .join(team_inboxes, team_inboxes.c.team_id == teams.c.team_id))
+        .where(~admin),
+    ]
 
 
 _PRINCIPALS = _principals_statement()
@@ -240,31 +252,13 @@ async def agent_by_id(session: AsyncSession, agent_id: int) -> Agent:
 
 
 async def visible_inbox_ids(session: AsyncSession, agent: Agent) -> frozenset[int]:
-    """The inboxes whose conversations the agent may see: their own and their teams'."""
-    return (await _visible_inboxes(session, [agent]))[agent.id or 0]
-
-
-async def _visible_inboxes(
-    session: AsyncSession, agents: Sequence[Agent]
-) -> dict[int, frozenset[int]]:
-    """visible_inbox_ids of several agents, in at most three statements."""
-    found: dict[int, set[int]] = {agent.id or 0: set() for agent in agents}
-    admins = [agent.id or 0 for agent in agents if agent.role == "admin"]
-    others = sorted(set(found) - set(admins))
-    if admins:
-        every = {i for i in await session.exec(select(Inbox.id)) if i is not None}
-        for agent_id in admins:
-            found[agent_id] = every
-    if others:
-        own = await session.exec(select(InboxMember.agent_id, InboxMember.inbox_id)
-                                 .where(col(InboxMember.agent_id).in_(others)))
-        teams = await session.exec(
-            select(TeamMember.agent_id, TeamInbox.inbox_id)
-            .join(TeamMember, col(TeamMember.team_id) == col(TeamInbox.team_id))
-            .where(col(TeamMember.agent_id).in_(others)))
-        for agent_id, inbox_id in [*own, *teams]:
-            found[agent_id].add(inbox_id)
-    return {agent_id: frozenset(ids) for agent_id, ids in found.items()}
+    """The inboxes whose conversations the agent may see (every inbox for an admin; their
+    own and their teams' for anyone else), in one statement."""
+    agents = Agent.__table__  # type: ignore[attr-defined]
+    one = core_select(agents.c.id.label("agent_id"), agents.c.role).where(
+        agents.c.id == agent.id).cte("agent")
+    seen: Any = union_all(*_seen_inboxes(one, list))
+    return frozenset(inbox_id for inbox_id, in await session.exec(seen))
 
 
 async def touch_presence(session: AsyncSession, agent_ids: list[int]) -> None:
