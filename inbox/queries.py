@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ARRAY, Integer, and_, bindparam, func, or_, true, tuple_
+from sqlalchemy import select as core_select
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -25,6 +26,7 @@ from inbox.models import (
     Inbox,
     Label,
     Message,
+    table_of,
 )
 from inbox.views import conversation_view, label_names, message_view
 
@@ -104,6 +106,15 @@ def _limit(limit: int) -> int:
     return limit
 
 
+def _with_channel_and_contact() -> Any:
+    """Conversations with their inbox's channel and their contact's name, for their view."""
+    return (
+        select(Conversation, Inbox.channel, Contact.name)
+        .join(Inbox, col(Inbox.id) == col(Conversation.inbox_id))
+        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
+    )
+
+
 async def list_conversations(
     session: AsyncSession,
     principal: Principal,
@@ -120,9 +131,7 @@ async def list_conversations(
     if not inbox_ids:
         return [], None
     query = (
-        select(Conversation, Inbox.channel, Contact.name)
-        .join(Inbox, col(Inbox.id) == col(Conversation.inbox_id))
-        .join(Contact, col(Contact.id) == col(Conversation.contact_id))
+        _with_channel_and_contact()
         .where(col(Conversation.inbox_id).in_(sorted(inbox_ids)))
     )
     if filters.statuses:
@@ -242,13 +251,13 @@ async def get_conversation(
     session: AsyncSession, principal: Principal, conversation_id: int
 ) -> ConversationView | None:
     """One conversation's view, or None when missing or not visible."""
-    conversation = await visible_conversation(session, principal, conversation_id)
-    if conversation is None:
+    found = (await session.exec(
+        _with_channel_and_contact().where(col(Conversation.id) == conversation_id))).first()
+    if found is None or found[0].inbox_id not in principal.inbox_ids:
         return None
-    inbox = await session.get_one(Inbox, conversation.inbox_id)
-    contact = await session.get_one(Contact, conversation.contact_id)
+    conversation, channel, contact_name = found
     labels = await label_names(session, [conversation_id])
-    return conversation_view(conversation, channel=inbox.channel, contact_name=contact.name,
+    return conversation_view(conversation, channel=channel, contact_name=contact_name,
                              labels=labels.get(conversation_id, ()))
 
 
@@ -281,22 +290,25 @@ async def list_messages(
 ) -> tuple[list[MessageView], str | None] | None:
     """The newest messages (before a cursor), oldest first, and the cursor of older ones."""
     limit = _limit(limit)
-    if await visible_conversation(session, principal, conversation_id) is None:
+    inbox_id = (await session.exec(
+        select(Conversation.inbox_id).where(Conversation.id == conversation_id))).first()
+    if inbox_id is None or inbox_id not in principal.inbox_ids:
         return None
-    query = select(Message).where(Message.conversation_id == conversation_id)
+    # Columns, not ORM objects: a page of 50 is read-only, and loading it into the session
+    # cost about as much as the query itself.
+    messages = table_of(Message)
+    query: Any = core_select(*messages.columns).where(
+        messages.c.conversation_id == conversation_id)
     if before:
         at, row_id = decode_cursor(before)
         query = query.where(
             or_(
-                col(Message.accepted_at) < at,
-                and_(col(Message.accepted_at) == at, col(Message.id) < row_id),
+                messages.c.accepted_at < at,
+                and_(messages.c.accepted_at == at, messages.c.id < row_id),
             )
         )
-    rows = list(
-        await session.exec(
-            query.order_by(col(Message.accepted_at).desc(), col(Message.id).desc()).limit(limit + 1)
-        )
-    )
+    rows = list(await session.exec(
+        query.order_by(messages.c.accepted_at.desc(), messages.c.id.desc()).limit(limit + 1)))
     older = None
     if len(rows) > limit:
         rows = rows[:limit]

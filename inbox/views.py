@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import Row, func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,8 +25,8 @@ from inbox.models import (
 PREVIEW_CHARS = 280
 
 
-def message_view(message: Message) -> MessageView:
-    """The public view of a message row."""
+def message_view(message: Message | Row[Any]) -> MessageView:
+    """The public view of a message: its ORM object, or a row of its table's columns."""
     assert message.id is not None
     return MessageView(
         id=message.id,
