@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -395,6 +396,29 @@ class _Existing:
         """Keep it."""
 
 
+class _FullCollections:
+    """How often, and for how long, this process's own full garbage collections ran."""
+
+    def __init__(self) -> None:
+        self.pauses: list[float] = []
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((time.perf_counter() - self._started) * 1000)
+
+    def report(self) -> None:
+        gc.callbacks.remove(self._on_gc)
+        longest = max(self.pauses, default=0.0)
+        say(f"client full garbage collections while measuring: {len(self.pauses)}, "
+            f"longest {longest:.1f} ms")
+
+
 async def measure_http(db: Database, name: str, args: argparse.Namespace
                        ) -> list[dict[str, Any]]:
     """The same scenarios over HTTP, as a browser asks: one `switchboard web` process on the
@@ -421,6 +445,10 @@ async def measure_http(db: Database, name: str, args: argparse.Namespace
             clients[p.agent_id] = await login(web.base_url, f"agent{p.agent_id}@bench.example",
                                               PASSWORD, timeout=30)
         results = []
+        # The client's own full collections would count as the server's time: freeze what
+        # it built so far, as the web process does, and report any that still happen.
+        settle_after_start()
+        pauses = _FullCollections()
         for scenario in scenarios(deep, rare, threads):
             if args.only and args.only not in scenario.name:
                 continue
@@ -447,6 +475,7 @@ async def measure_http(db: Database, name: str, args: argparse.Namespace
                     times.append(elapsed)
                     rows += len(responses[-1].json().get("items", []))
             results.append(_figures("HTTP " + scenario.name, times, None, rows, busy))
+        pauses.report()
         return results
     finally:
         for client in clients.values():
