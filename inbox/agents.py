@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from inbox.models import (
     InboxMember,
     TeamInbox,
     TeamMember,
+    table_of,
 )
 
 _hasher = PasswordHasher()
@@ -198,8 +199,7 @@ def _principals_statement() -> Any:
     """The live sessions among the bound token hashes, each with its agent's role, and then
     one row per inbox the agent sees and per team they are in:
     (token hash, kind, number, role, csrf token)."""
-    sessions, agents = AgentSession.__table__, Agent.__table__  # type: ignore[attr-defined]
-    teams = TeamMember.__table__  # type: ignore[attr-defined]
+    sessions, agents, teams = table_of(AgentSession), table_of(Agent), table_of(TeamMember)
     live = (
         core_select(sessions.c.token_hash, sessions.c.agent_id, sessions.c.csrf_token,
                     agents.c.role)
@@ -212,8 +212,8 @@ def _principals_statement() -> Any:
     return union_all(
         core_select(live.c.token_hash, _kind(_SESSION), live.c.agent_id, live.c.role,
                     live.c.csrf_token),
-        *(leg.add_columns(null(), null()) for leg in _seen_inboxes(
-            live, lambda: [live.c.token_hash, _kind(_INBOX)])),
+        *(leg.add_columns(null(), null())
+          for leg in _seen_inboxes(live, [live.c.token_hash, _kind(_INBOX)])),
         core_select(live.c.token_hash, _kind(_TEAM), teams.c.team_id, null(), null())
         .select_from(live.join(teams, teams.c.agent_id == live.c.agent_id)),
     )
@@ -223,20 +223,20 @@ def _kind(value: int) -> Any:
     return literal_column(str(value))
 
 
-def _seen_inboxes(agents: Any, leading: Callable[[], list[Any]]) -> list[Any]:
-    """The rule of who sees what: SELECTs of (*leading(), inbox id) for each inbox the
+def _seen_inboxes(agents: Any, leading: Sequence[Any] = ()) -> list[Any]:
+    """The rule of who sees what: SELECTs of (*leading, inbox id) for each inbox the
     `agents` rows (columns agent_id, role) see: every inbox for an admin; for anyone else
     their own and their teams'."""
-    members, teams = InboxMember.__table__, TeamMember.__table__  # type: ignore[attr-defined]
-    team_inboxes, inboxes = TeamInbox.__table__, Inbox.__table__  # type: ignore[attr-defined]
+    members, teams = table_of(InboxMember), table_of(TeamMember)
+    team_inboxes, inboxes = table_of(TeamInbox), table_of(Inbox)
     admin = agents.c.role == "admin"
     return [
-        core_select(*leading(), inboxes.c.id)
+        core_select(*leading, inboxes.c.id)
         .select_from(agents.join(inboxes, true())).where(admin),
-        core_select(*leading(), members.c.inbox_id)
+        core_select(*leading, members.c.inbox_id)
         .select_from(agents.join(members, members.c.agent_id == agents.c.agent_id))
         .where(~admin),
-        core_select(*leading(), team_inboxes.c.inbox_id)
+        core_select(*leading, team_inboxes.c.inbox_id)
         .select_from(agents.join(teams, teams.c.agent_id == agents.c.agent_id)
                      .join(team_inboxes, team_inboxes.c.team_id == teams.c.team_id))
         .where(~admin),
@@ -254,10 +254,10 @@ async def agent_by_id(session: AsyncSession, agent_id: int) -> Agent:
 async def visible_inbox_ids(session: AsyncSession, agent: Agent) -> frozenset[int]:
     """The inboxes whose conversations the agent may see (every inbox for an admin; their
     own and their teams' for anyone else), in one statement."""
-    agents = Agent.__table__  # type: ignore[attr-defined]
+    agents = table_of(Agent)
     one = core_select(agents.c.id.label("agent_id"), agents.c.role).where(
         agents.c.id == agent.id).cte("agent")
-    seen: Any = union_all(*_seen_inboxes(one, list))
+    seen: Any = union_all(*_seen_inboxes(one))
     return frozenset(inbox_id for inbox_id, in await session.exec(seen))
 
 
